@@ -1,0 +1,3 @@
+from kms_service.cli import main
+
+main()

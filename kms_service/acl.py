@@ -1,0 +1,160 @@
+"""Vault-style path ACLs: policies are path rules with capabilities; default deny; deny wins. Pure.
+
+Built-in policy templates (admin, sign, verify, encrypt, decrypt, rewrap) are rule lists bound to one key.
+A new policy is a new entry in ``POLICY_TEMPLATES``; the engine itself does not change.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+from kms_service.errors import InvalidRequest
+from kms_service.keyring import validate_key_name
+
+
+class Capability(enum.IntFlag):
+    DENY = enum.auto()
+    CREATE = enum.auto()
+    READ = enum.auto()
+    UPDATE = enum.auto()
+    DELETE = enum.auto()
+    LIST = enum.auto()
+    SUDO = enum.auto()
+    PATCH = enum.auto()
+
+
+NONE = Capability(0)
+RW = Capability.READ | Capability.UPDATE
+ALL = (
+    Capability.CREATE
+    | Capability.READ
+    | Capability.UPDATE
+    | Capability.DELETE
+    | Capability.LIST
+    | Capability.SUDO
+    | Capability.PATCH
+)
+
+
+@dataclass(frozen=True)
+class PathRule:
+    """``pattern`` may end in ``*`` (prefix match) and use ``+`` for exactly one segment."""
+
+    pattern: str
+    capabilities: Capability
+
+    @cached_property
+    def is_glob(self) -> bool:
+        return self.pattern.endswith("*") or "+" in self.pattern.split("/")
+
+    def matches(self, path: str) -> bool:
+        pattern = self.pattern
+        prefix = pattern.endswith("*")
+        if prefix:
+            pattern = pattern[:-1]
+        pattern_parts = pattern.split("/")
+        path_parts = path.split("/")
+        if prefix:
+            # Every complete segment must match; the last (partial) one is a string prefix.
+            if len(path_parts) < len(pattern_parts):
+                return False
+            *whole, last = pattern_parts
+            for pat, seg in zip(whole, path_parts, strict=False):
+                if pat != "+" and pat != seg:
+                    return False
+            rest = "/".join(path_parts[len(whole) :])
+            return last == "+" or rest.startswith(last)
+        if len(path_parts) != len(pattern_parts):
+            return False
+        return all(pat == "+" or pat == seg for pat, seg in zip(pattern_parts, path_parts, strict=True))
+
+    def priority(self) -> tuple:
+        """Vault's ordering among glob matches: later first wildcard, no trailing '*', fewer '+',
+        longer, then lexicographically greater wins."""
+        p = self.pattern
+        first_wild = min((i for i, c in enumerate(p) if c in "+*"), default=len(p))
+        return (first_wild, not p.endswith("*"), -p.count("+"), len(p), p)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    rules: tuple[PathRule, ...]
+
+
+class ACL:
+    """The merged view of a token's policies."""
+
+    def __init__(self, policies: Iterable[Policy]) -> None:
+        self.root = False
+        exact: dict[str, Capability] = {}
+        globs: dict[str, Capability] = {}
+        for policy in policies:
+            if policy.name == "root":
+                self.root = True
+            for rule in policy.rules:
+                target = globs if rule.is_glob else exact
+                # Capabilities are unioned across policies only for the same pattern (Vault).
+                target[rule.pattern] = target.get(rule.pattern, NONE) | rule.capabilities
+        self._exact = exact
+        self._globs = sorted((PathRule(p, c) for p, c in globs.items()), key=PathRule.priority, reverse=True)
+
+    def capabilities(self, path: str) -> Capability:
+        if self.root:
+            return ALL
+        caps = self._exact.get(path)
+        if caps is None:
+            for rule in self._globs:
+                if rule.matches(path):
+                    caps = rule.capabilities
+                    break
+            else:
+                return NONE
+        if caps & Capability.DENY:
+            return NONE
+        return caps
+
+    def allows(self, path: str, capability: Capability) -> bool:
+        return bool(self.capabilities(path) & capability)
+
+
+# policy kind → rules, with {key} bound to the grant's key. The sign/verify templates also grant the
+# bare path because hvac (and the Vault CLI) send hash_algorithm in the body, not the URL.
+POLICY_TEMPLATES: dict[str, tuple[tuple[str, Capability], ...]] = {
+    "admin": (
+        ("transit/keys/{key}", Capability.READ),
+        ("transit/keys/{key}/*", Capability.READ | Capability.CREATE | Capability.UPDATE | Capability.DELETE),
+    ),
+    "sign": (("transit/sign/{key}", RW), ("transit/sign/{key}/*", RW)),
+    "verify": (("transit/verify/{key}", RW), ("transit/verify/{key}/*", RW)),
+    "encrypt": (("transit/encrypt/{key}", RW),),
+    "decrypt": (("transit/decrypt/{key}", RW),),
+    "rewrap": (("transit/rewrap/{key}", RW),),
+}
+
+ROOT_POLICY = Policy("root", ())
+
+
+def policy_name(kind: str, key: str) -> str:
+    return f"{kind}:{key}"
+
+
+def parse_policy(name: str) -> Policy:
+    """``root`` or ``<kind>:<key>`` (e.g. ``encrypt:payments``) → a Policy. Raises InvalidRequest."""
+    if name == "root":
+        return ROOT_POLICY
+    kind, sep, key = name.partition(":")
+    if not sep or kind not in POLICY_TEMPLATES:
+        raise InvalidRequest(
+            f"unknown policy; use 'root' or '<policy>:<key>' with policy one of {', '.join(POLICY_TEMPLATES)}"
+        )
+    validate_key_name(key)
+    rules = tuple(PathRule(pattern.format(key=key), caps) for pattern, caps in POLICY_TEMPLATES[kind])
+    return Policy(name, rules)
+
+
+def acl_for(policy_names: Iterable[str]) -> ACL:
+    return ACL(parse_policy(name) for name in policy_names)

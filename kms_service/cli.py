@@ -1,0 +1,344 @@
+"""The ``kms-service`` command: serve, relationships, token create/revoke/list, migrate.
+
+Every flag also reads a ``KMS_*`` environment variable. Commands talk to the database directly (never
+through HTTP), so they work while a server runs or before the first one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+from sqlalchemy.engine import make_url
+
+from kms_service import __version__
+from kms_service.config import (
+    ServiceConfig,
+    load_relationships,
+    load_service_config,
+    parse_duration,
+)
+from kms_service.errors import ConfigError, KMSError
+from kms_service.service import KMS
+from kms_service.storage import migrate as migrations
+from kms_service.storage.engine import create_engine, default_database_url
+from kms_service.web.app import create_app
+
+log = logging.getLogger("kms_service")
+T = TypeVar("T")
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except KMSError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _database_url(database_url: str | None, data_dir: Path) -> str:
+    return database_url or default_database_url(data_dir)
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--data-dir",
+        envvar="KMS_DATA_DIR",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path("data"),
+        show_default=True,
+        help="Holds the SQLite database and master.key.",
+    )(func)
+    return click.option(
+        "--database-url",
+        envvar="KMS_DATABASE_URL",
+        help="sqlite:///path or postgresql://user@host/db (default: SQLite under --data-dir).",
+    )(func)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="kms-service")
+def main() -> None:
+    """Self-hosted key management: Vault's transit API backed by SQLite or PostgreSQL."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _load_config(path: Path) -> ServiceConfig:
+    try:
+        return load_service_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@main.command()
+@click.option("--config", "config_path", envvar="KMS_CONFIG", required=True, type=click.Path(path_type=Path))
+@click.option("--host", envvar="KMS_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="KMS_PORT", default=8200, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--reap-interval",
+    envvar="KMS_REAP_INTERVAL",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between sweeps that delete expired tokens.",
+)
+@click.option(
+    "--cache-ttl",
+    envvar="KMS_CACHE_TTL",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a cached key or token is trusted before the database is asked again.",
+)
+@database_options
+def serve(
+    config_path: Path,
+    host: str,
+    port: int,
+    reap_interval: float,
+    cache_ttl: float,
+    database_url: str | None,
+    data_dir: Path,
+) -> None:
+    """Apply migrations, provision the services YAML, and serve the transit API."""
+    config = _load_config(config_path)
+    _run(
+        _serve(
+            config, config_path, host, port, reap_interval, cache_ttl, _database_url(database_url, data_dir), data_dir
+        )
+    )
+
+
+async def _serve(
+    config: ServiceConfig,
+    config_path: Path,
+    host: str,
+    port: int,
+    reap_interval: float,
+    cache_ttl: float,
+    url: str,
+    data_dir: Path,
+) -> None:
+    kms = await KMS.open(url, data_dir, cache_ttl=cache_ttl)
+    try:
+        await kms.provision(config)
+        runner = web.AppRunner(create_app(kms, reap_interval=reap_interval))
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = runner.addresses[0][1] if runner.addresses else port
+            click.echo(
+                f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
+                f"  database: {_safe_url(url)}\n"
+                f"  endpoints: {', '.join(config.endpoints)}\n"
+                f"  get an app token:      kms-service relationships --config {config_path} --app APP.yaml\n"
+                f"  get an operator token: kms-service token create --policy root --ttl 1h",
+                err=True,
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        await kms.close()
+
+
+@main.command()
+@click.option("--config", "config_path", envvar="KMS_CONFIG", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--app",
+    "app_path",
+    envvar="KMS_APP",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The app's YAML with its 'relationships'.",
+)
+@click.option("--host", envvar="KMS_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="KMS_PORT", default=8200, show_default=True, type=click.IntRange(1, 65535))
+@database_options
+def relationships(
+    config_path: Path, app_path: Path, host: str, port: int, database_url: str | None, data_dir: Path
+) -> None:
+    """Print the app's PLATFORM_RELATIONSHIPS value (base64 JSON, one line)."""
+    config = _load_config(config_path)
+    try:
+        wanted = load_relationships(app_path)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
+    for rel in wanted:
+        if rel.service != config.name:
+            raise click.ClickException(
+                f"{app_path}: relationships.{rel.name} names service '{rel.service}', "
+                f"but {config_path} defines '{config.name}'"
+            )
+        if rel.endpoint not in config.endpoints:
+            raise click.ClickException(
+                f"{app_path}: relationships.{rel.name} names endpoint '{rel.endpoint}', which {config_path} "
+                f"does not define (it has: {', '.join(config.endpoints)})"
+            )
+
+    async def build() -> dict[str, list[dict[str, Any]]]:
+        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
+        try:
+            await kms.provision(config)
+            result = {}
+            for rel in wanted:
+                token, _expires = await kms.tokens.endpoint_token(rel.endpoint)
+                result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port)]
+            return result
+        finally:
+            await kms.close()
+
+    document = _run(build())
+    click.echo(base64.b64encode(json.dumps(document).encode()).decode("ascii"))
+
+
+def relationship_entry(config: ServiceConfig, endpoint: str, token: str, host: str, port: int) -> dict[str, Any]:
+    """One entry in the platform's shape (see the seed's relationship reference)."""
+    ip = _ip_of(host)
+    return {
+        "username": "",
+        "scheme": "http",
+        "service": config.name,
+        "fragment": "",
+        "ip": ip,
+        "instance_ips": [ip],
+        "hostname": host,
+        "port": port,
+        "cluster": f"kms-service-{config.name}",
+        "host": host,
+        "rel": endpoint,
+        "path": "/",
+        "query": {"is_master": True},
+        "password": token,
+        "type": config.type,
+        "public": False,
+        "host_mapped": False,
+    }
+
+
+def _ip_of(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
+    except OSError:
+        return host
+
+
+@main.group()
+def token() -> None:
+    """Operator tokens: create, list, revoke."""
+
+
+@token.command("create")
+@click.option(
+    "--policy",
+    "policies",
+    envvar="KMS_POLICY",
+    multiple=True,
+    required=True,
+    help="'root', or '<policy>:<key>' with policy admin|sign|verify|encrypt|decrypt|rewrap. Repeatable.",
+)
+@click.option("--ttl", envvar="KMS_TTL", default="8760h", show_default=True, help="Lifetime, e.g. 2s, 1h, 8760h.")
+@click.option("--display-name", envvar="KMS_DISPLAY_NAME", default="token", show_default=True)
+@database_options
+def token_create(
+    policies: tuple[str, ...], ttl: str, display_name: str, database_url: str | None, data_dir: Path
+) -> None:
+    """Create a token; the token itself is printed on the last line, and shown only this once."""
+    try:
+        seconds = parse_duration(ttl)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--ttl") from None
+
+    async def create():
+        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
+        try:
+            return await kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name)
+        finally:
+            await kms.close()
+
+    secret, info = _run(create())
+    click.echo(f"accessor: {info.accessor}")
+    click.echo(f"policies: {', '.join(info.policies)}")
+    click.echo(f"expires:  {info.expires_at.isoformat() if info.expires_at else 'never'}")
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("accessor_or_token")
+@database_options
+def token_revoke(accessor_or_token: str, database_url: str | None, data_dir: Path) -> None:
+    """Revoke a token by its accessor (see 'token list') or by the token itself."""
+
+    async def revoke() -> bool:
+        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
+        try:
+            return await kms.tokens.revoke(accessor_or_token)
+        finally:
+            await kms.close()
+
+    if not _run(revoke()):
+        raise click.ClickException("no such token")
+    click.echo("revoked")
+
+
+@token.command("list")
+@database_options
+def token_list(database_url: str | None, data_dir: Path) -> None:
+    """Accessors, policies and expiry of every token (never the tokens)."""
+
+    async def records():
+        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
+        try:
+            return await kms.tokens.list()
+        finally:
+            await kms.close()
+
+    click.echo(f"{'accessor':<24}  {'expires':<25}  {'endpoint':<16}  policies")
+    for record in _run(records()):
+        expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
+        click.echo(f"{record.accessor:<24}  {expires:<25}  {record.endpoint or '-':<16}  {', '.join(record.policies)}")
+
+
+@main.command()
+@database_options
+def migrate(database_url: str | None, data_dir: Path) -> None:
+    """Upgrade the database schema to the newest revision (Alembic 'upgrade head')."""
+    url = _database_url(database_url, data_dir)
+
+    async def upgrade() -> None:
+        engine = create_engine(url)
+        try:
+            await migrations.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    _run(upgrade())
+    click.echo(f"database {_safe_url(url)} is at the newest schema revision")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The master key: seals key material at rest and derives the server's own secrets. Pure.
+
+Sealing is XChaCha20-Poly1305 (libsodium): 192-bit random nonces have no practical usage limit, so the
+master key never needs rotating for nonce reasons. Every sealed value is bound to where it lives
+(``associated_data``), so a sealed row copied to another key or version fails to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl import bindings as sodium
+from nacl.exceptions import CryptoError
+
+from kms_service.errors import SealError
+
+MASTER_KEY_SIZE = 32
+MASTER_KEY_ENV = "KMS_MASTER_KEY"
+MASTER_KEY_FILE = "master.key"
+_NONCE_SIZE = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+
+
+class MasterKey:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != MASTER_KEY_SIZE:
+            raise SealError(f"the master key must be {MASTER_KEY_SIZE} bytes")
+        self._key = key
+        # Non-secret identifier stored beside each sealed row: which master key sealed it (for KEK rotation).
+        self.key_id = hmac.new(key, b"kms-service master key id", hashlib.sha256).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"MasterKey(key_id={self.key_id!r})"
+
+    @classmethod
+    def generate(cls) -> MasterKey:
+        return cls(os.urandom(MASTER_KEY_SIZE))
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> MasterKey:
+        try:
+            raw = base64.b64decode(text.strip().encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise SealError(f"{source} is not valid base64") from None
+        if len(raw) != MASTER_KEY_SIZE:
+            raise SealError(f"{source} must hold {MASTER_KEY_SIZE} bytes (base64 of 32 random bytes)")
+        return cls(raw)
+
+    @classmethod
+    def load(cls, data_dir: Path, environ: dict[str, str] | None = None, create: bool = True) -> MasterKey:
+        """From ``KMS_MASTER_KEY``, else ``<data_dir>/master.key`` (created 0600 on first use)."""
+        environ = os.environ if environ is None else environ
+        if environ.get(MASTER_KEY_ENV):
+            return cls.from_text(environ[MASTER_KEY_ENV], MASTER_KEY_ENV)
+        path = Path(data_dir) / MASTER_KEY_FILE
+        if path.exists():
+            return cls.from_text(path.read_text(encoding="ascii"), str(path))
+        if not create:
+            raise SealError(f"no master key: set {MASTER_KEY_ENV} or create {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = cls.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key.export() + "\n")
+        return key
+
+    def export(self) -> str:
+        return base64.b64encode(self._key).decode("ascii")
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_SIZE)
+        return nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associated_data, nonce, self._key)
+
+    def unseal(self, sealed: bytes, associated_data: bytes) -> bytes:
+        nonce, body = sealed[:_NONCE_SIZE], sealed[_NONCE_SIZE:]
+        try:
+            return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(body, associated_data, nonce, self._key)
+        except (CryptoError, ValueError, TypeError):
+            raise SealError("sealed value does not open with this master key") from None
+
+    def subkey(self, purpose: str) -> bytes:
+        """A key for one purpose (token HMACs, endpoint tokens), independent of the sealing key."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._key)
+
+
+def key_material_aad(key_name: str, version: int) -> bytes:
+    return f"kms-service/key-version/{key_name}/{version}".encode()
+
+
+SEAL_CHECK_AAD = b"kms-service/seal-check"
+SEAL_CHECK_PLAINTEXT = b"kms-service master key check"

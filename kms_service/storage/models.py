@@ -1,0 +1,175 @@
+"""The schema. Operators read it with sqlite3 or psql, so every table and column says what it is.
+
+No column holds a secret in the clear: key material is sealed under the master key, tokens are HMACs.
+Alembic owns the schema (``migrations/``); a test runs ``alembic check`` against these models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC on both databases (SQLite has no time zones; it stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Key(Base):
+    __tablename__ = "keys"
+    __table_args__ = (
+        CheckConstraint("latest_version >= 1", name="latest_version_positive"),
+        CheckConstraint(
+            "min_decryption_version >= 1 AND min_decryption_version <= latest_version",
+            name="min_decryption_version_in_range",
+        ),
+        CheckConstraint(
+            "min_encryption_version = 0 OR (min_encryption_version >= min_decryption_version "
+            "AND min_encryption_version <= latest_version)",
+            name="min_encryption_version_in_range",
+        ),
+        {"comment": "Named transit keys; one row per key. Key material lives in key_versions, sealed."},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, comment="Key name as used in API paths")
+    type: Mapped[str] = mapped_column(String(32), comment="Vault key type, e.g. ecdsa-p256; never changes")
+    latest_version: Mapped[int] = mapped_column(Integer, comment="Newest version; rotation adds one")
+    min_decryption_version: Mapped[int] = mapped_column(
+        Integer, default=1, comment="Ciphertexts/signatures of older versions are refused"
+    )
+    min_encryption_version: Mapped[int] = mapped_column(
+        Integer, default=0, comment="Oldest version usable to encrypt/sign; 0 means latest only by default"
+    )
+    deletion_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    exportable: Mapped[bool] = mapped_column(Boolean, default=False, comment="One-way: once true, stays true")
+    allow_plaintext_backup: Mapped[bool] = mapped_column(Boolean, default=False, comment="One-way")
+    generation: Mapped[int] = mapped_column(
+        Integer, default=1, comment="Bumped by every change; caches on every node compare it"
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KeyVersion(Base):
+    __tablename__ = "key_versions"
+    __table_args__ = (
+        CheckConstraint("version >= 1", name="version_positive"),
+        {"comment": "One row per key version (rotation inserts one); material sealed under the master key"},
+    )
+
+    key_id: Mapped[int] = mapped_column(ForeignKey("keys.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sealed_material: Mapped[bytes] = mapped_column(
+        LargeBinary,
+        comment="XChaCha20-Poly1305(master key, nonce ‖ ciphertext), bound to key name and version",
+    )
+    master_key_id: Mapped[str] = mapped_column(String(16), comment="Which master key sealed this row")
+    public_key: Mapped[str | None] = mapped_column(Text, comment="PEM public key (asymmetric types only)")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+    __table_args__ = ({"comment": "Endpoints of the services YAML; apps connect to one by relationship"},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, comment="Endpoint id from the services YAML")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EndpointGrant(Base):
+    __tablename__ = "endpoint_grants"
+    __table_args__ = ({"comment": "Policy bindings: endpoint may use policy on key (from the services YAML)"},)
+
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(16), primary_key=True, comment="admin, sign, verify, ...")
+    key_id: Mapped[int] = mapped_column(ForeignKey("keys.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    __table_args__ = ({"comment": "API tokens; only an HMAC of each token is stored, never the token"},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accessor: Mapped[str] = mapped_column(
+        String(24), unique=True, comment="Public handle to list/revoke a token without knowing it"
+    )
+    token_hmac: Mapped[bytes] = mapped_column(
+        LargeBinary(32), unique=True, comment="HMAC-SHA256 of the token under a master-key subkey"
+    )
+    endpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"),
+        index=True,
+        comment="Set for endpoint tokens: policies come from endpoint_grants",
+    )
+    display_name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, index=True, comment="The reaper deletes rows past this time; NULL never expires"
+    )
+
+
+class TokenPolicy(Base):
+    __tablename__ = "token_policies"
+    __table_args__ = ({"comment": "Policies of operator tokens: 'root' or '<policy>:<key>'"},)
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    policy: Mapped[str] = mapped_column(String(160), primary_key=True)
+
+
+class SealCheck(Base):
+    __tablename__ = "seal_check"
+    __table_args__ = (
+        CheckConstraint("id = 1", name="single_row"),
+        {"comment": "A known value sealed under the master key: a wrong master key is refused at start"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    master_key_id: Mapped[str] = mapped_column(String(16))
+    sealed_value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

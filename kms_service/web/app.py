@@ -1,0 +1,99 @@
+"""The aiohttp application: one catch-all route into our router, errors mapped to HTTP in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from kms_service.errors import (
+    InternalError,
+    KMSError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    UnsupportedOperation,
+    UnsupportedPath,
+    UserError,
+)
+from kms_service.service import KMS
+from kms_service.web import replies, system, transit
+from kms_service.web.routing import KMS_KEY, Router
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+ROUTER_KEY = web.AppKey("router", Router)
+REAPER_KEY = web.AppKey("reaper", asyncio.Task)
+
+# The one mapping from the error hierarchy to HTTP (most specific first).
+STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
+    (PermissionDenied, 403),
+    (NotFound, 404),
+    (UnsupportedPath, 404),
+    (UnsupportedOperation, 405),
+    (PayloadTooLarge, 413),
+    (UserError, 400),
+    (InternalError, 500),
+)
+
+
+def error_response(exc: KMSError) -> web.Response:
+    status = next((code for cls, code in STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
+    if isinstance(exc, NotFound):
+        return replies.error(404, [])  # Vault's "nothing here" carries no message
+    return replies.error(status, [exc.message or "internal error"])
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    try:
+        reply, call = await request.app[ROUTER_KEY].dispatch(request)
+    except KMSError as exc:
+        if isinstance(exc, InternalError):
+            log.error("%s %s failed: %s", request.method, request.path, exc.message)
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(PayloadTooLarge())
+    except Exception:
+        # Log the failure, never the request body: it may hold plaintext.
+        log.exception("%s %s failed", request.method, request.path)
+        return replies.error(500, ["internal error"])
+    response = replies.success(reply, call.warnings() if call else [])
+    if request.method == "HEAD":
+        return web.Response(status=response.status, headers=replies.JSON_HEADERS)
+    return response
+
+
+async def reap_forever(kms: KMS, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await kms.tokens.reap()
+        except Exception:
+            log.exception("token reaper failed; retrying in %s s", interval)
+
+
+def reaper_context(interval: float):
+    async def reaper(app: web.Application) -> AsyncIterator[None]:
+        app[REAPER_KEY] = asyncio.create_task(reap_forever(app[KMS_KEY], interval))
+        yield
+        app[REAPER_KEY].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app[REAPER_KEY]
+
+    return reaper
+
+
+def create_app(kms: KMS, reap_interval: float = 60.0) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[KMS_KEY] = kms
+    router = Router()
+    system.setup_routes(router)
+    transit.setup_routes(router)
+    app[ROUTER_KEY] = router
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.cleanup_ctx.append(reaper_context(reap_interval))
+    return app

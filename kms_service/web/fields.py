@@ -1,0 +1,145 @@
+"""Strict request parsing. Python's parsers are lax; these are not.
+
+JSON: no duplicate keys, no NaN/Infinity, no lone surrogates, bounded depth, an object at the top.
+Fields: base64 is validated, integers are ASCII digits (Vault's weak typing accepts "2" for 2; we do too,
+but never ``true`` or ``1.5``), booleans are true/false. Error messages name the field, never its value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from kms_service.errors import InvalidRequest
+from kms_service.keyring import b64decode_strict
+
+MAX_DEPTH = 32
+_INT_RE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
+_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+_FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidRequest("failed to decode JSON input: duplicate key in object")
+        result[key] = value
+    return result
+
+
+def _reject_constant(_name: str) -> Any:
+    raise InvalidRequest("failed to decode JSON input: NaN and Infinity are not JSON")
+
+
+def _check(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidRequest("failed to decode JSON input: nested too deeply")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest("failed to decode JSON input: invalid unicode escape") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check(key, depth + 1)
+            _check(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item, depth + 1)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, whatever the Content-Type says (curl --data sends a form type)."""
+    if not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("failed to decode JSON input: body is not UTF-8") from None
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"failed to decode JSON input: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError):
+        raise InvalidRequest("failed to decode JSON input: value out of range or nested too deeply") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("failed to decode JSON input: expected a JSON object")
+    _check(document, 0)
+    return document
+
+
+class Fields:
+    """Typed access to body fields; remembers which were read so the rest can be reported as ignored."""
+
+    def __init__(self, body: dict[str, Any], path_params: dict[str, str]) -> None:
+        self._body = body
+        self._path_params = path_params
+        self._read: set[str] = set()
+
+    def present(self, name: str) -> bool:
+        self._read.add(name)
+        return self._body.get(name) is not None
+
+    def raw(self, name: str) -> Any:
+        self._read.add(name)
+        return self._body.get(name)
+
+    def string(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise InvalidRequest(f"field '{name}' must be a string")
+        return value
+
+    def base64(self, name: str, missing: str | None = None) -> bytes | None:
+        """Decoded bytes; ``None`` when absent, or 400 ``missing`` when that message is given."""
+        value = self.string(name)
+        if value is None:
+            if missing:
+                raise InvalidRequest(missing)
+            return None
+        try:
+            return b64decode_strict(value)
+        except ValueError:
+            raise InvalidRequest(f"illegal base64 data in field '{name}'") from None
+
+    def integer(self, name: str, default: int = 0) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if type(value) is int and abs(value) < 2**31:
+            return value
+        if isinstance(value, str) and _INT_RE.fullmatch(value) and abs(int(value)) < 2**31:
+            return int(value)
+        raise InvalidRequest(f"error converting input for field '{name}': expected an integer")
+
+    def boolean(self, name: str, default: bool | None = None) -> bool | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if type(value) is bool:
+            return value
+        if isinstance(value, str) and value in _TRUE:
+            return True
+        if isinstance(value, str) and value in _FALSE:
+            return False
+        raise InvalidRequest(f"error converting input for field '{name}': expected a boolean")
+
+    def warnings(self) -> list[str]:
+        """Vault's warnings for body fields it ignored or overrode with path values."""
+        result = []
+        replaced = sorted(k for k in self._body if k in self._path_params)
+        ignored = sorted(k for k in self._body if k not in self._read and k not in self._path_params)
+        if ignored:
+            result.append(f"Endpoint ignored these unrecognized parameters: [{' '.join(ignored)}]")
+        if replaced:
+            result.append(
+                "Endpoint replaced the value of these parameters with the values captured from the "
+                f"endpoint's path: [{' '.join(replaced)}]"
+            )
+        return result

@@ -1,0 +1,45 @@
+"""Vault's response envelopes, with ``Content-Type: application/json`` exactly (hvac checks it)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+@dataclass
+class Reply:
+    data: dict[str, Any] | None = None
+    status: int = 200
+    warnings: list[str] = field(default_factory=list)
+
+
+def json_response(payload: Any, status: int) -> web.Response:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return web.Response(body=body, status=status, headers=JSON_HEADERS)
+
+
+def success(reply: Reply, extra_warnings: list[str]) -> web.Response:
+    if reply.data is None:
+        return web.Response(status=204, headers=JSON_HEADERS)
+    warnings = reply.warnings + extra_warnings
+    envelope = {
+        "request_id": str(uuid.uuid4()),
+        "lease_id": "",
+        "renewable": False,
+        "lease_duration": 0,
+        "data": dict(sorted(reply.data.items())),
+        "wrap_info": None,
+        "warnings": warnings or None,
+        "auth": None,
+    }
+    return json_response(envelope, reply.status)
+
+
+def error(status: int, messages: list[str]) -> web.Response:
+    return json_response({"errors": messages}, status)
