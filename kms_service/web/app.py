@@ -94,6 +94,6 @@ def create_app(kms: KMS, reap_interval: float = 60.0) -> web.Application:
     system.setup_routes(router)
     transit.setup_routes(router)
     app[ROUTER_KEY] = router
-    app.router.add_route("*", "/{tail:.*}", handle)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app.cleanup_ctx.append(reaper_context(reap_interval))
     return app

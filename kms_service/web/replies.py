@@ -17,6 +17,8 @@ class Reply:
     data: dict[str, Any] | None = None
     status: int = 200
     warnings: list[str] = field(default_factory=list)
+    # sys/health answers with the bare object, not the envelope (as Vault does).
+    bare: bool = False
 
 
 def json_response(payload: Any, status: int) -> web.Response:
@@ -27,6 +29,8 @@ def json_response(payload: Any, status: int) -> web.Response:
 def success(reply: Reply, extra_warnings: list[str]) -> web.Response:
     if reply.data is None:
         return web.Response(status=204, headers=JSON_HEADERS)
+    if reply.bare:
+        return json_response(reply.data, reply.status)
     warnings = reply.warnings + extra_warnings
     envelope = {
         "request_id": str(uuid.uuid4()),

@@ -29,7 +29,8 @@ async def health(call: Call) -> Reply:
             "kms_service_version": __version__,
             "cluster_name": name,
             "cluster_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kms-service:{name}:{call.kms.master_key.key_id}")),
-        }
+        },
+        bare=True,
     )
 
 

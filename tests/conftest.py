@@ -1,0 +1,150 @@
+"""Shared fixtures: every database-backed test runs on SQLite and on PostgreSQL, against a real server.
+
+PostgreSQL comes from KMS_TEST_POSTGRES_URL (default: the local server's ``test`` database); each test
+gets a fresh database of its own. If PostgreSQL is unreachable the tests fail, never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import hvac
+import pytest
+from aiohttp import web
+
+from kms_service.config import ServiceConfig, load_service_config
+from kms_service.seal import MasterKey
+from kms_service.service import KMS
+from kms_service.web.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
+TEST_CONFIG = ROOT / "tests" / "data" / "services.yaml"
+POSTGRES_URL = os.environ.get("KMS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin_url() -> str:
+    return POSTGRES_URL
+
+
+async def _pg_execute(sql: str) -> None:
+    conn = await asyncpg.connect(_pg_admin_url(), timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kms.db'}"
+        return
+    name = f"kms_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL is required at {POSTGRES_URL} (start it; see .ci/run): {exc}")
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+class ServerThread:
+    """The real app on a real socket, in its own thread and event loop, so synchronous clients (hvac,
+    requests, curl) can talk to it from the test."""
+
+    def __init__(
+        self,
+        database_url: str,
+        data_dir: Path,
+        config: ServiceConfig,
+        *,
+        cache_ttl: float = 5.0,
+        reap_interval: float = 60.0,
+        master_key: MasterKey | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.config = config
+        self.cache_ttl = cache_ttl
+        self.reap_interval = reap_interval
+        self.master_key = master_key
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.kms: KMS
+        self.url = ""
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self.call(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.kms = await KMS.open(self.database_url, self.data_dir, self.cache_ttl, master_key=self.master_key)
+        await self.kms.provision(self.config)
+        self._runner = web.AppRunner(create_app(self.kms, reap_interval=self.reap_interval), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def endpoint_token(self, endpoint: str) -> str:
+        return self.call(self.kms.tokens.endpoint_token(endpoint))[0]
+
+    def client(self, token: str | None) -> hvac.Client:
+        return hvac.Client(url=self.url, token=token)
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            await self._runner.cleanup()
+            await self.kms.close()
+
+        self.call(_stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def start_server(database_url: str, data_dir: Path) -> Iterator[Callable[..., ServerThread]]:
+    servers: list[ServerThread] = []
+
+    def start(config_path: Path = TEST_CONFIG, **kwargs: Any) -> ServerThread:
+        server = ServerThread(database_url, data_dir, load_service_config(config_path), **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server) -> ServerThread:
+    """The server on the tests' config (every policy on its own endpoint)."""
+    return start_server()
+
+
+@pytest.fixture
+def seed_server(start_server) -> ServerThread:
+    """The server on the seed's own example config."""
+    return start_server(SEED_CONFIG)
