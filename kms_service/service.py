@@ -158,7 +158,7 @@ class KeyService:
 
     async def rotate(self, name: str) -> Key:
         """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
-        key row, so versions stay contiguous."""
+        key row, so versions stay contiguous. Returns the key as this rotation left it."""
         async with self._sessionmaker() as session, session.begin():
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
@@ -167,10 +167,16 @@ class KeyService:
             version, public_key = self._new_version(name, row.type, row.latest_version + 1, now)
             await repo.add_version(session, row, version, public_key)
             await repo.bump(session, row, now, latest_version=version.version)
+            stored = await repo.load_key(session, name)
         log.info("rotated key %s to version %d", name, version.version)
-        self.invalidate(name)
-        key = await self.get(name)
-        assert key is not None
+        return self._remember(stored)
+
+    def _remember(self, stored: repo.StoredKey) -> Key:
+        """Cache a key read inside a write transaction, unless the cache already holds a newer one."""
+        entry = self._cache.get(stored.row.name)
+        key = self._build(stored, entry.key if entry else None)
+        if entry is None or entry.key.generation <= key.generation:
+            self._cache[key.name] = _CachedKey(key, time.monotonic())
         return key
 
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
@@ -217,10 +223,8 @@ class KeyService:
                 values["allow_plaintext_backup"] = True
             if values:
                 await repo.bump(session, row, utcnow(), **values)
-        self.invalidate(name)
-        key = await self.get(name)
-        assert key is not None
-        return key, warnings
+            stored = await repo.load_key(session, name)
+        return self._remember(stored), warnings
 
     async def names(self) -> list[str]:
         async with self._sessionmaker() as session:

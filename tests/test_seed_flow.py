@@ -6,9 +6,9 @@ import base64
 
 import hvac.exceptions
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.exceptions import InvalidSignature
 
 SECRET = base64.b64encode(b"SECRET\n").decode()
 

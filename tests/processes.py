@@ -1,0 +1,79 @@
+"""Run the real ``kms-service`` command as operators do: separate processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+COMMAND = [sys.executable, "-m", "kms_service"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_")}
+    env.update(KMS_DATABASE_URL=database_url, KMS_DATA_DIR=str(data_dir), **extra)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(COMMAND + args, env=env, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kms-service {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+class ServeProcess:
+    def __init__(self, config: Path, env: dict[str, str], *extra_args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            COMMAND + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kms-service serve exited early:\n{self.proc.stdout.read()}")
+            try:
+                if requests.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "kms-service serve did not come up in 60 s"
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            output, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        return output
+
+
+def serve_exit(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``serve`` expecting it to refuse to start; returns the finished process."""
+    return subprocess.run(
+        COMMAND + ["serve", "--config", str(config), "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
