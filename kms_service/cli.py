@@ -105,6 +105,13 @@ def _load_config(path: Path) -> ServiceConfig:
     type=click.FloatRange(min=0),
     help="Seconds a cached key or token is trusted before the database is asked again.",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    envvar="KMS_ACCESS_LOG",
+    default=False,
+    show_default=True,
+    help="Log each request line (method, path, status; never bodies or tokens).",
+)
 @database_options
 def serve(
     config_path: Path,
@@ -112,6 +119,7 @@ def serve(
     port: int,
     reap_interval: float,
     cache_ttl: float,
+    access_log: bool,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
@@ -119,7 +127,15 @@ def serve(
     config = _load_config(config_path)
     _run(
         _serve(
-            config, config_path, host, port, reap_interval, cache_ttl, _database_url(database_url, data_dir), data_dir
+            config,
+            config_path,
+            host,
+            port,
+            reap_interval,
+            cache_ttl,
+            access_log,
+            _database_url(database_url, data_dir),
+            data_dir,
         )
     )
 
@@ -131,13 +147,17 @@ async def _serve(
     port: int,
     reap_interval: float,
     cache_ttl: float,
+    access_log: bool,
     url: str,
     data_dir: Path,
 ) -> None:
     kms = await KMS.open(url, data_dir, cache_ttl=cache_ttl)
     try:
         await kms.provision(config)
-        runner = web.AppRunner(create_app(kms, reap_interval=reap_interval))
+        runner = web.AppRunner(
+            create_app(kms, reap_interval=reap_interval),
+            access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)

