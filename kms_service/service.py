@@ -6,6 +6,7 @@ invalidation point per cache. Once warm, the crypto hot path (token check, key l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -80,6 +81,7 @@ class KeyService:
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._cache: dict[str, _CachedKey] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
 
     def invalidate(self, name: str | None = None) -> None:
         """The one place cached keys are dropped (after a local write, or to force a reload)."""
@@ -92,10 +94,20 @@ class KeyService:
         """The key, from cache when fresh. ``need_version`` newer than the cached latest forces a reload:
         another node may have rotated (multi-node read-your-writes for ciphertexts)."""
         entry = self._cache.get(name)
+        if entry is not None and need_version <= entry.key.latest_version:
+            if time.monotonic() - entry.checked_at < self._cache_ttl:
+                return entry.key
+        # One load per key at a time: a cold cache under load must not send every request to the database.
+        lock = self._loading.setdefault(name, asyncio.Lock())
+        async with lock:
+            return await self._refresh(name, need_version)
+
+    async def _refresh(self, name: str, need_version: int) -> Key | None:
+        entry = self._cache.get(name)
         now = time.monotonic()
         if entry is not None and need_version <= entry.key.latest_version:
             if now - entry.checked_at < self._cache_ttl:
-                return entry.key
+                return entry.key  # another request refreshed it while we waited
             async with self._sessionmaker() as session:
                 generation = await repo.key_generation(session, name)
             if generation == entry.key.generation:
@@ -105,10 +117,9 @@ class KeyService:
             stored = await repo.load_key(session, name)
         if stored is None:
             self.invalidate(name)
+            self._loading.pop(name, None)
             return None
-        key = self._build(stored, entry.key if entry else None)
-        self._cache[name] = _CachedKey(key, now)
-        return key
+        return self._remember(stored)
 
     def _build(self, stored: repo.StoredKey, previous: Key | None) -> Key:
         row = stored.row
@@ -172,12 +183,13 @@ class KeyService:
         return self._remember(stored)
 
     def _remember(self, stored: repo.StoredKey) -> Key:
-        """Cache a key read inside a write transaction, unless the cache already holds a newer one."""
+        """Cache a freshly read key, unless a concurrent writer already cached a newer generation."""
         entry = self._cache.get(stored.row.name)
         key = self._build(stored, entry.key if entry else None)
         if entry is None or entry.key.generation <= key.generation:
             self._cache[key.name] = _CachedKey(key, time.monotonic())
-        return key
+            return key
+        return entry.key
 
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
         warnings: list[str] = []
@@ -245,7 +257,7 @@ class Principal:
 
 @dataclass
 class _CachedToken:
-    principal: Principal
+    principal: Principal | None  # None: no such token (cached too, to blunt guessing)
     checked_at: float
 
 

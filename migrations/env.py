@@ -32,9 +32,7 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations() -> None:
-    url = os.environ.get("KMS_DATABASE_URL") or default_database_url(
-        Path(os.environ.get("KMS_DATA_DIR", "data"))
-    )
+    url = os.environ.get("KMS_DATABASE_URL") or default_database_url(Path(os.environ.get("KMS_DATA_DIR", "data")))
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:

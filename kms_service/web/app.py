@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage as web_exceptions_bad_message
 
 from kms_service.errors import (
     InternalError,
@@ -87,7 +88,23 @@ def reaper_context(interval: float):
     return reaper
 
 
+class RedactMalformedRequests(logging.Filter):
+    """aiohttp logs a malformed request with the offending bytes, which may be a token: keep the line,
+    drop the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], web_exceptions_bad_message):
+            record.msg = "rejected a malformed HTTP request (%s)"
+            record.args = (type(record.exc_info[1]).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def create_app(kms: KMS, reap_interval: float = 60.0) -> web.Application:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
+        server_log.addFilter(RedactMalformedRequests())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[KMS_KEY] = kms
     router = Router()

@@ -15,6 +15,7 @@ from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64decode_strict
 
 MAX_DEPTH = 32
+MAX_LISTED_NAMES = 20
 _INT_RE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
@@ -134,7 +135,9 @@ class Fields:
         """Vault's warnings for body fields it ignored or overrode with path values."""
         result = []
         replaced = sorted(k for k in self._body if k in self._path_params)
-        ignored = sorted(k for k in self._body if k not in self._read and k not in self._path_params)
+        ignored = sorted(_short(k) for k in self._body if k not in self._read and k not in self._path_params)
+        if len(ignored) > MAX_LISTED_NAMES:
+            ignored = ignored[:MAX_LISTED_NAMES] + ["..."]
         if ignored:
             result.append(f"Endpoint ignored these unrecognized parameters: [{' '.join(ignored)}]")
         if replaced:
@@ -143,3 +146,7 @@ class Fields:
                 f"endpoint's path: [{' '.join(replaced)}]"
             )
         return result
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 64 else name[:61] + "..."

@@ -27,9 +27,7 @@ def upgrade() -> None:
             nullable=False,
             comment="Vault key type, e.g. ecdsa-p256; never changes",
         ),
-        sa.Column(
-            "latest_version", sa.Integer(), nullable=False, comment="Newest version; rotation adds one"
-        ),
+        sa.Column("latest_version", sa.Integer(), nullable=False, comment="Newest version; rotation adds one"),
         sa.Column(
             "min_decryption_version",
             sa.Integer(),

@@ -27,15 +27,11 @@ def upgrade() -> None:
             nullable=False,
             comment="XChaCha20-Poly1305(master key, nonce ‖ ciphertext), bound to key name and version",
         ),
-        sa.Column(
-            "master_key_id", sa.String(length=16), nullable=False, comment="Which master key sealed this row"
-        ),
+        sa.Column("master_key_id", sa.String(length=16), nullable=False, comment="Which master key sealed this row"),
         sa.Column("public_key", sa.Text(), nullable=True, comment="PEM public key (asymmetric types only)"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("version >= 1", name=op.f("ck_key_versions_version_positive")),
-        sa.ForeignKeyConstraint(
-            ["key_id"], ["keys.id"], name=op.f("fk_key_versions_key_id_keys"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["key_id"], ["keys.id"], name=op.f("fk_key_versions_key_id_keys"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("key_id", "version", name=op.f("pk_key_versions")),
         comment="One row per key version (rotation inserts one); material sealed under the master key",
     )
