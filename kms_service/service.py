@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from kms_service.acl import ACL, acl_for, parse_policy
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
@@ -26,7 +26,7 @@ from kms_service.keytypes import KEY_TYPES
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, key_material_aad
 from kms_service.storage import migrate
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import create_engine, create_sessionmaker
+from kms_service.storage.engine import Database, create_engine
 from kms_service.tokens import (
     ACCESSOR_RE,
     TokenInfo,
@@ -76,8 +76,8 @@ class KeyConfigChange:
 
 
 class KeyService:
-    def __init__(self, sessionmaker: async_sessionmaker, master_key: MasterKey, cache_ttl: float) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float) -> None:
+        self._db = db
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._cache: dict[str, _CachedKey] = {}
@@ -108,12 +108,12 @@ class KeyService:
         if entry is not None and need_version <= entry.key.latest_version:
             if now - entry.checked_at < self._cache_ttl:
                 return entry.key  # another request refreshed it while we waited
-            async with self._sessionmaker() as session:
+            async with self._db.reading() as session:
                 generation = await repo.key_generation(session, name)
             if generation == entry.key.generation:
                 entry.checked_at = now
                 return entry.key
-        async with self._sessionmaker() as session:
+        async with self._db.reading() as session:
             stored = await repo.load_key(session, name)
         if stored is None:
             self.invalidate(name)
@@ -170,7 +170,7 @@ class KeyService:
     async def rotate(self, name: str) -> Key:
         """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
         key row, so versions stay contiguous. Returns the key as this rotation left it."""
-        async with self._sessionmaker() as session, session.begin():
+        async with self._db.writing() as session:
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
                 raise InvalidRequest("key not found")
@@ -193,7 +193,7 @@ class KeyService:
 
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
         warnings: list[str] = []
-        async with self._sessionmaker() as session, session.begin():
+        async with self._db.writing() as session:
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
                 raise InvalidRequest(f"no existing key named {name} could be found")
@@ -239,7 +239,7 @@ class KeyService:
         return self._remember(stored), warnings
 
     async def names(self) -> list[str]:
-        async with self._sessionmaker() as session:
+        async with self._db.reading() as session:
             return await repo.list_key_names(session)
 
 
@@ -264,12 +264,13 @@ class _CachedToken:
 class TokenService:
     MAX_CACHED = 10_000
 
-    def __init__(self, sessionmaker: async_sessionmaker, master_key: MasterKey, cache_ttl: float) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float) -> None:
+        self._db = db
         self._hmac_key = master_key.subkey("kms-service token hmac")
         self._endpoint_key = master_key.subkey("kms-service endpoint token")
         self._cache_ttl = cache_ttl
         self._cache: OrderedDict[bytes, _CachedToken] = OrderedDict()
+        self._loading: dict[bytes, asyncio.Lock] = {}
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -282,24 +283,37 @@ class TokenService:
         if not token:
             return None
         digest = self.digest(token)
-        now_mono = time.monotonic()
         entry = self._cache.get(digest)
-        if entry is None or now_mono - entry.checked_at >= self._cache_ttl:
-            async with self._sessionmaker() as session:
-                record = await repo.find_token(session, digest)
-            if record is None:
-                self._cache.pop(digest, None)
-                return None
+        if entry is None or time.monotonic() - entry.checked_at >= self._cache_ttl:
+            # One lookup per token at a time, however many requests carry it.
+            lock = self._loading.setdefault(digest, asyncio.Lock())
+            async with lock:
+                entry = await self._lookup(token, digest)
+            self._loading.pop(digest, None)
+        if entry.principal is None or entry.principal.info.expired(utcnow()):
+            return None
+        return entry.principal
+
+    async def _lookup(self, token: str, digest: bytes) -> _CachedToken:
+        entry = self._cache.get(digest)
+        now = time.monotonic()
+        if entry is not None and now - entry.checked_at < self._cache_ttl:
+            return entry  # looked up while we waited
+        async with self._db.reading() as session:
+            record = await repo.find_token(session, digest)
+        principal = None
+        if record is not None:
             info = TokenInfo(
                 record.accessor, record.policies, record.display_name, record.created_at, record.expires_at
             )
-            entry = _CachedToken(Principal(token, info, acl_for(record.policies)), now_mono)
-            self._cache[digest] = entry
-            while len(self._cache) > self.MAX_CACHED:
-                self._cache.popitem(last=False)
-        if entry.principal.info.expired(utcnow()):
-            return None
-        return entry.principal
+            principal = Principal(token, info, acl_for(record.policies))
+        # Tokens are random, so none is created after being guessed: caching misses is safe.
+        entry = _CachedToken(principal, now)
+        self._cache[digest] = entry
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self.MAX_CACHED:
+            self._cache.popitem(last=False)
+        return entry
 
     async def create(
         self, policies: list[str], ttl: timedelta | None, display_name: str = "token"
@@ -310,7 +324,7 @@ class TokenService:
             parse_policy(name)
         token, accessor, now = new_token(), new_accessor(), utcnow()
         expires_at = now + ttl if ttl else None
-        async with self._sessionmaker() as session, session.begin():
+        async with self._db.writing() as session:
             await repo.add_token(
                 session,
                 accessor=accessor,
@@ -324,7 +338,7 @@ class TokenService:
 
     async def endpoint_token(self, endpoint: str) -> tuple[str, datetime]:
         """The endpoint's current token, or a new one (valid one year) when it has under 30 days left."""
-        async with self._sessionmaker() as session, session.begin():
+        async with self._db.writing() as session:
             await _serialize_writers(session)
             row = await repo.get_endpoint(session, endpoint)
             if row is None:
@@ -350,7 +364,7 @@ class TokenService:
 
     async def revoke(self, value: str) -> bool:
         """Revoke by accessor or by the token itself."""
-        async with self._sessionmaker() as session, session.begin():
+        async with self._db.writing() as session:
             if ACCESSOR_RE.fullmatch(value):
                 deleted = await repo.delete_token(session, accessor=value)
             elif looks_like_token(value):
@@ -361,11 +375,11 @@ class TokenService:
         return deleted
 
     async def list(self) -> list[repo.TokenRecord]:
-        async with self._sessionmaker() as session:
+        async with self._db.reading() as session:
             return await repo.list_tokens(session)
 
     async def reap(self) -> int:
-        async with self._sessionmaker() as session, session.begin():
+        async with self._db.writing() as session:
             count = await repo.delete_expired_tokens(session, utcnow())
         if count:
             log.info("reaped %d expired token(s)", count)
@@ -380,10 +394,10 @@ class KMS:
 
     def __init__(self, engine: AsyncEngine, master_key: MasterKey, cache_ttl: float) -> None:
         self.engine = engine
-        self.sessionmaker = create_sessionmaker(engine)
+        self.db = Database(engine)
         self.master_key = master_key
-        self.keys = KeyService(self.sessionmaker, master_key, cache_ttl)
-        self.tokens = TokenService(self.sessionmaker, master_key, cache_ttl)
+        self.keys = KeyService(self.db, master_key, cache_ttl)
+        self.tokens = TokenService(self.db, master_key, cache_ttl)
         self.service: ServiceConfig | None = None
 
     @classmethod
@@ -409,7 +423,7 @@ class KMS:
         await self.engine.dispose()
 
     async def _check_master_key(self) -> None:
-        async with self.sessionmaker() as session, session.begin():
+        async with self.db.writing() as session:
             row = await repo.get_seal_check(session)
             if row is None:
                 sealed = self.master_key.seal(SEAL_CHECK_PLAINTEXT, SEAL_CHECK_AAD)
@@ -428,7 +442,7 @@ class KMS:
 
     async def provision(self, config: ServiceConfig) -> None:
         """Make keys, endpoints and grants match the configuration. Idempotent; refuses a type change."""
-        async with self.sessionmaker() as session, session.begin():
+        async with self.db.writing() as session:
             await _serialize_writers(session)
             key_ids = {}
             for name, key_type in config.keys().items():

@@ -130,7 +130,7 @@ CASES = [
 
 
 async def _snapshot(kms):
-    async with kms.sessionmaker() as session:
+    async with kms.db.reading() as session:
         keys = [
             (
                 k.name,

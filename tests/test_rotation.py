@@ -14,7 +14,7 @@ SECRET = base64.b64encode(b"SECRET").decode()
 
 
 async def _versions(kms, name):
-    async with kms.sessionmaker() as session:
+    async with kms.db.reading() as session:
         key = (await session.execute(select(m.Key).where(m.Key.name == name))).scalar_one()
         versions = (await session.execute(select(m.KeyVersion.version).where(m.KeyVersion.key_id == key.id))).scalars()
         return key.latest_version, sorted(versions)

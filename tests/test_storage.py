@@ -44,7 +44,7 @@ def _secrets(server, tokens: list[str]) -> dict[str, bytes]:
 
     async def material():
         found = {}
-        async with server.kms.sessionmaker() as session:
+        async with server.kms.db.reading() as session:
             rows = await session.execute(
                 select(m.Key.name, m.KeyVersion.version, m.KeyVersion.sealed_material).join(
                     m.KeyVersion, m.KeyVersion.key_id == m.Key.id
@@ -65,7 +65,7 @@ def _secrets(server, tokens: list[str]) -> dict[str, bytes]:
 
 
 async def _one_sealed_blob(server) -> bytes:
-    async with server.kms.sessionmaker() as session:
+    async with server.kms.db.reading() as session:
         return (await session.execute(select(m.KeyVersion.sealed_material).limit(1))).scalar_one()
 
 

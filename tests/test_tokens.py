@@ -12,7 +12,7 @@ from kms_service.storage import models as m
 
 
 async def _age_endpoint_tokens(kms, left: timedelta) -> None:
-    async with kms.sessionmaker() as session, session.begin():
+    async with kms.db.writing() as session:
         await session.execute(
             update(m.Token).where(m.Token.endpoint_id.is_not(None)).values(expires_at=utcnow() + left)
         )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from kms_service.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option marking write transactions (SQLite then takes its write lock at BEGIN).
+WRITE_OPTION = "kms_write_transaction"
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -61,10 +65,26 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:
-        # Take the write lock up front: a deferred transaction that reads then writes can fail with
-        # SQLITE_BUSY despite busy_timeout when another process writes in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: a deferred transaction that reads then writes can fail
+        # with SQLITE_BUSY despite busy_timeout when another process writes in between. Readers stay
+        # deferred: under WAL they never wait for a writer, nor make each other wait.
+        immediate = conn.get_execution_options().get(WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker:
-    return async_sessionmaker(engine, expire_on_commit=False)
+class Database:
+    """Sessions for reads and for write transactions (the latter serialise with other writers)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._readers = async_sessionmaker(engine, expire_on_commit=False)
+        self._writers = async_sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+
+    def reading(self) -> AsyncSession:
+        return self._readers()
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """One transaction, committed on exit (rolled back on error)."""
+        async with self._writers() as session, session.begin():
+            yield session

@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kms_service.storage.engine import WRITE_OPTION
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
@@ -25,7 +27,8 @@ async def _run(engine: AsyncEngine, action, *args) -> None:
         cfg.attributes["connection"] = connection
         action(cfg, *args)
 
-    async with engine.begin() as connection:
+    # A write transaction: on SQLite it holds the database lock, so processes migrate one at a time.
+    async with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
         await connection.run_sync(run)
 
 
