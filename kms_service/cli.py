@@ -57,6 +57,19 @@ def _database_url(database_url: str | None, data_dir: Path) -> str:
     return database_url or default_database_url(data_dir)
 
 
+def _with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], Awaitable[T]]) -> T:
+    """Open the service's database (migrating it, checking the master key), run ``action``, close."""
+
+    async def run() -> T:
+        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
+        try:
+            return await action(kms)
+        finally:
+            await kms.close()
+
+    return _run(run())
+
+
 def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
@@ -222,19 +235,15 @@ def relationships(
                 f"does not define (it has: {', '.join(config.endpoints)})"
             )
 
-    async def build() -> dict[str, list[dict[str, Any]]]:
-        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
-        try:
-            await kms.provision(config)
-            result = {}
-            for rel in wanted:
-                token, _expires = await kms.tokens.endpoint_token(rel.endpoint)
-                result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port)]
-            return result
-        finally:
-            await kms.close()
+    async def build(kms: KMS) -> dict[str, list[dict[str, Any]]]:
+        await kms.provision(config)
+        result = {}
+        for rel in wanted:
+            token, _expires = await kms.tokens.endpoint_token(rel.endpoint)
+            result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port)]
+        return result
 
-    document = _run(build())
+    document = _with_kms(database_url, data_dir, build)
     click.echo(base64.b64encode(json.dumps(document).encode()).decode("ascii"))
 
 
@@ -299,14 +308,11 @@ def token_create(
     except ConfigError as exc:
         raise click.BadParameter(exc.message, param_hint="--ttl") from None
 
-    async def create():
-        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
-        try:
-            return await kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name)
-        finally:
-            await kms.close()
-
-    secret, info = _run(create())
+    secret, info = _with_kms(
+        database_url,
+        data_dir,
+        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name),
+    )
     click.echo(f"accessor: {info.accessor}")
     click.echo(f"policies: {', '.join(info.policies)}")
     click.echo(f"expires:  {info.expires_at.isoformat() if info.expires_at else 'never'}")
@@ -319,14 +325,7 @@ def token_create(
 def token_revoke(accessor_or_token: str, database_url: str | None, data_dir: Path) -> None:
     """Revoke a token by its accessor (see 'token list') or by the token itself."""
 
-    async def revoke() -> bool:
-        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
-        try:
-            return await kms.tokens.revoke(accessor_or_token)
-        finally:
-            await kms.close()
-
-    if not _run(revoke()):
+    if not _with_kms(database_url, data_dir, lambda kms: kms.tokens.revoke(accessor_or_token)):
         raise click.ClickException("no such token")
     click.echo("revoked")
 
@@ -336,15 +335,8 @@ def token_revoke(accessor_or_token: str, database_url: str | None, data_dir: Pat
 def token_list(database_url: str | None, data_dir: Path) -> None:
     """Accessors, policies and expiry of every token (never the tokens)."""
 
-    async def records():
-        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
-        try:
-            return await kms.tokens.list()
-        finally:
-            await kms.close()
-
     click.echo(f"{'accessor':<24}  {'expires':<25}  {'endpoint':<16}  policies")
-    for record in _run(records()):
+    for record in _with_kms(database_url, data_dir, lambda kms: kms.tokens.list()):
         expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
         click.echo(f"{record.accessor:<24}  {expires:<25}  {record.endpoint or '-':<16}  {', '.join(record.policies)}")
 
