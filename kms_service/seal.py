@@ -59,16 +59,30 @@ class MasterKey:
         if environ.get(MASTER_KEY_ENV):
             return cls.from_text(environ[MASTER_KEY_ENV], MASTER_KEY_ENV)
         path = Path(data_dir) / MASTER_KEY_FILE
-        if path.exists():
-            return cls.from_text(path.read_text(encoding="ascii"), str(path))
-        if not create:
-            raise SealError(f"no master key: set {MASTER_KEY_ENV} or create {path}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = cls.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(key.export() + "\n")
-        return key
+        if not path.exists():
+            if not create:
+                raise SealError(f"no master key: set {MASTER_KEY_ENV} or create {path}")
+            cls._create_file(path)
+        return cls.from_text(path.read_text(encoding="ascii"), str(path))
+
+    @classmethod
+    def _create_file(cls, path: Path) -> None:
+        """Write a new key to a private temporary file, then link it into place: a process starting at
+        the same moment either wins or reads the winner's complete file, never a half-written one."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(cls.generate().export() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first; use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def export(self) -> str:
         return base64.b64encode(self._key).decode("ascii")

@@ -315,6 +315,9 @@ def test_master_key_file_is_created_private(env, data_dir):
     key_file = data_dir / "master.key"
     assert key_file.exists()
     assert key_file.stat().st_mode & 0o777 == 0o600
+    if env["KMS_DATABASE_URL"].startswith("sqlite"):
+        database = Path(env["KMS_DATABASE_URL"].removeprefix("sqlite:///"))
+        assert database.stat().st_mode & 0o777 == 0o600
 
 
 def test_token_cli_create_list_revoke(env):
