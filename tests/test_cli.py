@@ -370,10 +370,10 @@ def test_token_create_rejects_bad_arguments(env, args, message):
 def test_expired_token_is_refused_then_reaped(env):
     server = ServeProcess(SEED_CONFIG, env, "--reap-interval", "0.5")
     try:
-        token = run_cli(["token", "create", "--policy", "admin:vault-sign", "--ttl", "2s"], env).stdout.split()[-1]
+        token = run_cli(["token", "create", "--policy", "admin:vault-sign", "--ttl", "3s"], env).stdout.split()[-1]
         url = f"{server.url}/v1/transit/keys/vault-sign"
         assert requests.get(url, headers={"X-Vault-Token": token}, timeout=10).status_code == 200
-        time.sleep(2.2)
+        time.sleep(3.2)
         response = requests.get(url, headers={"X-Vault-Token": token}, timeout=10)
         assert response.status_code == 403 and response.json() == {"errors": ["permission denied"]}
         deadline = time.monotonic() + 10
