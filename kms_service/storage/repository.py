@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kms_service.acl import policy_name
@@ -257,7 +257,3 @@ async def get_seal_check(session: AsyncSession) -> m.SealCheck | None:
 async def add_seal_check(session: AsyncSession, master_key_id: str, sealed_value: bytes, now: datetime) -> None:
     session.add(m.SealCheck(id=1, master_key_id=master_key_id, sealed_value=sealed_value, created_at=now))
     await session.flush()
-
-
-async def count_rows(session: AsyncSession, model) -> int:
-    return (await session.execute(select(func.count()).select_from(model))).scalar_one()
