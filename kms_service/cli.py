@@ -182,12 +182,16 @@ async def _serve(
             site = web.TCPSite(runner, host, port)
             await site.start()
             bound = runner.addresses[0][1] if runner.addresses else port
+            prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
+            same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
             click.echo(
                 f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
                 f"  database: {_safe_url(url)}\n"
                 f"  endpoints: {', '.join(config.endpoints)}\n"
-                f"  get an app token:      kms-service relationships --config {config_path} --app APP.yaml\n"
-                f"  get an operator token: kms-service token create --policy root --ttl 1h",
+                "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
+                f"    {prog} relationships --config {config_path} --app APP.yaml --port {bound}{same_db}\n"
+                "    (deploy/app.example.yaml is an app YAML for the example config)\n"
+                f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}",
                 err=True,
             )
             stop = asyncio.Event()
