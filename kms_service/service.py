@@ -10,6 +10,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +59,23 @@ async def _serialize_writers(session: AsyncSession) -> None:
         await session.execute(text(f"SELECT pg_advisory_xact_lock({PROVISION_LOCK_ID})"))
 
 
+class SingleFlight:
+    """At most one cache load per key at a time: a cold or stale entry under load must not send every
+    waiting request to the database. Waiters re-check the cache once they get the lock."""
+
+    def __init__(self) -> None:
+        self._locks: dict[object, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def __call__(self, key: object) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            self._locks.pop(key, None)
+
+
 # -- keys ---------------------------------------------------------------------------------------------
 
 
@@ -81,7 +100,7 @@ class KeyService:
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._cache: dict[str, _CachedKey] = {}
-        self._loading: dict[str, asyncio.Lock] = {}
+        self._loading = SingleFlight()
 
     def invalidate(self, name: str | None = None) -> None:
         """The one place cached keys are dropped (after a local write, or to force a reload)."""
@@ -93,31 +112,31 @@ class KeyService:
     async def get(self, name: str, need_version: int = 0) -> Key | None:
         """The key, from cache when fresh. ``need_version`` newer than the cached latest forces a reload:
         another node may have rotated (multi-node read-your-writes for ciphertexts)."""
+        key = self._fresh(name, need_version)
+        if key is not None:
+            return key
+        async with self._loading(name):
+            return self._fresh(name, need_version) or await self._refresh(name, need_version)
+
+    def _fresh(self, name: str, need_version: int) -> Key | None:
         entry = self._cache.get(name)
-        if entry is not None and need_version <= entry.key.latest_version:
-            if time.monotonic() - entry.checked_at < self._cache_ttl:
-                return entry.key
-        # One load per key at a time: a cold cache under load must not send every request to the database.
-        lock = self._loading.setdefault(name, asyncio.Lock())
-        async with lock:
-            return await self._refresh(name, need_version)
+        if entry is None or need_version > entry.key.latest_version:
+            return None
+        return entry.key if time.monotonic() - entry.checked_at < self._cache_ttl else None
 
     async def _refresh(self, name: str, need_version: int) -> Key | None:
         entry = self._cache.get(name)
-        now = time.monotonic()
         if entry is not None and need_version <= entry.key.latest_version:
-            if now - entry.checked_at < self._cache_ttl:
-                return entry.key  # another request refreshed it while we waited
+            # Stale but maybe unchanged: one cheap generation check before reloading every version.
             async with self._db.reading() as session:
                 generation = await repo.key_generation(session, name)
             if generation == entry.key.generation:
-                entry.checked_at = now
+                entry.checked_at = time.monotonic()
                 return entry.key
         async with self._db.reading() as session:
             stored = await repo.load_key(session, name)
         if stored is None:
             self.invalidate(name)
-            self._loading.pop(name, None)
             return None
         return self._remember(stored)
 
@@ -270,7 +289,7 @@ class TokenService:
         self._endpoint_key = master_key.subkey("kms-service endpoint token")
         self._cache_ttl = cache_ttl
         self._cache: OrderedDict[bytes, _CachedToken] = OrderedDict()
-        self._loading: dict[bytes, asyncio.Lock] = {}
+        self._loading = SingleFlight()
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -283,22 +302,21 @@ class TokenService:
         if not token:
             return None
         digest = self.digest(token)
-        entry = self._cache.get(digest)
-        if entry is None or time.monotonic() - entry.checked_at >= self._cache_ttl:
-            # One lookup per token at a time, however many requests carry it.
-            lock = self._loading.setdefault(digest, asyncio.Lock())
-            async with lock:
-                entry = await self._lookup(token, digest)
-            self._loading.pop(digest, None)
+        entry = self._fresh(digest)
+        if entry is None:
+            async with self._loading(digest):
+                entry = self._fresh(digest) or await self._lookup(token, digest)
         if entry.principal is None or entry.principal.info.expired(utcnow()):
             return None
         return entry.principal
 
-    async def _lookup(self, token: str, digest: bytes) -> _CachedToken:
+    def _fresh(self, digest: bytes) -> _CachedToken | None:
         entry = self._cache.get(digest)
-        now = time.monotonic()
-        if entry is not None and now - entry.checked_at < self._cache_ttl:
-            return entry  # looked up while we waited
+        if entry is None or time.monotonic() - entry.checked_at >= self._cache_ttl:
+            return None
+        return entry
+
+    async def _lookup(self, token: str, digest: bytes) -> _CachedToken:
         async with self._db.reading() as session:
             record = await repo.find_token(session, digest)
         principal = None
@@ -308,7 +326,7 @@ class TokenService:
             )
             principal = Principal(token, info, acl_for(record.policies))
         # Tokens are random, so none is created after being guessed: caching misses is safe.
-        entry = _CachedToken(principal, now)
+        entry = _CachedToken(principal, time.monotonic())
         self._cache[digest] = entry
         self._cache.move_to_end(digest)
         while len(self._cache) > self.MAX_CACHED:
