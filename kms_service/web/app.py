@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage as web_exceptions_bad_message
+from aiohttp.http_exceptions import BadHttpMessage
 
 from kms_service.errors import (
     InternalError,
@@ -93,7 +93,7 @@ class RedactMalformedRequests(logging.Filter):
     drop the bytes."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], web_exceptions_bad_message):
+        if record.exc_info and isinstance(record.exc_info[1], BadHttpMessage):
             record.msg = "rejected a malformed HTTP request (%s)"
             record.args = (type(record.exc_info[1]).__name__,)
             record.exc_info = None
