@@ -10,13 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.storage.engine import WRITE_OPTION
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+# Shipped inside the package, so a wheel install migrates as a source checkout does.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config() -> Config:
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    """Built in code, not read from alembic.ini: the ini file is for developers' ``alembic`` command."""
+    cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
     return cfg
 
 
