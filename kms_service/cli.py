@@ -31,7 +31,8 @@ from kms_service.config import (
     parse_duration,
 )
 from kms_service.errors import ConfigError, KMSError
-from kms_service.service import KMS
+from kms_service.service import KMS, list_tokens, open_database
+from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage.engine import create_engine, default_database_url
 from kms_service.web.app import create_app
@@ -58,14 +59,24 @@ def _database_url(database_url: str | None, data_dir: Path) -> str:
 
 
 def _with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], Awaitable[T]]) -> T:
-    """Open the service's database (migrating it, checking the master key), run ``action``, close."""
+    """Open the service (migrating the database, checking the master key), run ``action``, close."""
 
     async def run() -> T:
-        kms = await KMS.open(_database_url(database_url, data_dir), data_dir)
-        try:
+        async with KMS.session(Settings(data_dir=data_dir, database_url=database_url)) as kms:
             return await action(kms)
+
+    return _run(run())
+
+
+def _reading(database_url: str | None, data_dir: Path, action: Callable[[Any], Awaitable[T]]) -> T:
+    """For commands that only read: the database as it is (never created or migrated; no master key)."""
+
+    async def run() -> T:
+        db = await open_database(Settings(data_dir=data_dir, database_url=database_url))
+        try:
+            return await action(db)
         finally:
-            await kms.close()
+            await db.engine.dispose()
 
     return _run(run())
 
@@ -170,39 +181,36 @@ async def _serve(
     url: str,
     data_dir: Path,
 ) -> None:
-    kms = await KMS.open(url, data_dir, cache_ttl=cache_ttl)
+    settings = Settings(
+        data_dir=data_dir, database_url=url, service=config, cache_ttl=cache_ttl, reap_interval=reap_interval
+    )
+    runner = web.AppRunner(
+        create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None
+    )
+    await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
-        await kms.provision(config)
-        runner = web.AppRunner(
-            create_app(kms, reap_interval=reap_interval),
-            access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
+        same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
+        click.echo(
+            f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
+            f"  database: {_safe_url(url)}\n"
+            f"  endpoints: {', '.join(config.endpoints)}\n"
+            "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
+            f"    {prog} relationships --config {config_path} --app APP.yaml --port {bound}{same_db}\n"
+            "    (deploy/app.example.yaml is an app YAML for the example config)\n"
+            f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}",
+            err=True,
         )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound = runner.addresses[0][1] if runner.addresses else port
-            prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
-            same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
-            click.echo(
-                f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
-                f"  database: {_safe_url(url)}\n"
-                f"  endpoints: {', '.join(config.endpoints)}\n"
-                "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
-                f"    {prog} relationships --config {config_path} --app APP.yaml --port {bound}{same_db}\n"
-                "    (deploy/app.example.yaml is an app YAML for the example config)\n"
-                f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}",
-                err=True,
-            )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
     finally:
-        await kms.close()
+        await runner.cleanup()
 
 
 @main.command()
@@ -339,8 +347,9 @@ def token_revoke(accessor_or_token: str, database_url: str | None, data_dir: Pat
 def token_list(database_url: str | None, data_dir: Path) -> None:
     """Accessors, policies and expiry of every token (never the tokens)."""
 
+    records = _reading(database_url, data_dir, list_tokens)
     click.echo(f"{'accessor':<24}  {'expires':<25}  {'endpoint':<16}  policies")
-    for record in _with_kms(database_url, data_dir, lambda kms: kms.tokens.list()):
+    for record in records:
         expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
         click.echo(f"{record.accessor:<24}  {expires:<25}  {record.endpoint or '-':<16}  {', '.join(record.policies)}")
 

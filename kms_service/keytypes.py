@@ -1,12 +1,15 @@
 """The key-type registry: one class per Vault key type, one place for generate/load/encrypt/sign.
 
 Adding a key type (aes256-gcm96, ed25519, rsa-*, ...) means adding one class here and registering it;
-the keyring, storage and HTTP layers only talk to the ``KeyType`` interface. No I/O happens here.
+the keyring, storage and HTTP layers only talk to the ``KeyType`` interface. Per-request choices reach a
+type as one options object (``EncryptOptions``, ``SignOptions``), so a new option (a nonce source, an RSA
+padding) is a field there, not a new parameter on every type. No I/O happens here.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
@@ -21,6 +24,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from kms_service.errors import InvalidRequest
+from kms_service.material import KeyMaterial
 
 # Vault's hash_algorithm names → cryptography hash classes.
 HASH_ALGORITHMS: dict[str, type[hashes.HashAlgorithm]] = {
@@ -52,6 +56,38 @@ def hash_algorithm(name: str) -> hashes.HashAlgorithm:
         raise InvalidRequest(f"unsupported hash algorithm; use one of {', '.join(HASH_ALGORITHMS)}") from None
 
 
+class NonceSource:
+    """How an AEAD type gets its nonce. Never from the caller (CVE-2023-4680)."""
+
+    RANDOM = "random"
+    # Convergent encryption (derived keys): the nonce is an HMAC of the plaintext, so equal inputs
+    # give equal ciphertexts. Only the domain sets this, from the key's settings.
+    CONVERGENT = "convergent"
+
+
+@dataclass(frozen=True)
+class EncryptOptions:
+    """Per-request encryption choices (encrypt, decrypt, rewrap)."""
+
+    associated_data: bytes = b""
+    # Derived keys (Vault's ``context``): the per-context key is derived from the version's key.
+    context: bytes | None = None
+    nonce_source: str = NonceSource.RANDOM
+
+
+@dataclass(frozen=True)
+class SignOptions:
+    """Per-request signing choices (sign, verify)."""
+
+    hash_algorithm: str = "sha2-256"
+    prehashed: bool = False
+    marshaling: str = "asn1"
+    # RSA only: "pss" or "pkcs1v15"; salt length "auto", "hash" or a byte count, as Vault takes them.
+    signature_algorithm: str = "pss"
+    salt_length: str = "auto"
+    context: bytes | None = None
+
+
 class KeyType:
     """Interface every key type implements. ``handle`` is the ready-built crypto object of one version."""
 
@@ -61,33 +97,34 @@ class KeyType:
     supports_derivation: ClassVar[bool] = False
     supports_associated_data: ClassVar[bool] = False
 
-    def generate(self) -> bytes:
-        """Fresh key material, as it is sealed and stored."""
+    def generate(self) -> KeyMaterial:
+        """A fresh version's material (primary key, HMAC key, public key), as it is sealed and stored.
+        May be slow (RSA): callers run it off the event loop, before taking any lock."""
         raise NotImplementedError
 
-    def load(self, material: bytes) -> Any:
-        """Build the crypto object for stored material (done once per version, then cached)."""
-        raise NotImplementedError
-
-    def public_key_pem(self, handle: Any) -> str | None:
+    def public_key(self, key: bytes) -> bytes | None:
+        """DER SubjectPublicKeyInfo for a stored primary key (asymmetric types), else None."""
         return None
 
-    def encrypt(self, handle: Any, plaintext: bytes, associated_data: bytes) -> bytes:
+    def load(self, material: KeyMaterial) -> Any:
+        """Build the crypto object for a version (once per version, lazily, off the event loop)."""
+        raise NotImplementedError
+
+    def encrypt(self, handle: Any, plaintext: bytes, options: EncryptOptions) -> bytes:
         raise InvalidRequest(f"message encryption not supported for key type {self.name}")
 
-    def decrypt(self, handle: Any, body: bytes, associated_data: bytes) -> bytes:
+    def decrypt(self, handle: Any, body: bytes, options: EncryptOptions) -> bytes:
         raise InvalidRequest(f"message decryption not supported for key type {self.name}")
 
-    def sign(self, handle: Any, data: bytes, hash_name: str, prehashed: bool, marshaling: str) -> bytes:
+    def sign(self, handle: Any, data: bytes, options: SignOptions) -> bytes:
         raise InvalidRequest(f"key type {self.name} does not support signing")
 
-    def verify(
-        self, handle: Any, data: bytes, signature: bytes, hash_name: str, prehashed: bool, marshaling: str
-    ) -> bool:
+    def verify(self, handle: Any, data: bytes, signature: bytes, options: SignOptions) -> bool:
         raise InvalidRequest(f"key type {self.name} does not support verification")
 
-    def key_entry(self, handle: Any, created_at_unix: int, created_at_rfc3339: str) -> Any:
-        """The value under ``keys.<version>`` in the key body (Vault's formatKeyPolicy)."""
+    def key_entry(self, material: KeyMaterial, created_at_unix: int, created_at_rfc3339: str) -> Any:
+        """The value under ``keys.<version>`` in the key body (Vault's formatKeyPolicy). Reads only the
+        stored material, so showing a key never builds its crypto objects."""
         return created_at_unix
 
 
@@ -101,26 +138,30 @@ class ChaCha20Poly1305(KeyType):
     NONCE_SIZE = 12
     TAG_SIZE = 16
 
-    def generate(self) -> bytes:
-        return os.urandom(self.KEY_SIZE)
+    def generate(self) -> KeyMaterial:
+        return KeyMaterial.new(os.urandom(self.KEY_SIZE))
 
-    def load(self, material: bytes) -> bytes:
-        if len(material) != self.KEY_SIZE:
+    def load(self, material: KeyMaterial) -> bytes:
+        if len(material.key) != self.KEY_SIZE:
             raise ValueError("chacha20-poly1305 key material must be 32 bytes")
-        return material
+        return material.key
 
-    def encrypt(self, handle: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    def encrypt(self, handle: bytes, plaintext: bytes, options: EncryptOptions) -> bytes:
+        if options.nonce_source != NonceSource.RANDOM:
+            raise InvalidRequest(f"convergent encryption not supported for key type {self.name}")
         # Random 96-bit nonces: safe up to ~2^32 encryptions per key version (rotate before that).
         nonce = os.urandom(self.NONCE_SIZE)
-        sealed = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, associated_data or None, nonce, handle)
+        associated_data = options.associated_data or None
+        sealed = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, associated_data, nonce, handle)
         return nonce + sealed
 
-    def decrypt(self, handle: bytes, body: bytes, associated_data: bytes) -> bytes:
+    def decrypt(self, handle: bytes, body: bytes, options: EncryptOptions) -> bytes:
         if len(body) < self.NONCE_SIZE + self.TAG_SIZE:
             raise InvalidRequest("invalid ciphertext length")
         nonce, sealed = body[: self.NONCE_SIZE], body[self.NONCE_SIZE :]
+        associated_data = options.associated_data or None
         try:
-            return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, associated_data or None, nonce, handle)
+            return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, associated_data, nonce, handle)
         except CryptoError:
             raise DecryptionFailed() from None
 
@@ -136,59 +177,47 @@ class EcdsaP256(KeyType):
     def _curve(self) -> ec.EllipticCurve:
         return ec.SECP256R1()
 
-    def generate(self) -> bytes:
+    def generate(self) -> KeyMaterial:
         key = ec.generate_private_key(self._curve())
-        return key.private_bytes(
+        private = key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
+        return KeyMaterial.new(private, _spki_der(key.public_key()))
 
-    def load(self, material: bytes) -> ec.EllipticCurvePrivateKey:
-        key = serialization.load_der_private_key(material, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != self._curve().name:
+    def public_key(self, key: bytes) -> bytes:
+        return _spki_der(self._private_key(key).public_key())
+
+    def _private_key(self, key: bytes) -> ec.EllipticCurvePrivateKey:
+        private = serialization.load_der_private_key(key, password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != self._curve().name:
             raise ValueError(f"stored material is not an {self.name} private key")
-        return key
+        return private
 
-    def public_key_pem(self, handle: ec.EllipticCurvePrivateKey) -> str:
-        pem = handle.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return pem.decode("ascii")
+    def load(self, material: KeyMaterial) -> ec.EllipticCurvePrivateKey:
+        return self._private_key(material.key)
 
     @staticmethod
-    def _algorithm(hash_name: str, prehashed: bool, data: bytes) -> ec.ECDSA:
-        algorithm = hash_algorithm(hash_name)
-        if prehashed:
+    def _algorithm(options: SignOptions, data: bytes) -> ec.ECDSA:
+        algorithm = hash_algorithm(options.hash_algorithm)
+        if options.prehashed:
             if len(data) != algorithm.digest_size:
-                raise InvalidRequest(f"prehashed input must be a {algorithm.digest_size}-byte {hash_name} digest")
+                raise InvalidRequest(
+                    f"prehashed input must be a {algorithm.digest_size}-byte {options.hash_algorithm} digest"
+                )
             return ec.ECDSA(Prehashed(algorithm))
         return ec.ECDSA(algorithm)
 
-    def sign(
-        self,
-        handle: ec.EllipticCurvePrivateKey,
-        data: bytes,
-        hash_name: str,
-        prehashed: bool,
-        marshaling: str,
-    ) -> bytes:
-        der = handle.sign(data, self._algorithm(hash_name, prehashed, data))
-        if marshaling == "jws":
+    def sign(self, handle: ec.EllipticCurvePrivateKey, data: bytes, options: SignOptions) -> bytes:
+        der = handle.sign(data, self._algorithm(options, data))
+        if options.marshaling == "jws":
             r, s = decode_dss_signature(der)
             size = self.COORDINATE_SIZE
             return r.to_bytes(size, "big") + s.to_bytes(size, "big")
         return der
 
-    def verify(
-        self,
-        handle: ec.EllipticCurvePrivateKey,
-        data: bytes,
-        signature: bytes,
-        hash_name: str,
-        prehashed: bool,
-        marshaling: str,
-    ) -> bool:
-        algorithm = self._algorithm(hash_name, prehashed, data)
-        if marshaling == "jws":
+    def verify(self, handle: ec.EllipticCurvePrivateKey, data: bytes, signature: bytes, options: SignOptions) -> bool:
+        algorithm = self._algorithm(options, data)
+        if options.marshaling == "jws":
             if len(signature) != 2 * self.COORDINATE_SIZE:
                 return False
             half = self.COORDINATE_SIZE
@@ -208,13 +237,25 @@ class EcdsaP256(KeyType):
             return False
         return True
 
-    def key_entry(self, handle: ec.EllipticCurvePrivateKey, created_at_unix: int, created_at_rfc3339: str):
+    def key_entry(self, material: KeyMaterial, created_at_unix: int, created_at_rfc3339: str):
         return {
             "name": self.curve_name,
-            "public_key": self.public_key_pem(handle),
-            "certificate_chain": "",
+            "public_key": public_key_pem(material.public_key),
+            "certificate_chain": material.extra.get("certificate_chain", ""),
             "creation_time": created_at_rfc3339,
         }
+
+
+def _spki_der(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_key_pem(spki_der: bytes | None) -> str:
+    """PEM of a stored DER public key, as Vault shows it (with the trailing newline)."""
+    if spki_der is None:
+        return ""
+    key = serialization.load_der_public_key(spki_der)
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 KEY_TYPES: dict[str, KeyType] = {kt.name: kt for kt in (ChaCha20Poly1305(), EcdsaP256())}

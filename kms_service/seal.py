@@ -1,8 +1,10 @@
-"""The master key: seals key material at rest and derives the server's own secrets. Pure.
+"""The master key and the server's keyring under it. Pure.
 
-Sealing is XChaCha20-Poly1305 (libsodium): 192-bit random nonces have no practical usage limit, so the
-master key never needs rotating for nonce reasons. Every sealed value is bound to where it lives
-(``associated_data``), so a sealed row copied to another key or version fails to open.
+The master key only seals: key material, and the server's own random secrets (token HMAC key, endpoint
+token key, cluster id), which live sealed in the database. Nothing is derived from the master key, so
+rotating it (re-sealing every row) changes no token and no key. Sealing is XChaCha20-Poly1305 (libsodium):
+192-bit random nonces have no practical usage limit. Every sealed value is bound to where it lives
+(``associated_data``), so a sealed row copied to another key, version or secret fails to open.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import binascii
 import hashlib
 import hmac
 import os
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -98,13 +102,52 @@ class MasterKey:
         except (CryptoError, ValueError, TypeError):
             raise SealError("sealed value does not open with this master key") from None
 
-    def subkey(self, purpose: str) -> bytes:
-        """A key for one purpose (token HMACs, endpoint tokens), independent of the sealing key."""
+    def legacy_subkey(self, purpose: str) -> bytes:
+        """How releases before the keyring derived their token keys from the master key. Used once, to
+        carry an existing database's keys into ``server_secrets`` so its tokens keep working."""
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._key)
 
 
-def key_material_aad(key_name: str, version: int) -> bytes:
-    return f"kms-service/key-version/{key_name}/{version}".encode()
+def key_material_aad(key_name: str, version: int, material_format: int) -> bytes:
+    # Format 0 rows (raw keys) were sealed without the format; envelopes bind it, so a row's format
+    # column cannot be flipped to make one layout be read as the other.
+    base = f"kms-service/key-version/{key_name}/{version}"
+    return base.encode() if material_format == 0 else f"{base}/format-{material_format}".encode()
+
+
+def server_secret_aad(name: str) -> bytes:
+    return f"kms-service/server-secret/{name}".encode()
+
+
+@dataclass(frozen=True)
+class ServerSecrets:
+    """The server's own secrets, unsealed from ``server_secrets``."""
+
+    token_hmac_key: bytes
+    endpoint_token_key: bytes
+    cluster_id: str
+
+    # Row names, and (for databases made before the keyring) the purpose the old release derived them for.
+    TOKEN_HMAC_KEY = "token-hmac-key"  # noqa: S105 (row names, not secrets)
+    ENDPOINT_TOKEN_KEY = "endpoint-token-key"  # noqa: S105
+    CLUSTER_ID = "cluster-id"
+    LEGACY_PURPOSES = {TOKEN_HMAC_KEY: "kms-service token hmac", ENDPOINT_TOKEN_KEY: "kms-service endpoint token"}
+
+    @classmethod
+    def generate(cls) -> dict[str, bytes]:
+        return {
+            cls.TOKEN_HMAC_KEY: os.urandom(32),
+            cls.ENDPOINT_TOKEN_KEY: os.urandom(32),
+            cls.CLUSTER_ID: str(uuid.uuid4()).encode("ascii"),
+        }
+
+    @classmethod
+    def from_values(cls, values: dict[str, bytes]) -> ServerSecrets:
+        return cls(
+            token_hmac_key=values[cls.TOKEN_HMAC_KEY],
+            endpoint_token_key=values[cls.ENDPOINT_TOKEN_KEY],
+            cluster_id=values[cls.CLUSTER_ID].decode("ascii"),
+        )
 
 
 SEAL_CHECK_AAD = b"kms-service/seal-check"

@@ -22,7 +22,9 @@ from aiohttp import web
 from kms_service.config import ServiceConfig, load_service_config
 from kms_service.seal import MasterKey
 from kms_service.service import KMS
+from kms_service.settings import Settings
 from kms_service.web.app import create_app
+from kms_service.web.routing import KMS_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
@@ -96,10 +98,18 @@ class ServerThread:
         return self
 
     async def _start(self) -> None:
-        self.kms = await KMS.open(self.database_url, self.data_dir, self.cache_ttl, master_key=self.master_key)
-        await self.kms.provision(self.config)
-        self._runner = web.AppRunner(create_app(self.kms, reap_interval=self.reap_interval), access_log=None)
+        self.settings = Settings(
+            data_dir=self.data_dir,
+            database_url=self.database_url,
+            service=self.config,
+            cache_ttl=self.cache_ttl,
+            reap_interval=self.reap_interval,
+            master_key=self.master_key,
+        )
+        # The same start as `kms-service serve`: create_app opens the service in its cleanup_ctx.
+        self._runner = web.AppRunner(create_app(self.settings), access_log=None)
         await self._runner.setup()
+        self.kms = self._runner.app[KMS_KEY]
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
@@ -115,8 +125,7 @@ class ServerThread:
 
     def stop(self) -> None:
         async def _stop() -> None:
-            await self._runner.cleanup()
-            await self.kms.close()
+            await self._runner.cleanup()  # closes the service too
 
         self.call(_stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

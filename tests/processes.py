@@ -35,12 +35,13 @@ def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subproc
 
 
 class ServeProcess:
-    def __init__(self, config: Path, env: dict[str, str], *extra_args: str) -> None:
+    def __init__(self, config: Path, env: dict[str, str], *extra_args: str, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             COMMAND + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
             env=env,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -70,12 +70,11 @@ def test_a_revoked_token_stops_working_within_the_cache_ttl(start_server):
 
 async def _revoke_from_another_process(server, accessor):
     from kms_service.service import KMS
+    from kms_service.settings import Settings
 
-    other = await KMS.open(server.database_url, server.data_dir, master_key=server.kms.master_key)
-    try:
+    settings = Settings(data_dir=server.data_dir, database_url=server.database_url, master_key=server.kms.master_key)
+    async with KMS.session(settings) as other:
         return await other.tokens.revoke(accessor)
-    finally:
-        await other.close()
 
 
 @pytest.mark.parametrize("ttl", [0.3])

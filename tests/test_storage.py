@@ -10,12 +10,23 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy import inspect, select
 
-from kms_service.seal import key_material_aad
+from kms_service.material import KeyMaterial
+from kms_service.seal import key_material_aad, server_secret_aad
 from kms_service.storage import migrate
 from kms_service.storage import models as m
 from kms_service.storage.engine import create_engine, normalize_database_url
 
-TABLES = {"keys", "key_versions", "endpoints", "endpoint_grants", "tokens", "token_policies", "seal_check"}
+TABLES = {
+    "keys",
+    "key_versions",
+    "endpoints",
+    "policies",
+    "endpoint_policies",
+    "tokens",
+    "token_policies",
+    "seal_check",
+    "server_secrets",
+}
 
 
 async def _tables(engine) -> set[str]:
@@ -46,12 +57,20 @@ def _secrets(server, tokens: list[str]) -> dict[str, bytes]:
         found = {}
         async with server.kms.db.reading() as session:
             rows = await session.execute(
-                select(m.Key.name, m.KeyVersion.version, m.KeyVersion.sealed_material).join(
-                    m.KeyVersion, m.KeyVersion.key_id == m.Key.id
-                )
+                select(
+                    m.Key.name, m.KeyVersion.version, m.KeyVersion.sealed_material, m.KeyVersion.material_format
+                ).join(m.KeyVersion, m.KeyVersion.key_id == m.Key.id)
             )
-            for name, version, sealed in rows:
-                found[f"{name} v{version}"] = server.kms.master_key.unseal(sealed, key_material_aad(name, version))
+            for name, version, sealed, fmt in rows:
+                envelope = server.kms.master_key.unseal(sealed, key_material_aad(name, version, fmt))
+                material = KeyMaterial.from_bytes(envelope)
+                found[f"{name} v{version} key"] = material.key
+                found[f"{name} v{version} hmac key"] = material.hmac_key
+                found[f"{name} v{version} envelope"] = envelope
+            for secret in await session.execute(select(m.ServerSecret.name, m.ServerSecret.sealed_value)):
+                found[f"server secret {secret.name}"] = server.kms.master_key.unseal(
+                    secret.sealed_value, server_secret_aad(secret.name)
+                )
         return found
 
     secrets = {f"token {i}": token.encode() for i, token in enumerate(tokens)}

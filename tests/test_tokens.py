@@ -7,7 +7,8 @@ from datetime import timedelta
 import requests
 from sqlalchemy import update
 
-from kms_service.service import ENDPOINT_TOKEN_TTL, utcnow
+from kms_service.service import Change, Kind, utcnow
+from kms_service.service.tokens import ENDPOINT_TOKEN_TTL
 from kms_service.storage import models as m
 
 
@@ -16,7 +17,7 @@ async def _age_endpoint_tokens(kms, left: timedelta) -> None:
         await session.execute(
             update(m.Token).where(m.Token.endpoint_id.is_not(None)).values(expires_at=utcnow() + left)
         )
-    kms.tokens.invalidate()
+        kms.db.changed(session, Change(Kind.TOKEN))  # every cached token, as any writer announces a change
 
 
 def test_endpoint_token_is_stable_then_renewed_near_expiry(server):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -39,12 +40,17 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, create: bool = True) -> AsyncEngine:
+    """An engine for ``url``. ``create=False`` refuses a SQLite file that does not exist yet (commands
+    that only read must not leave an empty database behind a mistyped path)."""
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
-            _create_private_file(Path(path))
+            if create:
+                _create_private_file(Path(path))
+            elif not Path(path).exists():
+                raise ConfigError(f"no database at {path}: check --data-dir / --database-url")
         engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _configure_sqlite(engine)
     else:
@@ -82,13 +88,26 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-class Database:
-    """Sessions for reads and for write transactions (the latter serialise with other writers)."""
+_CHANGES = "kms_changes"
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class Database:
+    """Sessions for reads and for write transactions (the latter serialise with other writers).
+
+    A writer records what it changes with ``changed``; after the commit, ``writing`` hands the changes to
+    ``on_commit`` (the service's invalidator), before the caller sees the result."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: Callable[[list[Any]], None] | None = None,
+        before_commit: Callable[[Any, list[Any]], Awaitable[None]] | None = None,
+    ) -> None:
         self.engine = engine
         self._readers = async_sessionmaker(engine, expire_on_commit=False)
         self._writers = async_sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        self._on_commit = on_commit
+        self._before_commit = before_commit
 
     def reading(self) -> AsyncSession:
         return self._readers()
@@ -96,5 +115,17 @@ class Database:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """One transaction, committed on exit (rolled back on error)."""
-        async with self._writers() as session, session.begin():
-            yield session
+        async with self._writers() as session:
+            async with session.begin():
+                yield session
+                changes = session.info.get(_CHANGES, [])
+                if changes and self._before_commit is not None:
+                    await self._before_commit(await session.connection(), changes)
+            changes = session.info.pop(_CHANGES, [])
+        if changes and self._on_commit is not None:
+            self._on_commit(changes)
+
+    @staticmethod
+    def changed(session: AsyncSession, *changes: Any) -> None:
+        """Record what this transaction changes; delivered to the caches once it commits."""
+        session.info.setdefault(_CHANGES, []).extend(changes)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,6 +89,21 @@ class Key(Base):
     deletion_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     exportable: Mapped[bool] = mapped_column(Boolean, default=False, comment="One-way: once true, stays true")
     allow_plaintext_backup: Mapped[bool] = mapped_column(Boolean, default=False, comment="One-way")
+    # Columns added after the first release carry a server default: existing rows took Vault's default.
+    min_available_version: Mapped[int] = mapped_column(
+        Integer,
+        server_default="0",
+        comment="Versions below this were trimmed (deleted for good); 0 = none trimmed",
+    )
+    auto_rotate_period: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Seconds between automatic rotations; 0 = never"
+    )
+    derived: Mapped[bool] = mapped_column(Boolean, server_default=false(), comment="Per-context keys (Vault's HKDF)")
+    convergent_encryption: Mapped[bool] = mapped_column(
+        Boolean,
+        server_default=false(),
+        comment="Same plaintext and context give the same ciphertext (needs derived)",
+    )
     generation: Mapped[int] = mapped_column(
         Integer, default=1, comment="Bumped by every change; caches on every node compare it"
     )
@@ -108,6 +124,11 @@ class KeyVersion(Base):
         LargeBinary,
         comment="XChaCha20-Poly1305(master key, nonce ‖ ciphertext), bound to key name and version",
     )
+    material_format: Mapped[int] = mapped_column(
+        Integer,
+        comment="1: sealed envelope (key, HMAC key, public key, origin); 0: a pre-envelope raw key, "
+        "upgraded at the next start",
+    )
     master_key_id: Mapped[str] = mapped_column(String(16), comment="Which master key sealed this row")
     public_key: Mapped[str | None] = mapped_column(Text, comment="PEM public key (asymmetric types only)")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -122,13 +143,34 @@ class Endpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class EndpointGrant(Base):
-    __tablename__ = "endpoint_grants"
-    __table_args__ = ({"comment": "Policy bindings: endpoint may use policy on key (from the services YAML)"},)
+class Policy(Base):
+    __tablename__ = "policies"
+    __table_args__ = (
+        CheckConstraint(
+            "(template IS NOT NULL AND key_id IS NOT NULL AND document IS NULL) OR "
+            "(template IS NULL AND key_id IS NULL AND document IS NOT NULL)",
+            name="template_or_document",
+        ),
+        {"comment": "ACL policies by name: a built-in template bound to one key, or a policy document"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(160), unique=True, comment="e.g. encrypt:payments; tokens name it")
+    template: Mapped[str | None] = mapped_column(String(16), comment="Built-in: admin, sign, verify, encrypt, ...")
+    key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("keys.id", ondelete="CASCADE"), index=True, comment="The key a built-in template is bound to"
+    )
+    document: Mapped[str | None] = mapped_column(Text, comment="A policy document (HCL or JSON), when not built-in")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EndpointPolicy(Base):
+    __tablename__ = "endpoint_policies"
+    __table_args__ = ({"comment": "Which policies each endpoint's tokens carry (from the services YAML)"},)
 
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
-    policy: Mapped[str] = mapped_column(String(16), primary_key=True, comment="admin, sign, verify, ...")
-    key_id: Mapped[int] = mapped_column(ForeignKey("keys.id", ondelete="CASCADE"), primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class Token(Base):
@@ -165,11 +207,27 @@ class TokenPolicy(Base):
 class SealCheck(Base):
     __tablename__ = "seal_check"
     __table_args__ = (
-        CheckConstraint("id = 1", name="single_row"),
-        {"comment": "A known value sealed under the master key: a wrong master key is refused at start"},
+        {
+            "comment": "A known value sealed under each accepted master key (several during a master-key "
+            "rollover): a master key with no row here is refused at start"
+        },
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    master_key_id: Mapped[str] = mapped_column(String(16))
+    master_key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     sealed_value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ServerSecret(Base):
+    __tablename__ = "server_secrets"
+    __table_args__ = (
+        {
+            "comment": "The server's own random secrets (token HMAC key, endpoint token key, cluster id), "
+            "sealed under the master key, so a master-key rotation re-seals them and no token changes"
+        },
+    )
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True, comment="What the secret is for")
+    sealed_value: Mapped[bytes] = mapped_column(LargeBinary, comment="Sealed under the master key, bound to name")
+    master_key_id: Mapped[str] = mapped_column(String(16), comment="Which master key sealed this row")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

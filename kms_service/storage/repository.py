@@ -1,6 +1,7 @@
 """The only module that writes SQL. Services call these functions inside a transaction they own.
 
-Lookups return ``None`` when nothing is found; nothing here knows about HTTP or caching.
+Lookups return ``None`` when nothing is found; nothing here knows about HTTP or caching. Key settings map
+to ``keys`` columns by name (``KeySettings`` fields), so a new setting needs no code here.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kms_service.acl import policy_name
+from kms_service.keyring import KeySettings
 from kms_service.storage import models as m
 
 
@@ -20,6 +21,7 @@ from kms_service.storage import models as m
 class StoredVersion:
     version: int
     sealed_material: bytes
+    material_format: int
     master_key_id: str
     created_at: datetime
 
@@ -28,6 +30,24 @@ class StoredVersion:
 class StoredKey:
     row: m.Key
     versions: tuple[StoredVersion, ...]
+
+    @property
+    def settings(self) -> KeySettings:
+        return key_settings(self.row)
+
+
+def key_settings(row: m.Key) -> KeySettings:
+    return KeySettings(**{name: getattr(row, name) for name in KeySettings.names()})
+
+
+# Any constant: nodes sharing one PostgreSQL take turns provisioning and unlocking it.
+PROVISION_LOCK_ID = 0x6B6D735F70726F76
+
+
+async def serialize_writers(session: AsyncSession) -> None:
+    """Nodes sharing PostgreSQL provision one at a time (SQLite's BEGIN IMMEDIATE already does this)."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text(f"SELECT pg_advisory_xact_lock({PROVISION_LOCK_ID})"))
 
 
 # -- keys ---------------------------------------------------------------------------------------------
@@ -41,15 +61,22 @@ async def get_key(session: AsyncSession, name: str, for_update: bool = False) ->
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def key_type_of(session: AsyncSession, name: str) -> str | None:
+    return (await session.execute(select(m.Key.type).where(m.Key.name == name))).scalar_one_or_none()
+
+
 async def load_key(session: AsyncSession, name: str) -> StoredKey | None:
     row = await get_key(session, name)
     if row is None:
         return None
     result = await session.execute(
-        select(m.KeyVersion).where(m.KeyVersion.key_id == row.id).order_by(m.KeyVersion.version)
+        select(m.KeyVersion)
+        .where(m.KeyVersion.key_id == row.id, m.KeyVersion.version >= row.min_available_version)
+        .order_by(m.KeyVersion.version)
     )
     versions = tuple(
-        StoredVersion(v.version, v.sealed_material, v.master_key_id, v.created_at) for v in result.scalars()
+        StoredVersion(v.version, v.sealed_material, v.material_format, v.master_key_id, v.created_at)
+        for v in result.scalars()
     )
     return StoredKey(row, versions)
 
@@ -69,19 +96,17 @@ async def create_key(
     now: datetime,
     first_version: StoredVersion,
     public_key: str | None,
+    settings: KeySettings | None = None,
 ) -> m.Key:
+    settings = settings or KeySettings()
     row = m.Key(
         name=name,
         type=key_type,
         latest_version=1,
-        min_decryption_version=1,
-        min_encryption_version=0,
-        deletion_allowed=False,
-        exportable=False,
-        allow_plaintext_backup=False,
         generation=1,
         created_at=now,
         updated_at=now,
+        **{field: getattr(settings, field) for field in KeySettings.names()},
     )
     session.add(row)
     await session.flush()
@@ -95,6 +120,7 @@ async def add_version(session: AsyncSession, row: m.Key, version: StoredVersion,
             key_id=row.id,
             version=version.version,
             sealed_material=version.sealed_material,
+            material_format=version.material_format,
             master_key_id=version.master_key_id,
             public_key=public_key,
             created_at=version.created_at,
@@ -110,39 +136,101 @@ async def bump(session: AsyncSession, row: m.Key, now: datetime, **changes) -> N
     await session.refresh(row)
 
 
-# -- endpoints and grants -------------------------------------------------------------------------------
+async def save_settings(session: AsyncSession, row: m.Key, settings: KeySettings, now: datetime) -> bool:
+    """Store the settings that differ from the row's; False (and no write) when nothing changed."""
+    changes = {
+        name: getattr(settings, name) for name in KeySettings.names() if getattr(row, name) != getattr(settings, name)
+    }
+    if not changes:
+        return False
+    await bump(session, row, now, **changes)
+    return True
 
 
-async def sync_endpoints(
-    session: AsyncSession,
-    endpoints: dict[str, Iterable[tuple[str, str]]],
-    key_ids: dict[str, int],
-    now: datetime,
+@dataclass(frozen=True)
+class LegacyVersion:
+    key_id: int
+    key_name: str
+    key_type: str
+    version: int
+    sealed_material: bytes
+
+
+async def legacy_versions(session: AsyncSession, material_format: int) -> list[LegacyVersion]:
+    rows = await session.execute(
+        select(m.KeyVersion.key_id, m.Key.name, m.Key.type, m.KeyVersion.version, m.KeyVersion.sealed_material)
+        .join(m.Key, m.Key.id == m.KeyVersion.key_id)
+        .where(m.KeyVersion.material_format == material_format)
+        .order_by(m.KeyVersion.key_id, m.KeyVersion.version)
+    )
+    return [LegacyVersion(*row) for row in rows]
+
+
+async def reseal_version(
+    session: AsyncSession, key_id: int, version: int, sealed: bytes, material_format: int, master_key_id: str
 ) -> None:
-    """Make endpoints and their grants equal to the configuration (grants are (policy, key name))."""
+    await session.execute(
+        update(m.KeyVersion)
+        .where(m.KeyVersion.key_id == key_id, m.KeyVersion.version == version)
+        .values(sealed_material=sealed, material_format=material_format, master_key_id=master_key_id)
+    )
+
+
+async def bump_generation(session: AsyncSession, key_ids: Iterable[int], now: datetime) -> None:
+    for key_id in sorted(set(key_ids)):
+        await session.execute(
+            update(m.Key).where(m.Key.id == key_id).values(generation=m.Key.generation + 1, updated_at=now)
+        )
+
+
+# -- policies -----------------------------------------------------------------------------------------
+
+
+async def ensure_template_policy(session: AsyncSession, name: str, template: str, key_id: int, now: datetime) -> int:
+    """The id of the built-in policy ``name`` (``<template>:<key>``), created if missing."""
+    existing = (await session.execute(select(m.Policy.id).where(m.Policy.name == name))).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    policy = m.Policy(name=name, template=template, key_id=key_id, created_at=now, updated_at=now)
+    session.add(policy)
+    await session.flush()
+    return policy.id
+
+
+# -- endpoints and their policies -----------------------------------------------------------------------
+
+
+async def sync_endpoints(session: AsyncSession, endpoints: dict[str, Iterable[int]], now: datetime) -> bool:
+    """Make endpoints and their policies (by id) equal to the configuration; True if anything changed."""
+    changed = False
     existing = {e.name: e for e in (await session.execute(select(m.Endpoint))).scalars()}
     for name, endpoint in existing.items():
         if name not in endpoints:
             await session.delete(endpoint)
-    for name, grants in endpoints.items():
+            changed = True
+    for name, policy_ids in endpoints.items():
         endpoint = existing.get(name)
         if endpoint is None:
             endpoint = m.Endpoint(name=name, created_at=now)
             session.add(endpoint)
             await session.flush()
-        wanted = {(policy, key_ids[key]) for policy, key in grants}
+            changed = True
+        wanted = set(policy_ids)
         current = {
-            (g.policy, g.key_id): g
-            for g in (
-                await session.execute(select(m.EndpointGrant).where(m.EndpointGrant.endpoint_id == endpoint.id))
+            link.policy_id: link
+            for link in (
+                await session.execute(select(m.EndpointPolicy).where(m.EndpointPolicy.endpoint_id == endpoint.id))
             ).scalars()
         }
-        for pair, grant in current.items():
-            if pair not in wanted:
-                await session.delete(grant)
-        for policy, key_id in wanted - set(current):
-            session.add(m.EndpointGrant(endpoint_id=endpoint.id, policy=policy, key_id=key_id))
+        for policy_id, link in current.items():
+            if policy_id not in wanted:
+                await session.delete(link)
+                changed = True
+        for policy_id in sorted(wanted - set(current)):
+            session.add(m.EndpointPolicy(endpoint_id=endpoint.id, policy_id=policy_id))
+            changed = True
     await session.flush()
+    return changed
 
 
 async def get_endpoint(session: AsyncSession, name: str) -> m.Endpoint | None:
@@ -165,11 +253,11 @@ class TokenRecord:
 async def _policies(session: AsyncSession, token: m.Token) -> tuple[str, ...]:
     if token.endpoint_id is not None:
         rows = await session.execute(
-            select(m.EndpointGrant.policy, m.Key.name)
-            .join(m.Key, m.Key.id == m.EndpointGrant.key_id)
-            .where(m.EndpointGrant.endpoint_id == token.endpoint_id)
+            select(m.Policy.name)
+            .join(m.EndpointPolicy, m.EndpointPolicy.policy_id == m.Policy.id)
+            .where(m.EndpointPolicy.endpoint_id == token.endpoint_id)
         )
-        return tuple(sorted(policy_name(policy, key) for policy, key in rows))
+        return tuple(sorted(rows.scalars()))
     rows = await session.execute(select(m.TokenPolicy.policy).where(m.TokenPolicy.token_id == token.id))
     return tuple(sorted(rows.scalars()))
 
@@ -231,29 +319,56 @@ async def newest_endpoint_token(session: AsyncSession, endpoint_id: int) -> m.To
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def endpoint_token_accessors(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(m.Token.accessor).where(m.Token.endpoint_id.is_not(None)))).scalars())
+
+
 async def list_tokens(session: AsyncSession) -> list[TokenRecord]:
     tokens = (await session.execute(select(m.Token).order_by(m.Token.created_at, m.Token.id))).scalars().all()
     return [await _record(session, token) for token in tokens]
 
 
-async def delete_token(session: AsyncSession, *, accessor: str | None = None, token_hmac: bytes | None = None) -> bool:
+async def delete_token(
+    session: AsyncSession, *, accessor: str | None = None, token_hmac: bytes | None = None
+) -> str | None:
+    """Delete one token; returns its accessor, or None if there was no such token."""
     query = delete(m.Token)
     query = query.where(m.Token.accessor == accessor) if accessor else query.where(m.Token.token_hmac == token_hmac)
-    return (await session.execute(query)).rowcount > 0
+    return (await session.execute(query.returning(m.Token.accessor))).scalar_one_or_none()
 
 
-async def delete_expired_tokens(session: AsyncSession, now: datetime) -> int:
-    result = await session.execute(delete(m.Token).where(m.Token.expires_at.is_not(None), m.Token.expires_at <= now))
-    return result.rowcount
+async def delete_expired_tokens(session: AsyncSession, now: datetime) -> list[str]:
+    """Delete every expired token; returns their accessors."""
+    query = delete(m.Token).where(m.Token.expires_at.is_not(None), m.Token.expires_at <= now)
+    return list((await session.execute(query.returning(m.Token.accessor))).scalars())
 
 
-# -- seal check ---------------------------------------------------------------------------------------
+# -- the master key's checks and the server's secrets ---------------------------------------------------
 
 
-async def get_seal_check(session: AsyncSession) -> m.SealCheck | None:
-    return await session.get(m.SealCheck, 1)
+async def get_seal_check(session: AsyncSession, master_key_id: str) -> m.SealCheck | None:
+    return await session.get(m.SealCheck, master_key_id)
+
+
+async def seal_check_ids(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(m.SealCheck.master_key_id).order_by(m.SealCheck.created_at))).scalars())
 
 
 async def add_seal_check(session: AsyncSession, master_key_id: str, sealed_value: bytes, now: datetime) -> None:
-    session.add(m.SealCheck(id=1, master_key_id=master_key_id, sealed_value=sealed_value, created_at=now))
+    session.add(m.SealCheck(master_key_id=master_key_id, sealed_value=sealed_value, created_at=now))
     await session.flush()
+
+
+async def server_secrets(session: AsyncSession) -> list[m.ServerSecret]:
+    return list((await session.execute(select(m.ServerSecret))).scalars())
+
+
+async def add_server_secret(
+    session: AsyncSession, name: str, sealed_value: bytes, master_key_id: str, now: datetime
+) -> None:
+    session.add(m.ServerSecret(name=name, sealed_value=sealed_value, master_key_id=master_key_id, created_at=now))
+    await session.flush()
+
+
+async def count_tokens(session: AsyncSession) -> int:
+    return (await session.execute(select(func.count()).select_from(m.Token))).scalar_one()

@@ -1,4 +1,8 @@
-"""The aiohttp application: one catch-all route into our router, errors mapped to HTTP in one place."""
+"""The aiohttp application: one catch-all route into our router, errors mapped to HTTP in one place.
+
+``create_app(settings)`` owns the service's lifecycle through aiohttp's ``cleanup_ctx``: opening the
+database (migrate, unlock, provision), the background jobs, and closing it all again, in that order.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from kms_service.errors import (
     UserError,
 )
 from kms_service.service import KMS
+from kms_service.settings import Settings
 from kms_service.web import replies, system, transit
 from kms_service.web.routing import KMS_KEY, Router
 
@@ -77,15 +82,22 @@ async def reap_forever(kms: KMS, interval: float) -> None:
             log.exception("token reaper failed; retrying in %s s", interval)
 
 
-def reaper_context(interval: float):
-    async def reaper(app: web.Application) -> AsyncIterator[None]:
-        app[REAPER_KEY] = asyncio.create_task(reap_forever(app[KMS_KEY], interval))
+def service_context(settings: Settings):
+    async def service(app: web.Application) -> AsyncIterator[None]:
+        app[KMS_KEY] = await KMS.open(settings)
         yield
-        app[REAPER_KEY].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await app[REAPER_KEY]
+        await app[KMS_KEY].close()
 
-    return reaper
+    return service
+
+
+async def reaper(app: web.Application) -> AsyncIterator[None]:
+    kms = app[KMS_KEY]
+    app[REAPER_KEY] = asyncio.create_task(reap_forever(kms, kms.settings.reap_interval))
+    yield
+    app[REAPER_KEY].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await app[REAPER_KEY]
 
 
 class RedactMalformedRequests(logging.Filter):
@@ -101,16 +113,15 @@ class RedactMalformedRequests(logging.Filter):
         return True
 
 
-def create_app(kms: KMS, reap_interval: float = 60.0) -> web.Application:
+def create_app(settings: Settings) -> web.Application:
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
         server_log.addFilter(RedactMalformedRequests())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[KMS_KEY] = kms
     router = Router()
     system.setup_routes(router)
     transit.setup_routes(router)
     app[ROUTER_KEY] = router
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
-    app.cleanup_ctx.append(reaper_context(reap_interval))
+    app.cleanup_ctx.extend([service_context(settings), reaper])
     return app

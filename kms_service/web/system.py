@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC
 
 from kms_service import __version__
@@ -28,7 +27,7 @@ async def health(call: Call) -> Reply:
             "type": service.type if service else "",
             "kms_service_version": __version__,
             "cluster_name": name,
-            "cluster_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kms-service:{name}:{call.kms.master_key.key_id}")),
+            "cluster_id": call.kms.cluster_id,
         },
         bare=True,
     )

@@ -9,7 +9,7 @@ import re
 
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.keyring import Key, b64encode, parse_versioned
-from kms_service.keytypes import HASH_ALGORITHMS, MARSHALING_ALGORITHMS
+from kms_service.keytypes import HASH_ALGORITHMS, MARSHALING_ALGORITHMS, EncryptOptions, SignOptions
 from kms_service.service import KeyConfigChange
 from kms_service.web.fields import Fields
 from kms_service.web.replies import Reply
@@ -18,8 +18,9 @@ from kms_service.web.routing import Call, Router
 _SALT_LENGTH_RE = re.compile(r"auto|hash|-1|[0-9]{1,5}", re.ASCII)
 
 
-async def _key(call: Call, missing: str, need_version: int = 0) -> Key:
-    key = await call.kms.keys.get(call.params["name"], need_version)
+async def _key(call: Call, missing: str, *versions: int) -> Key:
+    """The path's key, with the crypto objects of ``versions`` ready (0 = latest)."""
+    key = await call.kms.keys.get(call.params["name"], versions or (0,))
     if key is None:
         raise InvalidRequest(missing)
     return key
@@ -87,8 +88,8 @@ async def encrypt(call: Call) -> Reply:
     associated_data = fields.base64("associated_data") or b""
     key_version = fields.integer("key_version")
     fields.raw("type"), fields.raw("convergent_encryption")  # upsert-only parameters; keys are not upserted
-    key = await _key(call, "encryption key not found")
-    ciphertext, version = key.encrypt(plaintext, key_version, associated_data)
+    key = await _key(call, "encryption key not found", key_version)
+    ciphertext, version = key.encrypt(plaintext, EncryptOptions(associated_data=associated_data), key_version)
     return Reply({"ciphertext": ciphertext, "key_version": version})
 
 
@@ -105,8 +106,8 @@ async def decrypt(call: Call) -> Reply:
     ciphertext, version = _ciphertext(fields)
     _context(fields)
     associated_data = fields.base64("associated_data") or b""
-    key = await _key(call, "encryption key not found", need_version=version)
-    return Reply({"plaintext": b64encode(key.decrypt(ciphertext, associated_data))})
+    key = await _key(call, "encryption key not found", version)
+    return Reply({"plaintext": b64encode(key.decrypt(ciphertext, EncryptOptions(associated_data=associated_data)))})
 
 
 async def rewrap(call: Call) -> Reply:
@@ -116,15 +117,16 @@ async def rewrap(call: Call) -> Reply:
     _context(fields)
     associated_data = fields.base64("associated_data") or b""
     key_version = fields.integer("key_version")
-    key = await _key(call, "encryption key not found", need_version=version)
-    new_ciphertext, new_version = key.rewrap(ciphertext, key_version, associated_data)
+    key = await _key(call, "encryption key not found", version, key_version)
+    options = EncryptOptions(associated_data=associated_data)
+    new_ciphertext, new_version = key.rewrap(ciphertext, options, key_version)
     return Reply({"ciphertext": new_ciphertext, "key_version": new_version})
 
 
 # -- signatures ---------------------------------------------------------------------------------------
 
 
-def _signing_options(call: Call, fields: Fields) -> tuple[bytes, str, bool, str]:
+def _signing_options(call: Call, fields: Fields) -> tuple[bytes, SignOptions]:
     _refuse_unsupported(fields)
     data = fields.base64("input") or b""
     _context(fields)
@@ -141,29 +143,29 @@ def _signing_options(call: Call, fields: Fields) -> tuple[bytes, str, bool, str]
     salt_length = fields.string("salt_length")
     if salt_length is not None and not _SALT_LENGTH_RE.fullmatch(salt_length):
         raise InvalidRequest("salt length neither 'auto', 'hash', nor an int")
-    return data, hash_name, prehashed, marshaling
+    return data, SignOptions(hash_algorithm=hash_name, prehashed=prehashed, marshaling=marshaling)
 
 
 async def sign(call: Call) -> Reply:
     fields = await call.fields()
-    data, hash_name, prehashed, marshaling = _signing_options(call, fields)
+    data, options = _signing_options(call, fields)
     key_version = fields.integer("key_version")
-    key = await _key(call, "signing key not found")
-    signature, version = key.sign(data, hash_name, key_version, prehashed, marshaling)
+    key = await _key(call, "signing key not found", key_version)
+    signature, version = key.sign(data, options, key_version)
     return Reply({"signature": signature, "key_version": version})
 
 
 async def verify(call: Call) -> Reply:
     fields = await call.fields()
-    data, hash_name, prehashed, marshaling = _signing_options(call, fields)
+    data, options = _signing_options(call, fields)
     if fields.present("hmac"):
         raise InvalidRequest("HMAC verification is not supported by this server yet")
     signature = fields.string("signature")
     if not signature:
         raise InvalidRequest("neither a 'signature' nor an 'hmac' were given to verify")
     version = parse_versioned(signature, "signature").version
-    key = await _key(call, "signature verification key not found", need_version=version)
-    return Reply({"valid": key.verify(data, signature, hash_name, prehashed, marshaling)})
+    key = await _key(call, "signature verification key not found", version)
+    return Reply({"valid": key.verify(data, signature, options)})
 
 
 def setup_routes(router: Router) -> None:

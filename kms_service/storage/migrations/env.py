@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from kms_service.storage.engine import create_engine, default_database_url
+from kms_service.storage.migrate import foreign_keys_off
 from kms_service.storage.models import Base
 
 config = context.config
@@ -35,7 +36,7 @@ async def run_async_migrations() -> None:
     url = os.environ.get("KMS_DATABASE_URL") or default_database_url(Path(os.environ.get("KMS_DATA_DIR", "data")))
     engine = create_engine(url)
     try:
-        async with engine.begin() as connection:
+        async with engine.connect() as connection, foreign_keys_off(connection), connection.begin():
             await connection.run_sync(do_run_migrations)
     finally:
         await engine.dispose()

@@ -1,0 +1,252 @@
+"""Keys: the cache of key snapshots, and every key write as one transaction holding the key's row lock.
+
+Slow work never runs on the event loop nor under a lock: new material is generated in a worker thread
+before the transaction starts, and crypto objects are built in a worker thread after it ends, lazily, for
+the versions a request actually uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kms_service.errors import InternalError, InvalidRequest, SealError
+from kms_service.keyring import Key, KeyConfigChange, KeySettings, KeyVersion
+from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
+from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
+from kms_service.seal import MasterKey, key_material_aad
+from kms_service.service.caching import SingleFlight
+from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.storage import repository as repo
+from kms_service.storage.engine import Database
+
+log = logging.getLogger(__name__)
+
+# A request naming a version newer than the key's latest asks the database at most this often per key:
+# the version may have been created by another node a moment ago, but a made-up one must not cost a query
+# per request.
+TOO_NEW_PROBE_INTERVAL = 0.25
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _CachedKey:
+    key: Key
+    checked_at: float
+    # When a too-new version was last looked for in the database.
+    probed_at: float = float("-inf")
+
+
+class KeyService:
+    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, invalidator: Invalidator) -> None:
+        self._db = db
+        self._master_key = master_key
+        self._cache_ttl = cache_ttl
+        self._cache: dict[str, _CachedKey] = {}
+        self._loading = SingleFlight()
+        invalidator.subscribe(Kind.KEY, self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        if change.name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(change.name, None)
+
+    async def get(self, name: str, versions: Iterable[int] = (0,)) -> Key | None:
+        """The key, from cache when fresh, with the crypto objects of ``versions`` built (0 = latest).
+        A version newer than the cached latest forces a (throttled) check: another node may have rotated."""
+        wanted = tuple(versions)
+        need = max(wanted, default=0)
+        key = self._fresh(name, need)
+        if key is None:
+            async with self._loading(name):
+                key = self._fresh(name, need) or await self._refresh(name, need)
+        if key is not None:
+            await self._prepare(key, wanted)
+        return key
+
+    def _fresh(self, name: str, need_version: int) -> Key | None:
+        entry = self._cache.get(name)
+        if entry is None:
+            return None
+        now = time.monotonic()
+        if need_version > entry.key.latest_version and now - entry.probed_at >= TOO_NEW_PROBE_INTERVAL:
+            return None
+        return entry.key if now - entry.checked_at < self._cache_ttl else None
+
+    async def _refresh(self, name: str, need_version: int) -> Key | None:
+        entry = self._cache.get(name)
+        if entry is not None:
+            # Stale but maybe unchanged: one cheap generation check before reloading every version.
+            async with self._db.reading() as session:
+                generation = await repo.key_generation(session, name)
+            if generation == entry.key.generation:
+                now = time.monotonic()
+                entry.checked_at = now
+                if need_version > entry.key.latest_version:
+                    entry.probed_at = now
+                return entry.key
+        async with self._db.reading() as session:
+            stored = await repo.load_key(session, name)
+        if stored is None:
+            self._cache.pop(name, None)
+            return None
+        key = await self._remember(stored)
+        if need_version > key.latest_version:
+            self._cache[name].probed_at = time.monotonic()
+        return key
+
+    async def _prepare(self, key: Key, versions: tuple[int, ...]) -> None:
+        """Build the crypto objects a request will use, in a worker thread (RSA takes long to load)."""
+        pending = []
+        for number in versions:
+            kv = key.versions.get(number or key.latest_version)
+            if kv is not None and not kv.loaded:
+                pending.append(kv)
+        if pending:
+            await asyncio.to_thread(lambda: [kv.load() for kv in pending])
+
+    async def _remember(self, stored: repo.StoredKey) -> Key:
+        """Cache a freshly read key, unless a concurrent writer already cached a newer generation."""
+        entry = self._cache.get(stored.row.name)
+        key = await asyncio.to_thread(self._build, stored, entry.key if entry else None)
+        entry = self._cache.get(key.name)
+        if entry is None or entry.key.generation <= key.generation:
+            self._cache[key.name] = _CachedKey(key, time.monotonic())
+            return key
+        return entry.key
+
+    def _build(self, stored: repo.StoredKey, previous: Key | None) -> Key:
+        row = stored.row
+        key_type = self._key_type(row.type, row.name)
+        versions = {}
+        for sv in stored.versions:
+            # Versions never change once written: keep the built crypto object when we have it.
+            old = previous.versions.get(sv.version) if previous else None
+            if old is not None:
+                versions[sv.version] = old
+                continue
+            versions[sv.version] = KeyVersion(sv.version, sv.created_at, self._unseal(row.name, sv), key_type)
+        return Key(
+            name=row.name,
+            key_type=key_type,
+            latest_version=row.latest_version,
+            settings=stored.settings,
+            generation=row.generation,
+            versions=versions,
+        )
+
+    @staticmethod
+    def _key_type(type_name: str, key_name: str) -> KeyType:
+        key_type = KEY_TYPES.get(type_name)
+        if key_type is None:
+            raise InternalError(f"key {key_name} has a type this server does not know")
+        return key_type
+
+    def _unseal(self, name: str, sv: repo.StoredVersion) -> KeyMaterial:
+        if sv.material_format != ENVELOPE_FORMAT:
+            raise InternalError(f"key {name} version {sv.version} is stored in an old format; restart to upgrade it")
+        try:
+            sealed = self._master_key.unseal(sv.sealed_material, key_material_aad(name, sv.version, sv.material_format))
+        except SealError:
+            raise InternalError(f"key {name} version {sv.version} does not open with the master key") from None
+        return KeyMaterial.from_bytes(sealed)
+
+    def _seal(self, name: str, version: int, material: KeyMaterial, now: datetime) -> repo.StoredVersion:
+        sealed = self._master_key.seal(material.to_bytes(), key_material_aad(name, version, ENVELOPE_FORMAT))
+        return repo.StoredVersion(version, sealed, ENVELOPE_FORMAT, self._master_key.key_id, now)
+
+    # -- writes -------------------------------------------------------------------------------------------
+
+    async def generate(self, key_type: str) -> KeyMaterial:
+        """New material for a version, made in a worker thread (RSA key generation takes seconds)."""
+        return await asyncio.to_thread(self._key_type(key_type, "?").generate)
+
+    async def create(
+        self, session: AsyncSession, name: str, key_type: str, material: KeyMaterial, settings: KeySettings
+    ) -> int:
+        """Insert a new key with its first version, inside the caller's transaction."""
+        now = utcnow()
+        first = self._seal(name, 1, material, now)
+        row = await repo.create_key(session, name, key_type, now, first, _public_pem(material), settings)
+        self._db.changed(session, Change(Kind.KEY, name))
+        log.info("created key %s (%s)", name, key_type)
+        return row.id
+
+    async def rotate(self, name: str) -> Key:
+        """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
+        key row, so versions stay contiguous. Returns the key as this rotation left it."""
+        async with self._db.reading() as session:
+            key_type = await repo.key_type_of(session, name)
+        if key_type is None:
+            raise InvalidRequest("key not found")
+        material = await self.generate(key_type)  # a key's type never changes, so this stays right
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise InvalidRequest("key not found")
+            now = utcnow()
+            version = self._seal(name, row.latest_version + 1, material, now)
+            await repo.add_version(session, row, version, _public_pem(material))
+            await repo.bump(session, row, now, latest_version=version.version)
+            self._db.changed(session, Change(Kind.KEY, name))
+            stored = await repo.load_key(session, name)
+        log.info("rotated key %s to version %d", name, version.version)
+        return await self._remember(stored)
+
+    async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise InvalidRequest(f"no existing key named {name} could be found")
+            settings, warnings = repo.key_settings(row).configured(change, row.latest_version)
+            if await repo.save_settings(session, row, settings, utcnow()):
+                self._db.changed(session, Change(Kind.KEY, name))
+            stored = await repo.load_key(session, name)
+        return await self._remember(stored), warnings
+
+    async def names(self) -> list[str]:
+        async with self._db.reading() as session:
+            return await repo.list_key_names(session)
+
+    async def upgrade_legacy_material(self) -> int:
+        """Re-seal pre-envelope versions (format 0, a raw key) as envelopes with a fresh HMAC key. One
+        transaction; safe to run on every start and from several nodes at once (only format-0 rows)."""
+        async with self._db.writing() as session:
+            legacy = await repo.legacy_versions(session, material_format=0)
+            for item in legacy:
+                aad = key_material_aad(item.key_name, item.version, 0)
+                try:
+                    raw = self._master_key.unseal(item.sealed_material, aad)
+                except SealError:
+                    raise InternalError(
+                        f"key {item.key_name} version {item.version} does not open with the master key"
+                    ) from None
+                key_type = self._key_type(item.key_type, item.key_name)
+                material = KeyMaterial.upgrade_legacy(raw, key_type.public_key(raw))
+                sealed = self._master_key.seal(
+                    material.to_bytes(), key_material_aad(item.key_name, item.version, ENVELOPE_FORMAT)
+                )
+                await repo.reseal_version(
+                    session, item.key_id, item.version, sealed, ENVELOPE_FORMAT, self._master_key.key_id
+                )
+            if legacy:
+                await repo.bump_generation(session, (item.key_id for item in legacy), utcnow())
+                self._db.changed(session, *(Change(Kind.KEY, name) for name in {i.key_name for i in legacy}))
+        if legacy:
+            log.info("upgraded %d key version(s) to the key material envelope", len(legacy))
+        return len(legacy)
+
+
+def _public_pem(material: KeyMaterial) -> str | None:
+    """The PEM kept in key_versions.public_key for operators (the sealed envelope is authoritative)."""
+    return public_key_pem(material.public_key) if material.public_key is not None else None

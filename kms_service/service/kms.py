@@ -1,0 +1,180 @@
+"""The whole service: opens the database, unlocks it with the master key, and holds keys, tokens and
+policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` calls them from aiohttp's
+``cleanup_ctx`` and the CLI's commands through ``KMS.session``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kms_service.acl import policy_name
+from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
+from kms_service.errors import ConfigError, SealError
+from kms_service.keyring import KeySettings
+from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
+from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.service.keys import KeyService
+from kms_service.service.policies import PolicyService
+from kms_service.service.tokens import TokenService
+from kms_service.settings import Settings
+from kms_service.storage import migrate
+from kms_service.storage import repository as repo
+from kms_service.storage.engine import Database, create_engine
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class KMS:
+    """The service's state. Built by ``open`` (migrate, unlock, upgrade stored material), ended by ``close``."""
+
+    def __init__(self, engine: AsyncEngine, master_key: MasterKey, secrets: ServerSecrets, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.invalidator = Invalidator()
+        self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
+        self.master_key = master_key
+        self.cluster_id = secrets.cluster_id
+        self.keys = KeyService(self.db, master_key, settings.cache_ttl, self.invalidator)
+        self.policies = PolicyService(self.db, self.invalidator)
+        self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
+        self.service: ServiceConfig | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings) -> KMS:
+        """Migrate the database, check the master key against it, load the server's secrets, upgrade old
+        key material; refuse to start on a mismatch. Then provision ``settings.service`` if given."""
+        engine = create_engine(settings.url)
+        try:
+            await migrate.upgrade(engine)
+            master_key = settings.master_key or MasterKey.load(settings.data_dir)
+            secrets = await _unlock(Database(engine), master_key)
+            kms = cls(engine, master_key, secrets, settings)
+            await kms.keys.upgrade_legacy_material()
+            if settings.service is not None:
+                await kms.provision(settings.service)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return kms
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @classmethod
+    @asynccontextmanager
+    async def session(cls, settings: Settings) -> AsyncIterator[KMS]:
+        kms = await cls.open(settings)
+        try:
+            yield kms
+        finally:
+            await kms.close()
+
+    async def provision(self, config: ServiceConfig) -> None:
+        """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change."""
+        wanted = config.keys()
+        async with self.db.reading() as session:
+            missing = {name: kt for name, kt in wanted.items() if await repo.key_type_of(session, name) is None}
+        # Material is made before the write transaction: generation can be slow and must not hold the lock.
+        materials = {name: await self.keys.generate(kt) for name, kt in missing.items()}
+        async with self.db.writing() as session:
+            await repo.serialize_writers(session)
+            now = utcnow()
+            key_ids = {}
+            for name, key_type in wanted.items():
+                row = await repo.get_key(session, name)
+                if row is None:
+                    material = materials.get(name) or await self.keys.generate(key_type)
+                    key_ids[name] = await self.keys.create(session, name, key_type, material, KeySettings())
+                elif row.type != key_type:
+                    raise ConfigError(_type_change_message(name, row.type, key_type))
+                else:
+                    key_ids[name] = row.id
+            endpoints = {}
+            for endpoint, grants in config.endpoints.items():
+                endpoints[endpoint] = [
+                    await repo.ensure_template_policy(
+                        session, policy_name(grant.policy, grant.key), grant.policy, key_ids[grant.key], now
+                    )
+                    for grant in grants
+                ]
+            if await repo.sync_endpoints(session, endpoints, now):
+                self.db.changed(session, Change(Kind.ENDPOINT))
+        self.service = config
+
+
+async def open_database(settings: Settings) -> Database:
+    """The database for a command that only reads: never created, never migrated, no master key needed."""
+    engine = create_engine(settings.url, create=False)
+    try:
+        if not await migrate.is_current(engine):
+            raise ConfigError("the database schema is not at this release's revision: run 'kms-service migrate' first")
+    except BaseException:
+        await engine.dispose()
+        raise
+    return Database(engine)
+
+
+async def _unlock(db: Database, master_key: MasterKey) -> ServerSecrets:
+    """Check the master key against the database and unseal the server's secrets, creating what is missing.
+
+    A new database records a check value for this master key and random secrets. A database made before
+    the keyring existed gets the secrets that release derived from the master key, so its tokens keep
+    working. Several rows of ``seal_check`` may exist during a master-key rollover; this key needs its own.
+    """
+    async with db.writing() as session:
+        await repo.serialize_writers(session)
+        now = utcnow()
+        known = await repo.seal_check_ids(session)
+        new_database = not known
+        if new_database:
+            await repo.add_seal_check(
+                session, master_key.key_id, master_key.seal(SEAL_CHECK_PLAINTEXT, SEAL_CHECK_AAD), now
+            )
+        else:
+            row = await repo.get_seal_check(session, master_key.key_id)
+            try:
+                ok = row is not None and master_key.unseal(row.sealed_value, SEAL_CHECK_AAD) == SEAL_CHECK_PLAINTEXT
+            except SealError:
+                ok = False
+            if not ok:
+                raise SealError(
+                    f"the master key (id {master_key.key_id}) does not open this database, which was sealed with "
+                    f"master key id {', '.join(known)}: set KMS_MASTER_KEY or <data-dir>/master.key to that key"
+                )
+        values = {}
+        for secret in await repo.server_secrets(session):
+            try:
+                values[secret.name] = master_key.unseal(secret.sealed_value, server_secret_aad(secret.name))
+            except SealError:
+                raise SealError(
+                    f"server secret '{secret.name}' does not open with master key {master_key.key_id}"
+                ) from None
+        fresh = ServerSecrets.generate()
+        for name, value in fresh.items():
+            if name in values:
+                continue
+            purpose = ServerSecrets.LEGACY_PURPOSES.get(name)
+            if not new_database and purpose is not None:
+                value = master_key.legacy_subkey(purpose)
+            await repo.add_server_secret(
+                session, name, master_key.seal(value, server_secret_aad(name)), master_key.key_id, now
+            )
+            values[name] = value
+    return ServerSecrets.from_values(values)
+
+
+def _type_change_message(name: str, stored: str, wanted: str) -> str:
+    by_key_type = {v: k for k, v in GRANT_KEY_TYPES.items()}
+    return (
+        f"key '{name}' already exists with type '{by_key_type.get(stored, stored)}' ({stored}); the "
+        f"configuration now gives type '{by_key_type.get(wanted, wanted)}' ({wanted}). A key's type can never change: "
+        "restore the old type, or use a new key name"
+    )

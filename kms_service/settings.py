@@ -1,0 +1,30 @@
+"""One frozen object with everything a server needs to start; the CLI and the tests build it the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kms_service.config import ServiceConfig
+from kms_service.seal import MasterKey
+from kms_service.storage.engine import default_database_url
+
+DEFAULT_CACHE_TTL = 5.0
+DEFAULT_REAP_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    # Default: SQLite at <data_dir>/kms.db.
+    database_url: str | None = None
+    # The services YAML to provision at start (None: serve what the database holds).
+    service: ServiceConfig | None = None
+    cache_ttl: float = DEFAULT_CACHE_TTL
+    reap_interval: float = DEFAULT_REAP_INTERVAL
+    # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
+    master_key: MasterKey | None = None
+
+    @property
+    def url(self) -> str:
+        return self.database_url or default_database_url(self.data_dir)
