@@ -184,9 +184,7 @@ async def _serve(
     settings = Settings(
         data_dir=data_dir, database_url=url, service=config, cache_ttl=cache_ttl, reap_interval=reap_interval
     )
-    runner = web.AppRunner(
-        create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None
-    )
+    runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
         site = web.TCPSite(runner, host, port)

@@ -96,3 +96,56 @@ def test_two_nodes_on_one_database_see_each_others_rotations(start_server, ttl):
     while b.encrypt_data("vault-enc", plaintext=SECRET)["data"]["key_version"] != 2:
         assert time.monotonic() < deadline, "node B never picked up version 2"
         time.sleep(0.05)
+
+
+def test_a_made_up_future_version_does_not_query_the_database_on_every_request(start_server):
+    """``vault-kms:v2147483647:`` may name a version another node just made, so it is looked for, but at most
+    a few times a second per key, not once per request."""
+    server = start_server(cache_ttl=300)
+    crypto = server.client(server.endpoint_token("crypto")).secrets.transit
+    crypto.encrypt_data("vault-enc", plaintext=SECRET)  # warm token and key
+    counter = StatementCounter(server.kms.engine)
+    started = time.monotonic()
+    try:
+        for _ in range(100):
+            with pytest.raises(hvac.exceptions.InvalidRequest, match="too new"):
+                crypto.decrypt_data("vault-enc", ciphertext="vault-kms:v2147483647:" + "A" * 40)
+    finally:
+        counter.close()
+    elapsed = time.monotonic() - started
+    probes = elapsed / 0.25 + 1
+    # One cheap generation query per probe (before: three queries per request, 300 here).
+    assert len(counter.statements) <= probes + 1, (len(counter.statements), elapsed)
+
+
+def test_revoking_one_token_drops_only_that_token_from_the_cache(start_server):
+    server = start_server(cache_ttl=300)
+    kept, _ = server.call(server.kms.tokens.create(["encrypt:vault-enc"], timedelta(hours=1)))
+    revoked, info = server.call(server.kms.tokens.create(["encrypt:vault-enc"], timedelta(hours=1)))
+    for token in (kept, revoked):
+        server.client(token).secrets.transit.encrypt_data("vault-enc", plaintext=SECRET)
+    assert server.call(server.kms.tokens.revoke(info.accessor)) is True
+    counter = StatementCounter(server.kms.engine)
+    try:
+        server.client(kept).secrets.transit.encrypt_data("vault-enc", plaintext=SECRET)
+        assert counter.statements == []  # still cached
+        with pytest.raises(hvac.exceptions.Forbidden):
+            server.client(revoked).secrets.transit.encrypt_data("vault-enc", plaintext=SECRET)  # at once, locally
+    finally:
+        counter.close()
+
+
+def test_only_the_versions_a_request_uses_are_built(start_server):
+    server = start_server(cache_ttl=300)
+    admin = server.client(server.endpoint_token("crypto")).secrets.transit
+    first = admin.encrypt_data("vault-enc", plaintext=SECRET)["data"]["ciphertext"]
+    admin.rotate_key("vault-enc")
+    admin.rotate_key("vault-enc")
+    # A new node (empty cache) decrypts a v1 ciphertext: v1 is built, v2 is not, v3 (latest) not yet.
+    other = start_server(cache_ttl=300)
+    crypto = other.client(other.endpoint_token("crypto")).secrets.transit
+    assert crypto.decrypt_data("vault-enc", ciphertext=first)["data"]["plaintext"] == SECRET
+    key = other.call(other.kms.keys.get("vault-enc", ()))
+    assert [key.versions[v].loaded for v in (1, 2, 3)] == [True, False, False]
+    crypto.encrypt_data("vault-enc", plaintext=SECRET)
+    assert [key.versions[v].loaded for v in (1, 2, 3)] == [True, False, True]

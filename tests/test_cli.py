@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -14,6 +15,9 @@ import pytest
 import requests
 import yaml
 from processes import ServeProcess, cli_env, run_cli, serve_exit
+
+from kms_service.storage import migrate as migrations
+from kms_service.storage.engine import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
@@ -413,3 +417,31 @@ def test_config_errors_name_the_place(env, tmp_path, mutate, message):
     result = serve_exit(config, env)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_commands_that_only_read_create_and_migrate_nothing(tmp_path, database_url, data_dir):
+    # A mistyped --data-dir: one clear line, and no empty database or new master key left behind.
+    missing = tmp_path / "no-such-dir"
+    result = run_cli(["token", "list", "--data-dir", str(missing)], cli_env("", missing), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no database at" in result.stderr
+    assert not missing.exists()
+
+    # A database at an older schema revision is not migrated by a read.
+    async def migrate_to(revision: str) -> None:
+        engine = create_engine(database_url)
+        try:
+            await migrations.upgrade(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate_to("0007"))
+    env = cli_env(database_url, data_dir)
+    result = run_cli(["token", "list"], env, check=False)
+    assert result.returncode == 1 and "run 'kms-service migrate' first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    # At the newest revision it reads, without needing (or creating) the master key.
+    run_cli(["migrate"], env)
+    assert run_cli(["token", "list"], env).stdout.startswith("accessor")
+    assert not (data_dir / "master.key").exists()

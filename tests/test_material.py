@@ -1,0 +1,135 @@
+"""The key material envelope and the key settings' write rules (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kms_service.errors import InvalidRequest
+from kms_service.keyring import KeyConfigChange, KeySettings, KeyVersion
+from kms_service.keytypes import KEY_TYPES
+from kms_service.material import HMAC_KEY_SIZE, KeyMaterial, Origin
+from kms_service.storage import models as m
+
+
+@pytest.mark.parametrize("type_name", sorted(KEY_TYPES))
+def test_every_type_generates_an_envelope_that_round_trips(type_name):
+    key_type = KEY_TYPES[type_name]
+    material = key_type.generate()
+    assert len(material.hmac_key) == HMAC_KEY_SIZE and material.origin == Origin.GENERATED
+    assert (material.public_key is not None) == key_type.supports_signing
+    assert KeyMaterial.from_bytes(material.to_bytes()) == material
+    # Two versions never share an HMAC key.
+    assert key_type.generate().hmac_key != material.hmac_key
+
+
+def test_legacy_raw_keys_get_their_public_key_and_a_fresh_hmac_key():
+    ecdsa = KEY_TYPES["ecdsa-p256"]
+    original = ecdsa.generate()
+    upgraded = KeyMaterial.upgrade_legacy(original.key, ecdsa.public_key(original.key))
+    assert upgraded.key == original.key and upgraded.public_key == original.public_key
+    assert upgraded.origin == Origin.UPGRADED and upgraded.hmac_key != original.hmac_key
+
+
+@pytest.mark.parametrize("blob", [b"{}", b'{"format": 2, "key": "", "hmac_key": ""}', b"[]"])
+def test_unknown_envelope_formats_are_refused(blob):
+    with pytest.raises(ValueError):
+        KeyMaterial.from_bytes(blob)
+
+
+def test_envelope_repr_hides_secrets():
+    material = KEY_TYPES["chacha20-poly1305"].generate()
+    assert material.key.hex() not in repr(material) and str(material.key) not in repr(material)
+
+
+def test_crypto_objects_are_built_on_first_use_only():
+    key_type = KEY_TYPES["ecdsa-p256"]
+    version = KeyVersion(1, datetime.now(UTC), key_type.generate(), key_type)
+    assert not version.loaded
+    handle = version.handle
+    assert version.loaded and version.handle is handle
+
+
+def test_every_setting_has_a_column_of_the_same_name():
+    columns = set(m.Key.__table__.columns.keys())
+    assert {f.name for f in fields(KeySettings)} <= columns
+
+
+CONFIG_CASES = {
+    "min decryption raised": (KeySettings(), KeyConfigChange(min_decryption_version=3), 3, "min_decryption_version", 3),
+    "zero forced to one": (KeySettings(), KeyConfigChange(min_decryption_version=0), 3, "min_decryption_version", 1),
+    "one-way exportable": (KeySettings(exportable=True), KeyConfigChange(exportable=False), 3, "exportable", True),
+    "deletion toggles": (
+        KeySettings(deletion_allowed=True),
+        KeyConfigChange(deletion_allowed=False),
+        1,
+        "deletion_allowed",
+        False,
+    ),
+    "auto rotate an hour": (KeySettings(), KeyConfigChange(auto_rotate_period=3600), 1, "auto_rotate_period", 3600),
+    "auto rotate off": (
+        KeySettings(auto_rotate_period=7200),
+        KeyConfigChange(auto_rotate_period=0),
+        1,
+        "auto_rotate_period",
+        0,
+    ),
+}
+
+
+@pytest.mark.parametrize(("settings", "change", "latest", "field", "expected"), CONFIG_CASES.values(), ids=CONFIG_CASES)
+def test_config_changes(settings, change, latest, field, expected):
+    result, _warnings = settings.configured(change, latest)
+    assert getattr(result, field) == expected
+
+
+CONFIG_ERRORS = {
+    "negative decryption": (KeySettings(), KeyConfigChange(min_decryption_version=-1), 3, "cannot be negative"),
+    "decryption above latest": (KeySettings(), KeyConfigChange(min_decryption_version=4), 3, "latest key version is 3"),
+    "encryption below decryption": (
+        KeySettings(),
+        KeyConfigChange(min_decryption_version=3, min_encryption_version=2),
+        3,
+        "must be greater than or equal",
+    ),
+    "below trimmed": (
+        KeySettings(min_available_version=2, min_decryption_version=2, min_encryption_version=3),
+        KeyConfigChange(min_decryption_version=1),
+        3,
+        "less then min available",
+    ),
+    "short auto rotate": (KeySettings(), KeyConfigChange(auto_rotate_period=60), 1, "at least an hour"),
+}
+
+
+@pytest.mark.parametrize(("settings", "change", "latest", "message"), CONFIG_ERRORS.values(), ids=CONFIG_ERRORS)
+def test_config_errors(settings, change, latest, message):
+    with pytest.raises(InvalidRequest, match=message):
+        settings.configured(change, latest)
+
+
+def test_trim_rules():
+    ready = KeySettings(min_decryption_version=3, min_encryption_version=4)
+    assert ready.trimmed(3).min_available_version == 3
+    for settings, value, message in [
+        (ready, 0, "should be positive"),
+        (ready, -1, "cannot be negative"),
+        (KeySettings(min_decryption_version=3), 2, "minimum encryption version is not set"),
+        (ready, 4, "greater than minimum decryption version"),
+        (KeySettings(min_decryption_version=5, min_encryption_version=4), 5, "greater than minmum encryption"),
+        (ready.trimmed(3), 2, "cannot be decremented"),
+    ]:
+        with pytest.raises(InvalidRequest, match=message):
+            settings.trimmed(value)
+
+
+def test_deletion_and_auto_rotation_rules():
+    with pytest.raises(InvalidRequest, match="deletion is not allowed"):
+        KeySettings().check_deletable()
+    KeySettings(deletion_allowed=True).check_deletable()
+    created = datetime.now(UTC) - timedelta(hours=2)
+    assert KeySettings(auto_rotate_period=3600).auto_rotation_due(created, datetime.now(UTC))
+    assert not KeySettings(auto_rotate_period=3 * 3600).auto_rotation_due(created, datetime.now(UTC))
+    assert not KeySettings().auto_rotation_due(created, datetime.now(UTC))
