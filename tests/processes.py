@@ -27,19 +27,34 @@ def cli_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(COMMAND + args, env=env, capture_output=True, text=True, timeout=120)
+def run_cli(
+    args: list[str],
+    env: dict[str, str],
+    check: bool = True,
+    *,
+    command: list[str] = COMMAND,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``command`` and ``cwd`` run another installation (test_packaging.py: a wheel in its own venv)."""
+    result = subprocess.run(command + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
         raise AssertionError(f"kms-service {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
 
 
 class ServeProcess:
-    def __init__(self, config: Path, env: dict[str, str], *extra_args: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        *extra_args: str,
+        command: list[str] = COMMAND,
+        cwd: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            COMMAND + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
+            command + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
             env=env,
             cwd=cwd,
             stdout=subprocess.PIPE,
