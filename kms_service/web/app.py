@@ -21,7 +21,8 @@ from kms_service.errors import (
     UserError,
 )
 from kms_service.service import KMS
-from kms_service.web import replies, system, transit
+from kms_service.web import replies
+from kms_service.web.paths import TABLE
 from kms_service.web.routing import KMS_KEY, Router
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,7 @@ def create_app(kms: KMS, reap_interval: float = 60.0) -> web.Application:
         server_log.addFilter(RedactMalformedRequests())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[KMS_KEY] = kms
-    router = Router()
-    system.setup_routes(router)
-    transit.setup_routes(router)
-    app[ROUTER_KEY] = router
+    app[ROUTER_KEY] = Router(TABLE)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app.cleanup_ctx.append(reaper_context(reap_interval))
     return app
