@@ -2,7 +2,8 @@
 
 Adding an endpoint is one handler plus one ``Path`` in its family's ``PATHS`` (``web/paths.py`` lists the
 families: that is the one table). The router (``web/routing.py``) finds the path, checks the token and the
-ACL; this module turns the body into typed values, calls the handler and answers batches.
+ACL; this module turns the body into typed values, calls the handler and answers batches; ``web/openapi.py``
+documents the same table.
 
 Handlers are thin. ``async def handler(call, args)`` gets the caller and path parameters in ``call`` and the
 body's values in ``args`` (field name → value, parsed by field type, the default when absent), and returns
@@ -161,9 +162,9 @@ class Operation:
     batch: Batch | None = None
     # Whether the JSON body is read and parsed (default: for POST only).
     body: bool | None = None
-    # The fields of ``data`` in a successful answer (documentation).
+    # The fields of ``data`` in a successful answer (documentation: the OpenAPI document).
     returns: tuple[Field, ...] = ()
-    # A bare answer is the JSON document itself, not Vault's envelope (sys/health).
+    # A bare answer is the JSON document itself, not Vault's envelope (sys/health, the OpenAPI document).
     bare: bool = False
 
 

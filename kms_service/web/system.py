@@ -1,4 +1,4 @@
-"""/v1/sys/health and /v1/auth/token/lookup-self."""
+"""/v1/sys/health, /v1/auth/token/lookup-self and the API's own description (/v1/sys/openapi)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from kms_service import __version__
 from kms_service.service import utcnow
+from kms_service.web import openapi
 from kms_service.web.framework import Call, Operation, Path
 
 
@@ -62,7 +63,12 @@ async def lookup_self(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def openapi_document(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return openapi.document(call.router.paths)
+
+
 _LOOKUP_SELF = Operation(lookup_self, body=False)
+_OPENAPI = Operation(openapi_document, bare=True)
 
 PATHS = (
     Path(
@@ -78,5 +84,19 @@ PATHS = (
         fields=(),
         operations={"GET": _LOOKUP_SELF, "POST": _LOOKUP_SELF},
         check_acl=False,
+    ),
+    Path(
+        "sys/openapi",
+        "This API, as an OpenAPI 3 document generated from the path table.",
+        fields=(),
+        operations={"GET": _OPENAPI},
+        authenticated=False,
+    ),
+    Path(
+        "sys/internal/specs/openapi",
+        "The same OpenAPI document, at Vault's path.",
+        fields=(),
+        operations={"GET": _OPENAPI},
+        authenticated=False,
     ),
 )
