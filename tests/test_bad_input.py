@@ -39,7 +39,12 @@ CASES = [
     ("plaintext-number", "POST", "encrypt/vault-enc", {"plaintext": 123}, 400, "must be a string"),
     ("plaintext-object", "POST", "encrypt/vault-enc", {"plaintext": {}}, 400, "must be a string"),
     ("nonce", "POST", "encrypt/vault-enc", {"plaintext": GOOD, "nonce": "AAAAAAAAAAAAAAAA"}, 400, "nonce"),
-    ("batch", "POST", "encrypt/vault-enc", {"batch_input": [{"plaintext": GOOD}]}, 400, "batch_input"),
+    # batch_input: the request itself is bad (an item's own error is that item's, in batch_results)
+    ("batch-empty", "POST", "encrypt/vault-enc", {"batch_input": []}, 400, "missing batch input to process"),
+    ("batch-not-list", "POST", "encrypt/vault-enc", {"batch_input": {"plaintext": GOOD}}, 400, "batch input"),
+    ("batch-item-not-object", "POST", "decrypt/vault-enc", {"batch_input": ["x"]}, 400, "'[0]' must be an object"),
+    ("batch-no-plaintext", "POST", "encrypt/vault-enc", {"batch_input": [{}]}, 400, "missing plaintext"),
+    ("batch-item-type", "POST", "sign/vault-sign", {"batch_input": [{"input": 1}]}, 400, "'[0].input' must be"),
     ("context-junk", "POST", "encrypt/vault-enc", {"plaintext": GOOD, "context": "%%"}, 400, "context"),
     # key_version
     ("version-arabic", "POST", "encrypt/vault-enc", {"plaintext": GOOD, "key_version": "١"}, 400, "key_version"),

@@ -26,7 +26,8 @@ from kms_service.errors import (
 )
 from kms_service.service import KMS
 from kms_service.settings import Settings
-from kms_service.web import replies, system, transit
+from kms_service.web import replies
+from kms_service.web.paths import TABLE
 from kms_service.web.routing import KMS_KEY, Router
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,7 @@ def create_app(settings: Settings) -> web.Application:
     if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
         server_log.addFilter(RedactMalformedRequests())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    router = Router()
-    system.setup_routes(router)
-    transit.setup_routes(router)
-    app[ROUTER_KEY] = router
+    app[ROUTER_KEY] = Router(TABLE)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app.cleanup_ctx.extend([service_context(settings), reaper])
     return app

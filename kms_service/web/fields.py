@@ -1,8 +1,9 @@
 """Strict request parsing. Python's parsers are lax; these are not.
 
 JSON: no duplicate keys, no NaN/Infinity, no lone surrogates, bounded depth, an object at the top.
-Fields: base64 is validated, integers are ASCII digits (Vault's weak typing accepts "2" for 2; we do too,
+Values: base64 is validated, integers are ASCII digits (Vault's weak typing accepts "2" for 2; we do too,
 but never ``true`` or ``1.5``), booleans are true/false. Error messages name the field, never its value.
+The path schemas (``web.framework.Field``) pick a parser per field type.
 """
 
 from __future__ import annotations
@@ -73,79 +74,74 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return document
 
 
-class Fields:
-    """Typed access to body fields; remembers which were read so the rest can be reported as ignored."""
+class FieldTypeError(InvalidRequest):
+    """A value of the wrong JSON type, or one that does not convert (``true`` for an integer). In a batch item
+    this fails the whole request (Vault's "failed to parse batch input"); ``detail`` is the text without the
+    field's name."""
 
-    def __init__(self, body: dict[str, Any], path_params: dict[str, str]) -> None:
-        self._body = body
-        self._path_params = path_params
-        self._read: set[str] = set()
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
 
-    def present(self, name: str) -> bool:
-        self._read.add(name)
-        return self._body.get(name) is not None
 
-    def raw(self, name: str) -> Any:
-        self._read.add(name)
-        return self._body.get(name)
+def parse_string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise FieldTypeError(f"field '{name}' must be a string", "must be a string")
+    return value
 
-    def string(self, name: str, default: str | None = None) -> str | None:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise InvalidRequest(f"field '{name}' must be a string")
+
+def parse_base64(name: str, value: Any) -> bytes:
+    try:
+        return b64decode_strict(parse_string(name, value))
+    except ValueError:
+        raise InvalidRequest(f"illegal base64 data in field '{name}'") from None
+
+
+def parse_integer(name: str, value: Any) -> int:
+    if type(value) is int and abs(value) < 2**31:
         return value
+    if isinstance(value, str) and _INT_RE.fullmatch(value) and abs(int(value)) < 2**31:
+        return int(value)
+    raise FieldTypeError(f"error converting input for field '{name}': expected an integer", "expected an integer")
 
-    def base64(self, name: str, missing: str | None = None) -> bytes | None:
-        """Decoded bytes; ``None`` when absent, or 400 ``missing`` when that message is given."""
-        value = self.string(name)
-        if value is None:
-            if missing:
-                raise InvalidRequest(missing)
-            return None
-        try:
-            return b64decode_strict(value)
-        except ValueError:
-            raise InvalidRequest(f"illegal base64 data in field '{name}'") from None
 
-    def integer(self, name: str, default: int = 0) -> int:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if type(value) is int and abs(value) < 2**31:
-            return value
-        if isinstance(value, str) and _INT_RE.fullmatch(value) and abs(int(value)) < 2**31:
-            return int(value)
-        raise InvalidRequest(f"error converting input for field '{name}': expected an integer")
+def parse_boolean(name: str, value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    if isinstance(value, str) and value in _TRUE:
+        return True
+    if isinstance(value, str) and value in _FALSE:
+        return False
+    raise FieldTypeError(f"error converting input for field '{name}': expected a boolean", "expected a boolean")
 
-    def boolean(self, name: str, default: bool | None = None) -> bool | None:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if type(value) is bool:
-            return value
-        if isinstance(value, str) and value in _TRUE:
-            return True
-        if isinstance(value, str) and value in _FALSE:
-            return False
-        raise InvalidRequest(f"error converting input for field '{name}': expected a boolean")
 
-    def warnings(self) -> list[str]:
-        """Vault's warnings for body fields it ignored or overrode with path values."""
-        result = []
-        replaced = sorted(k for k in self._body if k in self._path_params)
-        ignored = sorted(_short(k) for k in self._body if k not in self._read and k not in self._path_params)
-        if len(ignored) > MAX_LISTED_NAMES:
-            ignored = ignored[:MAX_LISTED_NAMES] + ["..."]
-        if ignored:
-            result.append(f"Endpoint ignored these unrecognized parameters: [{' '.join(ignored)}]")
-        if replaced:
-            result.append(
-                "Endpoint replaced the value of these parameters with the values captured from the "
-                f"endpoint's path: [{' '.join(replaced)}]"
-            )
-        return result
+def parse_list(name: str, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise FieldTypeError(f"field '{name}' must be a list", "must be a list")
+    return value
+
+
+def parse_map(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FieldTypeError(f"field '{name}' must be an object", "must be an object")
+    return value
+
+
+def ignored_field_warnings(body: dict[str, Any], known: set[str], path_params: dict[str, str]) -> list[str]:
+    """Vault's warnings for body fields it ignored (not in the path's schema) or overrode with path values."""
+    result = []
+    replaced = sorted(k for k in body if k in path_params)
+    ignored = sorted(_short(k) for k in body if k not in known and k not in path_params)
+    if len(ignored) > MAX_LISTED_NAMES:
+        ignored = ignored[:MAX_LISTED_NAMES] + ["..."]
+    if ignored:
+        result.append(f"Endpoint ignored these unrecognized parameters: [{' '.join(ignored)}]")
+    if replaced:
+        result.append(
+            "Endpoint replaced the value of these parameters with the values captured from the "
+            f"endpoint's path: [{' '.join(replaced)}]"
+        )
+    return result
 
 
 def _short(name: str) -> str:

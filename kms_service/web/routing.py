@@ -1,15 +1,15 @@
-"""One table of routes and a dispatcher that authenticates, authorises (path ACL), then calls a handler.
+"""The router: finds a request's path in the table, authenticates, authorises (path ACL), then runs it.
 
 Paths are matched on the raw request path, segment by segment, so ``%2F`` or ``..`` can never turn into
-another key's path. Vault's order applies: no valid token → 403; path not granted → 403; unknown path →
-404; known path, wrong method → 405.
+another key's path. Lookup walks a trie of segments: a literal segment beats a parameter, so
+``transit/keys/:name/rotate`` and ``transit/keys/:name`` never collide. Vault's order applies: no valid
+token → 403; path not granted → 403; unknown path → 404; known path, wrong method → 405.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -18,92 +18,61 @@ from kms_service.acl import Capability
 from kms_service.errors import (
     InvalidRequest,
     NotFound,
-    PayloadTooLarge,
     PermissionDenied,
     UnsupportedOperation,
     UnsupportedPath,
 )
-from kms_service.keyring import validate_key_name
-from kms_service.service import KMS, Principal
+from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
-from kms_service.web.fields import Fields, parse_body
+from kms_service.web.framework import CAPABILITY_FOR_METHOD, MAX_BATCH_ITEMS, Call, Operation, Path, run
 from kms_service.web.replies import Reply
 
 KMS_KEY = web.AppKey("kms", KMS)
 
-# Request method → the capability it needs (writes are always "update": keys are never upserted).
-CAPABILITY_FOR_METHOD = {
-    "GET": Capability.READ,
-    "HEAD": Capability.READ,
-    "POST": Capability.UPDATE,
-    "PUT": Capability.UPDATE,
-    "DELETE": Capability.DELETE,
-    "LIST": Capability.LIST,
-    "PATCH": Capability.PATCH,
-}
-
 
 @dataclass
-class Call:
-    """What a handler gets: the service, the caller, path parameters and (lazily) the body fields."""
-
-    request: web.Request
-    kms: KMS
-    params: dict[str, str]
-    principal: Principal | None
-    _fields: Fields | None = field(default=None, repr=False)
-
-    async def fields(self) -> Fields:
-        if self._fields is None:
-            try:
-                raw = await self.request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise PayloadTooLarge() from None
-            self._fields = Fields(parse_body(raw), self.params)
-        return self._fields
-
-    def warnings(self) -> list[str]:
-        return self._fields.warnings() if self._fields else []
-
-
-Handler = Callable[[Call], Awaitable[Reply]]
-
-
-@dataclass(frozen=True)
-class Route:
-    pattern: tuple[str, ...]
-    methods: dict[str, Handler]
-    authenticated: bool = True
-    check_acl: bool = True
-
-    def match(self, segments: list[str]) -> dict[str, str] | None:
-        if len(segments) != len(self.pattern):
-            return None
-        params: dict[str, Any] = {}
-        for expected, segment in zip(self.pattern, segments, strict=True):
-            if expected.startswith(":"):
-                params[expected[1:]] = segment
-            elif expected != segment:
-                return None
-        return params
+class _Node:
+    literals: dict[str, _Node] = field(default_factory=dict)
+    param: str | None = None
+    param_node: _Node | None = None
+    path: Path | None = None
 
 
 class Router:
-    def __init__(self) -> None:
-        self._routes: list[Route] = []
+    def __init__(self, paths: Iterable[Path] = (), max_batch_items: int = MAX_BATCH_ITEMS) -> None:
+        self._root = _Node()
+        self._paths: list[Path] = []
+        self._depth = 0
+        self.max_batch_items = max_batch_items
+        for path in paths:
+            self.add(path)
 
-    def add(self, path: str, authenticated: bool = True, check_acl: bool = True, **methods: Handler) -> None:
-        """``path`` like ``transit/keys/:name/rotate``; methods as GET=, POST= (PUT is POST), LIST=."""
-        if "POST" in methods:
-            methods["PUT"] = methods["POST"]
-        self._routes.append(Route(tuple(path.split("/")), methods, authenticated, check_acl))
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(self._paths)
 
-    def find(self, segments: list[str]) -> tuple[Route, dict[str, str]] | None:
-        for route in self._routes:
-            params = route.match(segments)
-            if params is not None:
-                return route, params
-        return None
+    def add(self, path: Path) -> None:
+        for pattern in path.patterns:
+            node = self._root
+            for segment in pattern:
+                if segment.startswith(":"):
+                    if node.param not in (None, segment[1:]):
+                        raise ValueError(f"{path.pattern}: ':{node.param}' and '{segment}' at the same place")
+                    node.param = segment[1:]
+                    node.param_node = node.param_node or _Node()
+                    node = node.param_node
+                else:
+                    node = node.literals.setdefault(segment, _Node())
+            if node.path is not None:
+                raise ValueError(f"{path.pattern}: '{'/'.join(pattern)}' is already {node.path.pattern}")
+            node.path = path
+            self._depth = max(self._depth, len(pattern))
+        self._paths.append(path)
+
+    def find(self, segments: list[str]) -> tuple[Path, dict[str, str]] | None:
+        if len(segments) > self._depth:
+            return None
+        return _match(self._root, segments, 0, {})
 
     async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
         method = request.method.upper()
@@ -113,25 +82,47 @@ class Router:
         if segments is None:
             raise NotFound()
         found = self.find(segments)
-        route, params = found if found else (None, {})
-        principal = None
-        if route is None or route.authenticated:
-            principal = await request.app[KMS_KEY].tokens.authenticate(token_from_headers(request.headers))
-            if principal is None:
+        path, params = found if found else (None, {})
+        operation = path.operations.get("POST" if method == "PUT" else method) if path else None
+        call = Call(request, request.app[KMS_KEY], self, params)
+        if path is None or path.authenticated:
+            call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
+            if call.principal is None:
                 raise PermissionDenied()
-            if route is None or route.check_acl:
-                capability = CAPABILITY_FOR_METHOD.get(method)
-                if capability is None or not principal.acl.allows("/".join(segments), capability):
+            if path is None or path.check_acl:
+                capability = await _capability(path, method, operation, call)
+                if capability is None or not call.principal.acl.allows("/".join(segments), capability):
                     raise PermissionDenied()
-        if route is None:
+        if path is None:
             raise UnsupportedPath()
-        handler = route.methods.get(method)
-        if handler is None:
+        if operation is None:
             raise UnsupportedOperation()
-        if "name" in params:
-            validate_key_name(params["name"])
-        call = Call(request, request.app[KMS_KEY], params, principal)
-        return await handler(call), call
+        path.check_params(params)
+        return await run(path, operation, call, self.max_batch_items), call
+
+
+async def _capability(path: Path | None, method: str, operation: Operation | None, call: Call) -> Capability | None:
+    """The capability this request needs. With an existence check, a POST is a create (the target does
+    not exist) or an update (it does), as in Vault."""
+    if path is None or operation is None:
+        return CAPABILITY_FOR_METHOD.get(method)
+    if operation.existence is not None:
+        path.check_params(call.params)  # never ask storage about a malformed name
+        call.existed = await operation.existence(call)
+        return Capability.UPDATE if call.existed else Capability.CREATE
+    return operation.capability
+
+
+def _match(node: _Node, segments: list[str], i: int, params: dict[str, str]) -> tuple[Path, dict[str, str]] | None:
+    """Depth-first, literal before parameter (recursion depth is bounded by the longest pattern)."""
+    if i == len(segments):
+        return (node.path, params) if node.path is not None else None
+    child = node.literals.get(segments[i])
+    if child is not None and (found := _match(child, segments, i + 1, params)):
+        return found
+    if node.param_node is not None and node.param is not None:
+        return _match(node.param_node, segments, i + 1, {**params, node.param: segments[i]})
+    return None
 
 
 def _split_path(raw_path: str, trailing_slash_ok: bool) -> list[str] | None:

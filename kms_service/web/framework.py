@@ -1,0 +1,448 @@
+"""Declarative paths, after Vault's ``framework.Path``: a URL pattern, a field schema, operations by method.
+
+Adding an endpoint is one handler plus one ``Path`` in its family's ``PATHS`` (``web/paths.py`` lists the
+families: that is the one table). The router (``web/routing.py``) finds the path, checks the token and the
+ACL; this module turns the body into typed values, calls the handler and answers batches; ``web/openapi.py``
+documents the same table.
+
+Handlers are thin. ``async def handler(call, args)`` gets the caller and path parameters in ``call`` and the
+body's values in ``args`` (field name → value, parsed by field type, the default when absent), and returns
+the response ``data`` (a dict), a ``Reply``, or None for 204.
+
+An operation that takes ``batch_input`` (``Operation(batch=Batch(...))``) is written once, for one item:
+``async def handler(call, args, items)`` loads what the request needs once (the key), then hands a function
+of one item to ``items.respond``. Fields marked ``batch=True`` are item fields: without ``batch_input`` they
+come from the top level and there is one item, whose user error is the request's error; with it, every item
+of ``batch_input`` is one item, the top-level item fields are ignored, a user error becomes that item's
+``error`` and the others go on, and any other error fails the whole request (Vault's batch semantics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import web
+
+from kms_service.acl import Capability
+from kms_service.errors import InvalidRequest, PayloadTooLarge, UserError
+from kms_service.web.fields import (
+    FieldTypeError,
+    ignored_field_warnings,
+    parse_base64,
+    parse_body,
+    parse_boolean,
+    parse_integer,
+    parse_list,
+    parse_map,
+    parse_string,
+)
+from kms_service.web.replies import Reply
+
+if TYPE_CHECKING:
+    from kms_service.service import KMS, Principal
+    from kms_service.web.routing import Router
+
+T = TypeVar("T")
+
+# The most items one request may carry in batch_input (each is parsed and answered in memory).
+MAX_BATCH_ITEMS = 10_000
+
+# Methods an operation may be declared for. PUT is POST (Vault: both are "update", or "create").
+METHODS = ("GET", "HEAD", "POST", "DELETE", "LIST")
+
+# The capability an operation needs unless it says otherwise (Vault's operation → capability map).
+CAPABILITY_FOR_METHOD = {
+    "GET": Capability.READ,
+    "HEAD": Capability.READ,
+    "POST": Capability.UPDATE,
+    "PUT": Capability.UPDATE,
+    "DELETE": Capability.DELETE,
+    "LIST": Capability.LIST,
+    "PATCH": Capability.PATCH,
+}
+
+
+class FieldType(enum.StrEnum):
+    STRING = "string"
+    BASE64 = "base64"  # a string of standard, padded base64; the value is the decoded bytes
+    INT = "int"  # a JSON integer or a string of ASCII digits
+    BOOL = "bool"  # true/false (or Vault's "true", "1", "f", ...)
+    LIST = "list"
+    MAP = "map"
+    DURATION = "duration"  # seconds or a duration string ("1h"); passed to the handler as given
+
+
+PARSERS: dict[FieldType, Callable[[str, Any], Any]] = {
+    FieldType.STRING: parse_string,
+    FieldType.BASE64: parse_base64,
+    FieldType.INT: parse_integer,
+    FieldType.BOOL: parse_boolean,
+    FieldType.LIST: parse_list,
+    FieldType.MAP: parse_map,
+    FieldType.DURATION: lambda _name, value: value,
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One parameter: in the URL when the pattern names it (``:name``), otherwise in the JSON body."""
+
+    name: str
+    type: FieldType
+    description: str
+    default: Any = None
+    # An item field: read from each batch_input item in batch mode, from the top level otherwise.
+    batch: bool = False
+    # A missing value (absent or null, or "" for a string) is a 400 with this text. In a batch item an absent
+    # key fails the whole request (Vault's decode error) and a null or empty value fails that item.
+    required: str | None = None
+    # In a batch item only: an absent key fails that item with this text (Vault's sign "missing input").
+    missing_item: str | None = None
+    # Any value but null is refused with this text, whatever its type.
+    refuse: str | None = None
+    # Accepted and unused: the value is neither parsed nor checked (Vault's upsert-only parameters).
+    ignored: bool = False
+    # More validation of a present, parsed value; raises InvalidRequest.
+    check: Callable[[Any], Any] | None = None
+    deprecated: bool = False
+
+    def is_missing(self, raw: Any) -> bool:
+        return raw is None or (self.type is FieldType.STRING and raw == "")
+
+    def parse(self, raw: Any) -> Any:
+        """The typed value of ``raw`` (None when absent). Raises InvalidRequest (FieldTypeError for a wrong
+        type) with the project's texts."""
+        if self.refuse is not None:
+            if raw is not None:
+                raise InvalidRequest(self.refuse)
+            return None
+        if self.ignored:
+            return raw
+        if self.required is not None and self.is_missing(raw):
+            raise InvalidRequest(self.required)
+        if raw is None:
+            return self.default
+        value = PARSERS[self.type](self.name, raw)
+        if self.check is not None:
+            self.check(value)
+        return value
+
+
+@dataclass(frozen=True)
+class Batch:
+    """How an operation answers ``batch_input``."""
+
+    # What an item that failed still carries besides "error" and "reference" (decrypt: plaintext "";
+    # sign: key_version 0; verify: valid false), as Vault's result structs serialise.
+    error_result: Mapping[str, Any] = field(default_factory=dict)
+    # Vault's batchRequestResponse (encrypt, decrypt): 400 when an item failed, or the caller's
+    # partial_failure_response_code when some succeeded. Otherwise (rewrap, sign, verify) always 200.
+    status_from_items: bool = False
+    # Request-wide rules over the raw items, run before they are parsed (e.g. context in all or none).
+    check: Callable[[list[dict[str, Any]]], None] | None = None
+
+
+Handler = Callable[..., Awaitable[Any]]
+Existence = Callable[["Call"], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    handler: Handler
+    # The ACL capability it needs; by default the method's (GET read, POST update, DELETE delete, LIST list).
+    capability: Capability | None = None
+    # Vault's existence check, for POST: does the target exist? No → the request is a create and needs the
+    # `create` capability; yes → an update, needing `update`. ``call.existed`` holds the answer.
+    existence: Existence | None = None
+    batch: Batch | None = None
+    # Whether the JSON body is read and parsed (default: for POST only).
+    body: bool | None = None
+    # The fields of ``data`` in a successful answer (documentation: the OpenAPI document).
+    returns: tuple[Field, ...] = ()
+    # A bare answer is the JSON document itself, not Vault's envelope (sys/health, the OpenAPI document).
+    bare: bool = False
+
+
+_PATTERN_RE = re.compile(r"(?P<base>[^()]+?)(?:\(/:(?P<optional>[a-z_]+)\))?", re.ASCII)
+_SEGMENT_RE = re.compile(r":?[a-z0-9_.-]+", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Path:
+    """``pattern`` is ``transit/keys/:name/rotate``: literal segments and ``:param`` segments, and at most
+    one optional last parameter written ``(/:param)`` (``transit/sign/:name(/:hash)``). Every parameter is
+    also declared in ``fields``; the other fields are the body's."""
+
+    pattern: str
+    summary: str
+    fields: tuple[Field, ...]
+    operations: Mapping[str, Operation]
+    description: str = ""
+    authenticated: bool = True
+    # False: any valid token may call it (auth/token/lookup-self).
+    check_acl: bool = True
+
+    def __post_init__(self) -> None:
+        match = _PATTERN_RE.fullmatch(self.pattern)
+        if match is None:
+            raise ValueError(f"bad path pattern {self.pattern!r}")
+        base = tuple(match["base"].split("/"))
+        if not all(_SEGMENT_RE.fullmatch(segment) for segment in base):
+            raise ValueError(f"bad path pattern {self.pattern!r}")
+        patterns = (base,) if match["optional"] is None else (base, (*base, ":" + match["optional"]))
+        object.__setattr__(self, "patterns", patterns)
+        params = tuple(segment[1:] for segment in patterns[-1] if segment.startswith(":"))
+        object.__setattr__(self, "params", params)
+
+        fields = list(self.fields)
+        if any(op.batch for op in self.operations.values()):
+            fields.append(BATCH_INPUT)
+            if any(op.batch and op.batch.status_from_items for op in self.operations.values()):
+                fields.append(PARTIAL_FAILURE_RESPONSE_CODE)
+        names = [f.name for f in fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.pattern}: a field is declared twice")
+        if missing := set(params) - set(names):
+            raise ValueError(f"{self.pattern}: path parameters without a field: {sorted(missing)}")
+        object.__setattr__(self, "fields", tuple(fields))
+
+        operations = {}
+        for method, op in self.operations.items():
+            if method not in METHODS:
+                raise ValueError(f"{self.pattern}: unknown method {method} (PUT is POST)")
+            if op.existence is not None and method != "POST":
+                raise ValueError(f"{self.pattern}: an existence check is for POST (create or update)")
+            default = CAPABILITY_FOR_METHOD[method]
+            operations[method] = dataclasses.replace(
+                op,
+                capability=op.capability or default,
+                body=method == "POST" if op.body is None else op.body,
+            )
+        object.__setattr__(self, "operations", operations)
+
+    # Set in __post_init__ (declared for type checkers).
+    patterns: tuple[tuple[str, ...], ...] = field(init=False, repr=False)
+    params: tuple[str, ...] = field(init=False, repr=False)
+
+    @property
+    def body_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.name not in self.params)
+
+    @property
+    def param_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.name in self.params)
+
+    @property
+    def item_fields(self) -> tuple[Field, ...]:
+        """A batch_input item's fields: the path's item fields and ``reference``."""
+        return (*(f for f in self.body_fields if f.batch), REFERENCE)
+
+    def check_params(self, params: Mapping[str, str]) -> None:
+        for f in self.param_fields:
+            if f.name in params:
+                f.parse(params[f.name])
+
+
+BATCH_INPUT = Field(
+    "batch_input",
+    FieldType.LIST,
+    "Items to process in one request, each an object of this path's item fields and an optional 'reference'. "
+    "When present (not null), the top-level item fields are ignored. Results come back in 'batch_results', in "
+    f"input order, each with its 'reference' and, if that item failed, its 'error'. At most {MAX_BATCH_ITEMS} "
+    "items.",
+)
+PARTIAL_FAILURE_RESPONSE_CODE = Field(
+    "partial_failure_response_code",
+    FieldType.INT,
+    "The HTTP status to answer a batch in which some items failed and some succeeded, instead of 400 "
+    "(200 to 599, except 204 and 304). When every item fails the status is 400 regardless.",
+)
+REFERENCE = Field(
+    "reference",
+    FieldType.STRING,
+    "Any string; echoed in this item's result to correlate it with its input.",
+    default="",
+    batch=True,
+)
+
+
+@dataclass
+class Call:
+    """What a handler gets besides the body's values: the service, the caller and the path parameters."""
+
+    request: web.Request
+    kms: KMS
+    router: Router
+    params: dict[str, str]
+    principal: Principal | None = None
+    # The answer of the operation's existence check, when it has one (False: this POST is a create).
+    existed: bool | None = None
+    _warnings: list[str] = field(default_factory=list, repr=False)
+
+    def warnings(self) -> list[str]:
+        """Vault's warnings for body fields the path ignored or took from the URL instead."""
+        return self._warnings
+
+
+class Items:
+    """The items of one request: the top-level one, or each of batch_input. An item is in play until it
+    has a result or an error."""
+
+    def __init__(self, values: list[dict[str, Any]], errors: list[str | None], batched: bool) -> None:
+        self.values = values
+        self.errors = errors
+        self.results: list[dict[str, Any] | None] = [None] * len(values)
+        self.batched = batched
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def map(self, fn: Callable[[dict[str, Any]], T]) -> list[T]:
+        """``fn`` of each item in play, for those it succeeds on; an item it raises a user error for is out,
+        with that error (without batch_input, the error is the request's)."""
+        out = []
+        for i in self._in_play():
+            try:
+                out.append(fn(self.values[i]))
+            except UserError as exc:
+                self._fail(i, exc)
+        return out
+
+    def respond(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """``fn`` of each item in play is that item's result; a user error is that item's error."""
+        for i in self._in_play():
+            try:
+                self.results[i] = fn(self.values[i])
+            except UserError as exc:
+                self._fail(i, exc)
+
+    def _in_play(self) -> list[int]:
+        return [i for i in range(len(self.values)) if self.errors[i] is None and self.results[i] is None]
+
+    def _fail(self, i: int, exc: UserError) -> None:
+        if not self.batched:
+            raise exc
+        self.errors[i] = exc.message
+
+
+async def run(path: Path, operation: Operation, call: Call, max_batch_items: int = MAX_BATCH_ITEMS) -> Reply:
+    """Parse the body against the path's fields, call the operation's handler, shape its answer."""
+    body: dict[str, Any] = {}
+    if operation.body:
+        try:
+            raw = await call.request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge() from None
+        body = parse_body(raw)
+    batched = operation.batch is not None and body.get("batch_input") is not None
+    args, single = _parse_top_level(path, body, batched)
+    if operation.body:
+        call._warnings = ignored_field_warnings(body, {f.name for f in path.body_fields}, call.params)
+    if operation.batch is None:
+        return _as_reply(await operation.handler(call, args), operation)
+    if batched:
+        raw_items = _raw_items(body["batch_input"], max_batch_items)
+        if operation.batch.check is not None:
+            operation.batch.check(raw_items)
+        items = _parse_items(path, raw_items)
+    else:
+        items = Items([single], [None], batched=False)
+    await operation.handler(call, args, items)
+    if not batched:
+        return Reply(_answered(items.results[0]))
+    return _batch_reply(operation.batch, args, items, [item.get("reference", "") for item in items.values])
+
+
+def _parse_top_level(path: Path, body: dict[str, Any], batched: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request-level values, and the item fields' values from the top level (unused in batch mode, where
+    they are not even parsed: Vault ignores them). Parsed in declaration order, so the first bad field in
+    the schema is the one reported."""
+    args: dict[str, Any] = {}
+    single: dict[str, Any] = {}
+    for f in path.body_fields:
+        if f is BATCH_INPUT:
+            continue
+        if f.batch:
+            if not batched:
+                single[f.name] = f.parse(body.get(f.name))
+        else:
+            args[f.name] = f.parse(body.get(f.name))
+    return args, single
+
+
+def _raw_items(raw: Any, max_items: int) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise InvalidRequest("failed to parse batch input: batch_input must be a list of objects")
+    if not raw:
+        raise InvalidRequest("missing batch input to process")
+    if len(raw) > max_items:
+        raise InvalidRequest(f"batch_input has {len(raw)} items; at most {max_items} are processed per request")
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"failed to parse batch input: '[{i}]' must be an object")
+    return raw
+
+
+def _parse_items(path: Path, raw_items: list[dict[str, Any]]) -> Items:
+    """Each item's values. A wrong type or an absent required field fails the whole request (Vault's
+    decode errors, which Vault answers 500; bad input is a 400 here); a bad value fails that item."""
+    fields = path.item_fields
+    values, errors = [], []
+    for i, raw in enumerate(raw_items):
+        item: dict[str, Any] = {}
+        error = None
+        for f in fields:
+            if f.name not in raw:
+                if f.required is not None:
+                    raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {f.required}")
+                if f.missing_item is not None:
+                    error = error or f.missing_item
+                    continue
+            try:
+                item[f.name] = f.parse(raw.get(f.name))
+            except FieldTypeError as exc:
+                raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {exc.detail}") from None
+            except UserError as exc:
+                error = error or exc.message
+        values.append(item)
+        errors.append(error)
+    return Items(values, errors, batched=True)
+
+
+def _batch_reply(batch: Batch, args: dict[str, Any], items: Items, references: list[str]) -> Reply:
+    results = []
+    for result, error, reference in zip(items.results, items.errors, references, strict=True):
+        if error is not None:
+            results.append({**batch.error_result, "error": error, "reference": reference})
+        else:
+            results.append({**_answered(result), "reference": reference})
+    status, warnings = 200, []
+    failed = any(error is not None for error in items.errors)
+    if batch.status_from_items and failed:
+        status = 400
+        code = args.get("partial_failure_response_code")
+        if code is not None and not all(error is not None for error in items.errors):
+            if 200 <= code <= 599 and code not in (204, 304):
+                status = code
+            else:
+                warnings.append(
+                    f"invalid HTTP response code override from partial_failure_response_code, reverting to {status}"
+                )
+    return Reply({"batch_results": results}, status=status, warnings=warnings)
+
+
+def _answered(result: dict[str, Any] | None) -> dict[str, Any]:
+    if result is None:  # a handler that neither answered nor failed an item: a bug, never the caller's fault
+        raise RuntimeError("batch handler left an item without a result")
+    return result
+
+
+def _as_reply(value: Any, operation: Operation) -> Reply:
+    if isinstance(value, Reply):
+        return value
+    return Reply(value, bare=operation.bare)

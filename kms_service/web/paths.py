@@ -1,0 +1,12 @@
+"""The one table: every path the server answers, by family (Vault's ``backend.go`` ``Paths`` list).
+
+A new endpoint is a handler plus a ``Path`` in its family's ``PATHS``; a new family is one more line here.
+The router is built from this table, and the OpenAPI document (GET /v1/sys/openapi) is generated from it.
+"""
+
+from __future__ import annotations
+
+from kms_service.web import system, transit
+from kms_service.web.framework import Path
+
+TABLE: tuple[Path, ...] = (*system.PATHS, *transit.PATHS)
