@@ -156,9 +156,7 @@ async def verify(call: Call, args: dict[str, Any], items: Items) -> None:
     key = await _key(call, "signature verification key not found", set(versions))
     if not key.key_type.supports_signing:
         raise InvalidRequest(f"key type {key.key_type.name} does not support verification")
-    items.respond(
-        lambda item: {"valid": key.verify(item["input"], item["signature"], options)}
-    )
+    items.respond(lambda item: {"valid": key.verify(item["input"], item["signature"], options)})
 
 
 _HMAC_REFUSED = "HMAC verification is not supported by this server yet"
