@@ -142,12 +142,13 @@ async def _upsert(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return {"existed": call.existed, "size": args["size"]}
 
 
-def _probe(prefix: str) -> Path:
+def _probe(prefix: str, check_acl: bool = True) -> Path:
     return Path(
         f"{prefix}/:name/upsert-probe",
         "A test-only path with an existence check.",
         (Field("name", FieldType.STRING, "Key name.", check=validate_key_name), Field("size", FieldType.INT, "")),
         {"POST": Operation(_upsert, existence=_exists), "GET": Operation(_upsert)},
+        check_acl=check_acl,
     )
 
 
@@ -177,7 +178,7 @@ EXPLODE = Path(
 @pytest.fixture
 def probed(server):
     router = server._runner.app[ROUTER_KEY]
-    for path in (_probe("transit/sign"), _probe("transit/keys"), EXPLODE):
+    for path in (_probe("transit/sign"), _probe("transit/keys"), _probe("auth/probe", check_acl=False), EXPLODE):
         router.add(path)
     EXISTENCE_CALLS.clear()
     return server
@@ -210,7 +211,11 @@ def test_existence_check_makes_a_post_a_create_or_an_update(probed):
     assert _post(server, _token(server, "admin:vault-enc"), "transit/keys/vault-enc/upsert-probe", {}).json()["data"][
         "existed"
     ]
-    assert EXISTENCE_CALLS == ["vault-sign", "vault-sign", "ghost", "ghost", "ghost", "vault-enc"]
+    # Without an ACL check (any valid token), the handler still learns whether it creates.
+    for key, existed in (("vault-enc", True), ("ghost", False)):
+        unchecked = _post(server, signer_ghost, f"auth/probe/{key}/upsert-probe", {})
+        assert unchecked.status_code == 200 and unchecked.json()["data"]["existed"] is existed
+    assert EXISTENCE_CALLS == ["vault-sign", "vault-sign", "ghost", "ghost", "ghost", "vault-enc", "vault-enc", "ghost"]
 
     # Never consulted: without a valid token, for a malformed name, or for another method.
     EXISTENCE_CALLS.clear()
