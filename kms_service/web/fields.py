@@ -127,7 +127,7 @@ def parse_map(name: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def ignored_field_warnings(body: dict[str, Any], known: set[str], path_params: dict[str, str]) -> list[str]:
+def ignored_field_warnings(body: dict[str, Any], known: frozenset[str], path_params: dict[str, str]) -> list[str]:
     """Vault's warnings for body fields it ignored (not in the path's schema) or overrode with path values."""
     result = []
     replaced = sorted(k for k in body if k in path_params)

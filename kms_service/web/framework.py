@@ -187,6 +187,14 @@ class Path:
     # False: any valid token may call it (auth/token/lookup-self).
     check_acl: bool = True
 
+    # Derived from the above when the table is built (not arguments).
+    patterns: tuple[tuple[str, ...], ...] = field(init=False, repr=False)  # one, or two with the optional param
+    params: tuple[str, ...] = field(init=False, repr=False)
+    param_fields: tuple[Field, ...] = field(init=False, repr=False)
+    body_fields: tuple[Field, ...] = field(init=False, repr=False)
+    body_names: frozenset[str] = field(init=False, repr=False)
+    item_fields: tuple[Field, ...] = field(init=False, repr=False)  # a batch_input item's, with ``reference``
+
     def __post_init__(self) -> None:
         match = _PATTERN_RE.fullmatch(self.pattern)
         if match is None:
@@ -210,6 +218,11 @@ class Path:
         if missing := set(params) - set(names):
             raise ValueError(f"{self.pattern}: path parameters without a field: {sorted(missing)}")
         object.__setattr__(self, "fields", tuple(fields))
+        object.__setattr__(self, "param_fields", tuple(f for f in fields if f.name in params))
+        body_fields = tuple(f for f in fields if f.name not in params)
+        object.__setattr__(self, "body_fields", body_fields)
+        object.__setattr__(self, "body_names", frozenset(f.name for f in body_fields))
+        object.__setattr__(self, "item_fields", (*(f for f in body_fields if f.batch), REFERENCE))
 
         operations = {}
         for method, op in self.operations.items():
@@ -224,23 +237,6 @@ class Path:
                 body=method == "POST" if op.body is None else op.body,
             )
         object.__setattr__(self, "operations", operations)
-
-    # Set in __post_init__ (declared for type checkers).
-    patterns: tuple[tuple[str, ...], ...] = field(init=False, repr=False)
-    params: tuple[str, ...] = field(init=False, repr=False)
-
-    @property
-    def body_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if f.name not in self.params)
-
-    @property
-    def param_fields(self) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if f.name in self.params)
-
-    @property
-    def item_fields(self) -> tuple[Field, ...]:
-        """A batch_input item's fields: the path's item fields and ``reference``."""
-        return (*(f for f in self.body_fields if f.batch), REFERENCE)
 
     def check_params(self, params: Mapping[str, str]) -> None:
         for f in self.param_fields:
@@ -342,7 +338,7 @@ async def run(path: Path, operation: Operation, call: Call, max_batch_items: int
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)
     if operation.body:
-        call._warnings = ignored_field_warnings(body, {f.name for f in path.body_fields}, call.params)
+        call._warnings = ignored_field_warnings(body, path.body_names, call.params)
     if operation.batch is None:
         return _as_reply(await operation.handler(call, args), operation)
     if batched:

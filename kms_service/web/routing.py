@@ -89,10 +89,13 @@ class Router:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:
                 raise PermissionDenied()
-            if path is None or path.check_acl:
-                capability = await _capability(path, method, operation, call)
-                if capability is None or not call.principal.acl.allows("/".join(segments), capability):
-                    raise PermissionDenied()
+        if path is not None and operation is not None and operation.existence is not None:
+            path.check_params(params)  # never ask storage about a malformed name
+            call.existed = await operation.existence(call)
+        if call.principal is not None and (path is None or path.check_acl):
+            capability = _capability(method, operation, call.existed)
+            if capability is None or not call.principal.acl.allows("/".join(segments), capability):
+                raise PermissionDenied()
         if path is None:
             raise UnsupportedPath()
         if operation is None:
@@ -101,15 +104,13 @@ class Router:
         return await run(path, operation, call, self.max_batch_items), call
 
 
-async def _capability(path: Path | None, method: str, operation: Operation | None, call: Call) -> Capability | None:
-    """The capability this request needs. With an existence check, a POST is a create (the target does
+def _capability(method: str, operation: Operation | None, existed: bool | None) -> Capability | None:
+    """The capability this request needs. After an existence check, a POST is a create (the target does
     not exist) or an update (it does), as in Vault."""
-    if path is None or operation is None:
+    if operation is None:
         return CAPABILITY_FOR_METHOD.get(method)
-    if operation.existence is not None:
-        path.check_params(call.params)  # never ask storage about a malformed name
-        call.existed = await operation.existence(call)
-        return Capability.UPDATE if call.existed else Capability.CREATE
+    if existed is not None:
+        return Capability.UPDATE if existed else Capability.CREATE
     return operation.capability
 
 
