@@ -128,6 +128,14 @@ def _load_config(path: Path) -> ServiceConfig:
     help="Seconds between sweeps that delete expired tokens.",
 )
 @click.option(
+    "--rotate-check-interval",
+    envvar="KMS_ROTATE_CHECK_INTERVAL",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between checks for keys whose auto_rotate_period has passed.",
+)
+@click.option(
     "--cache-ttl",
     envvar="KMS_CACHE_TTL",
     default=5.0,
@@ -148,42 +156,27 @@ def serve(
     host: str,
     port: int,
     reap_interval: float,
+    rotate_check_interval: float,
     cache_ttl: float,
     access_log: bool,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API."""
-    config = _load_config(config_path)
-    _run(
-        _serve(
-            config,
-            config_path,
-            host,
-            port,
-            reap_interval,
-            cache_ttl,
-            access_log,
-            _database_url(database_url, data_dir),
-            data_dir,
-        )
-    )
-
-
-async def _serve(
-    config: ServiceConfig,
-    config_path: Path,
-    host: str,
-    port: int,
-    reap_interval: float,
-    cache_ttl: float,
-    access_log: bool,
-    url: str,
-    data_dir: Path,
-) -> None:
     settings = Settings(
-        data_dir=data_dir, database_url=url, service=config, cache_ttl=cache_ttl, reap_interval=reap_interval
+        data_dir=data_dir,
+        database_url=_database_url(database_url, data_dir),
+        service=_load_config(config_path),
+        cache_ttl=cache_ttl,
+        reap_interval=reap_interval,
+        rotate_check_interval=rotate_check_interval,
     )
+    _run(_serve(settings, config_path, host, port, access_log))
+
+
+async def _serve(settings: Settings, config_path: Path, host: str, port: int, access_log: bool) -> None:
+    config, url, data_dir = settings.service, settings.url, settings.data_dir
+    assert config is not None
     runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:

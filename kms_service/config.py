@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from kms_service.acl import POLICY_TEMPLATES
+from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import ConfigError
 from kms_service.keyring import KEY_NAME_RE
 
@@ -189,20 +190,12 @@ def parse_relationships(document: Any, source: str = "app YAML") -> list[Relatio
     return result
 
 
-_DURATION_RE = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?", re.ASCII)
-
-
 def parse_duration(text: str) -> int:
-    """Seconds from ``8760h``, ``1h30m``, ``2s`` or a plain number of seconds. Strict ASCII."""
-    text = text.strip()
-    if re.fullmatch(r"[0-9]{1,12}", text, re.ASCII):
-        seconds = int(text)
-    else:
-        match = _DURATION_RE.fullmatch(text)
-        if not text or not match or not any(match.groups()):
-            raise ConfigError(f"invalid duration {text!r}: use e.g. 30s, 15m, 1h, 8760h")
-        hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
+    """Seconds from ``8760h``, ``1h30m``, ``30d``, ``1.5h``, ``2s`` or a plain number of seconds; positive."""
+    try:
+        seconds = parse_seconds(text)
+    except DurationError:
+        raise ConfigError(f"invalid duration {text[:32]!r}: use e.g. 30s, 15m, 1h, 30d, 8760h") from None
     if seconds <= 0:
         raise ConfigError("a duration must be positive")
     return seconds

@@ -11,6 +11,8 @@ from kms_service.storage.engine import default_database_url
 
 DEFAULT_CACHE_TTL = 5.0
 DEFAULT_REAP_INTERVAL = 60.0
+# How often keys are checked for auto-rotation (Vault checks at most once an hour).
+DEFAULT_ROTATE_CHECK_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Settings:
     service: ServiceConfig | None = None
     cache_ttl: float = DEFAULT_CACHE_TTL
     reap_interval: float = DEFAULT_REAP_INTERVAL
+    rotate_check_interval: float = DEFAULT_ROTATE_CHECK_INTERVAL
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
 

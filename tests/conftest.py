@@ -79,6 +79,7 @@ class ServerThread:
         *,
         cache_ttl: float = 5.0,
         reap_interval: float = 60.0,
+        rotate_check_interval: float = 3600.0,
         master_key: MasterKey | None = None,
     ) -> None:
         self.database_url = database_url
@@ -86,6 +87,7 @@ class ServerThread:
         self.config = config
         self.cache_ttl = cache_ttl
         self.reap_interval = reap_interval
+        self.rotate_check_interval = rotate_check_interval
         self.master_key = master_key
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -104,6 +106,7 @@ class ServerThread:
             service=self.config,
             cache_ttl=self.cache_ttl,
             reap_interval=self.reap_interval,
+            rotate_check_interval=self.rotate_check_interval,
             master_key=self.master_key,
         )
         # The same start as `kms-service serve`: create_app opens the service in its cleanup_ctx.
@@ -119,6 +122,12 @@ class ServerThread:
 
     def endpoint_token(self, endpoint: str) -> str:
         return self.call(self.kms.tokens.endpoint_token(endpoint))[0]
+
+    def root_token(self) -> str:
+        """A new operator token with the root policy (valid one hour)."""
+        from datetime import timedelta
+
+        return self.call(self.kms.tokens.create(["root"], timedelta(hours=1)))[0]
 
     def client(self, token: str | None) -> hvac.Client:
         return hvac.Client(url=self.url, token=token)

@@ -108,7 +108,7 @@ CASES = [
     ("read-missing", "GET", "keys/missing", None, 404, None),
     ("rotate-missing", "POST", "keys/missing/rotate", None, 400, "key not found"),
     ("config-missing", "POST", "keys/missing/config", {}, 400, "no existing key named missing"),
-    ("encrypt-missing", "POST", "encrypt/missing", {"plaintext": GOOD}, 400, "encryption key not found"),
+    ("decrypt-missing", "POST", "decrypt/missing", {"ciphertext": "vault:v1:AAAA"}, 400, "encryption key not found"),
     ("sign-missing", "POST", "sign/missing/sha2-256", {"input": GOOD}, 400, "signing key not found"),
     (
         "verify-missing",

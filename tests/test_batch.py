@@ -285,7 +285,7 @@ REQUEST_ERRORS = [
         "elements of batch_input must all provide 'signature' or all provide 'hmac'",
     ),
     ("verify/vault-sign", {"batch_input": [{"hmac": "vault:v1:AA=="}]}, "HMAC verification is not supported"),
-    ("encrypt/missing", {"batch_input": [{"plaintext": SECRET}]}, "encryption key not found"),
+    ("decrypt/missing", {"batch_input": [{"ciphertext": "vault:v1:AAAA"}]}, "encryption key not found"),
     ("sign/vault-enc", {"batch_input": [{"input": SECRET}]}, "does not support signing"),
     ("sign/vault-sign/sha2-999", {"batch_input": [{"input": SECRET}]}, "invalid hash algorithm"),
 ]

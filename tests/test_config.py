@@ -105,12 +105,15 @@ def test_bad_relationships(document):
         parse_relationships(document)
 
 
-@pytest.mark.parametrize("text, seconds", [("2s", 2), ("1h", 3600), ("8760h", 31536000), ("1h30m", 5400), ("90", 90)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("2s", 2), ("1h", 3600), ("8760h", 31536000), ("1h30m", 5400), ("90", 90), ("30d", 2592000), ("1.5h", 5400)],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "0", "0s", "1d", "-1h", "1 h", "١h", "1.5h", "h"])
+@pytest.mark.parametrize("text", ["", "0", "0s", "-1h", "1 h", "١h", "1.h", "h", "1h 2m", "1y", "9" * 20])
 def test_bad_durations(text):
     with pytest.raises(ConfigError):
         parse_duration(text)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kms_service.errors import InternalError, InvalidRequest, SealError
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 # the version may have been created by another node a moment ago, but a made-up one must not cost a query
 # per request.
 TOO_NEW_PROBE_INTERVAL = 0.25
+
+# keys.source: where a key was made.
+SOURCE_CONFIG = "services-yaml"
+SOURCE_API = "api"
 
 
 def utcnow() -> datetime:
@@ -172,19 +177,26 @@ class KeyService:
         return await asyncio.to_thread(self._key_type(key_type, "?").generate)
 
     async def create(
-        self, session: AsyncSession, name: str, key_type: str, material: KeyMaterial, settings: KeySettings
+        self,
+        session: AsyncSession,
+        name: str,
+        key_type: str,
+        material: KeyMaterial,
+        settings: KeySettings,
+        source: str = SOURCE_CONFIG,
     ) -> int:
         """Insert a new key with its first version, inside the caller's transaction."""
         now = utcnow()
         first = self._seal(name, 1, material, now)
-        row = await repo.create_key(session, name, key_type, now, first, _public_pem(material), settings)
+        row = await repo.create_key(session, name, key_type, now, first, _public_pem(material), settings, source)
         self._db.changed(session, Change(Kind.KEY, name))
         log.info("created key %s (%s)", name, key_type)
         return row.id
 
-    async def rotate(self, name: str) -> Key:
+    async def rotate(self, name: str, only_if_due: bool = False) -> Key | None:
         """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
-        key row, so versions stay contiguous. Returns the key as this rotation left it."""
+        key row, so versions stay contiguous. Returns the key as this rotation left it. ``only_if_due``
+        (auto-rotation): rotate only if the period has still passed under the lock, else return None."""
         async with self._db.reading() as session:
             key_type = await repo.key_type_of(session, name)
         if key_type is None:
@@ -195,6 +207,10 @@ class KeyService:
             if row is None:
                 raise InvalidRequest("key not found")
             now = utcnow()
+            if only_if_due and not repo.key_settings(row).auto_rotation_due(
+                await repo.latest_version_created_at(session, row), now
+            ):
+                return None
             version = self._seal(name, row.latest_version + 1, material, now)
             await repo.add_version(session, row, version, _public_pem(material))
             await repo.bump(session, row, now, latest_version=version.version)
@@ -202,6 +218,78 @@ class KeyService:
             stored = await repo.load_key(session, name)
         log.info("rotated key %s to version %d", name, version.version)
         return await self._remember(stored)
+
+    async def upsert(self, name: str, key_type: str, settings: KeySettings) -> Key:
+        """Vault's key create: make the key if it does not exist; an existing key is returned unchanged (the
+        new parameters are ignored, as in Vault). Two nodes creating the same name at once make one key."""
+        existing = await self.get(name, ())
+        if existing is not None:
+            return existing
+        material = await self.generate(key_type)
+        try:
+            async with self._db.writing() as session:
+                if await repo.get_key(session, name, for_update=True) is None:
+                    await self.create(session, name, key_type, material, settings, source=SOURCE_API)
+        except IntegrityError:
+            pass  # another node made it first: theirs stands
+        key = await self._reload(name)
+        if key is None:
+            raise InternalError(f"key {name} vanished while it was being created")
+        return key
+
+    async def delete(self, name: str) -> None:
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise InvalidRequest(f"error deleting policy {name}: could not delete key; not found")
+            if not repo.key_settings(row).deletion_allowed:
+                raise InvalidRequest(f"error deleting policy {name}: deletion is not allowed for this key")
+            await repo.delete_key(session, row)
+            self._db.changed(session, Change(Kind.KEY, name), Change(Kind.POLICY))
+        log.info("deleted key %s", name)
+
+    async def trim(self, name: str, min_available_version: int) -> Key:
+        """Delete every version below ``min_available_version`` for good (Vault's trim)."""
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise InvalidRequest("invalid key name")
+            settings = repo.key_settings(row).trimmed(min_available_version)
+            await repo.delete_versions_below(session, row, min_available_version)
+            await repo.save_settings(session, row, settings, utcnow())
+            self._db.changed(session, Change(Kind.KEY, name))
+            stored = await repo.load_key(session, name)
+        log.info("trimmed key %s below version %d", name, min_available_version)
+        return await self._remember(stored)
+
+    async def rotate_due(self, now: datetime | None = None) -> list[str]:
+        """Rotate every key whose auto_rotate_period has passed since its latest version. Each rotation is
+        its own transaction and re-checks under the row lock, so nodes sweeping at once rotate a key once;
+        one failing key does not stop the sweep."""
+        async with self._db.reading() as session:
+            candidates = await repo.keys_with_auto_rotation(session)
+        rotated = []
+        for candidate in candidates:
+            settings = KeySettings(auto_rotate_period=candidate.auto_rotate_period)
+            if not settings.auto_rotation_due(candidate.latest_created_at, now or utcnow()):
+                continue
+            try:
+                if await self.rotate(candidate.name, only_if_due=True) is not None:
+                    rotated.append(candidate.name)
+            except Exception:
+                log.exception("auto-rotation of key %s failed; the sweep goes on", candidate.name)
+        if rotated:
+            log.info("auto-rotated %d key(s): %s", len(rotated), ", ".join(rotated))
+        return rotated
+
+    async def _reload(self, name: str) -> Key | None:
+        async with self._db.reading() as session:
+            stored = await repo.load_key(session, name)
+        return None if stored is None else await self._remember(stored)
+
+    async def sources(self) -> dict[str, int]:
+        async with self._db.reading() as session:
+            return await repo.key_sources(session)
 
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
         async with self._db.writing() as session:

@@ -4,16 +4,18 @@ policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` c
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
-from kms_service.errors import ConfigError, SealError
+from kms_service.errors import ConfigError, InternalError, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
 from kms_service.service.invalidation import Change, Invalidator, Kind
@@ -26,6 +28,10 @@ from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database, create_engine
 
 log = logging.getLogger(__name__)
+
+
+# The transit engine's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
+ENGINE_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
 
 
 def utcnow() -> datetime:
@@ -76,6 +82,20 @@ class KMS:
             yield kms
         finally:
             await kms.close()
+
+    async def engine_settings(self) -> dict[str, Any]:
+        """The transit engine's settings (config/keys, cache-config), Vault's defaults for what is unset."""
+        async with self.db.reading() as session:
+            stored = await repo.engine_settings(session)
+        return {**ENGINE_DEFAULTS, **{name: json.loads(value) for name, value in stored.items()}}
+
+    async def set_engine_settings(self, **values: Any) -> dict[str, Any]:
+        async with self.db.writing() as session:
+            for name, value in values.items():
+                if name not in ENGINE_DEFAULTS:
+                    raise InternalError(f"unknown engine setting {name}")
+                await repo.put_engine_setting(session, name, json.dumps(value), utcnow())
+        return await self.engine_settings()
 
     async def provision(self, config: ServiceConfig) -> None:
         """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change."""

@@ -107,6 +107,11 @@ class Key(Base):
     generation: Mapped[int] = mapped_column(
         Integer, default=1, comment="Bumped by every change; caches on every node compare it"
     )
+    source: Mapped[str] = mapped_column(
+        String(16),
+        server_default="services-yaml",
+        comment="Where the key was made: services-yaml (provisioned) or api (transit/keys over HTTP)",
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -231,3 +236,12 @@ class ServerSecret(Base):
     sealed_value: Mapped[bytes] = mapped_column(LargeBinary, comment="Sealed under the master key, bound to name")
     master_key_id: Mapped[str] = mapped_column(String(16), comment="Which master key sealed this row")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EngineSetting(Base):
+    __tablename__ = "engine_settings"
+    __table_args__ = ({"comment": "The transit engine's own settings (config/keys, cache-config), one row each"},)
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True, comment="e.g. disable_upsert, cache_size")
+    value: Mapped[str] = mapped_column(Text, comment="JSON value")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -97,11 +97,13 @@ async def create_key(
     first_version: StoredVersion,
     public_key: str | None,
     settings: KeySettings | None = None,
+    source: str = "services-yaml",
 ) -> m.Key:
     settings = settings or KeySettings()
     row = m.Key(
         name=name,
         type=key_type,
+        source=source,
         latest_version=1,
         generation=1,
         created_at=now,
@@ -145,6 +147,64 @@ async def save_settings(session: AsyncSession, row: m.Key, settings: KeySettings
         return False
     await bump(session, row, now, **changes)
     return True
+
+
+async def delete_key(session: AsyncSession, row: m.Key) -> None:
+    """The key, its versions and its built-in policies (cascade)."""
+    await session.execute(delete(m.Key).where(m.Key.id == row.id))
+
+
+async def delete_versions_below(session: AsyncSession, row: m.Key, version: int) -> int:
+    result = await session.execute(
+        delete(m.KeyVersion).where(m.KeyVersion.key_id == row.id, m.KeyVersion.version < version)
+    )
+    return result.rowcount
+
+
+@dataclass(frozen=True)
+class RotationCandidate:
+    name: str
+    auto_rotate_period: int
+    latest_created_at: datetime
+
+
+async def keys_with_auto_rotation(session: AsyncSession) -> list[RotationCandidate]:
+    """Keys with an auto_rotate_period, with their latest version's creation time."""
+    rows = await session.execute(
+        select(m.Key.name, m.Key.auto_rotate_period, m.KeyVersion.created_at)
+        .join(m.KeyVersion, (m.KeyVersion.key_id == m.Key.id) & (m.KeyVersion.version == m.Key.latest_version))
+        .where(m.Key.auto_rotate_period > 0)
+        .order_by(m.Key.name)
+    )
+    return [RotationCandidate(*row) for row in rows]
+
+
+async def latest_version_created_at(session: AsyncSession, row: m.Key) -> datetime:
+    query = select(m.KeyVersion.created_at).where(
+        m.KeyVersion.key_id == row.id, m.KeyVersion.version == row.latest_version
+    )
+    return (await session.execute(query)).scalar_one()
+
+
+async def key_sources(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(m.Key.source, func.count()).group_by(m.Key.source))
+    return {source: count for source, count in rows}
+
+
+# -- the engine's own settings --------------------------------------------------------------------------
+
+
+async def engine_settings(session: AsyncSession) -> dict[str, str]:
+    return {row.name: row.value for row in (await session.execute(select(m.EngineSetting))).scalars()}
+
+
+async def put_engine_setting(session: AsyncSession, name: str, value: str, now: datetime) -> None:
+    row = await session.get(m.EngineSetting, name)
+    if row is None:
+        session.add(m.EngineSetting(name=name, value=value, updated_at=now))
+    else:
+        row.value, row.updated_at = value, now
+    await session.flush()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
@@ -25,6 +26,7 @@ from kms_service.errors import (
     UserError,
 )
 from kms_service.service import KMS
+from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.settings import Settings
 from kms_service.web import replies
 from kms_service.web.paths import TABLE
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 ROUTER_KEY = web.AppKey("router", Router)
-REAPER_KEY = web.AppKey("reaper", asyncio.Task)
+JOBS_KEY = web.AppKey("background_jobs", list)
 
 # The one mapping from the error hierarchy to HTTP (most specific first).
 STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
@@ -74,31 +76,48 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def reap_forever(kms: KMS, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await kms.tokens.reap()
-        except Exception:
-            log.exception("token reaper failed; retrying in %s s", interval)
-
-
 def service_context(settings: Settings):
     async def service(app: web.Application) -> AsyncIterator[None]:
-        app[KMS_KEY] = await KMS.open(settings)
+        kms = app[KMS_KEY] = await KMS.open(settings)
+        sources = await kms.keys.sources()
+        log.info(
+            "serving %d key(s) from the services YAML and %d made over HTTP",
+            sources.get(SOURCE_CONFIG, 0),
+            sources.get(SOURCE_API, 0),
+        )
         yield
         await app[KMS_KEY].close()
 
     return service
 
 
-async def reaper(app: web.Application) -> AsyncIterator[None]:
-    kms = app[KMS_KEY]
-    app[REAPER_KEY] = asyncio.create_task(reap_forever(kms, kms.settings.reap_interval))
-    yield
-    app[REAPER_KEY].cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await app[REAPER_KEY]
+def background_job(name: str, interval: Callable[[Settings], float], job: Callable[[KMS], Awaitable[Any]]):
+    """A cleanup_ctx entry running ``job`` every ``interval`` seconds; a failing run is logged and retried."""
+
+    async def run_forever(kms: KMS) -> None:
+        period = interval(kms.settings)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await job(kms)
+            except Exception:
+                log.exception("%s failed; retrying in %s s", name, period)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_forever(app[KMS_KEY]), name=name)
+        app[JOBS_KEY].append(task)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
+
+
+token_reaper = background_job("token reaper", lambda s: s.reap_interval, lambda kms: kms.tokens.reap())
+key_auto_rotation = background_job(
+    "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.keys.rotate_due()
+)
 
 
 class RedactMalformedRequests(logging.Filter):
@@ -121,5 +140,6 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[ROUTER_KEY] = Router(TABLE)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
-    app.cleanup_ctx.extend([service_context(settings), reaper])
+    app[JOBS_KEY] = []
+    app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation])
     return app

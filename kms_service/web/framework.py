@@ -281,8 +281,11 @@ class Call:
     _warnings: list[str] = field(default_factory=list, repr=False)
 
     def warnings(self) -> list[str]:
-        """Vault's warnings for body fields the path ignored or took from the URL instead."""
+        """Vault's warnings for body fields the path ignored or took from the URL instead, and the handler's."""
         return self._warnings
+
+    def add_warning(self, text: str) -> None:
+        self._warnings.append(text)
 
 
 class Items:

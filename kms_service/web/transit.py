@@ -10,14 +10,18 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound
-from kms_service.keyring import Key, b64encode, parse_versioned, validate_key_name
+from kms_service.keyring import Key, KeySettings, b64encode, parse_versioned, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, MARSHALING_ALGORITHMS, EncryptOptions, SignOptions
+from kms_service.keytypes import key_type as key_type_named
 from kms_service.service import KeyConfigChange
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
 
+# Vault's default type for a key made by a write that names none.
+DEFAULT_KEY_TYPE = "aes256-gcm96"
 _SALT_LENGTH_RE = re.compile(r"auto|hash|-1|[0-9]{1,5}", re.ASCII)
 
 
@@ -58,20 +62,77 @@ async def configure_key(call: Call, args: dict[str, Any]) -> Reply:
         deletion_allowed=args["deletion_allowed"],
         exportable=args["exportable"],
         allow_plaintext_backup=args["allow_plaintext_backup"],
+        auto_rotate_period=_seconds("auto_rotate_period", args["auto_rotate_period"]),
     )
     key, warnings = await call.kms.keys.configure(call.params["name"], change)
     return Reply(key.body(), warnings=warnings)
 
 
-def _no_auto_rotation(value: Any) -> None:
-    if value not in (0, "0", "0s"):
-        raise InvalidRequest("auto_rotate_period is not supported by this server yet; rotate explicitly")
+def _seconds(name: str, value: Any) -> int | None:
+    """A duration field (``3600`` or ``"1h"``) as whole seconds, None when absent."""
+    if value is None:
+        return None
+    try:
+        return parse_seconds(value)
+    except DurationError as exc:
+        raise InvalidRequest(f"error converting input for field '{name}': {exc}") from None
+
+
+async def key_exists(call: Call) -> bool:
+    """Vault's existence check for key writes: a POST to a missing key is a create (needs `create`)."""
+    return await call.kms.keys.get(call.params["name"], ()) is not None
+
+
+def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings]:
+    """The type and settings of a key made by a write (keys/:name, or encrypt's upsert), with Vault's rules."""
+    type_name = args.get("type") or DEFAULT_KEY_TYPE
+    key_type = key_type_named(type_name)
+    derived = bool(args.get("derived"))
+    convergent = bool(args.get("convergent_encryption"))
+    if convergent and not derived:
+        raise InvalidRequest("convergent encryption requires derivation to be enabled")
+    if derived and not key_type.supports_derivation:
+        raise InvalidRequest(f"key derivation and convergent encryption not supported for keys of type {type_name}")
+    settings, _ = KeySettings(
+        derived=derived,
+        convergent_encryption=convergent,
+        exportable=bool(args.get("exportable")),
+        allow_plaintext_backup=bool(args.get("allow_plaintext_backup")),
+    ).configured(KeyConfigChange(auto_rotate_period=_seconds("auto_rotate_period", args.get("auto_rotate_period"))), 1)
+    return type_name, settings
+
+
+async def write_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    """Create the key (upsert): an existing key is returned unchanged, as in Vault."""
+    name = call.params["name"]
+    if not call.existed and (await call.kms.engine_settings())["disable_upsert"]:
+        raise InvalidRequest(f"key {name} does not exist and upserts are disabled (config/keys)")
+    type_name, settings = _new_key_settings(args)
+    key = await call.kms.keys.upsert(name, type_name, settings)
+    return key.body()
+
+
+async def delete_key(call: Call, args: dict[str, Any]) -> None:
+    await call.kms.keys.delete(call.params["name"])
 
 
 # -- encryption ---------------------------------------------------------------------------------------
 
 
 async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
+    if call.existed is False:
+        # The existence check found no key and the token holds `create`: Vault's upsert, unless disabled.
+        if (await call.kms.engine_settings())["disable_upsert"]:
+            raise InvalidRequest("encryption key not found")
+        # Vault makes the new key derived when the request carries a context (context is all or none).
+        derived = any(context is not None for context in items.map(lambda item: item["context"]))
+        if args["convergent_encryption"] and not derived:
+            raise InvalidRequest("convergent encryption requires derivation to be enabled, so context is required")
+        upsert = {**args, "derived": derived}
+        type_name, settings = _new_key_settings(upsert)
+        if not key_type_named(type_name).supports_encryption:
+            raise InvalidRequest(f"key type {type_name} not supported for this operation")
+        await call.kms.keys.upsert(call.params["name"], type_name, settings)
     key = await _key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
@@ -276,9 +337,26 @@ PATHS = (
     Path(
         "transit/keys/:name",
         "Read a key: its configuration and versions (ECDSA versions with their public key).",
-        fields=(NAME,),
-        operations={"GET": Operation(read_key, returns=KEY_BODY)},
-        description="A missing key is a 404 with no error message, as in Vault.",
+        fields=(
+            NAME,
+            Field("type", T.STRING, f"Key type of a new key (default {DEFAULT_KEY_TYPE})."),
+            Field("derived", T.BOOL, "Per-context keys (context on every request)."),
+            Field("convergent_encryption", T.BOOL, "Same plaintext and context, same ciphertext (needs derived)."),
+            Field("exportable", T.BOOL, "Whether the key may be exported (one-way)."),
+            Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed (one-way)."),
+            Field("auto_rotate_period", T.DURATION, "Rotate automatically this often: 0 (off) or at least 1h."),
+            Field("key_size", T.INT, "hmac keys: key size in bytes (32 to 512)."),
+            Field("context", T.BASE64, "Read only: context for a derived key's public key."),
+        ),
+        operations={
+            "GET": Operation(read_key, returns=KEY_BODY),
+            "POST": Operation(write_key, existence=key_exists, returns=KEY_BODY),
+            "DELETE": Operation(delete_key),
+        },
+        description=(
+            "A missing key is a 404 with no error message, as in Vault. A write creates the key (needs `create`); "
+            "to an existing key it changes nothing and returns it. Delete needs deletion_allowed."
+        ),
     ),
     Path(
         "transit/keys/:name/rotate",
@@ -294,8 +372,7 @@ PATHS = (
             Field(
                 "auto_rotate_period",
                 T.DURATION,
-                "Only 0 (off) is accepted: rotate explicitly.",
-                check=_no_auto_rotation,
+                "Rotate automatically this often (seconds or e.g. 24h): 0 (off) or at least 1h.",
             ),
             Field("min_decryption_version", T.INT, "The oldest version that may decrypt or verify."),
             Field("min_encryption_version", T.INT, "The oldest version that may encrypt or sign (0: latest only)."),
@@ -321,12 +398,13 @@ PATHS = (
             CONTEXT,
             ASSOCIATED_DATA,
             ENCRYPT_KEY_VERSION,
-            Field("type", T.STRING, "Key upsert only; keys are not upserted here: ignored.", ignored=True),
-            Field("convergent_encryption", T.BOOL, "Key upsert only: ignored.", ignored=True),
+            Field("type", T.STRING, f"Upsert only: the new key's type (default {DEFAULT_KEY_TYPE})."),
+            Field("convergent_encryption", T.BOOL, "Upsert only: make the new key convergent (needs a context)."),
         ),
         operations={
             "POST": Operation(
                 encrypt,
+                existence=key_exists,
                 batch=Batch(status_from_items=True, check=_context_everywhere_or_nowhere),
                 returns=(CIPHERTEXT_OUT, KEY_VERSION_OUT),
             )

@@ -1,0 +1,217 @@
+"""Key lifecycle over HTTP and the engine's small endpoints, through hvac with its default settings:
+create (upsert), delete, trim, config with auto_rotate_period, auto-rotation, config/keys, cache-config,
+datakey, random and hash. Every test runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from datetime import timedelta
+
+import hvac.exceptions
+import pytest
+import requests
+from sqlalchemy import update
+
+from kms_service.service import utcnow
+from kms_service.storage import models as m
+
+SECRET = base64.b64encode(b"a secret").decode()
+# A type this server has had from the start, so these tests do not depend on the key-type registry.
+TYPE = "chacha20-poly1305"
+
+
+@pytest.fixture
+def vault(server):
+    return server.client(server.root_token())
+
+
+def test_create_is_an_upsert_and_the_key_works(vault):
+    transit = vault.secrets.transit
+    created = transit.create_key("app", key_type=TYPE, exportable=True)
+    assert created["data"]["type"] == TYPE and created["data"]["exportable"] is True
+    assert created["data"]["latest_version"] == 1
+    # Writing again changes nothing (Vault ignores the new parameters).
+    again = transit.create_key("app", key_type="ecdsa-p256")
+    assert again["data"]["type"] == TYPE
+    ciphertext = transit.encrypt_data("app", plaintext=SECRET)["data"]["ciphertext"]
+    assert transit.decrypt_data("app", ciphertext=ciphertext)["data"]["plaintext"] == SECRET
+    assert transit.read_key("app")["data"]["name"] == "app"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"type": "no-such-type"}, "unknown key type"),
+        ({"type": "ecdsa-p256", "derived": True}, "not supported for keys of type ecdsa-p256"),
+        ({"type": TYPE, "convergent_encryption": True}, "convergent encryption requires derivation"),
+        ({"type": TYPE, "auto_rotate_period": "30m"}, "at least an hour"),
+    ],
+    ids=["unknown-type", "derived-ecdsa", "convergent-underived", "short-rotation"],
+)
+def test_bad_creates_are_400s_and_create_nothing(vault, params, message):
+    # hvac's create_key checks types itself; its generic write sends what a script would.
+    with pytest.raises(hvac.exceptions.InvalidRequest, match=message):
+        vault.write("transit/keys/never", **params)
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        vault.secrets.transit.read_key("never")
+
+
+def test_creating_needs_the_create_capability(server):
+    # The seed's admin policy may read its key and write below it, not create keys.
+    admin = server.client(server.endpoint_token("admin_enc"))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        admin.secrets.transit.create_key("vault-enc-2", key_type=TYPE)
+
+
+def test_delete_needs_deletion_allowed(vault):
+    transit = vault.secrets.transit
+    transit.create_key("doomed", key_type=TYPE)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="deletion is not allowed for this key"):
+        transit.delete_key("doomed")
+    transit.update_key_configuration("doomed", deletion_allowed=True)
+    assert transit.delete_key("doomed").status_code == 204
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        transit.read_key("doomed")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="could not delete key; not found"):
+        transit.delete_key("doomed")
+
+
+def test_trim_deletes_old_versions_for_good(vault):
+    transit = vault.secrets.transit
+    transit.create_key("trimmed", key_type=TYPE)
+    first = transit.encrypt_data("trimmed", plaintext=SECRET)["data"]["ciphertext"]
+    for _ in range(10):
+        transit.rotate_key("trimmed")
+    transit.update_key_configuration("trimmed", min_decryption_version=3, min_encryption_version=9)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="greater than minimum decryption version"):
+        transit.trim_key("trimmed", min_version=4)
+    body = transit.trim_key("trimmed", min_version=2)["data"]
+    assert body["min_available_version"] == 2
+    # Lowering min_decryption_version cannot bring a trimmed version back.
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="min available version"):
+        transit.update_key_configuration("trimmed", min_decryption_version=1)
+    transit.update_key_configuration("trimmed", min_decryption_version=2)
+    assert sorted(map(int, transit.read_key("trimmed")["data"]["keys"])) == list(range(2, 12))
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        transit.decrypt_data("trimmed", ciphertext=first)
+
+
+def test_auto_rotate_period_is_read_as_vault_reads_durations(vault):
+    transit = vault.secrets.transit
+    transit.create_key("rotating", key_type=TYPE, auto_rotate_period="24h")
+    assert transit.read_key("rotating")["data"]["auto_rotate_period"] == 86400
+    transit.update_key_configuration("rotating", auto_rotate_period=7200)
+    assert transit.read_key("rotating")["data"]["auto_rotate_period"] == 7200
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="error converting input"):
+        transit.update_key_configuration("rotating", auto_rotate_period="soon")
+    transit.update_key_configuration("rotating", auto_rotate_period="0s")
+    assert transit.read_key("rotating")["data"]["auto_rotate_period"] == 0
+
+
+async def _age_latest_version(kms, name: str, by: timedelta) -> None:
+    async with kms.db.writing() as session:
+        key_id = (await kms.keys.get(name, ())).versions  # warm: the key exists
+        assert key_id
+        await session.execute(update(m.KeyVersion).values(created_at=utcnow() - by))
+        kms.db.changed(session)
+
+
+def test_keys_past_their_period_are_rotated_once_by_the_sweep(server, vault):
+    transit = vault.secrets.transit
+    transit.create_key("due", key_type=TYPE, auto_rotate_period="1h")
+    transit.create_key("not-due", key_type=TYPE, auto_rotate_period="3h")
+    transit.create_key("never", key_type=TYPE)
+    server.call(_age_latest_version(server.kms, "due", timedelta(hours=2)))
+    assert server.call(server.kms.keys.rotate_due()) == ["due"]
+    assert server.call(server.kms.keys.rotate_due()) == []  # the new version is not due
+    assert [transit.read_key(k)["data"]["latest_version"] for k in ("due", "not-due", "never")] == [2, 1, 1]
+
+
+def test_the_background_job_rotates_due_keys(start_server):
+    server = start_server(rotate_check_interval=0.2)
+    transit = server.client(server.root_token()).secrets.transit
+    transit.create_key("due", key_type=TYPE, auto_rotate_period="1h")
+    server.call(_age_latest_version(server.kms, "due", timedelta(hours=2)))
+    deadline = time.monotonic() + 10
+    while transit.read_key("due")["data"]["latest_version"] != 2:
+        assert time.monotonic() < deadline, "the auto-rotation job did not rotate the due key"
+        time.sleep(0.1)
+
+
+def test_encrypt_upserts_a_key_unless_disabled(server, vault):
+    transit = vault.secrets.transit
+    made = transit.encrypt_data("upserted", plaintext=SECRET, type=TYPE)["data"]
+    assert made["key_version"] == 1 and transit.read_key("upserted")["data"]["type"] == TYPE
+    assert vault.write("transit/config/keys", disable_upsert=True)["data"] == {"disable_upsert": True}
+    assert vault.read("transit/config/keys")["data"] == {"disable_upsert": True}
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="encryption key not found"):
+        transit.encrypt_data("not-made", plaintext=SECRET, type=TYPE)
+    # A token that may only encrypt cannot create keys by encrypting.
+    encrypter = server.client(server.endpoint_token("encrypter")).secrets.transit
+    with pytest.raises(hvac.exceptions.Forbidden):
+        encrypter.encrypt_data("vault-enc-new", plaintext=SECRET)
+
+
+def test_cache_config(vault):
+    assert vault.read("transit/cache-config")["data"] == {"size": 0}
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="size must be 0 or a value greater or equal to 10"):
+        vault.write("transit/cache-config", size=5)
+    assert vault.write("transit/cache-config", size=100)["data"] == {"size": 100}
+    assert vault.read("transit/cache-config")["data"] == {"size": 100}
+
+
+@pytest.mark.parametrize("bits", [128, 256, 512])
+def test_datakey_plaintext_and_wrapped(vault, bits):
+    transit = vault.secrets.transit
+    data = transit.generate_data_key("vault-enc", key_type="plaintext", bits=bits)["data"]
+    assert len(base64.b64decode(data["plaintext"])) == bits // 8
+    assert transit.decrypt_data("vault-enc", ciphertext=data["ciphertext"])["data"]["plaintext"] == data["plaintext"]
+    wrapped = transit.generate_data_key("vault-enc", key_type="wrapped", bits=bits)["data"]
+    assert "plaintext" not in wrapped and wrapped["ciphertext"].startswith("vault-kms:v1:")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("datakey/plaintext/vault-enc", {"bits": 100}, "invalid bit length"),
+        ("datakey/sideways/vault-enc", {}, "must be 'plaintext' or 'wrapped'"),
+        ("datakey/plaintext/vault-sign", {}, "not supported for key type"),
+        ("random/0", {}, "cannot be less than 1"),
+        ("random", {"bytes": 131073}, "should be less than"),
+        ("random", {"format": "octal"}, "unsupported encoding format"),
+        ("hash", {}, "input missing"),
+        ("hash/md5", {"input": SECRET}, "unsupported hash algorithm"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_bad_engine_requests_are_400s(server, vault, path, body, message):
+    response = requests.post(f"{server.url}/v1/transit/{path}", json=body, headers={"X-Vault-Token": vault.token})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["errors"][0]
+
+
+def test_random_bytes(server, vault):
+    transit = vault.secrets.transit
+    assert len(base64.b64decode(transit.generate_random_bytes(n_bytes=16)["data"]["random_bytes"])) == 16
+    hex_bytes = transit.generate_random_bytes(n_bytes=8, output_format="hex")["data"]["random_bytes"]
+    assert len(bytes.fromhex(hex_bytes)) == 8
+    headers = {"X-Vault-Token": vault.token}
+    for path, size in [("random/24", 24), ("random/platform/12", 12), ("random/platform", 32)]:
+        response = requests.post(f"{server.url}/v1/transit/{path}", headers=headers)
+        assert len(base64.b64decode(response.json()["data"]["random_bytes"])) == size
+    seal = requests.post(f"{server.url}/v1/transit/random/seal/4", headers=headers).json()
+    assert seal["warnings"] and len(base64.b64decode(seal["data"]["random_bytes"])) == 4
+
+
+@pytest.mark.parametrize("algorithm", ["sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-256", "sha3-512"])
+def test_hash_matches_hashlib(vault, algorithm):
+    digest = hashlib.new(algorithm.replace("sha2-", "sha").replace("-", "_"), b"a secret").hexdigest()
+    if algorithm.startswith("sha2-"):
+        response = vault.secrets.transit.hash_data(hash_input=SECRET, algorithm=algorithm)
+    else:  # hvac's hash_data knows only SHA-2; its generic write reaches the rest
+        response = vault.write(f"transit/hash/{algorithm}", input=SECRET)
+    assert response["data"]["sum"] == digest
+    base64_sum = vault.write("transit/hash", input=SECRET, algorithm=algorithm, format="base64")
+    assert base64.b64decode(base64_sum["data"]["sum"]).hex() == digest
