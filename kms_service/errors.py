@@ -47,6 +47,12 @@ class PayloadTooLarge(UserError):
         super().__init__(message)
 
 
+class RefusedAsServerError(UserError):
+    """A refusal of the caller's request that Vault answers with 500 (a plain Go error: backup without
+    allow_plaintext_backup, restore onto an existing key). Kept, because Vault's clients and tests expect
+    that status; it is the caller's doing, so it is not logged as a failure."""
+
+
 class InternalError(KMSError):
     """Something on our side failed; the request may succeed later."""
 

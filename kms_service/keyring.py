@@ -113,6 +113,8 @@ class KeySettings:
     auto_rotate_period: int = 0
     derived: bool = False
     convergent_encryption: bool = False
+    # OpenBao's soft delete: kept, but refused for every use until restored.
+    soft_deleted: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -357,6 +359,8 @@ class Key:
             "imported_key": False,
             "keys": keys,
         }
+        if settings.soft_deleted:
+            body["soft_deleted"] = True
         if settings.derived:
             body["kdf"] = "hkdf_sha256"
             body["convergent_encryption"] = settings.convergent_encryption

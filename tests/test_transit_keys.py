@@ -215,3 +215,62 @@ def test_hash_matches_hashlib(vault, algorithm):
     assert response["data"]["sum"] == digest
     base64_sum = vault.write("transit/hash", input=SECRET, algorithm=algorithm, format="base64")
     assert base64.b64decode(base64_sum["data"]["sum"]).hex() == digest
+
+
+def test_backup_and_restore_keep_every_version(vault):
+    transit = vault.secrets.transit
+    transit.create_key("kept", key_type=TYPE)
+    old = transit.encrypt_data("kept", plaintext=SECRET)["data"]["ciphertext"]
+    transit.rotate_key("kept")
+    with pytest.raises(hvac.exceptions.InternalServerError, match="exporting is disallowed"):
+        transit.backup_key("kept")
+    transit.update_key_configuration("kept", exportable=True)
+    with pytest.raises(hvac.exceptions.InternalServerError, match="plaintext backup is disallowed on the policy"):
+        transit.backup_key("kept")
+    transit.update_key_configuration("kept", allow_plaintext_backup=True)
+    backup = transit.backup_key("kept")["data"]["backup"]
+
+    assert transit.restore_key(backup, name="copy").status_code == 204
+    assert transit.read_key("copy")["data"]["latest_version"] == 2
+    assert transit.decrypt_data("copy", ciphertext=old)["data"]["plaintext"] == SECRET
+    with pytest.raises(hvac.exceptions.InternalServerError, match="already exists"):
+        transit.restore_key(backup)
+    # force replaces the key in place: rotations after the backup are gone, the old versions work.
+    transit.rotate_key("kept")
+    assert transit.restore_key(backup, force=True).status_code == 204
+    assert transit.read_key("kept")["data"]["latest_version"] == 2
+    assert transit.decrypt_data("kept", ciphertext=old)["data"]["plaintext"] == SECRET
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({}, 400, "'backup' must be supplied"),
+        ({"backup": "not base64!"}, 400, "invalid backup"),
+        ({"backup": base64.b64encode(b'{"format": "other"}').decode()}, 400, "invalid backup"),
+    ],
+    ids=["missing", "garbage", "foreign"],
+)
+def test_bad_restores(server, vault, body, status, message):
+    response = requests.post(f"{server.url}/v1/transit/restore/x", json=body, headers={"X-Vault-Token": vault.token})
+    assert response.status_code == status and message in response.json()["errors"][0]
+
+
+def test_soft_deleted_keys_are_refused_until_restored(server, vault):
+    transit = vault.secrets.transit
+    transit.create_key("paused", key_type=TYPE)
+    ciphertext = transit.encrypt_data("paused", plaintext=SECRET)["data"]["ciphertext"]
+    headers = {"X-Vault-Token": vault.token}
+    body = requests.delete(f"{server.url}/v1/transit/keys/paused/soft-delete", headers=headers).json()["data"]
+    assert body["soft_deleted"] is True
+    for call in (
+        lambda: transit.encrypt_data("paused", plaintext=SECRET),
+        lambda: transit.decrypt_data("paused", ciphertext=ciphertext),
+        lambda: transit.rotate_key("paused"),
+        lambda: transit.update_key_configuration("paused", deletion_allowed=True),
+    ):
+        with pytest.raises(hvac.exceptions.InvalidRequest, match="refusing to use soft-deleted key"):
+            call()
+    restored = requests.post(f"{server.url}/v1/transit/keys/paused/soft-delete-restore", headers=headers).json()
+    assert "soft_deleted" not in restored["data"]
+    assert transit.decrypt_data("paused", ciphertext=ciphertext)["data"]["plaintext"] == SECRET

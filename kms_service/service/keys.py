@@ -11,13 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kms_service.errors import InternalError, InvalidRequest, SealError
+from kms_service import backup as backup_format
+from kms_service.errors import InternalError, InvalidRequest, RefusedAsServerError, SealError
 from kms_service.keyring import Key, KeyConfigChange, KeySettings, KeyVersion
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
@@ -206,6 +207,7 @@ class KeyService:
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
                 raise InvalidRequest("key not found")
+            _refuse_soft_deleted(row)
             now = utcnow()
             if only_if_due and not repo.key_settings(row).auto_rotation_due(
                 await repo.latest_version_created_at(session, row), now
@@ -254,6 +256,7 @@ class KeyService:
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
                 raise InvalidRequest("invalid key name")
+            _refuse_soft_deleted(row)
             settings = repo.key_settings(row).trimmed(min_available_version)
             await repo.delete_versions_below(session, row, min_available_version)
             await repo.save_settings(session, row, settings, utcnow())
@@ -287,6 +290,71 @@ class KeyService:
             stored = await repo.load_key(session, name)
         return None if stored is None else await self._remember(stored)
 
+    async def set_soft_deleted(self, name: str, soft_deleted: bool) -> tuple[Key, list[str]]:
+        """OpenBao's soft delete and its restore: the key stays, but every use is refused meanwhile."""
+        warnings = []
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise InvalidRequest(f"no existing key named {name} could be found")
+            settings = repo.key_settings(row)
+            if settings.soft_deleted == soft_deleted:
+                warnings.append("key is already soft-deleted" if soft_deleted else "key is not soft-deleted")
+            elif await repo.save_settings(session, row, replace(settings, soft_deleted=soft_deleted), utcnow()):
+                self._db.changed(session, Change(Kind.KEY, name))
+            stored = await repo.load_key(session, name)
+        return await self._remember(stored), warnings
+
+    async def backup(self, name: str) -> str:
+        key = await self.get(name, ())
+        if key is None:
+            raise RefusedAsServerError(f'key "{name}" not found')
+        if not key.settings.exportable:
+            raise RefusedAsServerError("exporting is disallowed on the policy")
+        if not key.settings.allow_plaintext_backup:
+            raise RefusedAsServerError("plaintext backup is disallowed on the policy")
+        log.info("made a plaintext backup of key %s", name)
+        return backup_format.encode(key, utcnow())
+
+    async def restore(self, name: str | None, text: str, force: bool) -> None:
+        """Restore a backup under ``name`` (default: the backup's), keeping every version number. An existing
+        key is refused unless ``force``; then its versions and settings are replaced in place, so the
+        endpoints and policies that name it stay."""
+        backup = backup_format.decode(text)
+        name = name or backup.name
+        key_type = self._key_type(backup.key_type, name)
+        now = utcnow()
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is not None and not force:
+                raise RefusedAsServerError(f'key "{name}" already exists')
+            if row is not None and row.type != key_type.name:
+                raise InvalidRequest(
+                    f"key {name} is a {row.type} key; a key's type never changes, restore it under a new name"
+                )
+            sealed = [self._seal(name, v.version, v.material, v.created_at) for v in backup.versions]
+            first, rest = sealed[0], sealed[1:]
+            if row is None:
+                row = await repo.create_key(
+                    session,
+                    name,
+                    key_type.name,
+                    now,
+                    first,
+                    _public_pem(backup.versions[0].material),
+                    backup.settings,
+                    SOURCE_API,
+                )
+            else:
+                await repo.delete_versions(session, row)
+                await repo.add_version(session, row, first, _public_pem(backup.versions[0].material))
+            for stored, version in zip(rest, backup.versions[1:], strict=True):
+                await repo.add_version(session, row, stored, _public_pem(version.material))
+            changes = {n: getattr(backup.settings, n) for n in KeySettings.names()}
+            await repo.bump(session, row, now, type=key_type.name, latest_version=backup.latest_version, **changes)
+            self._db.changed(session, Change(Kind.KEY, name))
+        log.info("restored key %s (%d versions)", name, len(backup.versions))
+
     async def sources(self) -> dict[str, int]:
         async with self._db.reading() as session:
             return await repo.key_sources(session)
@@ -296,6 +364,7 @@ class KeyService:
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
                 raise InvalidRequest(f"no existing key named {name} could be found")
+            _refuse_soft_deleted(row)
             settings, warnings = repo.key_settings(row).configured(change, row.latest_version)
             if await repo.save_settings(session, row, settings, utcnow()):
                 self._db.changed(session, Change(Kind.KEY, name))
@@ -338,3 +407,11 @@ class KeyService:
 def _public_pem(material: KeyMaterial) -> str | None:
     """The PEM kept in key_versions.public_key for operators (the sealed envelope is authoritative)."""
     return public_key_pem(material.public_key) if material.public_key is not None else None
+
+
+SOFT_DELETED = "refusing to use soft-deleted key"
+
+
+def _refuse_soft_deleted(row) -> None:
+    if row.soft_deleted:
+        raise InvalidRequest(SOFT_DELETED)

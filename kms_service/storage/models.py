@@ -107,6 +107,9 @@ class Key(Base):
     generation: Mapped[int] = mapped_column(
         Integer, default=1, comment="Bumped by every change; caches on every node compare it"
     )
+    soft_deleted: Mapped[bool] = mapped_column(
+        Boolean, server_default=false(), comment="OpenBao's soft delete: kept, refused for every use until restored"
+    )
     source: Mapped[str] = mapped_column(
         String(16),
         server_default="services-yaml",

@@ -154,6 +154,10 @@ async def delete_key(session: AsyncSession, row: m.Key) -> None:
     await session.execute(delete(m.Key).where(m.Key.id == row.id))
 
 
+async def delete_versions(session: AsyncSession, row: m.Key) -> None:
+    await session.execute(delete(m.KeyVersion).where(m.KeyVersion.key_id == row.id))
+
+
 async def delete_versions_below(session: AsyncSession, row: m.Key, version: int) -> int:
     result = await session.execute(
         delete(m.KeyVersion).where(m.KeyVersion.key_id == row.id, m.KeyVersion.version < version)

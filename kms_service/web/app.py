@@ -21,6 +21,7 @@ from kms_service.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    RefusedAsServerError,
     UnsupportedOperation,
     UnsupportedPath,
     UserError,
@@ -45,6 +46,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
     (UnsupportedPath, 404),
     (UnsupportedOperation, 405),
     (PayloadTooLarge, 413),
+    (RefusedAsServerError, 500),
     (UserError, 400),
     (InternalError, 500),
 )

@@ -16,6 +16,7 @@ from kms_service.keyring import Key, KeySettings, b64encode, parse_versioned, va
 from kms_service.keytypes import HASH_ALGORITHMS, MARSHALING_ALGORITHMS, EncryptOptions, SignOptions
 from kms_service.keytypes import key_type as key_type_named
 from kms_service.service import KeyConfigChange
+from kms_service.service.keys import SOFT_DELETED
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
@@ -25,11 +26,13 @@ DEFAULT_KEY_TYPE = "aes256-gcm96"
 _SALT_LENGTH_RE = re.compile(r"auto|hash|-1|[0-9]{1,5}", re.ASCII)
 
 
-async def _key(call: Call, missing: str, versions: Iterable[int] = (0,)) -> Key:
+async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -> Key:
     """The path's key, with the crypto objects of ``versions`` built (0 = latest), loaded once per request."""
     key = await call.kms.keys.get(call.params["name"], tuple(versions) or (0,))
     if key is None:
         raise InvalidRequest(missing)
+    if key.settings.soft_deleted:
+        raise InvalidRequest(SOFT_DELETED)
     return key
 
 
@@ -133,7 +136,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         if not key_type_named(type_name).supports_encryption:
             raise InvalidRequest(f"key type {type_name} not supported for this operation")
         await call.kms.keys.upsert(call.params["name"], type_name, settings)
-    key = await _key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
+    key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
         options = EncryptOptions(associated_data=item["associated_data"])
@@ -149,7 +152,7 @@ def _ciphertext_version(item: dict[str, Any]) -> int:
 
 async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     versions = items.map(_ciphertext_version)
-    key = await _key(call, "encryption key not found", set(versions))
+    key = await usable_key(call, "encryption key not found", set(versions))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
         options = EncryptOptions(associated_data=item["associated_data"])
@@ -161,7 +164,7 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
 async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
     versions = items.map(_ciphertext_version)
     targets = items.map(lambda item: item["key_version"])
-    key = await _key(call, "encryption key not found", {*versions, *targets})
+    key = await usable_key(call, "encryption key not found", {*versions, *targets})
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
         options = EncryptOptions(associated_data=item["associated_data"])
@@ -196,7 +199,7 @@ def _signing_options(call: Call, args: dict[str, Any]) -> SignOptions:
 
 async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
     options = _signing_options(call, args)
-    key = await _key(call, "signing key not found", (args["key_version"],))
+    key = await usable_key(call, "signing key not found", (args["key_version"],))
     if not key.key_type.supports_signing:  # the whole request, not each item (Vault)
         raise InvalidRequest(f"key type {key.key_type.name} does not support signing")
 
@@ -214,7 +217,7 @@ def _signature_version(item: dict[str, Any]) -> int:
 async def verify(call: Call, args: dict[str, Any], items: Items) -> None:
     options = _signing_options(call, args)
     versions = items.map(_signature_version)
-    key = await _key(call, "signature verification key not found", set(versions))
+    key = await usable_key(call, "signature verification key not found", set(versions))
     if not key.key_type.supports_signing:
         raise InvalidRequest(f"key type {key.key_type.name} does not support verification")
     items.respond(lambda item: {"valid": key.verify(item["input"], item["signature"], options)})

@@ -10,11 +10,13 @@ import hashlib
 import os
 from typing import Any
 
-from kms_service.errors import InvalidRequest
+from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keyring import b64encode, validate_key_name
 from kms_service.keytypes import EncryptOptions
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
+from kms_service.web.replies import Reply
+from kms_service.web.transit import usable_key
 
 MAX_RANDOM_BYTES = 128 * 1024
 RANDOM_SOURCES = ("platform", "seal", "all")
@@ -67,9 +69,7 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("Invalid path, must be 'plaintext' or 'wrapped'")
     if args["bits"] not in DATAKEY_BITS:
         raise InvalidRequest("invalid bit length")
-    key = await call.kms.keys.get(call.params["name"], (args["key_version"],))
-    if key is None:
-        raise InvalidRequest("encryption key not found")
+    key = await usable_key(call, "encryption key not found", (args["key_version"],))
     new_key = os.urandom(args["bits"] // 8)
     options = EncryptOptions(associated_data=args["associated_data"], context=args["context"])
     ciphertext, version = key.encrypt(new_key, options, args["key_version"])
@@ -77,6 +77,29 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     if kind == "plaintext":
         data["plaintext"] = b64encode(new_key)
     return data
+
+
+async def backup_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return {"backup": await call.kms.keys.backup(call.params["name"])}
+
+
+async def restore_key(call: Call, args: dict[str, Any]) -> None:
+    name = call.params.get("url_name") or args["name"]
+    if name is not None and "/" in name:
+        raise RefusedAsServerError("key names cannot be paths")
+    if name is not None:
+        validate_key_name(name)
+    await call.kms.keys.restore(name, args["backup"], args["force"])
+
+
+async def soft_delete(call: Call, args: dict[str, Any]) -> Reply:
+    key, warnings = await call.kms.keys.set_soft_deleted(call.params["name"], True)
+    return Reply(key.body(), warnings=warnings)
+
+
+async def soft_delete_restore(call: Call, args: dict[str, Any]) -> Reply:
+    key, warnings = await call.kms.keys.set_soft_deleted(call.params["name"], False)
+    return Reply(key.body(), warnings=warnings)
 
 
 def _random_args(call: Call, args: dict[str, Any]) -> tuple[int, str]:
@@ -135,6 +158,35 @@ NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
 FORMAT = Field("format", T.STRING, "Output encoding: hex or base64.", default="base64")
 
 PATHS = (
+    Path(
+        "transit/backup/:name",
+        "A plaintext backup of the key, every version (needs exportable and allow_plaintext_backup).",
+        fields=(NAME,),
+        operations={"GET": Operation(backup_key)},
+    ),
+    Path(
+        "transit/restore(/:url_name)",
+        "Restore a backup, keeping every version number; an existing key only with force.",
+        fields=(
+            Field("url_name", T.STRING, "In the URL: the name to restore under."),
+            Field("name", T.STRING, "The name to restore under (default: the backup's)."),
+            Field("backup", T.STRING, "The backup, as backup/:name returned it.", required="'backup' must be supplied"),
+            Field("force", T.BOOL, "Replace an existing key of the same type.", default=False),
+        ),
+        operations={"POST": Operation(restore_key)},
+    ),
+    Path(
+        "transit/keys/:name/soft-delete",
+        "Soft-delete the key (OpenBao): kept, but every use is refused until soft-delete-restore.",
+        fields=(NAME,),
+        operations={"DELETE": Operation(soft_delete)},
+    ),
+    Path(
+        "transit/keys/:name/soft-delete-restore",
+        "Undo a soft delete (OpenBao).",
+        fields=(NAME,),
+        operations={"POST": Operation(soft_delete_restore)},
+    ),
     Path(
         "transit/keys/:name/trim",
         "Delete, for good, every version below min_available_version.",
