@@ -12,6 +12,7 @@ from datetime import timedelta
 import hvac.exceptions
 import pytest
 import requests
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import update
 
 from kms_service.service import utcnow
@@ -274,3 +275,16 @@ def test_soft_deleted_keys_are_refused_until_restored(server, vault):
     restored = requests.post(f"{server.url}/v1/transit/keys/paused/soft-delete-restore", headers=headers).json()
     assert "soft_deleted" not in restored["data"]
     assert transit.decrypt_data("paused", ciphertext=ciphertext)["data"]["plaintext"] == SECRET
+
+
+def test_the_wrapping_key_is_made_once_and_shared(start_server):
+    first = start_server()
+    second = start_server()  # another node on the same database
+    pems = [
+        requests.get(f"{s.url}/v1/transit/wrapping_key", headers={"X-Vault-Token": s.root_token()}).json()["data"][
+            "public_key"
+        ]
+        for s in (first, second)
+    ]
+    assert pems[0] == pems[1] and pems[0].startswith("-----BEGIN PUBLIC KEY-----")
+    assert load_pem_public_key(pems[0].encode()).key_size == 4096

@@ -22,6 +22,7 @@ from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.policies import PolicyService
 from kms_service.service.tokens import TokenService
+from kms_service.service.wrapping import WrappingKeyService
 from kms_service.settings import Settings
 from kms_service.storage import migrate
 from kms_service.storage import repository as repo
@@ -51,6 +52,7 @@ class KMS:
         self.keys = KeyService(self.db, master_key, settings.cache_ttl, self.invalidator)
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
+        self.wrapping = WrappingKeyService(self.db, master_key)
         self.service: ServiceConfig | None = None
 
     @classmethod

@@ -79,6 +79,10 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+async def wrapping_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return {"public_key": await call.kms.wrapping.public_key_pem()}
+
+
 async def backup_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return {"backup": await call.kms.keys.backup(call.params["name"])}
 
@@ -158,6 +162,12 @@ NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
 FORMAT = Field("format", T.STRING, "Output encoding: hex or base64.", default="base64")
 
 PATHS = (
+    Path(
+        "transit/wrapping_key",
+        "The public half of the engine's RSA-4096 wrapping key, for wrapping keys to import (BYOK).",
+        fields=(),
+        operations={"GET": Operation(wrapping_key, returns=(Field("public_key", T.STRING, "PEM public key."),))},
+    ),
     Path(
         "transit/backup/:name",
         "A plaintext backup of the key, every version (needs exportable and allow_plaintext_backup).",
