@@ -214,6 +214,10 @@ class KeyVersion:
         return f"KeyVersion({self.version}, loaded={self.loaded})"
 
     @property
+    def key_type(self) -> KeyType:
+        return self._key_type
+
+    @property
     def loaded(self) -> bool:
         return self._handle is not None
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import hvac.exceptions
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
 from kms_service.service import utcnow
@@ -288,3 +292,65 @@ def test_the_wrapping_key_is_made_once_and_shared(start_server):
     ]
     assert pems[0] == pems[1] and pems[0].startswith("-----BEGIN PUBLIC KEY-----")
     assert load_pem_public_key(pems[0].encode()).key_size == 4096
+
+
+def _ca_signed(csr_pem: str) -> tuple[str, str]:
+    """A leaf certificate for the CSR's key, issued by a fresh CA; returns (leaf PEM, CA PEM)."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    assert csr.is_signature_valid
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    now = datetime.now(UTC)
+
+    def issue(subject, public_key):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=1))
+            .sign(ca_key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
+
+    return issue(csr.subject, csr.public_key()), issue(ca_name, ca_key.public_key())
+
+
+def test_csr_then_certificate_chain_for_a_signing_key(start_server):
+    node_a, node_b = start_server(cache_ttl=0.3), start_server(cache_ttl=0.3)
+    a, b = node_a.client(node_a.root_token()), node_b.client(node_b.root_token())
+    b.secrets.transit.read_key("vault-sign")  # node B caches the key before the chain is set
+    template = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer.example")]))
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    made = a.write("transit/keys/vault-sign/csr", csr=template)["data"]
+    csr = x509.load_pem_x509_csr(made["csr"].encode())
+    assert csr.subject.rfc4514_string() == "CN=signer.example"
+    public_pem = a.secrets.transit.read_key("vault-sign")["data"]["keys"]["1"]["public_key"]
+    assert (
+        csr.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+        == public_pem
+    )
+
+    leaf, ca = _ca_signed(made["csr"])
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="does not match"):
+        a.write("transit/keys/vault-sign/set-certificate", certificate_chain=ca + leaf)
+    stored = a.write("transit/keys/vault-sign/set-certificate", certificate_chain=leaf + ca)["data"]
+    assert stored["certificate_chain"].count("BEGIN CERTIFICATE") == 2
+    # The other node shows the chain once its cache entry is checked again; signing still works there.
+    deadline = time.monotonic() + 5
+    while not b.secrets.transit.read_key("vault-sign")["data"]["keys"]["1"]["certificate_chain"]:
+        assert time.monotonic() < deadline, "node B never saw the certificate chain"
+        time.sleep(0.1)
+    assert b.secrets.transit.sign_data("vault-sign", hash_input=SECRET)["data"]["signature"]
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="does not support"):
+        a.write("transit/keys/vault-enc/csr")

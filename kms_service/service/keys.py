@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kms_service import backup as backup_format
+from kms_service import certificates
 from kms_service.errors import InternalError, InvalidRequest, RefusedAsServerError, SealError
 from kms_service.keyring import Key, KeyConfigChange, KeySettings, KeyVersion
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
@@ -48,6 +49,9 @@ def utcnow() -> datetime:
 class _CachedKey:
     key: Key
     checked_at: float
+    # Each version's sealed bytes as read: a version is rebuilt only if they change (a certificate chain
+    # set on another node, a restore, a master-key re-seal).
+    sealed: dict[int, bytes]
     # When a too-new version was last looked for in the database.
     probed_at: float = float("-inf")
 
@@ -124,21 +128,22 @@ class KeyService:
     async def _remember(self, stored: repo.StoredKey) -> Key:
         """Cache a freshly read key, unless a concurrent writer already cached a newer generation."""
         entry = self._cache.get(stored.row.name)
-        key = await asyncio.to_thread(self._build, stored, entry.key if entry else None)
+        key = await asyncio.to_thread(self._build, stored, entry)
         entry = self._cache.get(key.name)
         if entry is None or entry.key.generation <= key.generation:
-            self._cache[key.name] = _CachedKey(key, time.monotonic())
+            sealed = {sv.version: sv.sealed_material for sv in stored.versions}
+            self._cache[key.name] = _CachedKey(key, time.monotonic(), sealed)
             return key
         return entry.key
 
-    def _build(self, stored: repo.StoredKey, previous: Key | None) -> Key:
+    def _build(self, stored: repo.StoredKey, previous: _CachedKey | None) -> Key:
         row = stored.row
         key_type = self._key_type(row.type, row.name)
         versions = {}
         for sv in stored.versions:
-            # Versions never change once written: keep the built crypto object when we have it.
-            old = previous.versions.get(sv.version) if previous else None
-            if old is not None:
+            # A version whose sealed bytes are unchanged keeps its built crypto object.
+            old = previous.key.versions.get(sv.version) if previous else None
+            if old is not None and previous.sealed.get(sv.version) == sv.sealed_material and old.key_type is key_type:
                 versions[sv.version] = old
                 continue
             versions[sv.version] = KeyVersion(sv.version, sv.created_at, self._unseal(row.name, sv), key_type)
@@ -304,6 +309,31 @@ class KeyService:
                 self._db.changed(session, Change(Kind.KEY, name))
             stored = await repo.load_key(session, name)
         return await self._remember(stored), warnings
+
+    async def set_certificate_chain(self, name: str, version: int, chain_pem: str) -> Key:
+        """Store a certificate chain with one version of a signing key (its leaf must certify that version)."""
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise InvalidRequest(f"no existing key named {name} could be found")
+            _refuse_soft_deleted(row)
+            number = version or row.latest_version
+            stored = await repo.get_version(session, row, number)
+            if stored is None or number < row.min_decryption_version:
+                raise InvalidRequest("version does not exist or cannot be found")
+            material = self._unseal(name, stored)
+            if material.public_key is None:
+                raise InvalidRequest(f"key type {row.type} does not support certificates")
+            chain = certificates.checked_chain(chain_pem, material.public_key)
+            updated = replace(material, extra={**material.extra, "certificate_chain": chain})
+            resealed = self._seal(name, number, updated, stored.created_at)
+            await repo.reseal_version(
+                session, row.id, number, resealed.sealed_material, ENVELOPE_FORMAT, self._master_key.key_id
+            )
+            await repo.bump(session, row, utcnow())
+            self._db.changed(session, Change(Kind.KEY, name))
+            reloaded = await repo.load_key(session, name)
+        return await self._remember(reloaded)
 
     async def backup(self, name: str) -> str:
         key = await self.get(name, ())

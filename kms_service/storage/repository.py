@@ -154,6 +154,19 @@ async def delete_key(session: AsyncSession, row: m.Key) -> None:
     await session.execute(delete(m.Key).where(m.Key.id == row.id))
 
 
+async def get_version(session: AsyncSession, row: m.Key, version: int) -> StoredVersion | None:
+    v = (
+        await session.execute(
+            select(m.KeyVersion).where(m.KeyVersion.key_id == row.id, m.KeyVersion.version == version)
+        )
+    ).scalar_one_or_none()
+    return (
+        None
+        if v is None
+        else StoredVersion(v.version, v.sealed_material, v.material_format, v.master_key_id, v.created_at)
+    )
+
+
 async def delete_versions(session: AsyncSession, row: m.Key) -> None:
     await session.execute(delete(m.KeyVersion).where(m.KeyVersion.key_id == row.id))
 

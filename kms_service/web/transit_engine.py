@@ -10,6 +10,7 @@ import hashlib
 import os
 from typing import Any
 
+from kms_service import certificates
 from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keyring import b64encode, validate_key_name
 from kms_service.keytypes import EncryptOptions
@@ -77,6 +78,37 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     if kind == "plaintext":
         data["plaintext"] = b64encode(new_key)
     return data
+
+
+def _version(value: str | None) -> int:
+    """Vault's version argument: "", "latest", an integer or "v<integer>"; 0 means latest."""
+    text = (value or "").strip()
+    if text in ("", "latest"):
+        return 0
+    digits = text[1:] if text.startswith("v") else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 9:
+        raise InvalidRequest("invalid version: use an integer, v<integer> or latest")
+    return int(digits)
+
+
+async def csr(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    version = _version(args["version"])
+    key = await usable_key(call, "key not found", (version,))
+    if not key.key_type.supports_signing:
+        raise InvalidRequest(f"key type {key.key_type.name} does not support signing")
+    if key.settings.derived:
+        raise InvalidRequest("CSRs are not supported for derived keys")
+    kv = key.version_for_encryption(version, "signing")
+    return {"name": key.name, "type": key.key_type.name, "csr": certificates.build_csr(kv.handle, args["csr"])}
+
+
+async def set_certificate(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    key = await call.kms.keys.set_certificate_chain(
+        call.params["name"], _version(args["version"]), args["certificate_chain"]
+    )
+    version = _version(args["version"]) or key.latest_version
+    chain = key.versions[version].material.extra["certificate_chain"]
+    return {"name": key.name, "type": key.key_type.name, "certificate_chain": chain}
 
 
 async def wrapping_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +193,27 @@ async def hash_data(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
 FORMAT = Field("format", T.STRING, "Output encoding: hex or base64.", default="base64")
 
+VERSION = Field("version", T.STRING, "The key version: latest (the default), an integer or v<integer>.")
+
 PATHS = (
+    Path(
+        "transit/keys/:name/csr",
+        "A certificate signing request signed by a version of a signing key (Vault 1.15).",
+        fields=(NAME, VERSION, Field("csr", T.STRING, "PEM CSR template: its subject and extensions are used.")),
+        operations={"POST": Operation(csr)},
+    ),
+    Path(
+        "transit/keys/:name/set-certificate",
+        "Store a certificate chain (PEM, leaf first) for a version of a signing key; the leaf must certify it.",
+        fields=(
+            NAME,
+            VERSION,
+            Field(
+                "certificate_chain", T.STRING, "PEM certificates, leaf first.", required="certificate chain is required"
+            ),
+        ),
+        operations={"POST": Operation(set_certificate)},
+    ),
     Path(
         "transit/wrapping_key",
         "The public half of the engine's RSA-4096 wrapping key, for wrapping keys to import (BYOK).",
