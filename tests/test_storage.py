@@ -26,6 +26,7 @@ TABLES = {
     "token_policies",
     "seal_check",
     "server_secrets",
+    "engine_settings",
 }
 
 
