@@ -51,6 +51,13 @@ class InternalError(KMSError):
     """Something on our side failed; the request may succeed later."""
 
 
+class RefusedAsInternal(InternalError):
+    """The request is at fault, but Vault refuses it with a plain Go error, which its HTTP layer turns into a
+    500 (e.g. ``key derivation and convergent encryption not supported for keys of type rsa-2048``, an RSA
+    decryption failure, a bad BYOK blob). Kept apart so the status matches Vault while logs and callers can
+    still tell it from a failure on our side."""
+
+
 class ConfigError(KMSError):
     """The services or app YAML is invalid, or conflicts with what the database holds."""
 
