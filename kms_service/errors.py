@@ -49,8 +49,9 @@ class PayloadTooLarge(UserError):
 
 class RefusedAsServerError(UserError):
     """A refusal of the caller's request that Vault answers with 500 (a plain Go error: backup without
-    allow_plaintext_backup, restore onto an existing key). Kept, because Vault's clients and tests expect
-    that status; it is the caller's doing, so it is not logged as a failure."""
+    allow_plaintext_backup, restore onto an existing key, a bad BYOK blob, derivation on an RSA key). Kept,
+    because Vault's clients and tests expect that status; it is the caller's doing, so it is not logged as a
+    failure, and in a batch it is that item's error."""
 
 
 class InternalError(KMSError):

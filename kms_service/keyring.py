@@ -11,15 +11,38 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac as hmac_lib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kms_service.errors import InvalidRequest
-from kms_service.keytypes import EncryptOptions, KeyType, SignOptions
-from kms_service.material import KeyMaterial
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from kms_service.byok import DEFAULT_BYOK_HASH, byok_hash, wrap_byok
+from kms_service.errors import InvalidRequest, RefusedAsServerError
+from kms_service.keytypes import (
+    EXPORT_CERTIFICATE_CHAIN,
+    EXPORT_ENCRYPTION_KEY,
+    EXPORT_PUBLIC_KEY,
+    EXPORT_SIGNING_KEY,
+    EXPORT_TYPES,
+    HASH_ALGORITHMS,
+    HMAC_MAX_KEY_SIZE,
+    HMAC_MIN_KEY_SIZE,
+    KEY_TYPES,
+    MISSING_CONTEXT,
+    EncryptOptions,
+    KeyType,
+    NonceSource,
+    SignOptions,
+    hmac_digest,
+    parse_go_int,
+)
+from kms_service.material import KeyMaterial, Origin
 
 OUTPUT_PREFIX = "vault-kms"
 # Prefixes accepted on input: ours, and Vault's so that ciphertexts from Vault docs and clients parse.
@@ -40,12 +63,56 @@ def validate_key_name(name: str) -> str:
 
 
 def b64decode_strict(value: str) -> bytes:
-    """Standard base64 with padding; like Go's StdEncoding, CR and LF are skipped, nothing else is."""
-    cleaned = value.replace("\r", "").replace("\n", "")
+    """Standard base64 with padding; like Go's StdEncoding, CR and LF are skipped, nothing else is.
+
+    Raises ValueError with Go's text, ``illegal base64 data at input byte N`` (N as Go computes it)."""
     try:
-        return base64.b64decode(cleaned.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raw = value.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"illegal base64 data at input byte {exc.start}") from None
+    offset = go_base64_error_offset(raw)
+    if offset is not None:
+        raise ValueError(f"illegal base64 data at input byte {offset}")
+    try:
+        return base64.b64decode(raw.replace(b"\r", b"").replace(b"\n", b""), validate=True)
+    except (binascii.Error, ValueError):  # not reached: Go's rules are the stricter ones
         raise ValueError("illegal base64 data") from None
+
+
+_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_NEWLINES = (0x0A, 0x0D)
+
+
+def go_base64_error_offset(src: bytes) -> int | None:
+    """Where Go's ``base64.StdEncoding.DecodeString`` reports a ``CorruptInputError`` for ``src``, or None
+    when it decodes. Go reads 4-character quanta, skips CR and LF anywhere, and accepts padding only at the
+    end of the last quantum."""
+    si, n = 0, len(src)
+    while True:
+        j = 0
+        while j < 4:
+            if si == n:
+                return None if j == 0 else si - j
+            ch = src[si]
+            si += 1
+            if ch in _B64_ALPHABET:
+                j += 1
+                continue
+            if ch in _NEWLINES:
+                continue
+            if ch != 0x3D or j < 2:  # not '=', or padding too early
+                return si - 1
+            if j == 2:  # "==" expected: the second '=' after any newlines
+                while si < n and src[si] in _NEWLINES:
+                    si += 1
+                if si == n:
+                    return n
+                if src[si] != 0x3D:
+                    return si - 1
+                si += 1
+            while si < n and src[si] in _NEWLINES:
+                si += 1
+            return si if si < n else None
 
 
 def b64encode(data: bytes) -> str:
@@ -119,6 +186,49 @@ class KeySettings:
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def for_new_key(
+        cls,
+        key_type: str,
+        *,
+        derived: bool = False,
+        convergent_encryption: bool = False,
+        exportable: bool = False,
+        allow_plaintext_backup: bool = False,
+        auto_rotate_period: int = 0,
+        key_size: int = 0,
+    ) -> KeySettings:
+        """The settings of a key created with POST keys/:name, after Vault's checks in Vault's order
+        (pathPolicyWrite, then the lock manager's per-type rules). ``key_size`` (bytes, hmac only; 0 = the
+        default, 32) is checked here and then given to ``KeyType.generate``; it is not a setting: the
+        version's key carries it. Errors: ``InvalidRequest`` (400 in Vault) or ``RefusedAsServerError`` (Vault's
+        plain error, a 500)."""
+        if auto_rotate_period != 0 and auto_rotate_period < MIN_AUTO_ROTATE_PERIOD:
+            raise InvalidRequest("auto rotate period must be 0 to disable or at least an hour")
+        if convergent_encryption and not derived:
+            raise InvalidRequest("convergent encryption requires derivation to be enabled")
+        kt = KEY_TYPES.get(key_type)
+        if kt is None:
+            raise InvalidRequest("unknown key type")  # Vault appends the value; we never echo it
+        if key_size != 0:
+            if not kt.variable_key_size:
+                raise InvalidRequest(f"key_size is not valid for algorithm {kt.name}")
+            if not HMAC_MIN_KEY_SIZE <= key_size <= HMAC_MAX_KEY_SIZE:
+                raise InvalidRequest(f"invalid key_size {key_size}")
+        if derived and not kt.supports_derivation:
+            raise RefusedAsServerError(
+                f"key derivation and convergent encryption not supported for keys of type {kt.name}"
+            )
+        if convergent_encryption and not kt.supports_convergent_encryption:
+            raise RefusedAsServerError(f"convergent encryption not supported for keys of type {kt.name}")
+        return cls(
+            derived=derived,
+            convergent_encryption=convergent_encryption,
+            exportable=exportable,
+            allow_plaintext_backup=allow_plaintext_backup,
+            auto_rotate_period=auto_rotate_period,
+        )
 
     def configured(self, change: KeyConfigChange, latest_version: int) -> tuple[KeySettings, list[str]]:
         """The settings after ``change`` (Vault's pathKeysConfigWrite rules), and its warnings."""
@@ -261,7 +371,8 @@ class Key:
         if requested == 0:
             requested = self.latest_version
         if self.min_encryption_version and requested < self.min_encryption_version:
-            raise InvalidRequest(f"requested version for {operation} is less than the minimum {operation} key version")
+            # Vault says "encryption key version" for signing too.
+            raise InvalidRequest(f"requested version for {operation} is less than the minimum encryption key version")
         return self._version(requested)
 
     def version_for_decryption(self, version: int, what: str) -> KeyVersion:
@@ -278,17 +389,23 @@ class Key:
             raise InvalidRequest("no such key version") from None
 
     # -- operations ----------------------------------------------------------------------------------
+    #
+    # Every operation applies Vault's checks in Vault's order, so the first error a request meets is
+    # Vault's. Derivation is the key's business: a context reaches the type only when the key is derived
+    # (Vault ignores one sent to a key that is not), and a derived key without one is refused.
 
     def encrypt(self, plaintext: bytes, options: EncryptOptions, key_version: int = 0) -> tuple[str, int]:
-        self._check_associated_data(options)
+        """``vault-kms:v<N>:<b64 body>`` and N. Derived keys need ``options.context``; convergent keys then
+        give equal ciphertexts for equal (plaintext, context, version)."""
+        self._check_encrypt_options(options)
         if not self.key_type.supports_encryption:
             raise InvalidRequest(f"message encryption not supported for key type {self.key_type.name}")
         kv = self.version_for_encryption(key_version)
-        body = self.key_type.encrypt(kv.handle, plaintext, options)
+        body = self.key_type.encrypt(kv.handle, plaintext, self._derivation(options))
         return format_versioned(kv.version, body), kv.version
 
     def decrypt(self, ciphertext: str, options: EncryptOptions) -> bytes:
-        self._check_associated_data(options)
+        self._check_encrypt_options(options)
         if not self.key_type.supports_encryption:
             raise InvalidRequest(f"message decryption not supported for key type {self.key_type.name}")
         parsed = parse_versioned(ciphertext, "ciphertext")
@@ -297,22 +414,34 @@ class Key:
             body = b64decode_strict(parsed.payload)
         except ValueError:
             raise InvalidRequest("invalid ciphertext: could not decode base64") from None
-        return self.key_type.decrypt(kv.handle, body, options)
+        return self.key_type.decrypt(kv.handle, body, self._derivation(options))
 
-    def rewrap(self, ciphertext: str, options: EncryptOptions, key_version: int = 0) -> tuple[str, int]:
+    def rewrap(
+        self,
+        ciphertext: str,
+        options: EncryptOptions,
+        key_version: int = 0,
+        encrypt_options: EncryptOptions | None = None,
+    ) -> tuple[str, int]:
+        """Decrypt with ``options``, encrypt again with ``encrypt_options`` (default: the same; Vault's
+        ``decrypt_padding_scheme`` / ``encrypt_padding_scheme`` differ only in ``padding_scheme``)."""
         plaintext = self.decrypt(ciphertext, options)
-        return self.encrypt(plaintext, options, key_version)
+        return self.encrypt(plaintext, encrypt_options or options, key_version)
 
     def sign(self, data: bytes, options: SignOptions, key_version: int = 0) -> tuple[str, int]:
-        if not self.key_type.supports_signing:
-            raise InvalidRequest(f"key type {self.key_type.name} does not support signing")
+        """``vault-kms:v<N>:<signature>`` (standard base64, URL-safe unpadded for ``jws``) and N. A derived
+        ed25519 key signs with the key derived from ``options.context``; its public key is
+        ``derived_public_key(context, key_version)``."""
+        self._check_sign_options(options, "failed to parse batch item: ")
         kv = self.version_for_encryption(key_version, "signing")
-        signature = self.key_type.sign(kv.handle, data, options)
+        signature = self.key_type.sign(kv.handle, data, self._signing_context(options))
         return format_versioned(kv.version, signature, urlsafe=options.marshaling == "jws"), kv.version
 
     def verify(self, data: bytes, signature: str, options: SignOptions) -> bool:
-        if not self.key_type.supports_signing:
-            raise InvalidRequest(f"key type {self.key_type.name} does not support verification")
+        """True or False for a well-formed signature; malformed ones raise Vault's errors."""
+        self._check_sign_options(
+            options, "failed to parse item: failed to parse batch item: ", "does not support verification"
+        )
         parsed = parse_versioned(signature, "signature")
         kv = self.version_for_decryption(parsed.version, "signature")
         try:
@@ -324,16 +453,192 @@ class Key:
                 raw = b64decode_strict(parsed.payload)
         except (ValueError, binascii.Error, UnicodeEncodeError):
             raise InvalidRequest("invalid base64 signature value") from None
-        return self.key_type.verify(kv.handle, data, raw, options)
+        return self.key_type.verify(kv.handle, data, raw, self._signing_context(options))
+
+    def derived_public_key(self, context: bytes | None, key_version: int = 0) -> str | None:
+        """The base64 raw public key a derived ed25519 key signs with for ``context`` (Vault's ``public_key``
+        in a sign response), or None when the key is not derived (the response then has no such field)."""
+        if not (self.settings.derived and self.key_type.supports_signing):
+            return None
+        kv = self.version_for_encryption(key_version, "signing")
+        if not context:
+            raise InvalidRequest(MISSING_CONTEXT)
+        return b64encode(self.key_type.derived_public_key(kv.material, context))
+
+    def hmac(self, data: bytes, algorithm: str = "sha2-256", key_version: int = 0) -> tuple[str, int]:
+        """``vault-kms:v<N>:<b64 HMAC>`` and N, with the version's HMAC key (the key itself for the hmac
+        type). Works for every key type. Vault's rules: 0 or latest; below min_encryption_version refused."""
+        if key_version in (0, self.latest_version):
+            version = self.latest_version
+        elif self.min_encryption_version > 0 and key_version < self.min_encryption_version:
+            raise InvalidRequest("cannot generate HMAC: version is too old (disallowed by policy)")
+        else:
+            version = key_version
+        kv = self._hmac_version(version)
+        digest = hmac_digest(self.key_type.hmac_key(kv.material), _hmac_algorithm(algorithm), data)
+        return format_versioned(version, digest), version
+
+    def verify_hmac(self, data: bytes, value: str, algorithm: str = "sha2-256") -> bool:
+        """Whether ``value`` (``vault-kms:v<N>:`` or ``vault:v<N>:`` + base64) is the HMAC of ``data``;
+        compared in constant time. Malformed values raise Vault's errors."""
+        hash_algorithm = _hmac_algorithm(algorithm)
+        rest = next(
+            (value[len(prefix) + 2 :] for prefix in INPUT_PREFIXES if value.startswith(f"{prefix}:v")),
+            None,
+        )
+        if rest is None:
+            raise InvalidRequest("invalid HMAC to verify: no prefix")
+        version_text, sep, payload = rest.partition(":")
+        if not sep:
+            raise InvalidRequest("invalid HMAC: wrong number of fields")
+        version = parse_go_int(version_text)
+        if version is None:
+            raise InvalidRequest("invalid HMAC: version number could not be decoded")
+        try:
+            given = b64decode_strict(payload)
+        except ValueError as exc:
+            raise InvalidRequest(f"unable to decode verification HMAC as base64: {exc}") from None
+        if version > self.latest_version:
+            raise InvalidRequest("invalid HMAC: version is too new")
+        if self.min_decryption_version > 0 and version < self.min_decryption_version:
+            raise InvalidRequest("cannot verify HMAC: version is too old (disallowed by policy)")
+        kv = self._hmac_version(version)
+        expected = hmac_digest(self.key_type.hmac_key(kv.material), hash_algorithm, data)
+        return hmac_lib.compare_digest(expected, given)
+
+    def _hmac_version(self, version: int) -> KeyVersion:
+        """Vault's HMACKey: only live versions (min_decryption_version..latest) have one."""
+        if version < 0:
+            raise InvalidRequest("key version does not exist (cannot be negative)")
+        if version > self.latest_version:
+            raise InvalidRequest(f"key version does not exist; latest key version is {self.latest_version}")
+        if version < self.min_decryption_version:
+            raise InvalidRequest("no such key version")
+        return self._version(version)
+
+    def export(self, export_type: str, version: int | str | None = None) -> dict[str, str]:
+        """``export/:type/:name(/:version)``'s ``keys``: {"<version>": material} (transit-api.md §2.5).
+        ``version``: an int, "v<int>", "<int>", "latest", or None/"" for every live version. Private
+        material needs ``exportable``; public keys and certificate chains do not."""
+        if export_type not in EXPORT_TYPES:
+            raise InvalidRequest("invalid export type")  # Vault appends the value; we never echo it
+        if not self.settings.exportable and export_type not in (EXPORT_PUBLIC_KEY, EXPORT_CERTIFICATE_CHAIN):
+            raise InvalidRequest("private key material is not exportable")
+        if export_type == EXPORT_ENCRYPTION_KEY and not self.key_type.supports_encryption:
+            raise InvalidRequest("encryption not supported for the key")
+        if export_type == EXPORT_SIGNING_KEY and not self.key_type.supports_signing:
+            raise InvalidRequest("signing not supported for the key")
+        if export_type == EXPORT_CERTIFICATE_CHAIN and not self.key_type.supports_signing:
+            raise InvalidRequest("certificate chain not supported for keys that do not support signing")
+        return {
+            str(kv.version): self.key_type.export(kv.material, export_type) for kv in self._export_versions(version)
+        }
+
+    def byok_export(
+        self, destination: Key, version: int | str | None = None, hash_function: str = DEFAULT_BYOK_HASH
+    ) -> dict[str, str]:
+        """``byok-export/:destination/:source(/:version)``'s ``keys``: each version of this (exportable) key
+        wrapped as a BYOK blob for ``destination``'s latest RSA public key."""
+        if not self.settings.exportable:
+            raise InvalidRequest("key is not exportable")
+        versions = self._export_versions(version)
+        result = {}
+        for kv in versions:
+            target = self.key_type.byok_target(kv.material)
+            try:
+                byok_hash(hash_function)
+            except InvalidRequest as exc:
+                raise RefusedAsServerError(exc.message) from None
+            result[str(kv.version)] = wrap_byok(destination.wrapping_public_key(), target, hash_function)
+        return result
+
+    def wrapping_public_key(self) -> rsa.RSAPublicKey:
+        """The RSA public key BYOK blobs for this key are wrapped under (its latest version)."""
+        if not self.key_type.supports_signing:
+            raise RefusedAsServerError(f"message signing not supported for key type {self.key_type.name}")
+        material = self._version(self.latest_version).material
+        public = serialization.load_der_public_key(material.public_key) if material.public_key else None
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise RefusedAsServerError("unsupported key type in use; must be a rsa key")
+        return public
+
+    def _export_versions(self, version: int | str | None) -> list[KeyVersion]:
+        if version is None or version == "":
+            return [
+                self.versions[v]
+                for v in range(self.min_decryption_version, self.latest_version + 1)
+                if v in self.versions
+            ]
+        if version == "latest":
+            number: int | None = self.latest_version
+        elif isinstance(version, int) and not isinstance(version, bool):
+            number = version
+        else:
+            text = str(version)
+            number = parse_go_int(text[1:] if text.startswith("v") else text)
+            if number is None:
+                raise InvalidRequest("invalid key version")
+        if number < self.min_decryption_version:
+            raise InvalidRequest("version for export is below minimum decryption version")
+        if number not in self.versions or number > self.latest_version:
+            raise InvalidRequest("version does not exist or cannot be found")
+        return [self.versions[number]]
+
+    def _check_encrypt_options(self, options: EncryptOptions) -> None:
+        if options.padding_scheme:
+            self.key_type.check_padding_scheme(options.padding_scheme)
+        self._check_associated_data(options)
 
     def _check_associated_data(self, options: EncryptOptions) -> None:
         if options.associated_data and not self.key_type.supports_associated_data:
             raise InvalidRequest(f"associated_data provided for non-AEAD cipher suite {self.key_type.name}")
 
+    def _check_sign_options(self, options: SignOptions, item_prefix: str, refusal: str = "does not support signing"):
+        options.check_arguments()
+        if not self.key_type.supports_signing:
+            raise InvalidRequest(f"key type {self.key_type.name} {refusal}")
+        options.check_combination()
+        try:
+            self.key_type.check_sign_options(options)
+        except InvalidRequest as exc:
+            # Vault checks these per batch item and prefixes its message so.
+            raise InvalidRequest(item_prefix + exc.message) from None
+
+    def _derivation(self, options: EncryptOptions) -> EncryptOptions:
+        settings = self.settings
+        if not settings.derived:
+            return replace(options, context=None, nonce_source=NonceSource.RANDOM)
+        if not options.context:
+            raise InvalidRequest(MISSING_CONTEXT)
+        nonce_source = NonceSource.CONVERGENT if settings.convergent_encryption else NonceSource.RANDOM
+        return replace(options, nonce_source=nonce_source)
+
+    def _signing_context(self, options: SignOptions) -> SignOptions:
+        if not (self.settings.derived and self.key_type.supports_derivation):
+            return replace(options, context=None) if options.context is not None else options
+        if not options.context:
+            raise InvalidRequest(MISSING_CONTEXT)
+        return options
+
     # -- presentation --------------------------------------------------------------------------------
 
-    def body(self) -> dict[str, Any]:
-        """The key as Vault's GET transit/keys/:name shows it; only live versions are listed."""
+    @property
+    def key_size(self) -> int:
+        """Vault's ``key_size``: the hmac type's key length (its latest version's), else 0. Rotating an hmac
+        key must pass it to ``KeyType.generate``."""
+        latest = self.versions.get(self.latest_version)
+        return self.key_type.key_size(latest.material) if latest else 0
+
+    @property
+    def imported(self) -> bool:
+        """Vault's ``imported_key``: the latest version was imported (a rotation clears it)."""
+        latest = self.versions.get(self.latest_version)
+        return latest is not None and latest.material.origin == Origin.IMPORTED
+
+    def body(self, context: bytes | None = None) -> dict[str, Any]:
+        """The key as Vault's GET transit/keys/:name shows it; only live versions are listed. ``context``:
+        a derived ed25519 key then shows each version's public key for that context (else "")."""
+        derived = self.settings.derived and self.key_type.supports_derivation
         keys = {}
         for version in range(self.min_decryption_version, self.latest_version + 1):
             kv = self.versions.get(version)
@@ -341,7 +646,11 @@ class Key:
                 continue
             created = kv.created_at.astimezone(UTC)
             keys[str(version)] = self.key_type.key_entry(
-                kv.material, int(created.timestamp()), created.isoformat().replace("+00:00", "Z")
+                kv.material,
+                int(created.timestamp()),
+                created.isoformat().replace("+00:00", "Z"),
+                derived=derived,
+                context=context or None,
             )
         settings = self.settings
         body: dict[str, Any] = {
@@ -360,9 +669,12 @@ class Key:
             "supports_signing": self.key_type.supports_signing,
             "supports_derivation": self.key_type.supports_derivation,
             "auto_rotate_period": settings.auto_rotate_period,
-            "imported_key": False,
-            "keys": keys,
+            "imported_key": self.imported,
         }
+        if self.key_size:
+            body["key_size"] = self.key_size
+        if self.key_type.lists_versions:
+            body["keys"] = keys
         if settings.soft_deleted:
             body["soft_deleted"] = True
         if settings.derived:
@@ -375,3 +687,22 @@ class Key:
 
 def _pad(text: str) -> str:
     return text + "=" * (-len(text) % 4)
+
+
+def _hmac_algorithm(name: str) -> hashes.HashAlgorithm:
+    try:
+        return HASH_ALGORITHMS[name]()
+    except KeyError:
+        # Vault prints its zero HashType with %q, whatever the name was ("none" included: Vault panics on it).
+        raise InvalidRequest("unsupported algorithm '\\x00'") from None
+
+
+DATAKEY_BITS = (128, 256, 512)
+
+
+def new_datakey(bits: int = 256) -> bytes:
+    """The plaintext of ``datakey/:type/:name``: ``bits`` random bits (128, 256 or 512). The HTTP layer
+    encrypts it with ``Key.encrypt`` (and shows it base64 on ``/plaintext`` only)."""
+    if isinstance(bits, bool) or bits not in DATAKEY_BITS:
+        raise InvalidRequest("invalid bit length")
+    return os.urandom(bits // 8)

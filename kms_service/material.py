@@ -33,6 +33,7 @@ class Origin:
 class KeyMaterial:
     """One version's secrets and public parts. ``key`` is symmetric key bytes or a PKCS#8 DER private key."""
 
+    # Empty for a version imported from a public key only.
     key: bytes = field(repr=False)
     hmac_key: bytes = field(repr=False)
     # DER SubjectPublicKeyInfo for asymmetric types; None for symmetric ones.
@@ -44,6 +45,11 @@ class KeyMaterial:
     @classmethod
     def new(cls, key: bytes, public_key: bytes | None = None, origin: str = Origin.GENERATED) -> KeyMaterial:
         return cls(key=key, hmac_key=os.urandom(HMAC_KEY_SIZE), public_key=public_key, origin=origin)
+
+    @property
+    def has_private_key(self) -> bool:
+        """False for a version imported from a public key only (Vault's ``IsPrivateKeyMissing``)."""
+        return bool(self.key)
 
     @classmethod
     def upgrade_legacy(cls, raw_key: bytes, public_key: bytes | None) -> KeyMaterial:

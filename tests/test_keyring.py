@@ -3,8 +3,10 @@
 from datetime import UTC, datetime
 
 import pytest
+from keymaterial import ALL_TYPES, ENCRYPTION_TYPES, SIGNING_TYPES
+from keymaterial import make_key as cached_key
 
-from kms_service.errors import InvalidRequest
+from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keyring import Key, KeySettings, KeyVersion, parse_versioned, validate_key_name
 from kms_service.keytypes import KEY_TYPES, EncryptOptions, SignOptions
 
@@ -112,3 +114,66 @@ def test_valid_key_names(name):
 def test_invalid_key_names(name):
     with pytest.raises(InvalidRequest):
         validate_key_name(name)
+
+
+# -- every type ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_name", ENCRYPTION_TYPES)
+def test_every_encryption_type_decrypts_every_live_version(type_name):
+    key = cached_key(type_name, versions=3, min_decryption_version=2)
+    ciphertext, version = key.encrypt(b"data", NO_OPTIONS)
+    assert version == 3 and ciphertext.startswith("vault-kms:v3:")
+    for v in (2, 3):
+        ct, _ = key.encrypt(b"v", NO_OPTIONS, key_version=v)
+        assert key.decrypt(ct, NO_OPTIONS) == b"v"
+        assert key.decrypt(ct.replace("vault-kms:", "vault:"), NO_OPTIONS) == b"v"
+    rewrapped, version = key.rewrap(key.encrypt(b"r", NO_OPTIONS, key_version=2)[0], NO_OPTIONS)
+    assert version == 3 and key.decrypt(rewrapped, NO_OPTIONS) == b"r"
+    with pytest.raises(InvalidRequest, match="too old"):
+        key.decrypt("vault-kms:v1:AAAA", NO_OPTIONS)
+
+
+@pytest.mark.parametrize("type_name", ENCRYPTION_TYPES)
+def test_another_versions_ciphertext_does_not_open(type_name):
+    key = cached_key(type_name, versions=2)
+    ciphertext, _ = key.encrypt(b"x", NO_OPTIONS, key_version=1)
+    with pytest.raises((InvalidRequest, RefusedAsServerError)):
+        key.decrypt(ciphertext.replace(":v1:", ":v2:"), NO_OPTIONS)
+
+
+@pytest.mark.parametrize("type_name", SIGNING_TYPES)
+def test_every_signing_type_signs_and_verifies(type_name):
+    key = cached_key(type_name, versions=2, min_encryption_version=2, min_decryption_version=1)
+    signature, version = key.sign(b"msg", SignOptions())
+    assert version == 2
+    assert key.verify(b"msg", signature, SignOptions()) is True
+    assert key.verify(b"msG", signature, SignOptions()) is False
+    assert key.verify(b"msg", signature.replace(":v2:", ":v1:"), SignOptions()) is False  # another version's key
+    with pytest.raises(InvalidRequest, match="^requested version for signing is less than the minimum encryption key"):
+        key.sign(b"msg", SignOptions(), key_version=1)
+
+
+@pytest.mark.parametrize("type_name", [t for t in ALL_TYPES if t not in SIGNING_TYPES])
+def test_types_that_cannot_sign(type_name):
+    key = cached_key(type_name)
+    with pytest.raises(InvalidRequest, match=f"^key type {type_name} does not support signing$"):
+        key.sign(b"x", SignOptions())
+    with pytest.raises(InvalidRequest, match=f"^key type {type_name} does not support verification$"):
+        key.verify(b"x", "vault-kms:v1:AAAA", SignOptions())
+
+
+@pytest.mark.parametrize("type_name", [t for t in ALL_TYPES if t not in ENCRYPTION_TYPES])
+def test_types_that_cannot_encrypt(type_name):
+    key = cached_key(type_name)
+    with pytest.raises(InvalidRequest, match=f"^message encryption not supported for key type {type_name}$"):
+        key.encrypt(b"x", NO_OPTIONS)
+    with pytest.raises(InvalidRequest, match=f"^message decryption not supported for key type {type_name}$"):
+        key.decrypt("vault-kms:v1:AAAA", NO_OPTIONS)
+
+
+def test_imported_key_flag_follows_the_latest_version():
+    kt = KEY_TYPES["aes256-gcm96"]
+    imported = kt.import_key(bytes(32))
+    assert cached_key("aes256-gcm96", materials={1: imported}).imported is True
+    assert cached_key("aes256-gcm96", materials={1: imported, 2: kt.generate()}).imported is False

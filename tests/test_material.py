@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kms_service.errors import InvalidRequest
+from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keyring import KeyConfigChange, KeySettings, KeyVersion
-from kms_service.keytypes import KEY_TYPES
+from kms_service.keytypes import KEY_TYPES, public_key_pem
 from kms_service.material import HMAC_KEY_SIZE, KeyMaterial, Origin
 from kms_service.storage import models as m
 
@@ -19,6 +19,7 @@ def test_every_type_generates_an_envelope_that_round_trips(type_name):
     key_type = KEY_TYPES[type_name]
     material = key_type.generate()
     assert len(material.hmac_key) == HMAC_KEY_SIZE and material.origin == Origin.GENERATED
+    assert material.has_private_key and key_type.load(material) is not None
     assert (material.public_key is not None) == key_type.supports_signing
     assert KeyMaterial.from_bytes(material.to_bytes()) == material
     # Two versions never share an HMAC key.
@@ -133,3 +134,99 @@ def test_deletion_and_auto_rotation_rules():
     assert KeySettings(auto_rotate_period=3600).auto_rotation_due(created, datetime.now(UTC))
     assert not KeySettings(auto_rotate_period=3 * 3600).auto_rotation_due(created, datetime.now(UTC))
     assert not KeySettings().auto_rotation_due(created, datetime.now(UTC))
+
+
+def test_public_key_only_envelopes_round_trip():
+    ecdsa = KEY_TYPES["ecdsa-p384"]
+    full = ecdsa.generate()
+    public_only = ecdsa.import_public_key(public_key_pem(full.public_key))
+    assert public_only.key == b"" and not public_only.has_private_key and full.has_private_key
+    assert KeyMaterial.from_bytes(public_only.to_bytes()) == public_only
+    assert public_only.public_key == full.public_key and public_only.origin == Origin.IMPORTED
+
+
+NEW_KEYS = {
+    "defaults": ("aes256-gcm96", {}, KeySettings()),
+    "derived": ("chacha20-poly1305", {"derived": True}, KeySettings(derived=True)),
+    "convergent": (
+        "xchacha20-poly1305",
+        {"derived": True, "convergent_encryption": True},
+        KeySettings(derived=True, convergent_encryption=True),
+    ),
+    "derived ed25519": ("ed25519", {"derived": True}, KeySettings(derived=True)),
+    "flags": (
+        "rsa-2048",
+        {"exportable": True, "allow_plaintext_backup": True, "auto_rotate_period": 3600},
+        KeySettings(exportable=True, allow_plaintext_backup=True, auto_rotate_period=3600),
+    ),
+    "hmac default size": ("hmac", {"key_size": 0}, KeySettings()),
+    "hmac 512": ("hmac", {"key_size": 512}, KeySettings()),
+}
+
+
+@pytest.mark.parametrize(("type_name", "arguments", "expected"), NEW_KEYS.values(), ids=NEW_KEYS)
+def test_settings_for_a_new_key(type_name, arguments, expected):
+    assert KeySettings.for_new_key(type_name, **arguments) == expected
+
+
+NEW_KEY_ERRORS = {
+    # Vault's order: auto-rotate period, convergent without derived, type, key_size, then per-type rules.
+    "short period": (
+        "rsa-2048",
+        {"auto_rotate_period": 59, "convergent_encryption": True},
+        InvalidRequest,
+        "auto rotate period must be 0 to disable or at least an hour",
+    ),
+    "negative period": (
+        "aes256-gcm96",
+        {"auto_rotate_period": -1},
+        InvalidRequest,
+        "auto rotate period must be 0 to disable or at least an hour",
+    ),
+    "convergent alone": (
+        "bogus",
+        {"convergent_encryption": True},
+        InvalidRequest,
+        "convergent encryption requires derivation to be enabled",
+    ),
+    "unknown type": ("bogus", {"key_size": 7}, InvalidRequest, "unknown key type"),
+    "key_size on aes": (
+        "aes256-gcm96",
+        {"key_size": 32},
+        InvalidRequest,
+        "key_size is not valid for algorithm aes256-gcm96",
+    ),
+    "key_size small": ("hmac", {"key_size": 31}, InvalidRequest, "invalid key_size 31"),
+    "key_size big": ("hmac", {"key_size": 513, "derived": True}, InvalidRequest, "invalid key_size 513"),
+    "derived rsa": (
+        "rsa-4096",
+        {"derived": True},
+        RefusedAsServerError,
+        "key derivation and convergent encryption not supported for keys of type rsa-4096",
+    ),
+    "derived ecdsa": (
+        "ecdsa-p384",
+        {"derived": True, "convergent_encryption": True},
+        RefusedAsServerError,
+        "key derivation and convergent encryption not supported for keys of type ecdsa-p384",
+    ),
+    "derived hmac": (
+        "hmac",
+        {"derived": True},
+        RefusedAsServerError,
+        "key derivation and convergent encryption not supported for keys of type hmac",
+    ),
+    "convergent ed25519": (
+        "ed25519",
+        {"derived": True, "convergent_encryption": True},
+        RefusedAsServerError,
+        "convergent encryption not supported for keys of type ed25519",
+    ),
+}
+
+
+@pytest.mark.parametrize(("type_name", "arguments", "error", "message"), NEW_KEY_ERRORS.values(), ids=NEW_KEY_ERRORS)
+def test_settings_for_a_new_key_refused(type_name, arguments, error, message):
+    with pytest.raises(error) as excinfo:
+        KeySettings.for_new_key(type_name, **arguments)
+    assert excinfo.value.message == message

@@ -153,6 +153,7 @@ def test_encrypt_upserts_a_key_unless_disabled(server, vault):
     assert vault.read("transit/config/keys")["data"] == {"disable_upsert": True}
     with pytest.raises(hvac.exceptions.InvalidRequest, match="encryption key not found"):
         transit.encrypt_data("not-made", plaintext=SECRET, type=TYPE)
+    assert transit.create_key("made-explicitly", key_type=TYPE)["data"]["name"] == "made-explicitly"
     # A token that may only encrypt cannot create keys by encrypting.
     encrypter = server.client(server.endpoint_token("encrypter")).secrets.transit
     with pytest.raises(hvac.exceptions.Forbidden):
