@@ -182,6 +182,8 @@ class KeySettings:
     convergent_encryption: bool = False
     # OpenBao's soft delete: kept, but refused for every use until restored.
     soft_deleted: bool = False
+    # An imported key may be rotated here (Vault's allow_rotation on import).
+    allow_imported_key_rotation: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -671,6 +673,8 @@ class Key:
             "auto_rotate_period": settings.auto_rotate_period,
             "imported_key": self.imported,
         }
+        if self.imported:
+            body["imported_key_allow_rotation"] = settings.allow_imported_key_rotation
         if self.key_size:
             body["key_size"] = self.key_size
         if self.key_type.lists_versions:

@@ -49,15 +49,18 @@ def test_create_is_an_upsert_and_the_key_works(vault):
     ("params", "message"),
     [
         ({"type": "no-such-type"}, "unknown key type"),
-        ({"type": "ecdsa-p256", "derived": True}, "not supported for keys of type ecdsa-p256"),
+        ({"type": "ecdsa-p256", "derived": True, "status": 500}, "not supported for keys of type ecdsa-p256"),
         ({"type": TYPE, "convergent_encryption": True}, "convergent encryption requires derivation"),
         ({"type": TYPE, "auto_rotate_period": "30m"}, "at least an hour"),
     ],
     ids=["unknown-type", "derived-ecdsa", "convergent-underived", "short-rotation"],
 )
 def test_bad_creates_are_400s_and_create_nothing(vault, params, message):
-    # hvac's create_key checks types itself; its generic write sends what a script would.
-    with pytest.raises(hvac.exceptions.InvalidRequest, match=message):
+    # hvac's create_key checks types itself; its generic write sends what a script would. Vault answers a
+    # derivation request on a type that cannot derive with 500 (a plain error); kept for its clients.
+    params = dict(params)  # the table is shared by every run
+    error = hvac.exceptions.InternalServerError if params.pop("status", 400) == 500 else hvac.exceptions.InvalidRequest
+    with pytest.raises(error, match=message):
         vault.write("transit/keys/never", **params)
     with pytest.raises(hvac.exceptions.InvalidPath):
         vault.secrets.transit.read_key("never")

@@ -178,9 +178,10 @@ class KeyService:
 
     # -- writes -------------------------------------------------------------------------------------------
 
-    async def generate(self, key_type: str) -> KeyMaterial:
-        """New material for a version, made in a worker thread (RSA key generation takes seconds)."""
-        return await asyncio.to_thread(self._key_type(key_type, "?").generate)
+    async def generate(self, key_type: str, key_size: int | None = None) -> KeyMaterial:
+        """New material for a version, made in a worker thread (RSA key generation takes seconds).
+        ``key_size``: hmac keys only (bytes); None for the type's default."""
+        return await asyncio.to_thread(self._key_type(key_type, "?").generate, key_size or None)
 
     async def create(
         self,
@@ -203,11 +204,13 @@ class KeyService:
         """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
         key row, so versions stay contiguous. Returns the key as this rotation left it. ``only_if_due``
         (auto-rotation): rotate only if the period has still passed under the lock, else return None."""
-        async with self._db.reading() as session:
-            key_type = await repo.key_type_of(session, name)
-        if key_type is None:
+        current = await self.get(name, ())
+        if current is None:
             raise InvalidRequest("key not found")
-        material = await self.generate(key_type)  # a key's type never changes, so this stays right
+        if current.imported and not current.settings.allow_imported_key_rotation:
+            raise RefusedAsServerError(f"imported key {name} does not allow rotation within Vault")
+        # A key's type never changes, so material made before the lock stays right; hmac keys keep their size.
+        material = await self.generate(current.key_type.name, current.key_size or None)
         async with self._db.writing() as session:
             row = await repo.get_key(session, name, for_update=True)
             if row is None:
@@ -226,13 +229,13 @@ class KeyService:
         log.info("rotated key %s to version %d", name, version.version)
         return await self._remember(stored)
 
-    async def upsert(self, name: str, key_type: str, settings: KeySettings) -> Key:
+    async def upsert(self, name: str, key_type: str, settings: KeySettings, key_size: int = 0) -> Key:
         """Vault's key create: make the key if it does not exist; an existing key is returned unchanged (the
         new parameters are ignored, as in Vault). Two nodes creating the same name at once make one key."""
         existing = await self.get(name, ())
         if existing is not None:
             return existing
-        material = await self.generate(key_type)
+        material = await self.generate(key_type, key_size)
         try:
             async with self._db.writing() as session:
                 if await repo.get_key(session, name, for_update=True) is None:

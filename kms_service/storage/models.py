@@ -110,6 +110,9 @@ class Key(Base):
     soft_deleted: Mapped[bool] = mapped_column(
         Boolean, server_default=false(), comment="OpenBao's soft delete: kept, refused for every use until restored"
     )
+    allow_imported_key_rotation: Mapped[bool] = mapped_column(
+        Boolean, server_default=false(), comment="An imported key may be rotated here (Vault's allow_rotation)"
+    )
     source: Mapped[str] = mapped_column(
         String(16),
         server_default="services-yaml",

@@ -338,6 +338,9 @@ async def run(path: Path, operation: Operation, call: Call, max_batch_items: int
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge() from None
         body = parse_body(raw)
+    else:
+        # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
+        body = {name: value for name, value in call.request.query.items() if name in path.body_names}
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)
     if operation.body:

@@ -6,14 +6,14 @@ response. Each path's schema and operations are in ``PATHS`` at the end (Vault's
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.keyring import Key, KeySettings, b64encode, parse_versioned, validate_key_name
-from kms_service.keytypes import HASH_ALGORITHMS, MARSHALING_ALGORITHMS, EncryptOptions, SignOptions
+from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions
 from kms_service.keytypes import key_type as key_type_named
 from kms_service.service import KeyConfigChange
 from kms_service.service.keys import SOFT_DELETED
@@ -23,7 +23,6 @@ from kms_service.web.replies import Reply
 
 # Vault's default type for a key made by a write that names none.
 DEFAULT_KEY_TYPE = "aes256-gcm96"
-_SALT_LENGTH_RE = re.compile(r"auto|hash|-1|[0-9]{1,5}", re.ASCII)
 
 
 async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -> Key:
@@ -43,7 +42,7 @@ async def read_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     key = await call.kms.keys.get(call.params["name"])
     if key is None:
         raise NotFound()
-    return key.body()
+    return key.body(args["context"])
 
 
 async def list_keys(call: Call, args: dict[str, Any]) -> dict[str, Any]:
@@ -86,30 +85,28 @@ async def key_exists(call: Call) -> bool:
     return await call.kms.keys.get(call.params["name"], ()) is not None
 
 
-def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings]:
-    """The type and settings of a key made by a write (keys/:name, or encrypt's upsert), with Vault's rules."""
+def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
+    """The type, settings and key size of a key made by a write (keys/:name, or encrypt's upsert), after
+    Vault's creation rules (``KeySettings.for_new_key``)."""
     type_name = args.get("type") or DEFAULT_KEY_TYPE
-    key_type = key_type_named(type_name)
-    derived = bool(args.get("derived"))
-    convergent = bool(args.get("convergent_encryption"))
-    if convergent and not derived:
-        raise InvalidRequest("convergent encryption requires derivation to be enabled")
-    if derived and not key_type.supports_derivation:
-        raise InvalidRequest(f"key derivation and convergent encryption not supported for keys of type {type_name}")
-    settings, _ = KeySettings(
-        derived=derived,
-        convergent_encryption=convergent,
+    key_size = args.get("key_size") or 0
+    settings = KeySettings.for_new_key(
+        type_name,
+        derived=bool(args.get("derived")),
+        convergent_encryption=bool(args.get("convergent_encryption")),
         exportable=bool(args.get("exportable")),
         allow_plaintext_backup=bool(args.get("allow_plaintext_backup")),
-    ).configured(KeyConfigChange(auto_rotate_period=_seconds("auto_rotate_period", args.get("auto_rotate_period"))), 1)
-    return type_name, settings
+        auto_rotate_period=_seconds("auto_rotate_period", args.get("auto_rotate_period")) or 0,
+        key_size=key_size,
+    )
+    return type_name, settings, key_size
 
 
 async def write_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     """Create the key (upsert): an existing key is returned unchanged, as in Vault."""
     # config/keys disable_upsert stops encrypt from creating keys, not this explicit create (Vault).
-    type_name, settings = _new_key_settings(args)
-    key = await call.kms.keys.upsert(call.params["name"], type_name, settings)
+    type_name, settings, key_size = _new_key_settings(args)
+    key = await call.kms.keys.upsert(call.params["name"], type_name, settings, key_size)
     return key.body()
 
 
@@ -130,15 +127,14 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         if args["convergent_encryption"] and not derived:
             raise InvalidRequest("convergent encryption requires derivation to be enabled, so context is required")
         upsert = {**args, "derived": derived}
-        type_name, settings = _new_key_settings(upsert)
+        type_name, settings, key_size = _new_key_settings(upsert)
         if not key_type_named(type_name).supports_encryption:
             raise InvalidRequest(f"key type {type_name} not supported for this operation")
-        await call.kms.keys.upsert(call.params["name"], type_name, settings)
+        await call.kms.keys.upsert(call.params["name"], type_name, settings, key_size)
     key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        options = EncryptOptions(associated_data=item["associated_data"])
-        ciphertext, version = key.encrypt(item["plaintext"], options, item["key_version"])
+        ciphertext, version = key.encrypt(item["plaintext"], _encrypt_options(item), item["key_version"])
         return {"ciphertext": ciphertext, "key_version": version}
 
     items.respond(one)
@@ -153,8 +149,7 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     key = await usable_key(call, "encryption key not found", set(versions))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        options = EncryptOptions(associated_data=item["associated_data"])
-        return {"plaintext": b64encode(key.decrypt(item["ciphertext"], options))}
+        return {"plaintext": b64encode(key.decrypt(item["ciphertext"], _encrypt_options(item)))}
 
     items.respond(one)
 
@@ -165,11 +160,20 @@ async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
     key = await usable_key(call, "encryption key not found", {*versions, *targets})
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        options = EncryptOptions(associated_data=item["associated_data"])
-        ciphertext, version = key.rewrap(item["ciphertext"], options, item["key_version"])
+        decrypting = _encrypt_options(item, item["decrypt_padding_scheme"])
+        encrypting = _encrypt_options(item, item["encrypt_padding_scheme"])
+        ciphertext, version = key.rewrap(item["ciphertext"], decrypting, item["key_version"], encrypting)
         return {"ciphertext": ciphertext, "key_version": version}
 
     items.respond(one)
+
+
+def _encrypt_options(item: dict[str, Any], padding_scheme: str | None = None) -> EncryptOptions:
+    return EncryptOptions(
+        associated_data=item["associated_data"],
+        context=item["context"],
+        padding_scheme=padding_scheme if padding_scheme is not None else item.get("padding_scheme") or "",
+    )
 
 
 def _context_everywhere_or_nowhere(items: list[dict[str, Any]]) -> None:
@@ -181,18 +185,16 @@ def _context_everywhere_or_nowhere(items: list[dict[str, Any]]) -> None:
 
 
 def _signing_options(call: Call, args: dict[str, Any]) -> SignOptions:
-    hash_name = call.params.get("hash") or args["hash_algorithm"] or args["algorithm"] or "sha2-256"
-    if hash_name not in HASH_ALGORITHMS:
-        raise InvalidRequest(f"invalid hash algorithm; use one of {', '.join(HASH_ALGORITHMS)}")
-    marshaling = args["marshaling_algorithm"] or "asn1"
-    if marshaling not in MARSHALING_ALGORITHMS:
-        raise InvalidRequest("invalid marshaling type; use asn1 or jws")
-    # RSA-only options: validated like Vault, no effect on ECDSA.
-    if args["signature_algorithm"] not in (None, "", "pss", "pkcs1v15"):
-        raise InvalidRequest("invalid signature_algorithm; use pss or pkcs1v15")
-    if args["salt_length"] is not None and not _SALT_LENGTH_RE.fullmatch(args["salt_length"]):
-        raise InvalidRequest("salt length neither 'auto', 'hash', nor an int")
-    return SignOptions(hash_algorithm=hash_name, prehashed=args["prehashed"], marshaling=marshaling)
+    """The request's signing options, checked once (Vault's order); each item adds its own context."""
+    options = SignOptions(
+        hash_algorithm=call.params.get("hash") or args["hash_algorithm"] or args["algorithm"] or "sha2-256",
+        prehashed=args["prehashed"],
+        marshaling=args["marshaling_algorithm"] or "asn1",
+        signature_algorithm=args["signature_algorithm"] or "pss",
+        salt_length=args["salt_length"] if args["salt_length"] is not None else "auto",
+    )
+    options.check()
+    return options
 
 
 async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
@@ -202,8 +204,14 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
         raise InvalidRequest(f"key type {key.key_type.name} does not support signing")
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        signature, version = key.sign(item["input"], options, args["key_version"])
-        return {"signature": signature, "key_version": version}
+        item_options = replace(options, context=item["context"])
+        signature, version = key.sign(item["input"], item_options, args["key_version"])
+        result: dict[str, Any] = {"signature": signature, "key_version": version}
+        public_key = key.derived_public_key(item["context"], version)
+        if public_key is not None:
+            # Vault spells it publickey in batch results and public_key otherwise.
+            result["publickey" if items.batched else "public_key"] = public_key
+        return result
 
     items.respond(one)
 
@@ -212,16 +220,41 @@ def _signature_version(item: dict[str, Any]) -> int:
     return parse_versioned(item["signature"], "signature").version
 
 
+def _verified_version(item: dict[str, Any]) -> int:
+    if item["hmac"] is not None:
+        return parse_versioned(item["hmac"], "HMAC").version
+    if item["signature"] is None:
+        raise InvalidRequest("neither a 'signature' nor an 'hmac' were given to verify")
+    return _signature_version(item)
+
+
 async def verify(call: Call, args: dict[str, Any], items: Items) -> None:
+    """A signature, or (with ``hmac``) an HMAC: 200 with valid true or false either way."""
     options = _signing_options(call, args)
-    versions = items.map(_signature_version)
+    versions = items.map(_verified_version)
     key = await usable_key(call, "signature verification key not found", set(versions))
-    if not key.key_type.supports_signing:
+    # Newest Vault: the URL's hash, else hash_algorithm, else algorithm.
+    hmac_algorithm = call.params.get("hash") or args["hash_algorithm"] or args["algorithm"] or "sha2-256"
+    if any(item["hmac"] is None for item in items.values if item) and not key.key_type.supports_signing:
         raise InvalidRequest(f"key type {key.key_type.name} does not support verification")
-    items.respond(lambda item: {"valid": key.verify(item["input"], item["signature"], options)})
+
+    def one(item: dict[str, Any]) -> dict[str, Any]:
+        if item["hmac"] is not None:
+            return {"valid": key.verify_hmac(item["input"], item["hmac"], hmac_algorithm)}
+        return {"valid": key.verify(item["input"], item["signature"], replace(options, context=item["context"]))}
+
+    items.respond(one)
 
 
-_HMAC_REFUSED = "HMAC verification is not supported by this server yet"
+async def hmac(call: Call, args: dict[str, Any], items: Items) -> None:
+    algorithm = call.params.get("url_algorithm") or args["algorithm"]
+    key = await usable_key(call, "HMAC key not found", (args["key_version"],))
+
+    def one(item: dict[str, Any]) -> dict[str, Any]:
+        value, _version = key.hmac(item["input"], algorithm, args["key_version"])
+        return {"hmac": value}
+
+    items.respond(one)
 
 
 def _signature_in_every_item(items: list[dict[str, Any]]) -> None:
@@ -236,8 +269,6 @@ def _signature_in_every_item(items: list[dict[str, Any]]) -> None:
         if hmacs:
             raise InvalidRequest("some elements of batch_input are missing 'hmac'")
         raise InvalidRequest("no batch_input elements have 'signature' or 'hmac'")
-    if hmacs:
-        raise InvalidRequest(_HMAC_REFUSED)
 
 
 # -- the paths ----------------------------------------------------------------------------------------
@@ -254,7 +285,7 @@ NONCE = Field(
 CONTEXT = Field(
     "context",
     T.BASE64,
-    "Base64 context for key derivation. Keys here are never derived: validated, then unused.",
+    "Base64 context: required by derived keys (each context has its own key); ignored by the others.",
     batch=True,
 )
 ASSOCIATED_DATA = Field(
@@ -327,7 +358,26 @@ VERIFY_INPUT = Field(
     missing_item="missing input",
 )
 
+PADDING_SCHEME = Field("padding_scheme", T.STRING, "RSA keys: oaep (the default) or pkcs1v15.", batch=True)
+HMAC_INPUT = Field("input", T.BASE64, "Base64 data to HMAC.", default=b"", batch=True, missing_item="missing input")
+
 PATHS = (
+    Path(
+        "transit/hmac/:name(/:url_algorithm)",
+        "HMAC base64 input (or a batch of inputs) with the key version's HMAC key.",
+        fields=(
+            NAME,
+            Field("url_algorithm", T.STRING, "In the URL: the hash algorithm; beats the body's."),
+            Field("algorithm", T.STRING, "sha2-224/256/384/512 or sha3-224/256/384/512.", default="sha2-256"),
+            Field("key_version", T.INT, "The key version (0: latest).", default=0),
+            HMAC_INPUT,
+        ),
+        operations={
+            "POST": Operation(
+                hmac, batch=Batch(), returns=(Field("hmac", T.STRING, "The HMAC, 'vault-kms:v<N>:<base64>'."),)
+            )
+        },
+    ),
     Path(
         "transit/keys",
         "List the keys.",
@@ -399,6 +449,7 @@ PATHS = (
             CONTEXT,
             ASSOCIATED_DATA,
             ENCRYPT_KEY_VERSION,
+            PADDING_SCHEME,
             Field("type", T.STRING, f"Upsert only: the new key's type (default {DEFAULT_KEY_TYPE})."),
             Field("convergent_encryption", T.BOOL, "Upsert only: make the new key convergent (needs a context)."),
         ),
@@ -414,7 +465,7 @@ PATHS = (
     Path(
         "transit/decrypt/:name",
         "Decrypt a ciphertext (or a batch of them) with the named key.",
-        fields=(NAME, NONCE, CIPHERTEXT, CONTEXT, ASSOCIATED_DATA),
+        fields=(NAME, NONCE, CIPHERTEXT, CONTEXT, ASSOCIATED_DATA, PADDING_SCHEME),
         operations={
             "POST": Operation(
                 decrypt,
@@ -428,7 +479,18 @@ PATHS = (
     Path(
         "transit/rewrap/:name",
         "Decrypt a ciphertext and encrypt it again with the latest (or the given) key version.",
-        fields=(NAME, NONCE, CIPHERTEXT, CONTEXT, ASSOCIATED_DATA, ENCRYPT_KEY_VERSION),
+        fields=(
+            NAME,
+            NONCE,
+            CIPHERTEXT,
+            CONTEXT,
+            ASSOCIATED_DATA,
+            ENCRYPT_KEY_VERSION,
+            Field(
+                "decrypt_padding_scheme", T.STRING, "RSA keys: the padding the ciphertext was made with.", batch=True
+            ),
+            Field("encrypt_padding_scheme", T.STRING, "RSA keys: the padding to encrypt with.", batch=True),
+        ),
         operations={
             "POST": Operation(
                 rewrap,
@@ -472,14 +534,8 @@ PATHS = (
             VERIFY_INPUT,
             CONTEXT,
             *SIGNING_FIELDS,
-            Field("hmac", T.STRING, "Refused: HMAC is not supported yet.", batch=True, refuse=_HMAC_REFUSED),
-            Field(
-                "signature",
-                T.STRING,
-                "The signature, 'vault-kms:v<N>:...' (or 'vault:v<N>:...').",
-                batch=True,
-                required="neither a 'signature' nor an 'hmac' were given to verify",
-            ),
+            Field("hmac", T.STRING, "An HMAC to verify instead of a signature, 'vault-kms:v<N>:...'.", batch=True),
+            Field("signature", T.STRING, "The signature, 'vault-kms:v<N>:...' (or 'vault:v<N>:...').", batch=True),
         ),
         operations={
             "POST": Operation(

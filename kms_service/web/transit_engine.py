@@ -99,7 +99,10 @@ async def csr(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     if key.settings.derived:
         raise InvalidRequest("CSRs are not supported for derived keys")
     kv = key.version_for_encryption(version, "signing")
-    return {"name": key.name, "type": key.key_type.name, "csr": certificates.build_csr(kv.handle, args["csr"])}
+    if kv.handle.private is None:
+        raise InvalidRequest("a public-key-only version cannot sign a CSR")
+    csr_pem = certificates.build_csr(kv.handle.private, args["csr"])
+    return {"name": key.name, "type": key.key_type.name, "csr": csr_pem}
 
 
 async def set_certificate(call: Call, args: dict[str, Any]) -> dict[str, Any]:
