@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -337,6 +337,61 @@ class KeyService:
             self._db.changed(session, Change(Kind.KEY, name))
             reloaded = await repo.load_key(session, name)
         return await self._remember(reloaded)
+
+    async def import_key(self, name: str, key_type: str, material: KeyMaterial, settings: KeySettings) -> None:
+        """A new key whose first version is imported material (Vault's keys/:name/import)."""
+        try:
+            async with self._db.writing() as session:
+                if await repo.get_key(session, name, for_update=True) is not None:
+                    raise RefusedAsServerError(
+                        "the import path cannot be used with an existing key; use import-version to rotate an "
+                        "existing imported key"
+                    )
+                await self.create(session, name, key_type, material, settings, source=SOURCE_API)
+        except IntegrityError:
+            raise RefusedAsServerError(
+                "the import path cannot be used with an existing key; use import-version to rotate an existing "
+                "imported key"
+            ) from None
+        log.info("imported key %s (%s)", name, key_type)
+
+    async def import_version(self, name: str, make: Callable[[KeyType], KeyMaterial], version: int = 0) -> Key:
+        """Add an imported version to an imported key, or (``version``) complete a public-key-only version with
+        its private key. ``make`` turns the request into material for the key's type."""
+        current = await self.get(name, ())
+        if current is None:
+            raise RefusedAsServerError(f"no key found with name {name}; to import a new key, use the import/ endpoint")
+        if not current.imported:
+            raise RefusedAsServerError("the import_version endpoint can only be used with an imported key")
+        material = make(current.key_type)
+        async with self._db.writing() as session:
+            row = await repo.get_key(session, name, for_update=True)
+            if row is None:
+                raise RefusedAsServerError(f"no key found with name {name}")
+            _refuse_soft_deleted(row)
+            now = utcnow()
+            if version:
+                stored = await repo.get_version(session, row, version)
+                if stored is None:
+                    raise InvalidRequest("version does not exist or cannot be found")
+                existing = self._unseal(name, stored)
+                if existing.has_private_key or existing.public_key != material.public_key:
+                    raise RefusedAsServerError(
+                        "cannot import a private key that does not match the version's public key"
+                    )
+                sealed = self._seal(name, version, material, stored.created_at)
+                await repo.reseal_version(
+                    session, row.id, version, sealed.sealed_material, ENVELOPE_FORMAT, sealed.master_key_id
+                )
+                await repo.bump(session, row, now)
+            else:
+                added = self._seal(name, row.latest_version + 1, material, now)
+                await repo.add_version(session, row, added, _public_pem(material))
+                await repo.bump(session, row, now, latest_version=added.version)
+            self._db.changed(session, Change(Kind.KEY, name))
+            stored_key = await repo.load_key(session, name)
+        log.info("imported a version of key %s", name)
+        return await self._remember(stored_key)
 
     async def backup(self, name: str) -> str:
         key = await self.get(name, ())

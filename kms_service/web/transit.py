@@ -64,13 +64,13 @@ async def configure_key(call: Call, args: dict[str, Any]) -> Reply:
         deletion_allowed=args["deletion_allowed"],
         exportable=args["exportable"],
         allow_plaintext_backup=args["allow_plaintext_backup"],
-        auto_rotate_period=_seconds("auto_rotate_period", args["auto_rotate_period"]),
+        auto_rotate_period=duration_seconds("auto_rotate_period", args["auto_rotate_period"]),
     )
     key, warnings = await call.kms.keys.configure(call.params["name"], change)
     return Reply(key.body(), warnings=warnings)
 
 
-def _seconds(name: str, value: Any) -> int | None:
+def duration_seconds(name: str, value: Any) -> int | None:
     """A duration field (``3600`` or ``"1h"``) as whole seconds, None when absent."""
     if value is None:
         return None
@@ -96,7 +96,7 @@ def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
         convergent_encryption=bool(args.get("convergent_encryption")),
         exportable=bool(args.get("exportable")),
         allow_plaintext_backup=bool(args.get("allow_plaintext_backup")),
-        auto_rotate_period=_seconds("auto_rotate_period", args.get("auto_rotate_period")) or 0,
+        auto_rotate_period=duration_seconds("auto_rotate_period", args.get("auto_rotate_period")) or 0,
         key_size=key_size,
     )
     return type_name, settings, key_size

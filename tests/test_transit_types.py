@@ -1,0 +1,182 @@
+"""Every key type over HTTP (hvac, default settings), on SQLite and PostgreSQL: create, use, hmac, export;
+what the service did is checked independently with `cryptography` on the exported keys. And bring your own
+key: a key wrapped locally for the service's wrapping_key, imported, then used."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac as stdlib_hmac
+import os
+
+import hvac.exceptions
+import pytest
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, aes_key_wrap_with_padding
+
+from kms_service.keytypes import KEY_TYPES
+
+DATA = b"the data"
+B64 = base64.b64encode(DATA).decode()
+
+
+@pytest.fixture
+def vault(server):
+    return server.client(server.root_token())
+
+
+def _body(ciphertext: str) -> bytes:
+    return base64.b64decode(ciphertext.split(":", 2)[2])
+
+
+def _check_independently(key_type: str, export_type: str, exported: str, made: str) -> None:
+    """Open the ciphertext, or verify the signature, the service made, with cryptography and the exported key."""
+    if key_type.startswith("rsa-") and export_type == "signing-key":
+        private = serialization.load_pem_private_key(exported.encode(), None)
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+        private.public_key().verify(_body(made), DATA, pss, hashes.SHA256())
+    elif key_type in ("aes128-gcm96", "aes256-gcm96"):
+        body = _body(made)
+        assert AESGCM(base64.b64decode(exported)).decrypt(body[:12], body[12:], None) == DATA
+    elif key_type == "chacha20-poly1305":
+        body = _body(made)
+        assert ChaCha20Poly1305(base64.b64decode(exported)).decrypt(body[:12], body[12:], None) == DATA
+    elif key_type.startswith("rsa-"):
+        private = serialization.load_pem_private_key(exported.encode(), None)
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        assert private.decrypt(_body(made), oaep) == DATA
+    elif key_type.startswith("ecdsa-"):
+        public = serialization.load_pem_private_key(exported.encode(), None).public_key()
+        public.verify(_body(made), DATA, ec.ECDSA(hashes.SHA256()))
+    elif key_type == "ed25519":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        Ed25519PrivateKey.from_private_bytes(base64.b64decode(exported)[:32]).public_key().verify(_body(made), DATA)
+
+
+@pytest.mark.parametrize("key_type", sorted(KEY_TYPES))
+def test_every_key_type_over_http(vault, key_type):
+    name = f"k-{key_type}"
+    params = {"type": key_type, "exportable": True}
+    if key_type == "hmac":
+        params["key_size"] = 48
+    body = vault.write(f"transit/keys/{name}", **params)["data"]
+    assert body["type"] == key_type and body["latest_version"] == 1
+    kt = KEY_TYPES[key_type]
+    transit = vault.secrets.transit
+    checks = []
+    if kt.supports_encryption:
+        made = transit.encrypt_data(name, plaintext=B64)["data"]["ciphertext"]
+        assert transit.decrypt_data(name, ciphertext=made)["data"]["plaintext"] == B64
+        checks.append(("encryption-key", made))
+    if kt.supports_signing:
+        made = vault.write(f"transit/sign/{name}/sha2-256", input=B64)["data"]["signature"]
+        verified = vault.write(f"transit/verify/{name}/sha2-256", input=B64, signature=made)["data"]
+        assert verified["valid"] is True
+        checks.append(("signing-key", made))
+    # Every type HMACs with its version's HMAC key (for the hmac type, the key itself).
+    mac = transit.generate_hmac(name, hash_input=B64)["data"]["hmac"]
+    assert transit.verify_signed_data(name, hash_input=B64, hmac=mac)["data"]["valid"] is True
+    hmac_key = base64.b64decode(vault.read(f"transit/export/hmac-key/{name}/1")["data"]["keys"]["1"])
+    assert len(hmac_key) == (48 if key_type == "hmac" else 32)
+    assert _body(mac) == stdlib_hmac.new(hmac_key, DATA, hashlib.sha256).digest()
+    for export_type, made in checks:
+        exported = vault.read(f"transit/export/{export_type}/{name}/latest")["data"]["keys"]["1"]
+        _check_independently(key_type, export_type, exported, made)
+    transit.rotate_key(name)
+    rotated = transit.read_key(name)["data"]
+    assert rotated["latest_version"] == 2
+    if key_type == "hmac":
+        assert rotated["key_size"] == 48  # a rotation keeps the hmac key's size
+
+
+def test_export_is_refused_unless_exportable(vault):
+    vault.secrets.transit.create_key("sealed-in", key_type="aes256-gcm96")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="private key material is not exportable"):
+        vault.read("transit/export/encryption-key/sealed-in")
+    assert vault.read("transit/export/encryption-key/no-such-key") is None  # hvac's read: a 404 is None
+    vault.secrets.transit.create_key("signer", key_type="ecdsa-p384")
+    public = vault.read("transit/export/public-key/signer")["data"]["keys"]["1"]
+    assert serialization.load_pem_public_key(public.encode()).curve.name == "secp384r1"
+
+
+def test_derived_and_convergent_keys(vault):
+    transit = vault.secrets.transit
+    transit.create_key("derived", key_type="aes256-gcm96", derived=True, convergent_encryption=True)
+    context = base64.b64encode(b"tenant-1").decode()
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="missing 'context'"):
+        transit.encrypt_data("derived", plaintext=B64)
+    first = transit.encrypt_data("derived", plaintext=B64, context=context)["data"]["ciphertext"]
+    second = transit.encrypt_data("derived", plaintext=B64, context=context)["data"]["ciphertext"]
+    assert first == second  # convergent: same plaintext and context, same ciphertext
+    other = base64.b64encode(b"tenant-2").decode()
+    assert transit.encrypt_data("derived", plaintext=B64, context=other)["data"]["ciphertext"] != first
+    assert transit.decrypt_data("derived", ciphertext=first, context=context)["data"]["plaintext"] == B64
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="authentication failed"):
+        transit.decrypt_data("derived", ciphertext=first, context=other)
+
+
+def _wrap_locally(wrapping_pem: str, target: bytes) -> str:
+    """Vault's BYOK blob, built here from cryptography's primitives (not the service's code)."""
+    ephemeral = os.urandom(32)
+    public = serialization.load_pem_public_key(wrapping_pem.encode())
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    return base64.b64encode(public.encrypt(ephemeral, oaep) + aes_key_wrap_with_padding(ephemeral, target)).decode()
+
+
+def test_bring_your_own_key(server, vault):
+    wrapping = vault.read("transit/wrapping_key")["data"]["public_key"]
+    own_key = os.urandom(32)
+    blob = _wrap_locally(wrapping, own_key)
+    response = requests.post(
+        f"{server.url}/v1/transit/keys/byok/import",
+        json={"ciphertext": blob, "type": "aes256-gcm96", "hash_function": "SHA256"},
+        headers={"X-Vault-Token": vault.token},
+    )
+    assert response.status_code == 204, response.text
+    body = vault.secrets.transit.read_key("byok")["data"]
+    assert body["imported_key"] is True and body["imported_key_allow_rotation"] is False
+    # A ciphertext made locally with the key we imported decrypts through the service.
+    nonce = os.urandom(12)
+    local = "vault:v1:" + base64.b64encode(nonce + AESGCM(own_key).encrypt(nonce, DATA, None)).decode()
+    assert vault.secrets.transit.decrypt_data("byok", ciphertext=local)["data"]["plaintext"] == B64
+    # Vault's refusals: importing over an existing key, rotating an imported key without allow_rotation.
+    again = requests.post(
+        f"{server.url}/v1/transit/keys/byok/import",
+        json={"ciphertext": blob, "type": "aes256-gcm96"},
+        headers={"X-Vault-Token": vault.token},
+    )
+    assert again.status_code == 500 and "the import path cannot be used with an existing key" in again.text
+    with pytest.raises(hvac.exceptions.InternalServerError, match="does not allow rotation"):
+        vault.secrets.transit.rotate_key("byok")
+    # import_version adds version 2 from another local key.
+    second_key = os.urandom(32)
+    added = requests.post(
+        f"{server.url}/v1/transit/keys/byok/import_version",
+        json={"ciphertext": _wrap_locally(wrapping, second_key)},
+        headers={"X-Vault-Token": vault.token},
+    )
+    assert added.status_code == 204, added.text
+    made = vault.secrets.transit.encrypt_data("byok", plaintext=B64)["data"]["ciphertext"]
+    assert made.startswith("vault-kms:v2:")
+    body = _body(made)
+    assert AESGCM(second_key).decrypt(body[:12], body[12:], None) == DATA
+
+
+def test_byok_export_to_another_wrapping_key(vault):
+    transit = vault.secrets.transit
+    transit.create_key("source", key_type="aes256-gcm96", exportable=True)
+    transit.create_key("destination", key_type="rsa-2048", exportable=True)
+    blob = base64.b64decode(vault.read("transit/byok-export/destination/source")["data"]["keys"]["1"])
+    private = serialization.load_pem_private_key(
+        vault.read("transit/export/encryption-key/destination/1")["data"]["keys"]["1"].encode(), None
+    )
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    size = private.key_size // 8
+    ephemeral = private.decrypt(blob[:size], oaep)
+    unwrapped = aes_key_unwrap_with_padding(ephemeral, blob[size:])
+    exported = base64.b64decode(vault.read("transit/export/encryption-key/source/1")["data"]["keys"]["1"])
+    assert unwrapped == exported
