@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, aes_key_wrap_with_padding
+from hvac.constants.transit import ALLOWED_KEY_TYPES as HVAC_KEY_TYPES
 
 from kms_service.keytypes import KEY_TYPES
 
@@ -63,28 +64,36 @@ def test_every_key_type_over_http(vault, key_type):
     params = {"type": key_type, "exportable": True}
     if key_type == "hmac":
         params["key_size"] = 48
-    body = vault.write(f"transit/keys/{name}", **params)["data"]
+    transit = vault.secrets.transit
+    if key_type in HVAC_KEY_TYPES:
+        transit.create_key(name, key_type=key_type, exportable=True)
+    else:  # aes128-gcm96, xchacha20-poly1305, hmac: hvac refuses them client-side; its generic write does not
+        vault.write(f"transit/keys/{name}", **params)
+    body = transit.read_key(name)["data"]
     assert body["type"] == key_type and body["latest_version"] == 1
     kt = KEY_TYPES[key_type]
-    transit = vault.secrets.transit
     checks = []
     if kt.supports_encryption:
         made = transit.encrypt_data(name, plaintext=B64)["data"]["ciphertext"]
         assert transit.decrypt_data(name, ciphertext=made)["data"]["plaintext"] == B64
         checks.append(("encryption-key", made))
+        batch = transit.encrypt_data(name, batch_input=[{"plaintext": B64, "reference": "r"}])["data"]["batch_results"]
+        assert batch[0]["reference"] == "r"
+        rewrapped = transit.rewrap_data(name, ciphertext=batch[0]["ciphertext"])["data"]["ciphertext"]
+        assert transit.decrypt_data(name, ciphertext=rewrapped)["data"]["plaintext"] == B64
     if kt.supports_signing:
-        made = vault.write(f"transit/sign/{name}/sha2-256", input=B64)["data"]["signature"]
-        verified = vault.write(f"transit/verify/{name}/sha2-256", input=B64, signature=made)["data"]
-        assert verified["valid"] is True
+        made = transit.sign_data(name, hash_input=B64, hash_algorithm="sha2-256")["data"]["signature"]
+        verified = transit.verify_signed_data(name, hash_input=B64, signature=made, hash_algorithm="sha2-256")
+        assert verified["data"]["valid"] is True
         checks.append(("signing-key", made))
     # Every type HMACs with its version's HMAC key (for the hmac type, the key itself).
     mac = transit.generate_hmac(name, hash_input=B64)["data"]["hmac"]
     assert transit.verify_signed_data(name, hash_input=B64, hmac=mac)["data"]["valid"] is True
-    hmac_key = base64.b64decode(vault.read(f"transit/export/hmac-key/{name}/1")["data"]["keys"]["1"])
+    hmac_key = base64.b64decode(transit.export_key(name, key_type="hmac-key", version="1")["data"]["keys"]["1"])
     assert len(hmac_key) == (48 if key_type == "hmac" else 32)
     assert _body(mac) == stdlib_hmac.new(hmac_key, DATA, hashlib.sha256).digest()
     for export_type, made in checks:
-        exported = vault.read(f"transit/export/{export_type}/{name}/latest")["data"]["keys"]["1"]
+        exported = transit.export_key(name, key_type=export_type, version="latest")["data"]["keys"]["1"]
         _check_independently(key_type, export_type, exported, made)
     transit.rotate_key(name)
     rotated = transit.read_key(name)["data"]
