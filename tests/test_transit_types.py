@@ -15,6 +15,7 @@ import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, aes_key_wrap_with_padding
 from hvac.constants.transit import ALLOWED_KEY_TYPES as HVAC_KEY_TYPES
 
@@ -189,3 +190,40 @@ def test_byok_export_to_another_wrapping_key(vault):
     unwrapped = aes_key_unwrap_with_padding(ephemeral, blob[size:])
     exported = base64.b64decode(vault.read("transit/export/encryption-key/source/1")["data"]["keys"]["1"])
     assert unwrapped == exported
+
+
+def test_ecdh_derive_key_matches_a_local_agreement(server, vault):
+    vault.secrets.transit.create_key("base", key_type="ecdsa-p256")
+    peer = ec.generate_private_key(ec.SECP256R1())
+    peer_pem = (
+        peer.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    headers = {"X-Vault-Token": vault.token}
+    response = requests.post(
+        f"{server.url}/v1/transit/derive-key/agreed",
+        json={"base_key_name": "base", "peer_public_key": peer_pem, "derived_key_type": "aes256-gcm96"},
+        headers=headers,
+    )
+    assert response.status_code == 204, response.text
+    # The peer computes the same key from the base key's public half.
+    base_pem = vault.secrets.transit.read_key("base")["data"]["keys"]["1"]["public_key"]
+    shared = peer.exchange(ec.ECDH(), serialization.load_pem_public_key(base_pem.encode()))
+    local = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=None).derive(shared)
+    nonce = os.urandom(12)
+    ciphertext = "vault:v1:" + base64.b64encode(nonce + AESGCM(local).encrypt(nonce, DATA, None)).decode()
+    assert vault.secrets.transit.decrypt_data("agreed", ciphertext=ciphertext)["data"]["plaintext"] == B64
+    assert vault.secrets.transit.read_key("agreed")["data"]["imported_key"] is True
+    wrong_curve = (
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    refused = requests.post(
+        f"{server.url}/v1/transit/derive-key/other",
+        json={"base_key_name": "base", "peer_public_key": wrong_curve},
+        headers=headers,
+    )
+    assert refused.status_code == 400 and "curve" in refused.json()["errors"][0]

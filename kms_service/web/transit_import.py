@@ -11,6 +11,9 @@ import base64
 import binascii
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from kms_service.byok import unwrap_byok
 from kms_service.errors import InvalidRequest, NotFound, RefusedAsServerError
 from kms_service.keyring import KeySettings, validate_key_name
@@ -92,6 +95,30 @@ async def import_version(call: Call, args: dict[str, Any]) -> None:
     await call.kms.keys.import_version(call.params["name"], make, args["version"] or 0)
 
 
+DERIVED_KEY_TYPES = ("aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305")
+
+
+async def derive_key(call: Call, args: dict[str, Any]) -> None:
+    """OpenBao's ECDH: a new key :name holding HKDF-SHA256(ECDH(base key, peer public key)), no salt, no info."""
+    if args["key_derivation_algorithm"] != "ecdh":
+        raise InvalidRequest("unsupported key derivation algorithm; use ecdh")
+    if args["derived_key_type"] not in DERIVED_KEY_TYPES:
+        raise InvalidRequest(f"derived_key_type must be one of {', '.join(DERIVED_KEY_TYPES)}")
+    if not args["base_key_name"]:
+        raise InvalidRequest("base_key_name is required")
+    if not args["peer_public_key"]:
+        raise InvalidRequest("peer_public_key is required")
+    validate_key_name(args["base_key_name"])
+    base = await call.kms.keys.get(args["base_key_name"], (args["base_key_version"],))
+    if base is None:
+        raise InvalidRequest("base key not found")
+    key_type = key_type_named(args["derived_key_type"])
+    secret = base.ecdh(args["peer_public_key"], args["base_key_version"])
+    raw = HKDF(algorithm=hashes.SHA256(), length=key_type.KEY_SIZE, salt=None, info=None).derive(secret)
+    settings = KeySettings.for_new_key(key_type.name)
+    await call.kms.keys.import_key(call.params["name"], key_type.name, key_type.import_key(raw), settings)
+
+
 NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
 VERSION = Field("version", T.STRING, "One version (an integer, v<integer> or latest); absent: every live version.")
 HASH_FUNCTION = Field(
@@ -108,6 +135,24 @@ CIPHERTEXT = Field(
 PUBLIC_KEY = Field("public_key", T.STRING, "PEM public key, to import a public-key-only version (rsa, ecdsa, ed25519).")
 
 PATHS = (
+    Path(
+        "transit/derive-key/:name",
+        "Create :name from an ECDH agreement between an ECDSA key here and a peer's public key (OpenBao).",
+        fields=(
+            NAME,
+            Field("key_derivation_algorithm", T.STRING, "ecdh.", default="ecdh"),
+            Field("peer_public_key", T.STRING, "The peer's PEM public key, on the base key's curve."),
+            Field("base_key_name", T.STRING, "An ecdsa-p256/p384/p521 key here."),
+            Field("base_key_version", T.INT, "The base key's version (0: latest).", default=0),
+            Field(
+                "derived_key_type",
+                T.STRING,
+                "aes256-gcm96 (default), aes128-gcm96, chacha20-poly1305 or xchacha20-poly1305.",
+                default="aes256-gcm96",
+            ),
+        ),
+        operations={"POST": Operation(derive_key)},
+    ),
     Path(
         "transit/export/:export_type/:name(/:version)",
         "Export key material: encryption-key, signing-key, hmac-key (exportable keys), public-key, certificate-chain.",
