@@ -334,7 +334,7 @@ async def run(path: Path, operation: Operation, call: Call, max_batch_items: int
             raw = await call.request.read()
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge() from None
-        body = parse_body(raw)
+        body = parse_body(raw, call.request.headers.get("Content-Type"))
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)
     if operation.body:
