@@ -36,6 +36,7 @@ from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage.engine import create_engine, default_database_url
 from kms_service.web.app import create_app
+from kms_service.web.server import AppRunner
 
 try:
     import uvloop
@@ -184,7 +185,7 @@ async def _serve(
     settings = Settings(
         data_dir=data_dir, database_url=url, service=config, cache_ttl=cache_ttl, reap_interval=reap_interval
     )
-    runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    runner = AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
         site = web.TCPSite(runner, host, port)

@@ -1,15 +1,22 @@
-"""Request bodies as Vault's clients send them: no body, ``null`` and ``{}`` are no fields; form bodies are
-forms (string values), JSON under a form type is JSON."""
+"""Request bodies and methods as Vault's clients send them: no body, ``null`` and ``{}`` are no fields; form
+bodies are forms (string values), JSON under a form type is JSON; the ``LIST`` method works (hvac's default
+``list_keys``, curl ``-X LIST``)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+import socket
+import subprocess
 from datetime import timedelta
 from urllib.parse import urlencode
 
+import hvac
 import pytest
 import requests
+from aiohttp import web_protocol
+from aiohttp.http_parser import HttpRequestParserPy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,3 +157,78 @@ def test_generated_form_bodies_never_get_a_5xx(server, root):
         assert response.headers["Content-Type"] == "application/json"
 
     check()
+
+
+# -- LIST -----------------------------------------------------------------------------------------------
+
+
+def test_hvac_default_list_keys_sends_list(server, root):
+    client = server.client(root)
+    assert client.adapter.strict_http is False  # hvac's default: the LIST method
+    assert client.secrets.transit.list_keys()["data"]["keys"] == ["vault-enc", "vault-sign"]
+    # A token without `list` on transit/keys is refused, as any other request.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        server.client(server.endpoint_token("admin_enc")).secrets.transit.list_keys()
+
+
+def test_curl_list(server, root):
+    for url in (f"{server.url}/v1/transit/keys", f"{server.url}/v1/transit/keys/"):
+        out = subprocess.run(
+            ["curl", "-sS", "-X", "LIST", "-H", f"X-Vault-Token: {root}", "-w", "\n%{http_code}", url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        body, status = out.rsplit("\n", 1)
+        assert status == "200", out
+        assert json.loads(body)["data"]["keys"] == ["vault-enc", "vault-sign"]
+
+
+def test_list_on_a_kept_alive_connection_and_the_requests_after_it(server, root):
+    """LIST moves the connection to aiohttp's Python parser (web/server.py): requests before and after it on the
+    same connection, with bodies (also chunked), are answered as usual."""
+    session = requests.Session()
+    session.headers["X-Vault-Token"] = root
+    url = f"{server.url}/v1/transit"
+
+    def encrypt(**kwargs):
+        response = session.post(f"{url}/encrypt/vault-enc", **kwargs)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["ciphertext"]
+
+    encrypt(json={"plaintext": PLAINTEXT})
+    [connection] = server._runner.server.connections
+    assert isinstance(connection._parser._parser, web_protocol.HttpRequestParser)  # aiohttp's own (C) parser
+    for _ in range(3):
+        assert session.request("LIST", f"{url}/keys").json()["data"]["keys"] == ["vault-enc", "vault-sign"]
+        ciphertext = encrypt(json={"plaintext": PLAINTEXT})
+        encrypt(data=iter([b'{"plaintext": ', json.dumps(PLAINTEXT).encode(), b"}"]))  # chunked
+        decrypted = session.post(f"{url}/decrypt/vault-enc", data={"ciphertext": ciphertext}).json()
+        assert base64.b64decode(decrypted["data"]["plaintext"]) == SECRET
+        assert session.get(f"{url}/keys/vault-enc").status_code == 200
+    assert server._runner.server.connections == [connection]
+    assert isinstance(connection._parser, HttpRequestParserPy)
+
+
+def test_list_requests_in_one_connection_written_raw(server, root):
+    """Two LISTs and a POST written by hand on one socket, each in its own write: all answered in order."""
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"plaintext": PLAINTEXT}).encode()
+    requests_ = [
+        f"LIST /v1/transit/keys HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {root}\r\n\r\n".encode(),
+        f"POST /v1/transit/encrypt/vault-enc HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {root}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+        f"LIST /v1/transit/keys/ HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {root}\r\nConnection: close\r\n\r\n".encode(),
+    ]
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        received = b""
+        for answered, request in enumerate(requests_, start=1):
+            sock.sendall(request)
+            while len(re.findall(rb"HTTP/1\.1 ", received)) < answered or not received.endswith(b"}\n"):
+                chunk = sock.recv(65536)
+                assert chunk, received
+                received += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"200", b"200"], received
