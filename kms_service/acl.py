@@ -103,9 +103,13 @@ class ACL:
         self._globs = sorted((PathRule(p, c) for p, c in globs.items()), key=PathRule.priority, reverse=True)
 
     def capabilities(self, path: str) -> Capability:
+        """The capabilities granted on ``path``. A path ending in ``/`` is a list (Vault lists ``<path>/``): an
+        exact rule for the path without the slash applies first, then one with it, then the globs."""
         if self.root:
             return ALL
-        caps = self._exact.get(path)
+        caps = self._exact.get(path[:-1]) if path.endswith("/") else None
+        if caps is None:
+            caps = self._exact.get(path)
         if caps is None:
             for rule in self._globs:
                 if rule.matches(path):

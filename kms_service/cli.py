@@ -36,6 +36,7 @@ from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage.engine import create_engine, default_database_url
 from kms_service.web.app import create_app
+from kms_service.web.server import AppRunner
 
 try:
     import uvloop
@@ -177,7 +178,7 @@ def serve(
 async def _serve(settings: Settings, config_path: Path, host: str, port: int, access_log: bool) -> None:
     config, url, data_dir = settings.service, settings.url, settings.data_dir
     assert config is not None
-    runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    runner = AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
         site = web.TCPSite(runner, host, port)

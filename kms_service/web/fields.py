@@ -1,6 +1,11 @@
 """Strict request parsing. Python's parsers are lax; these are not.
 
+Bodies are read as Vault reads them: JSON, unless the Content-Type is a form
+(``application/x-www-form-urlencoded``) and the body does not start like JSON (``{`` or ``[``), as curl
+``--data '{...}'`` sends; then a form, every value a string. Empty or ``null`` JSON is no fields.
 JSON: no duplicate keys, no NaN/Infinity, no lone surrogates, bounded depth, an object at the top.
+Forms: Go's ``url.ParseQuery`` rules and limits (``&`` only, strict ``%XX``, 10,000 pairs, 10 MiB), plus no
+duplicate keys (Vault joins them with commas) and UTF-8 only.
 Values: base64 is validated, integers are ASCII digits (Vault's weak typing accepts "2" for 2; we do too,
 but never ``true`` or ``1.5``), booleans are true/false. Error messages name the field, never its value.
 The path schemas (``web.framework.Field``) pick a parser per field type.
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64decode_strict
@@ -20,6 +26,15 @@ MAX_LISTED_NAMES = 20
 _INT_RE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
+
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
+# Vault looks this far into a form-typed body for the start of JSON.
+FORM_SNIFF_BYTES = 512
+# Go's net/http and net/url limits, which Vault's forms inherit (both answer "error parsing form data").
+MAX_FORM_BYTES = 10 * 1024 * 1024
+MAX_FORM_PAIRS = 10_000
+FORM_ERROR = "error parsing form data"
+_BAD_ESCAPE_RE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -52,8 +67,11 @@ def _check(value: Any, depth: int) -> None:
             _check(item, depth + 1)
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, whatever the Content-Type says (curl --data sends a form type)."""
+def parse_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:
+    """The request body's fields: a form (see ``is_form``) or a JSON object; no body, or JSON ``null``, is
+    no fields."""
+    if content_type and is_form(raw, content_type):
+        return parse_form(raw)
     if not raw.strip():
         return {}
     try:
@@ -68,10 +86,44 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         ) from None
     except (ValueError, RecursionError):
         raise InvalidRequest("failed to decode JSON input: value out of range or nested too deeply") from None
+    if document is None:  # Go decodes null into a map as no map: the Vault CLI's `write -f` sends it
+        return {}
     if not isinstance(document, dict):
         raise InvalidRequest("failed to decode JSON input: expected a JSON object")
     _check(document, 0)
     return document
+
+
+def is_form(raw: bytes, content_type: str) -> bool:
+    """Vault's rule: a form when the media type is a form and the first non-blank byte of the body's first
+    512 is not ``{`` or ``[`` (an empty or blank body under a form type is an empty form)."""
+    if content_type.partition(";")[0].strip().lower() != FORM_MEDIA_TYPE:
+        return False
+    head = raw[:FORM_SNIFF_BYTES].lstrip(b" \t\r\n")
+    return head[:1] not in (b"{", b"[")
+
+
+def parse_form(raw: bytes) -> dict[str, str]:
+    """A form body as Go's ``url.ParseQuery`` reads it (pairs split on ``&``, ``+`` is a space, ``%XX``
+    escapes; a pair without ``=`` is a key with an empty value), one string value per key."""
+    if len(raw) > MAX_FORM_BYTES or raw.count(b"&") >= MAX_FORM_PAIRS:
+        raise InvalidRequest(FORM_ERROR)
+    fields: dict[str, str] = {}
+    for pair in raw.split(b"&"):
+        if not pair:
+            continue
+        if b";" in pair or _BAD_ESCAPE_RE.search(pair):
+            raise InvalidRequest(FORM_ERROR)
+        key, _, value = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(key.replace(b"+", b" ")).decode("utf-8")
+            text = unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{FORM_ERROR}: not UTF-8") from None
+        if name in fields:
+            raise InvalidRequest(f"{FORM_ERROR}: duplicate key")
+        fields[name] = text
+    return fields
 
 
 class FieldTypeError(InvalidRequest):
@@ -103,6 +155,16 @@ def parse_integer(name: str, value: Any) -> int:
     if isinstance(value, str) and _INT_RE.fullmatch(value) and abs(int(value)) < 2**31:
         return int(value)
     raise FieldTypeError(f"error converting input for field '{name}': expected an integer", "expected an integer")
+
+
+def parse_go_bool(value: str) -> bool:
+    """Go's ``strconv.ParseBool`` (1, t, T, TRUE, true, True and their false counterparts); ValueError
+    otherwise."""
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("not a boolean")
 
 
 def parse_boolean(name: str, value: Any) -> bool:

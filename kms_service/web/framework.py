@@ -337,7 +337,7 @@ async def run(path: Path, operation: Operation, call: Call, max_batch_items: int
             raw = await call.request.read()
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge() from None
-        body = parse_body(raw)
+        body = parse_body(raw, call.request.headers.get("Content-Type"))
     else:
         # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
         body = {name: value for name, value in call.request.query.items() if name in path.body_names}

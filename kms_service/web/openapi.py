@@ -108,7 +108,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
                 "name": "list",
                 "in": "query",
                 "required": True,
-                "description": "Must be true: a LIST (aiohttp refuses the LIST verb itself).",
+                "description": "Must be true: a list. The LIST method is the same request (OpenAPI has no LIST).",
                 "schema": {"type": "string", "enum": ["true"]},
             }
         )

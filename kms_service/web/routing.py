@@ -4,6 +4,13 @@ Paths are matched on the raw request path, segment by segment, so ``%2F`` or ``.
 another key's path. Lookup walks a trie of segments: a literal segment beats a parameter, so
 ``transit/keys/:name/rotate`` and ``transit/keys/:name`` never collide. Vault's order applies: no valid
 token → 403; path not granted → 403; unknown path → 404; known path, wrong method → 405.
+
+A list is the ``LIST`` method or a GET with ``?list=`` true (Go's ``strconv.ParseBool``: 1, t, T, TRUE,
+true, True; 0, f, F, FALSE, false, False or empty is a plain GET; anything else is a 400 with no message,
+before authentication, as in Vault). Vault lists ``<path>/``: one trailing slash is accepted, the ACL is asked
+about ``<path>/`` (an exact rule for ``<path>`` first, see ``acl.ACL``), and only a path that lists matches it
+(Vault's ``/?$`` patterns), or one whose optional last parameter was given (Vault's ``(/(?P<x>.+))?`` takes
+the slash into the parameter): listing any other known path is an unknown path, 404, not 405.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from kms_service.errors import (
 )
 from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
+from kms_service.web.fields import parse_go_bool
 from kms_service.web.framework import CAPABILITY_FOR_METHOD, MAX_BATCH_ITEMS, Call, Operation, Path, run
 from kms_service.web.replies import Reply
 
@@ -76,13 +84,16 @@ class Router:
 
     async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
         method = request.method.upper()
-        if method == "GET" and request.query.get("list") == "true":
+        if method == "GET" and _list_query(request):
             method = "LIST"
-        segments = _split_path(request.raw_path, trailing_slash_ok=method == "LIST")
+        listing = method == "LIST"
+        segments = _split_path(request.raw_path, trailing_slash_ok=listing)
         if segments is None:
             raise NotFound()
         found = self.find(segments)
         path, params = found if found else (None, {})
+        if listing and path is not None and not _lists_at(path, params):
+            path, params = None, {}
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
         call = Call(request, request.app[KMS_KEY], self, params)
         if path is None or path.authenticated:
@@ -94,7 +105,8 @@ class Router:
             call.existed = await operation.existence(call)
         if call.principal is not None and (path is None or path.check_acl):
             capability = _capability(method, operation, call.existed)
-            if capability is None or not call.principal.acl.allows("/".join(segments), capability):
+            acl_path = "/".join(segments) + ("/" if listing else "")
+            if capability is None or not call.principal.acl.allows(acl_path, capability):
                 raise PermissionDenied()
         if path is None:
             raise UnsupportedPath()
@@ -102,6 +114,23 @@ class Router:
             raise UnsupportedOperation()
         path.check_params(params)
         return await run(path, operation, call, self.max_batch_items), call
+
+
+def _list_query(request: web.Request) -> bool:
+    """Whether a GET's ``?list=`` asks for a list (its first value, as Go's ``Query().Get``)."""
+    value = request.query.get("list", "")
+    if value == "":
+        return False
+    try:
+        return parse_go_bool(value)
+    except ValueError:
+        raise InvalidRequest("") from None  # Vault: 400 with an empty error list
+
+
+def _lists_at(path: Path, params: dict[str, str]) -> bool:
+    """Whether Vault's pattern for ``path`` matches the listed ``<path>/``: a path that lists, or one whose
+    optional last parameter was given (and takes the slash)."""
+    return "LIST" in path.operations or (len(path.patterns) == 2 and len(params) == len(path.params))
 
 
 def _capability(method: str, operation: Operation | None, existed: bool | None) -> Capability | None:

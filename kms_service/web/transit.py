@@ -383,7 +383,7 @@ PATHS = (
         "List the keys.",
         fields=(),
         operations={"LIST": Operation(list_keys, returns=(Field("keys", T.LIST, "Key names."),))},
-        description="GET with ?list=true (aiohttp refuses the LIST verb). No keys: 404.",
+        description="The LIST method, or GET with ?list=true. No keys: 404.",
     ),
     Path(
         "transit/keys/:name",
