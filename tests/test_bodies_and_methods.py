@@ -5,6 +5,7 @@ wherever Vault takes them. Clients: hvac with its defaults, requests, curl and O
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -353,3 +354,48 @@ def test_bao_cli_errors_reach_the_user(server, root):
     assert denied.returncode != 0 and "permission denied" in denied.stderr
     missing = bao(server, root, "write", "-f", "transit/keys/missing/rotate", check=False)
     assert missing.returncode != 0 and "key not found" in missing.stderr
+
+
+def test_bao_cli_key_lifecycle_from_vaults_docs(server, root):
+    """Vault's transit docs, command by command, through OpenBao's CLI: key creation included."""
+    created = bao_json(server, root, "write", "-f", "transit/keys/my-key")
+    assert created["data"]["type"] == "aes256-gcm96"
+    assert bao_json(server, root, "write", "transit/keys/rsa-key", "type=rsa-2048")["data"]["type"] == "rsa-2048"
+    hmac_key = bao_json(server, root, "write", "transit/keys/mac-key", "type=hmac", "key_size=64")
+    assert hmac_key["data"]["key_size"] == 64
+    plaintext = base64.b64encode(b"my secret data\n").decode()
+    datakey = bao_json(server, root, "write", "-f", "transit/datakey/plaintext/my-key")["data"]
+    decrypted = bao_json(server, root, "write", "transit/decrypt/my-key", f"ciphertext={datakey['ciphertext']}")
+    assert decrypted["data"]["plaintext"] == datakey["plaintext"]
+    mac = bao_json(server, root, "write", "transit/hmac/mac-key/sha2-512", f"input={plaintext}")["data"]["hmac"]
+    checked = bao_json(server, root, "write", "transit/verify/mac-key/sha2-512", f"input={plaintext}", f"hmac={mac}")
+    assert checked["data"]["valid"] is True
+    random = bao_json(server, root, "write", "-f", "transit/random/16", "format=hex")["data"]["random_bytes"]
+    assert len(bytes.fromhex(random)) == 16
+    digest = bao_json(server, root, "write", "transit/hash/sha2-256", f"input={plaintext}")["data"]["sum"]
+    assert digest == hashlib.sha256(b"my secret data\n").hexdigest()
+    encrypted = bao_json(server, root, "write", "transit/encrypt/rsa-key", f"plaintext={plaintext}")["data"]
+    assert (
+        bao_json(server, root, "write", "transit/decrypt/rsa-key", f"ciphertext={encrypted['ciphertext']}")["data"][
+            "plaintext"
+        ]
+        == plaintext
+    )
+
+    bao(server, root, "write", "transit/keys/my-key/config", "exportable=true", "allow_plaintext_backup=true")
+    exported = bao_json(server, root, "read", "transit/export/encryption-key/my-key/1")
+    assert len(base64.b64decode(exported["data"]["keys"]["1"])) == 32
+    backup = bao_json(server, root, "read", "transit/backup/my-key")["data"]["backup"]
+    bao(server, root, "write", "transit/restore/my-key-copy", f"backup={backup}")
+    assert bao_json(server, root, "read", "transit/keys/my-key-copy")["data"]["type"] == "aes256-gcm96"
+
+    for _ in range(3):
+        bao(server, root, "write", "-f", "transit/keys/my-key/rotate")
+    bao(server, root, "write", "transit/keys/my-key/config", "min_decryption_version=3", "min_encryption_version=4")
+    trimmed = bao_json(server, root, "write", "transit/keys/my-key/trim", "min_available_version=2")
+    assert trimmed["data"]["min_available_version"] == 2
+    refused = bao(server, root, "delete", "transit/keys/my-key", check=False)
+    assert refused.returncode != 0 and "deletion is not allowed" in refused.stderr
+    bao(server, root, "write", "transit/keys/my-key/config", "deletion_allowed=true")
+    bao(server, root, "delete", "transit/keys/my-key")
+    assert "my-key" not in bao_json(server, root, "list", "transit/keys")
