@@ -137,6 +137,14 @@ def _load_config(path: Path) -> ServiceConfig:
     help="Seconds between checks for keys whose auto_rotate_period has passed.",
 )
 @click.option(
+    "--max-batch-items",
+    envvar="KMS_MAX_BATCH_ITEMS",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="The most items one batch_input may carry; more is a 400.",
+)
+@click.option(
     "--cache-ttl",
     envvar="KMS_CACHE_TTL",
     default=5.0,
@@ -158,6 +166,7 @@ def serve(
     port: int,
     reap_interval: float,
     rotate_check_interval: float,
+    max_batch_items: int,
     cache_ttl: float,
     access_log: bool,
     database_url: str | None,
@@ -171,6 +180,7 @@ def serve(
         cache_ttl=cache_ttl,
         reap_interval=reap_interval,
         rotate_check_interval=rotate_check_interval,
+        max_batch_items=max_batch_items,
     )
     _run(_serve(settings, config_path, host, port, access_log))
 

@@ -13,6 +13,7 @@ DEFAULT_CACHE_TTL = 5.0
 DEFAULT_REAP_INTERVAL = 60.0
 # How often keys are checked for auto-rotation (Vault checks at most once an hour).
 DEFAULT_ROTATE_CHECK_INTERVAL = 3600.0
+DEFAULT_MAX_BATCH_ITEMS = 10_000
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Settings:
     cache_ttl: float = DEFAULT_CACHE_TTL
     reap_interval: float = DEFAULT_REAP_INTERVAL
     rotate_check_interval: float = DEFAULT_ROTATE_CHECK_INTERVAL
+    # The most items one batch_input may carry (each is parsed and answered in memory).
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
 

@@ -78,18 +78,15 @@ class ServerThread:
         data_dir: Path,
         config: ServiceConfig,
         *,
-        cache_ttl: float = 5.0,
-        reap_interval: float = 60.0,
-        rotate_check_interval: float = 3600.0,
         master_key: MasterKey | None = None,
+        **settings: Any,
     ) -> None:
+        """``settings``: any other ``Settings`` field (cache_ttl, reap_interval, max_batch_items, ...)."""
         self.database_url = database_url
         self.data_dir = data_dir
         self.config = config
-        self.cache_ttl = cache_ttl
-        self.reap_interval = reap_interval
-        self.rotate_check_interval = rotate_check_interval
         self.master_key = master_key
+        self.overrides = settings
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.kms: KMS
@@ -105,10 +102,8 @@ class ServerThread:
             data_dir=self.data_dir,
             database_url=self.database_url,
             service=self.config,
-            cache_ttl=self.cache_ttl,
-            reap_interval=self.reap_interval,
-            rotate_check_interval=self.rotate_check_interval,
             master_key=self.master_key,
+            **self.overrides,
         )
         # The same start as `kms-service serve`: create_app opens the service in its cleanup_ctx.
         self._runner = AppRunner(create_app(self.settings), access_log=None)

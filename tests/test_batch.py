@@ -367,3 +367,11 @@ def test_curl_batch_as_in_vaults_docs(server):
     items = json.loads(output)["data"]["batch_results"]
     assert [item["reference"] for item in items] == ["one", ""]
     assert all(item["ciphertext"].startswith("vault-kms:v1:") for item in items)
+
+
+def test_the_batch_limit_is_a_setting(start_server):
+    server = start_server(max_batch_items=5)
+    token = server.root_token()
+    over = post(server, token, "encrypt/vault-enc", {"batch_input": [{"plaintext": SECRET}] * 6})
+    assert over.status_code == 400 and "at most 5 are processed per request" in over.json()["errors"][0]
+    assert post(server, token, "encrypt/vault-enc", {"batch_input": [{"plaintext": SECRET}] * 5}).status_code == 200

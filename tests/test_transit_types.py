@@ -115,7 +115,7 @@ def test_export_is_refused_unless_exportable(vault):
 
 def test_derived_and_convergent_keys(vault):
     transit = vault.secrets.transit
-    transit.create_key("derived", key_type="aes256-gcm96", derived=True, convergent_encryption=True)
+    transit.create_key("derived", key_type="aes256-gcm96", derived=True, convergent_encryption=True, exportable=True)
     context = base64.b64encode(b"tenant-1").decode()
     with pytest.raises(hvac.exceptions.InvalidRequest, match="missing 'context'"):
         transit.encrypt_data("derived", plaintext=B64)
@@ -127,6 +127,11 @@ def test_derived_and_convergent_keys(vault):
     assert transit.decrypt_data("derived", ciphertext=first, context=context)["data"]["plaintext"] == B64
     with pytest.raises(hvac.exceptions.InvalidRequest, match="authentication failed"):
         transit.decrypt_data("derived", ciphertext=first, context=other)
+    # Recomputed here: the context's key is HKDF-SHA256(version key, no salt, info=context) (Vault's kdf).
+    version_key = base64.b64decode(transit.export_key("derived", key_type="encryption-key")["data"]["keys"]["1"])
+    context_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tenant-1").derive(version_key)
+    body = _body(first)
+    assert AESGCM(context_key).decrypt(body[:12], body[12:], None) == DATA
 
 
 def _wrap_locally(wrapping_pem: str, target: bytes) -> str:

@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> web.Application:
     if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
         server_log.addFilter(RedactMalformedRequests())
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[ROUTER_KEY] = Router(TABLE)
+    app[ROUTER_KEY] = Router(TABLE, max_batch_items=settings.max_batch_items)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
     app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation])
