@@ -6,14 +6,15 @@ Thin handlers over the key service and the Key model; their schemas are in ``PAT
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+
 from kms_service import certificates
 from kms_service.errors import InvalidRequest, RefusedAsServerError
-from kms_service.keyring import b64encode, validate_key_name
-from kms_service.keytypes import EncryptOptions
+from kms_service.keyring import b64encode, new_datakey, validate_key_name
+from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
@@ -21,18 +22,8 @@ from kms_service.web.transit import usable_key
 
 MAX_RANDOM_BYTES = 128 * 1024
 RANDOM_SOURCES = ("platform", "seal", "all")
-DATAKEY_BITS = (128, 256, 512)
-# Vault's hash names → hashlib's.
-HASHES = {
-    "sha2-224": "sha224",
-    "sha2-256": "sha256",
-    "sha2-384": "sha384",
-    "sha2-512": "sha512",
-    "sha3-224": "sha3_224",
-    "sha3-256": "sha3_256",
-    "sha3-384": "sha3_384",
-    "sha3-512": "sha3_512",
-}
+# transit/hash takes Vault's hash names except sha1.
+HASHES = {name: algorithm for name, algorithm in HASH_ALGORITHMS.items() if name != "sha1"}
 
 
 async def trim_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
@@ -68,11 +59,12 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     kind = call.params["plaintext"]
     if kind not in ("plaintext", "wrapped"):
         raise InvalidRequest("Invalid path, must be 'plaintext' or 'wrapped'")
-    if args["bits"] not in DATAKEY_BITS:
-        raise InvalidRequest("invalid bit length")
+    new_datakey(args["bits"])  # the bit length is checked before the key is looked up
     key = await usable_key(call, "encryption key not found", (args["key_version"],))
-    new_key = os.urandom(args["bits"] // 8)
-    options = EncryptOptions(associated_data=args["associated_data"], context=args["context"])
+    new_key = new_datakey(args["bits"])
+    options = EncryptOptions(
+        associated_data=args["associated_data"], context=args["context"], padding_scheme=args["padding_scheme"] or ""
+    )
     ciphertext, version = key.encrypt(new_key, options, args["key_version"])
     data: dict[str, Any] = {"ciphertext": ciphertext, "key_version": version}
     if kind == "plaintext":
@@ -189,7 +181,9 @@ async def hash_data(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest(f"unsupported hash algorithm {algorithm[:16]!r}")
     if args["input"] is None:
         raise InvalidRequest("input missing")
-    digest = hashlib.new(HASHES[algorithm], args["input"]).digest()
+    hasher = hashes.Hash(HASHES[algorithm]())
+    hasher.update(args["input"])
+    digest = hasher.finalize()
     return {"sum": _formatted(digest, args["format"])}
 
 
@@ -288,6 +282,7 @@ PATHS = (
             Field("context", T.BASE64, "Base64 context (derived keys)."),
             Field("associated_data", T.BASE64, "Base64 associated data (AEAD).", default=b""),
             Field("key_version", T.INT, "The key version to wrap with (0: latest).", default=0),
+            Field("padding_scheme", T.STRING, "RSA keys: oaep (the default) or pkcs1v15."),
             Field("nonce", T.BASE64, "Refused.", refuse="provided nonce not allowed for this key"),
         ),
         operations={"POST": Operation(datakey)},
