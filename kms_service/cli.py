@@ -31,7 +31,7 @@ from kms_service.config import (
     parse_duration,
 )
 from kms_service.errors import ConfigError, KMSError
-from kms_service.service import KMS, list_tokens, open_database
+from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database
 from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage.engine import create_engine, default_database_url
@@ -294,6 +294,54 @@ def _ip_of(host: str) -> str:
         return socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
     except OSError:
         return host
+
+
+@main.group()
+def policy() -> None:
+    """ACL policy documents (Vault's HCL or JSON): write, read, list, delete."""
+
+
+def _policies(db: Any) -> PolicyService:
+    return PolicyService(db, Invalidator())
+
+
+@policy.command("write")
+@click.argument("name")
+@click.argument("document", type=click.File("r", encoding="utf-8"))
+@database_options
+def policy_write(name: str, document: Any, database_url: str | None, data_dir: Path) -> None:
+    """Write policy NAME from DOCUMENT (a file, or - for standard input)."""
+    text = document.read()
+    _with_kms(database_url, data_dir, lambda kms: kms.policies.write(name, text))
+    click.echo(f"Success! Uploaded policy: {name}")
+
+
+@policy.command("read")
+@click.argument("name")
+@database_options
+def policy_read(name: str, database_url: str | None, data_dir: Path) -> None:
+    """Print policy NAME's document."""
+    text = _reading(database_url, data_dir, lambda db: _policies(db).read(name))
+    if text is None:
+        raise click.ClickException(f"no policy named {name}")
+    click.echo(text)
+
+
+@policy.command("list")
+@database_options
+def policy_list(database_url: str | None, data_dir: Path) -> None:
+    """Every policy's name."""
+    for name in _reading(database_url, data_dir, lambda db: _policies(db).names()):
+        click.echo(name)
+
+
+@policy.command("delete")
+@click.argument("name")
+@database_options
+def policy_delete(name: str, database_url: str | None, data_dir: Path) -> None:
+    """Delete policy NAME (tokens that name it keep the name; it grants nothing until written again)."""
+    _with_kms(database_url, data_dir, lambda kms: kms.policies.delete(name))
+    click.echo(f"Success! Deleted policy: {name}")
 
 
 @main.group()

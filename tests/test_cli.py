@@ -445,3 +445,22 @@ def test_commands_that_only_read_create_and_migrate_nothing(tmp_path, database_u
     run_cli(["migrate"], env)
     assert run_cli(["token", "list"], env).stdout.startswith("accessor")
     assert not (data_dir / "master.key").exists()
+
+
+def test_policy_cli_write_read_list_delete(env, tmp_path):
+    run_cli(["migrate"], env)
+    document = tmp_path / "ops.hcl"
+    document.write_text('path "transit/keys/*" {\n  capabilities = ["read"]\n}\n')
+    assert "Uploaded policy: ops" in run_cli(["policy", "write", "ops", str(document)], env).stdout
+    assert run_cli(["policy", "read", "ops"], env).stdout.strip() == document.read_text().strip()
+    assert "ops" in run_cli(["policy", "list"], env).stdout.split()
+    created = run_cli(["token", "create", "--policy", "ops"], env)  # a written policy may be given to tokens
+    assert created.stdout.strip().splitlines()[-1].startswith("kms.")
+    bad = tmp_path / "bad.hcl"
+    bad.write_text('path "x" { capabilities = ["fly"] }')
+    refused = run_cli(["policy", "write", "bad", str(bad)], env, check=False)
+    assert refused.returncode == 1 and "failed to parse policy" in refused.stderr and "Traceback" not in refused.stderr
+    refused = run_cli(["policy", "delete", "root"], env, check=False)
+    assert refused.returncode == 1 and "root" in refused.stderr
+    run_cli(["policy", "delete", "ops"], env)
+    assert "ops" not in run_cli(["policy", "list"], env).stdout.split()

@@ -777,3 +777,60 @@ def test_rotate_with_the_clis_null_body_answers_alike(targets):
     mine, reference = _same_envelope(ours, theirs)
     assert ours.status_code == 200
     assert [mine["data"]["latest_version"], reference["data"]["latest_version"]] == [b + 1 for b in before]
+
+
+POLICY_PARITY_DOCUMENT = """
+path "transit/encrypt/*" { capabilities = ["update"] }
+path "transit/encrypt/secret-*" { capabilities = ["deny"] }
+path "transit/decrypt/+" { capabilities = ["update", "create"] }
+path "transit/keys/+/rotate" { capabilities = ["update"] }
+path "transit/keys/+/config" { capabilities = ["read", "update"] }
+path "transit/keys/payments/config" { capabilities = ["deny"] }
+path "transit/keys" { capabilities = ["list"] }
+path "transit/keys/*" { capabilities = ["read"] }
+path "transit/+/audit" { capabilities = ["sudo", "read"] }
+path "sys/policies/acl/team-*" { capabilities = ["create", "read", "update", "delete", "list"] }
+"""
+POLICY_PARITY_PATHS = [
+    "transit/encrypt/app",
+    "transit/encrypt/secret-key",
+    "transit/encrypt/a/b",
+    "transit/decrypt/app",
+    "transit/decrypt/a/b",
+    "transit/keys/app/rotate",
+    "transit/keys/app/config",
+    "transit/keys/payments/config",
+    "transit/keys",
+    "transit/keys/app",
+    "transit/keys/app/trim",
+    "transit/sign/audit",
+    "transit/hmac/audit",
+    "sys/policies/acl/team-a",
+    "sys/policies/acl/other",
+    "auth/token/create",
+]
+
+
+def test_the_same_policy_document_grants_the_same_capabilities(targets, server):
+    """A Vault policy document, written to both servers through sys/policies/acl, held by a token on each:
+    sys/capabilities-self answers the same for every path of the table."""
+    name = f"parity-{os.urandom(3).hex()}"
+    answers = []
+    for target in targets:
+        written = target.send("PUT", f"sys/policies/acl/{name}", {"policy": POLICY_PARITY_DOCUMENT})
+        assert written.status_code == 204, written.text
+    ours, theirs = targets
+    our_token = server.call(server.kms.tokens.create([name], timedelta(hours=1)))[0]
+    # OpenBao adds its "default" policy, which grants sys/capabilities-self (and none of the paths above).
+    created = theirs.send("POST", "auth/token/create", {"policies": [name]})
+    their_token = created.json()["auth"]["client_token"]
+    for target, token in ((ours, our_token), (theirs, their_token)):
+        response = target.send("POST", "sys/capabilities-self", {"paths": POLICY_PARITY_PATHS}, token=token)
+        assert response.status_code == 200, response.text
+        answers.append({path: sorted(response.json()["data"][path]) for path in POLICY_PARITY_PATHS})
+    mismatches = {
+        path: (answers[0][path], answers[1][path])
+        for path in POLICY_PARITY_PATHS
+        if answers[0][path] != answers[1][path]
+    }
+    assert not mismatches, mismatches

@@ -2,18 +2,30 @@
 
 Built-in policies are templates bound to one key (``encrypt:payments``); their rules follow from the
 name, and provisioning records them in the ``policies`` table so endpoints reference them by id. Policy
-documents (the operator-surface issue) will be rows with a ``document``, parsed in ``resolve``; the cache
-of resolved policies already drops a name when a change to it is published.
+documents (Vault's HCL or JSON, ``sys/policies/acl``) are rows with a ``document``. ``root`` is the
+operator's all-powerful policy: it cannot be written or deleted, nor can a built-in template's name.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
+from kms_service import policy_documents
 from kms_service.acl import ACL, ROOT_POLICY, Policy, parse_policy
 from kms_service.errors import InvalidRequest
+from kms_service.policy_documents import capability_names
 from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
+
+POLICY_NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,128}", re.ASCII)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class PolicyService:
@@ -37,10 +49,74 @@ class PolicyService:
         try:
             policy = parse_policy(name)
         except InvalidRequest:
+            async with self._db.reading() as session:
+                row = await repo.policy_document(session, name)
             # As in Vault, a policy name that resolves to nothing grants nothing.
-            policy = Policy(name, ())
+            policy = policy_documents.parse(name, row.document) if row and row.document else Policy(name, ())
         self._cache[name] = policy
         return policy
+
+    async def read(self, name: str) -> str | None:
+        """A policy's document; built-in templates are described by their rules in HCL."""
+        if name == "root":
+            return ""
+        async with self._db.reading() as session:
+            row = await repo.policy_document(session, name)
+        if row is None:
+            return None
+        if row.document is not None:
+            return row.document
+        policy = await self.resolve(name)
+        return "\n".join(
+            f'path "{rule.pattern}" {{ capabilities = {json.dumps(capability_names(rule.capabilities))} }}'
+            for rule in policy.rules
+        )
+
+    async def exists(self, name: str) -> bool:
+        """root, any built-in '<template>:<key>' (raises InvalidRequest for a malformed one), or a document."""
+        if name == "root":
+            return True
+        if ":" in name:
+            parse_policy(name)
+            return True
+        if not POLICY_NAME_RE.fullmatch(name):
+            return False
+        async with self._db.reading() as session:
+            return await repo.policy_document(session, name) is not None
+
+    async def names(self) -> list[str]:
+        async with self._db.reading() as session:
+            return sorted({"root", *await repo.policy_names(session)})
+
+    async def write(self, name: str, document: str) -> None:
+        self._check_writable(name)
+        policy_documents.parse(name, document)  # refuse a document that does not parse, before storing it
+        async with self._db.writing() as session:
+            row = await repo.policy_document(session, name)
+            if row is not None and row.document is None:
+                raise InvalidRequest(f'cannot update built-in policy "{name}"')
+            await repo.put_policy_document(session, name, document, utcnow())
+            self._db.changed(session, Change(Kind.POLICY, name))
+
+    async def delete(self, name: str) -> None:
+        self._check_writable(name, "delete")
+        async with self._db.writing() as session:
+            row = await repo.policy_document(session, name)
+            if row is None:
+                return  # Vault: deleting a missing policy succeeds
+            if row.document is None:
+                raise InvalidRequest(f'cannot delete built-in policy "{name}"')
+            await repo.delete_policy(session, row)
+            self._db.changed(session, Change(Kind.POLICY, name))
+
+    @staticmethod
+    def _check_writable(name: str, verb: str = "update") -> None:
+        if name == "root":
+            raise InvalidRequest(f'cannot {verb} "root" policy')
+        if ":" in name:
+            raise InvalidRequest(f"cannot {verb} a built-in policy ('<template>:<key>' names are reserved)")
+        if not POLICY_NAME_RE.fullmatch(name):
+            raise InvalidRequest("invalid policy name: letters, digits, '_', '-', '.', '@', at most 128")
 
     async def acl(self, names: Iterable[str]) -> ACL:
         return ACL([await self.resolve(name) for name in names])

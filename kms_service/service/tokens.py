@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from kms_service.acl import ACL, parse_policy
+from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
 from kms_service.service.caching import SingleFlight
@@ -140,7 +140,12 @@ class TokenService:
         if not policies:
             raise InvalidRequest("at least one policy is required")
         for name in policies:
-            parse_policy(name)
+            # A typo must not make a token that silently grants nothing: the policy must exist.
+            if not await self._policies.exists(name):
+                raise InvalidRequest(
+                    "unknown policy; use 'root', '<policy>:<key>' with policy one of "
+                    f"{', '.join(POLICY_TEMPLATES)}, or the name of a policy written with sys/policies/acl"
+                )
         token, accessor, now = new_token(), new_accessor(), utcnow()
         expires_at = now + ttl if ttl else None
         async with self._db.writing() as session:

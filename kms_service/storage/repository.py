@@ -274,6 +274,29 @@ async def ensure_template_policy(session: AsyncSession, name: str, template: str
     return policy.id
 
 
+async def policy_document(session: AsyncSession, name: str) -> m.Policy | None:
+    query = select(m.Policy).where(m.Policy.name == name)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def policy_names(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(m.Policy.name).order_by(m.Policy.name))).scalars())
+
+
+async def put_policy_document(session: AsyncSession, name: str, document: str, now: datetime) -> None:
+    row = await policy_document(session, name)
+    if row is None:
+        session.add(m.Policy(name=name, document=document, created_at=now, updated_at=now))
+    else:
+        row.document, row.updated_at = document, now
+    await session.flush()
+
+
+async def delete_policy(session: AsyncSession, row: m.Policy) -> None:
+    await session.delete(row)
+    await session.flush()
+
+
 # -- endpoints and their policies -----------------------------------------------------------------------
 
 

@@ -19,6 +19,9 @@ class Reply:
     warnings: list[str] = field(default_factory=list)
     # sys/health answers with the bare object, not the envelope (as Vault does).
     bare: bool = False
+    # sys/capabilities(-self): the data also at the top level of the envelope (Vault's older clients read it
+    # there).
+    top_level: bool = False
 
 
 def json_response(payload: Any, status: int) -> web.Response:
@@ -42,6 +45,8 @@ def success(reply: Reply, extra_warnings: list[str]) -> web.Response:
         "warnings": warnings or None,
         "auth": None,
     }
+    if reply.top_level:
+        envelope = {**reply.data, **envelope}
     return json_response(envelope, reply.status)
 
 

@@ -1,0 +1,151 @@
+"""/v1/sys/*: seal status and leader (unauthenticated, as in Vault), ACL policy documents, capabilities.
+
+``bao status``, ``bao policy write|read|list|delete`` and ``bao token capabilities`` land here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kms_service import __version__
+from kms_service.errors import InvalidRequest, NotFound
+from kms_service.policy_documents import capability_names
+from kms_service.service import Principal
+from kms_service.tokens import looks_like_token
+from kms_service.web.framework import Call, Field, Operation, Path
+from kms_service.web.framework import FieldType as T
+from kms_service.web.replies import Reply
+
+
+async def seal_status(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    """Never sealed while it runs: the master key is loaded at start or the server does not start."""
+    service = call.kms.service
+    return {
+        "type": "shamir",
+        "initialized": True,
+        "sealed": False,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "recovery_seal": False,
+        "version": __version__,
+        "migration": False,
+        "cluster_name": service.name if service else "kms-service",
+        "cluster_id": call.kms.cluster_id,
+        "storage_type": call.kms.engine.dialect.name,
+    }
+
+
+async def leader(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    # Every node is active (several may share one database); there is no leader to forward to.
+    return {"ha_enabled": False}
+
+
+async def list_policies(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return {"keys": await call.kms.policies.names()}
+
+
+async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    document = await call.kms.policies.read(call.params["name"])
+    if document is None:
+        raise NotFound()
+    return {"name": call.params["name"], "policy": document}
+
+
+async def write_policy(call: Call, args: dict[str, Any]) -> None:
+    if not args["policy"]:
+        raise InvalidRequest("'policy' parameter not supplied or empty")
+    await call.kms.policies.write(call.params["name"], args["policy"])
+
+
+async def delete_policy(call: Call, args: dict[str, Any]) -> None:
+    await call.kms.policies.delete(call.params["name"])
+
+
+def _paths(args: dict[str, Any]) -> list[str]:
+    paths = list(args["paths"] or [])
+    if args["path"]:
+        paths.append(args["path"])
+    if not paths or not all(isinstance(p, str) and p for p in paths):
+        raise InvalidRequest("missing paths")
+    return [p.strip("/") for p in paths]
+
+
+def _capabilities(principal: Principal, paths: list[str]) -> Reply:
+    acl = principal.acl
+    result: dict[str, Any] = {path: capability_names(acl.capabilities(path), acl.root) for path in paths}
+    merged = sorted({name for names in result.values() for name in names})
+    if len(merged) > 1 and "deny" in merged:
+        merged.remove("deny")
+    result["capabilities"] = merged
+    return Reply(result, top_level=True)
+
+
+async def capabilities_self(call: Call, args: dict[str, Any]) -> Reply:
+    assert call.principal is not None
+    return _capabilities(call.principal, _paths(args))
+
+
+async def capabilities(call: Call, args: dict[str, Any]) -> Reply:
+    token = args["token"] or ""
+    principal = await call.kms.tokens.authenticate(token) if looks_like_token(token) else None
+    if principal is None:
+        raise InvalidRequest("invalid token")
+    return _capabilities(principal, _paths(args))
+
+
+NAME = Field("name", T.STRING, "The policy's name.")
+PATHS_FIELDS = (
+    Field("paths", T.LIST, "The paths to report capabilities for."),
+    Field("path", T.STRING, "One path (Vault's older form)."),
+)
+
+PATHS = (
+    Path(
+        "sys/seal-status",
+        "Seal status: never sealed while the server runs (unauthenticated, as in Vault).",
+        fields=(),
+        operations={"GET": Operation(seal_status, bare=True)},
+        authenticated=False,
+    ),
+    Path(
+        "sys/leader",
+        "Leadership: every node is active, so there is none (unauthenticated, as in Vault).",
+        fields=(),
+        operations={"GET": Operation(leader, bare=True)},
+        authenticated=False,
+    ),
+    Path(
+        "sys/policies/acl",
+        "The names of every ACL policy: root, the built-in ones (<template>:<key>) and the documents.",
+        fields=(),
+        operations={"LIST": Operation(list_policies)},
+    ),
+    Path(
+        "sys/policies/acl/:name",
+        "An ACL policy document (HCL or JSON, as Vault takes it).",
+        fields=(
+            NAME,
+            Field("policy", T.STRING, "The policy document (HCL or JSON); writes only."),
+        ),
+        operations={
+            "GET": Operation(read_policy),
+            "POST": Operation(write_policy),
+            "DELETE": Operation(delete_policy),
+        },
+    ),
+    Path(
+        "sys/capabilities-self",
+        "The calling token's capabilities on paths.",
+        fields=PATHS_FIELDS,
+        operations={"POST": Operation(capabilities_self)},
+        check_acl=False,
+    ),
+    Path(
+        "sys/capabilities",
+        "Another token's capabilities on paths.",
+        fields=(Field("token", T.STRING, "The token to report on."), *PATHS_FIELDS),
+        operations={"POST": Operation(capabilities)},
+    ),
+)
