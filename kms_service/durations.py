@@ -8,8 +8,8 @@ from decimal import Decimal, InvalidOperation
 
 _UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600), "d": Decimal(86400)}
 _PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)", re.ASCII)
-# Far beyond any sensible TTL or period, and small enough for every column and timedelta.
-MAX_SECONDS = 100 * 365 * 86400
+# About 68 years: beyond any sensible TTL or period, and within a 32-bit INTEGER column on PostgreSQL.
+MAX_SECONDS = 2**31 - 1
 
 
 class DurationError(ValueError):

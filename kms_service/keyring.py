@@ -583,11 +583,8 @@ class Key:
 
     def _export_versions(self, version: int | str | None) -> list[KeyVersion]:
         if version is None or version == "":
-            return [
-                self.versions[v]
-                for v in range(self.min_decryption_version, self.latest_version + 1)
-                if v in self.versions
-            ]
+            # The versions that exist, never a numeric range: version numbers can be large.
+            return [kv for v, kv in sorted(self.versions.items()) if v >= self.min_decryption_version]
         if version == "latest":
             number: int | None = self.latest_version
         elif isinstance(version, int) and not isinstance(version, bool):
@@ -659,9 +656,8 @@ class Key:
         a derived ed25519 key then shows each version's public key for that context (else "")."""
         derived = self.settings.derived and self.key_type.supports_derivation
         keys = {}
-        for version in range(self.min_decryption_version, self.latest_version + 1):
-            kv = self.versions.get(version)
-            if kv is None:
+        for version, kv in sorted(self.versions.items()):
+            if version < self.min_decryption_version:
                 continue
             created = kv.created_at.astimezone(UTC)
             keys[str(version)] = self.key_type.key_entry(

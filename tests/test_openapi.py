@@ -74,6 +74,9 @@ def test_every_operation_in_the_document_is_routed(server, spec):
                 timeout=30,
             )
             where = f"{method.upper()} {template}: {response.status_code} {response.text[:200]}"
-            assert response.status_code not in (404, 405), where
+            # Routed: not a 405, and no 404 but Vault's "nothing there" (an empty error list: the path's
+            # handler ran and found no such object, e.g. a policy named like the test key).
+            assert response.status_code != 405, where
+            assert response.status_code != 404 or response.json()["errors"] == [], where
             if response.status_code >= 400:
                 assert response.json()["errors"] not in (["unsupported path"], ["unsupported operation"]), where

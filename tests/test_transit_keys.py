@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -358,3 +359,102 @@ def test_csr_then_certificate_chain_for_a_signing_key(start_server):
     assert b.secrets.transit.sign_data("vault-sign", hash_input=SECRET)["data"]["signature"]
     with pytest.raises(hvac.exceptions.InvalidRequest, match="does not support"):
         a.write("transit/keys/vault-enc/csr")
+
+
+def _edited_backup(vault, name: str, edit) -> str:
+    transit = vault.secrets.transit
+    transit.create_key(name, key_type="aes256-gcm96", exportable=True)
+    transit.update_key_configuration(name, allow_plaintext_backup=True)
+    document = json.loads(base64.b64decode(transit.backup_key(name)["data"]["backup"]))
+    edit(document)
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+def _huge_version(document):
+    document["versions"] = {"1099511627776": document["versions"]["1"]}
+    document["latest_version"] = 1099511627776
+
+
+def _gap(document):
+    document["versions"] = {"1": document["versions"]["1"], "50000000": document["versions"]["1"]}
+    document["latest_version"] = 50000000
+
+
+def _wrong_type(document):
+    document["type"] = "ed25519"
+
+
+def _min_decryption_beyond(document):
+    document["settings"]["min_decryption_version"] = 99
+
+
+def _string_bool(document):
+    document["settings"]["exportable"] = "yes"
+
+
+def _naive_time(document):
+    document["versions"]["1"]["created_at"] = "2020-01-01T00:00:00"
+
+
+def _short_rotation(document):
+    document["settings"]["auto_rotate_period"] = 1
+
+
+def _convergent_underived(document):
+    document["settings"]["convergent_encryption"] = True
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _huge_version,
+        _gap,
+        _wrong_type,
+        _min_decryption_beyond,
+        _string_bool,
+        _naive_time,
+        _short_rotation,
+        _convergent_underived,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_an_edited_backup_is_a_400_and_restores_nothing(server, vault, edit):
+    """A backup is input: an edited one is refused whole, before anything is written (red-team findings)."""
+    backup = _edited_backup(vault, "origin", edit)
+    response = requests.post(
+        f"{server.url}/v1/transit/restore/edited", json={"backup": backup}, headers={"X-Vault-Token": vault.token}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0].startswith("invalid backup")
+    assert vault.read("transit/keys/edited") is None
+
+
+def test_soft_deleted_keys_give_no_material(server, vault):
+    transit = vault.secrets.transit
+    transit.create_key("hidden", key_type="aes256-gcm96", exportable=True)
+    transit.update_key_configuration("hidden", allow_plaintext_backup=True)
+    headers = {"X-Vault-Token": vault.token}
+    requests.delete(f"{server.url}/v1/transit/keys/hidden/soft-delete", headers=headers).raise_for_status()
+    for path in ("export/encryption-key/hidden", "backup/hidden"):
+        response = requests.get(f"{server.url}/v1/transit/{path}", headers=headers)
+        assert response.status_code == 400 and "soft-deleted" in response.json()["errors"][0], path
+
+
+def test_encrypt_upserts_symmetric_keys_only(server, vault):
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="unknown key type"):
+        vault.secrets.transit.encrypt_data("would-be-rsa", plaintext=SECRET, type="rsa-2048")
+    assert vault.read("transit/keys/would-be-rsa") is None
+
+
+def test_the_longest_durations_fit_every_database(vault):
+    # 2^31 - 1 seconds is the most: it fits PostgreSQL's INTEGER (36500d did not).
+    transit = vault.secrets.transit
+    transit.create_key("long", key_type=TYPE, auto_rotate_period=2**31 - 1)
+    assert transit.read_key("long")["data"]["auto_rotate_period"] == 2**31 - 1
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="out of range"):
+        transit.update_key_configuration("long", auto_rotate_period="36500d")
+
+
+def test_csr_takes_a_json_integer_version(vault):
+    made = vault.write("transit/keys/vault-sign/csr", version=1)["data"]
+    assert "BEGIN CERTIFICATE REQUEST" in made["csr"]

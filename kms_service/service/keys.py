@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kms_service import backup as backup_format
 from kms_service import certificates
 from kms_service.errors import InternalError, InvalidRequest, RefusedAsServerError, SealError
-from kms_service.keyring import Key, KeyConfigChange, KeySettings, KeyVersion
+from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings, KeyVersion
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.seal import MasterKey, key_material_aad
@@ -216,6 +216,8 @@ class KeyService:
             if row is None:
                 raise InvalidRequest("key not found")
             _refuse_soft_deleted(row)
+            if row.latest_version >= MAX_VERSION:
+                raise InvalidRequest(f"key {name} has reached the highest version number ({MAX_VERSION})")
             now = utcnow()
             if only_if_due and not repo.key_settings(row).auto_rotation_due(
                 await repo.latest_version_created_at(session, row), now
@@ -397,6 +399,8 @@ class KeyService:
         key = await self.get(name, ())
         if key is None:
             raise RefusedAsServerError(f'key "{name}" not found')
+        if key.settings.soft_deleted:
+            raise InvalidRequest(SOFT_DELETED)
         if not key.settings.exportable:
             raise RefusedAsServerError("exporting is disallowed on the policy")
         if not key.settings.allow_plaintext_backup:
@@ -411,6 +415,7 @@ class KeyService:
         backup = backup_format.decode(text)
         name = name or backup.name
         key_type = self._key_type(backup.key_type, name)
+        await asyncio.to_thread(_check_backup_material, key_type, backup)
         now = utcnow()
         async with self._db.writing() as session:
             row = await repo.get_key(session, name, for_update=True)
@@ -503,3 +508,16 @@ SOFT_DELETED = "refusing to use soft-deleted key"
 def _refuse_soft_deleted(row) -> None:
     if row.soft_deleted:
         raise InvalidRequest(SOFT_DELETED)
+
+
+def _check_backup_material(key_type: KeyType, backup: backup_format.Backup) -> None:
+    """Every version must load as the backup's type, with the public key its private key implies: a backup
+    is input, and an edited one must not leave a key that fails on every use."""
+    for version in backup.versions:
+        material = version.material
+        try:
+            key_type.load(material)
+            if material.has_private_key and material.public_key != key_type.public_key(material.key):
+                raise ValueError("public key")
+        except Exception:  # noqa: BLE001 - untrusted bytes into the crypto libraries: any failure is the input's
+            raise InvalidRequest("invalid backup: its key material does not fit its key type") from None

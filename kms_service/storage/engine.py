@@ -51,10 +51,12 @@ def create_engine(url: str, create: bool = True) -> AsyncEngine:
                 _create_private_file(Path(path))
             elif not Path(path).exists():
                 raise ConfigError(f"no database at {path}: check --data-dir / --database-url")
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # hide_parameters: a failed statement's error (and so a log line) never shows its values, which may
+        # be sealed key material or token HMACs.
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True)
         _configure_sqlite(engine)
     else:
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
     return engine
 
 

@@ -75,6 +75,7 @@ class FieldType(enum.StrEnum):
     LIST = "list"
     MAP = "map"
     DURATION = "duration"  # seconds or a duration string ("1h"); passed to the handler as given
+    VERSION = "version"  # a key version: a JSON integer, or a string (an integer, "v<integer>", "latest")
 
 
 PARSERS: dict[FieldType, Callable[[str, Any], Any]] = {
@@ -85,6 +86,7 @@ PARSERS: dict[FieldType, Callable[[str, Any], Any]] = {
     FieldType.LIST: parse_list,
     FieldType.MAP: parse_map,
     FieldType.DURATION: lambda _name, value: value,
+    FieldType.VERSION: lambda name, value: value if type(value) is int else parse_string(name, value),
 }
 
 

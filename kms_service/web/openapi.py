@@ -21,6 +21,7 @@ _TYPE_SCHEMAS: dict[FieldType, dict[str, Any]] = {
     FieldType.LIST: {"type": "array", "items": {}},
     FieldType.MAP: {"type": "object"},
     FieldType.DURATION: {"oneOf": [{"type": "integer"}, {"type": "string"}]},
+    FieldType.VERSION: {"oneOf": [{"type": "integer"}, {"type": "string"}]},
 }
 _HTTP_METHOD = {"GET": "get", "HEAD": "head", "POST": "post", "DELETE": "delete", "LIST": "get"}
 

@@ -14,13 +14,14 @@ from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.keyring import Key, KeySettings, b64encode, parse_versioned, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions
-from kms_service.keytypes import key_type as key_type_named
 from kms_service.service import KeyConfigChange
 from kms_service.service.keys import SOFT_DELETED
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
 
+# The types encrypt may create (upsert), as in OpenBao.
+UPSERT_KEY_TYPES = ("aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305")
 # Vault's default type for a key made by a write that names none.
 DEFAULT_KEY_TYPE = "aes256-gcm96"
 
@@ -128,8 +129,9 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
             raise InvalidRequest("convergent encryption requires derivation to be enabled, so context is required")
         upsert = {**args, "derived": derived}
         type_name, settings, key_size = _new_key_settings(upsert)
-        if not key_type_named(type_name).supports_encryption:
-            raise InvalidRequest(f"key type {type_name} not supported for this operation")
+        if type_name not in UPSERT_KEY_TYPES:
+            # Vault and OpenBao upsert symmetric keys only (RSA generation is no side effect of encrypt).
+            raise InvalidRequest("unknown key type for an encrypt upsert: aes128/aes256-gcm96 or (x)chacha20-poly1305")
         await call.kms.keys.upsert(call.params["name"], type_name, settings, key_size)
     key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes
 
 from kms_service import certificates
 from kms_service.errors import InvalidRequest, RefusedAsServerError
-from kms_service.keyring import b64encode, new_datakey, validate_key_name
+from kms_service.keyring import MAX_VERSION, b64encode, new_datakey, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
@@ -72,8 +72,12 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _version(value: str | None) -> int:
+def _version(value: int | str | None) -> int:
     """Vault's version argument: "", "latest", an integer or "v<integer>"; 0 means latest."""
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_VERSION:
+            raise InvalidRequest("invalid version")
+        return value
     text = (value or "").strip()
     if text in ("", "latest"):
         return 0
@@ -190,7 +194,7 @@ async def hash_data(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
 FORMAT = Field("format", T.STRING, "Output encoding: hex or base64.", default="base64")
 
-VERSION = Field("version", T.STRING, "The key version: latest (the default), an integer or v<integer>.")
+VERSION = Field("version", T.VERSION, "The key version: latest (the default), an integer or v<integer>.")
 
 PATHS = (
     Path(

@@ -20,6 +20,7 @@ from kms_service.keyring import KeySettings, validate_key_name
 from kms_service.keytypes import DEFAULT_KEY_TYPE, KeyType
 from kms_service.keytypes import key_type as key_type_named
 from kms_service.material import KeyMaterial
+from kms_service.service.keys import SOFT_DELETED
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.transit import duration_seconds
@@ -29,6 +30,8 @@ async def export_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     key = await call.kms.keys.get(call.params["name"], ())
     if key is None:
         raise NotFound()
+    if key.settings.soft_deleted:
+        raise InvalidRequest(SOFT_DELETED)
     keys = key.export(call.params["export_type"], call.params.get("version"))
     return {"name": key.name, "type": key.key_type.name, "keys": keys}
 
@@ -38,6 +41,8 @@ async def byok_export(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     source = await call.kms.keys.get(call.params["source"], ())
     if destination is None or source is None:
         raise InvalidRequest("no such key" if source is None else "no such destination key")
+    if source.settings.soft_deleted or destination.settings.soft_deleted:
+        raise InvalidRequest(SOFT_DELETED)
     keys = source.byok_export(destination, call.params.get("version"), args["hash"])
     return {"name": source.name, "type": source.key_type.name, "keys": keys}
 
