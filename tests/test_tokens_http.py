@@ -199,3 +199,25 @@ def test_openbao_parity_of_create_and_lookup(server, root, openbao):  # noqa: F8
     assert set(ours_data) >= shared
     assert {k: _types(ours_data[k]) for k in shared} == {k: _types(theirs_data[k]) for k in shared}
     print(json.dumps({"ours": sorted(ours_data), "theirs": sorted(theirs_data)}))
+
+
+def test_operator_revoke_takes_the_children_too(server, root):
+    client = server.client(root)
+    parent = client.auth.token.create(policies=["app", "creator"], ttl="1h")["auth"]
+    child = server.client(parent["client_token"]).auth.token.create(policies=["app"], ttl="10m")["auth"]
+    assert server.call(server.kms.tokens.revoke(parent["accessor"])) is True
+    assert not _alive(server, child["client_token"])
+
+
+def test_listing_accessors_needs_sudo(server, root):
+    lister = """
+path "auth/token/accessors/" {
+  capabilities = ["list"]
+}
+"""
+    server.call(server.kms.policies.write("lister", lister))
+    server.call(server.kms.policies.write("lister-sudo", lister.replace('"list"', '"list", "sudo"')))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        server.client(_token(server, ["lister"])).auth.token.list_accessors()
+    keys = server.client(_token(server, ["lister-sudo"])).auth.token.list_accessors()["data"]["keys"]
+    assert len(keys) >= 2

@@ -340,17 +340,16 @@ class TokenService:
             return token, expires_at
 
     async def revoke(self, value: str) -> bool:
-        """Revoke by accessor or by the token itself."""
+        """Revoke by accessor or by the token itself, with the tokens it made (as Vault's revoke)."""
         async with self._db.writing() as session:
             if ACCESSOR_RE.fullmatch(value):
-                accessor = await repo.delete_token(session, accessor=value)
+                accessor: str | None = value
             elif looks_like_token(value):
-                accessor = await repo.delete_token(session, token_hmac=self.digest(value))
+                accessor = await repo.token_accessor(session, self.digest(value))
             else:
                 raise InvalidRequest("not a token or an accessor")
-            if accessor is not None:
-                self._db.changed(session, Change(Kind.TOKEN, accessor))
-        return accessor is not None
+            revoked = await self._revoke_tree(session, accessor) if accessor is not None else []
+        return accessor in revoked
 
     async def list(self) -> list[repo.TokenRecord]:
         return await list_tokens(self._db)
@@ -358,6 +357,9 @@ class TokenService:
     async def reap(self) -> int:
         async with self._db.writing() as session:
             accessors = await repo.delete_expired_tokens(session, utcnow())
+            # An expired token's children go with it (as in Vault).
+            for accessor in list(accessors):
+                accessors += await repo.delete_tokens(session, await repo.token_descendants(session, accessor))
             self._db.changed(session, *(Change(Kind.TOKEN, accessor) for accessor in accessors))
         if accessors:
             log.info("reaped %d expired token(s)", len(accessors))

@@ -198,6 +198,10 @@ async def revoke_accessor(call: Call, args: dict[str, Any]) -> None:
 
 
 async def accessors(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    assert call.principal is not None
+    # One of Vault's root paths: `list` (checked by the router) and `sudo`.
+    if not call.principal.acl.allows("auth/token/accessors/", Capability.SUDO):
+        raise PermissionDenied()
     return {"keys": await call.kms.tokens.accessors()}
 
 
