@@ -49,7 +49,9 @@ def _alive(server, token) -> bool:
 
 
 def test_bao_token_commands(server, root):
-    created = bao_json(server, root, "token", "create", "-policy=app", "-ttl=30d")["auth"]
+    reply = bao_json(server, root, "token", "create", "-policy=app", "-ttl=30d")
+    assert reply["warnings"] is None, reply["warnings"]  # every field bao sends is known
+    created = reply["auth"]
     token, accessor = created["client_token"], created["accessor"]
     assert created["policies"] == ["app"] and created["token_policies"] == ["app"]
     assert 30 * 86400 - 60 < created["lease_duration"] <= 30 * 86400
