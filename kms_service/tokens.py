@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,6 +70,15 @@ class TokenInfo:
     display_name: str
     created_at: datetime
     expires_at: datetime | None
+    # Vault's lifecycle (auth/token/create): the creator's accessor (None: an orphan), uses left (0: no
+    # limit), whether renew may extend it, the creation TTL and the hard limit in seconds (0: none), metadata.
+    parent_accessor: str | None = None
+    num_uses: int = 0
+    renewable: bool = False
+    ttl: int = 0
+    explicit_max_ttl: int = 0
+    meta: Mapping[str, str] | None = None
+    endpoint: str | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now

@@ -6,10 +6,12 @@ database: a master-key rotation re-seals them and no token changes.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from kms_service.acl import ACL, POLICY_TEMPLATES
@@ -48,6 +50,37 @@ class Principal:
     token: str
     info: TokenInfo
     acl: ACL
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """What auth/token/create asks for (durations in seconds; ttl None: not given)."""
+
+    policies: tuple[str, ...] = ()
+    ttl: int | None = None
+    explicit_max_ttl: int = 0
+    display_name: str = ""
+    num_uses: int = 0
+    renewable: bool = True
+    meta: Mapping[str, str] | None = None
+    orphan: bool = False
+
+
+def token_info(record: repo.TokenRecord) -> TokenInfo:
+    return TokenInfo(
+        record.accessor,
+        record.policies,
+        record.display_name,
+        record.created_at,
+        record.expires_at,
+        parent_accessor=record.parent_accessor,
+        num_uses=record.num_uses,
+        renewable=record.renewable,
+        ttl=record.ttl,
+        explicit_max_ttl=record.explicit_max_ttl,
+        meta=json.loads(record.meta or "{}") or None,
+        endpoint=record.endpoint,
+    )
 
 
 @dataclass
@@ -119,13 +152,14 @@ class TokenService:
             record = await repo.find_token(session, digest)
         principal = None
         if record is not None:
-            info = TokenInfo(
-                record.accessor, record.policies, record.display_name, record.created_at, record.expires_at
-            )
-            principal = Principal(token, info, await self._policies.acl(record.policies))
+            principal = Principal(token, token_info(record), await self._policies.acl(record.policies))
             self._digest_by_accessor[record.accessor] = digest
-        # Tokens are random, so none is created after being guessed: caching misses is safe.
+        # Tokens are random, so none is created after being guessed: caching misses is safe. A token with
+        # limited uses is read again every time (its count lives in the database), so it is never cached.
         entry = _CachedToken(principal, time.monotonic())
+        if record is not None and record.num_uses > 0:
+            self._digest_by_accessor.pop(record.accessor, None)
+            return entry
         self._cache[digest] = entry
         self._cache.move_to_end(digest)
         while len(self._cache) > self.MAX_CACHED:
@@ -160,6 +194,125 @@ class TokenService:
             )
         return token, TokenInfo(accessor, tuple(sorted(set(policies))), display_name, now, expires_at)
 
+    async def create_child(self, parent: Principal, request: TokenRequest) -> tuple[str, TokenInfo, list[str]]:
+        """auth/token/create (Vault's rules): a non-root parent grants a subset of its own policies for no
+        longer than its own remaining life; the new token records its parent's accessor unless an orphan.
+        A policy that does not exist is allowed with a warning, as in Vault."""
+        warnings: list[str] = []
+        root = parent.acl.root
+        policies = tuple(sorted(set(request.policies or parent.info.policies)))
+        if not root and not set(policies) <= set(parent.info.policies):
+            raise InvalidRequest("child policies must be subset of parent")
+        for name in policies:
+            if not await self._policies.exists(name):
+                warnings.append(f'policy "{name}" does not exist')
+        if request.num_uses < 0:
+            raise InvalidRequest("number of uses cannot be negative")
+        now = utcnow()
+        life = request.ttl or 0
+        if request.explicit_max_ttl and (not life or life > request.explicit_max_ttl):
+            life = request.explicit_max_ttl
+        if not root and parent.info.expires_at is not None:
+            remaining = int((parent.info.expires_at - now).total_seconds())
+            if not life:
+                life = remaining
+            elif life > remaining:
+                raise InvalidRequest(f"the TTL may not exceed the parent token's remaining TTL ({remaining}s)")
+        expires_at = now + timedelta(seconds=life) if life else None
+        display_name = f"token-{request.display_name}" if request.display_name else "token"
+        meta = dict(request.meta or {})
+        token, accessor = new_token(), new_accessor()
+        info = TokenInfo(
+            accessor,
+            policies,
+            display_name,
+            now,
+            expires_at,
+            parent_accessor=None if request.orphan else parent.info.accessor,
+            num_uses=request.num_uses,
+            # A token that never expires has nothing to renew (Vault says so of root tokens too).
+            renewable=request.renewable and life > 0,
+            ttl=life,
+            explicit_max_ttl=request.explicit_max_ttl,
+            meta=meta or None,
+        )
+        async with self._db.writing() as session:
+            await repo.add_token(
+                session,
+                accessor=accessor,
+                token_hmac=self.digest(token),
+                display_name=display_name,
+                created_at=now,
+                expires_at=expires_at,
+                policies=policies,
+                parent_accessor=info.parent_accessor,
+                num_uses=info.num_uses,
+                renewable=info.renewable,
+                ttl=info.ttl,
+                explicit_max_ttl=info.explicit_max_ttl,
+                meta=json.dumps(meta, sort_keys=True),
+            )
+        return token, info, warnings
+
+    async def find(self, *, token: str | None = None, accessor: str | None = None) -> TokenInfo | None:
+        """A live token's stored values by the token or its accessor (None: unknown or expired)."""
+        record = None
+        async with self._db.reading() as session:
+            if accessor is not None:
+                if ACCESSOR_RE.fullmatch(accessor):
+                    record = await repo.find_token_by_accessor(session, accessor)
+            elif token and looks_like_token(token):
+                record = await repo.find_token(session, self.digest(token))
+        if record is None:
+            return None
+        info = token_info(record)
+        return None if info.expired(utcnow()) else info
+
+    async def renew(self, accessor: str, increment: int | None) -> TokenInfo:
+        """Extend a renewable token to now + increment (or its creation TTL), capped by its explicit max TTL."""
+        async with self._db.writing() as session:
+            record = await repo.find_token_by_accessor(session, accessor)
+            now = utcnow()
+            if record is None or (record.expires_at is not None and record.expires_at <= now):
+                raise InvalidRequest("invalid token")
+            info = token_info(record)
+            if not info.renewable or info.endpoint is not None:
+                raise InvalidRequest("lease is not renewable")
+            if info.expires_at is None:
+                return info
+            expires_at = now + timedelta(seconds=increment or info.ttl)
+            if info.explicit_max_ttl:
+                expires_at = min(expires_at, info.created_at + timedelta(seconds=info.explicit_max_ttl))
+            await repo.set_token_expiry(session, accessor, expires_at)
+            self._db.changed(session, Change(Kind.TOKEN, accessor))
+        return token_info(replace(record, expires_at=expires_at))
+
+    async def revoke_tree(self, accessor: str) -> list[str]:
+        """Revoke a token and every token it made, recursively (orphans stay); the revoked accessors."""
+        async with self._db.writing() as session:
+            revoked = await self._revoke_tree(session, accessor)
+        return revoked
+
+    async def _revoke_tree(self, session, accessor: str) -> list[str]:
+        revoked = await repo.delete_tokens(session, [accessor, *await repo.token_descendants(session, accessor)])
+        self._db.changed(session, *(Change(Kind.TOKEN, a) for a in revoked))
+        return revoked
+
+    async def use(self, principal: Principal) -> bool:
+        """Take one use of a token with limited uses (one UPDATE ... RETURNING); at 0 it is revoked. False:
+        none was left (a concurrent request took the last one)."""
+        if principal.info.num_uses <= 0:
+            return True
+        async with self._db.writing() as session:
+            left = await repo.use_token(session, principal.info.accessor)
+            if left == 0:
+                await self._revoke_tree(session, principal.info.accessor)
+        return left is not None
+
+    async def accessors(self) -> list[str]:
+        async with self._db.reading() as session:
+            return await repo.token_accessors(session)
+
     async def endpoint_token(self, endpoint: str) -> tuple[str, datetime]:
         """The endpoint's current token, or a new one (valid one year) when it has under 30 days left."""
         async with self._db.writing() as session:
@@ -187,17 +340,16 @@ class TokenService:
             return token, expires_at
 
     async def revoke(self, value: str) -> bool:
-        """Revoke by accessor or by the token itself."""
+        """Revoke by accessor or by the token itself, with the tokens it made (as Vault's revoke)."""
         async with self._db.writing() as session:
             if ACCESSOR_RE.fullmatch(value):
-                accessor = await repo.delete_token(session, accessor=value)
+                accessor: str | None = value
             elif looks_like_token(value):
-                accessor = await repo.delete_token(session, token_hmac=self.digest(value))
+                accessor = await repo.token_accessor(session, self.digest(value))
             else:
                 raise InvalidRequest("not a token or an accessor")
-            if accessor is not None:
-                self._db.changed(session, Change(Kind.TOKEN, accessor))
-        return accessor is not None
+            revoked = await self._revoke_tree(session, accessor) if accessor is not None else []
+        return accessor in revoked
 
     async def list(self) -> list[repo.TokenRecord]:
         return await list_tokens(self._db)
@@ -205,6 +357,9 @@ class TokenService:
     async def reap(self) -> int:
         async with self._db.writing() as session:
             accessors = await repo.delete_expired_tokens(session, utcnow())
+            # An expired token's children go with it (as in Vault).
+            for accessor in list(accessors):
+                accessors += await repo.delete_tokens(session, await repo.token_descendants(session, accessor))
             self._db.changed(session, *(Change(Kind.TOKEN, accessor) for accessor in accessors))
         if accessors:
             log.info("reaped %d expired token(s)", len(accessors))

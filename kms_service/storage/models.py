@@ -205,6 +205,22 @@ class Token(Base):
     expires_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime, index=True, comment="The reaper deletes rows past this time; NULL never expires"
     )
+    parent_accessor: Mapped[str | None] = mapped_column(
+        String(24), index=True, comment="Accessor of the token that created this one; NULL for orphans"
+    )
+    num_uses: Mapped[int] = mapped_column(Integer, server_default="0", comment="Uses left; 0 means unlimited")
+    renewable: Mapped[bool] = mapped_column(
+        Boolean, server_default=false(), comment="Whether auth/token/renew may extend it"
+    )
+    ttl: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="The creation TTL in seconds (what a renew extends by); 0: none"
+    )
+    explicit_max_ttl: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Hard limit on its life in seconds from creation; 0: none"
+    )
+    meta: Mapped[str] = mapped_column(
+        Text, server_default="{}", comment="Vault's token metadata, a JSON object of strings"
+    )
 
 
 class TokenPolicy(Base):

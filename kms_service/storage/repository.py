@@ -348,6 +348,12 @@ class TokenRecord:
     expires_at: datetime | None
     endpoint: str | None
     policies: tuple[str, ...]
+    parent_accessor: str | None = None
+    num_uses: int = 0
+    renewable: bool = False
+    ttl: int = 0
+    explicit_max_ttl: int = 0
+    meta: str = "{}"
 
 
 async def _policies(session: AsyncSession, token: m.Token) -> tuple[str, ...]:
@@ -375,12 +381,70 @@ async def _record(session: AsyncSession, token: m.Token) -> TokenRecord:
         token.expires_at,
         endpoint,
         await _policies(session, token),
+        token.parent_accessor,
+        token.num_uses,
+        token.renewable,
+        token.ttl,
+        token.explicit_max_ttl,
+        token.meta,
     )
 
 
 async def find_token(session: AsyncSession, token_hmac: bytes) -> TokenRecord | None:
     token = (await session.execute(select(m.Token).where(m.Token.token_hmac == token_hmac))).scalar_one_or_none()
     return None if token is None else await _record(session, token)
+
+
+async def find_token_by_accessor(session: AsyncSession, accessor: str) -> TokenRecord | None:
+    token = (await session.execute(select(m.Token).where(m.Token.accessor == accessor))).scalar_one_or_none()
+    return None if token is None else await _record(session, token)
+
+
+async def token_accessor(session: AsyncSession, token_hmac: bytes) -> str | None:
+    return (
+        await session.execute(select(m.Token.accessor).where(m.Token.token_hmac == token_hmac))
+    ).scalar_one_or_none()
+
+
+async def token_accessors(session: AsyncSession) -> list[str]:
+    return list((await session.execute(select(m.Token.accessor).order_by(m.Token.accessor))).scalars())
+
+
+async def token_descendants(session: AsyncSession, accessor: str) -> list[str]:
+    """The accessors of the tokens made by this one, and by those, recursively (not the token itself)."""
+    found: list[str] = []
+    seen = {accessor}
+    level = [accessor]
+    while level:
+        rows = await session.execute(select(m.Token.accessor).where(m.Token.parent_accessor.in_(level)))
+        level = [a for a in rows.scalars() if a not in seen]
+        seen.update(level)
+        found.extend(level)
+    return found
+
+
+async def delete_tokens(session: AsyncSession, accessors: Sequence[str]) -> list[str]:
+    """Delete these tokens; returns the accessors of those that existed."""
+    if not accessors:
+        return []
+    query = delete(m.Token).where(m.Token.accessor.in_(list(accessors)))
+    return list((await session.execute(query.returning(m.Token.accessor))).scalars())
+
+
+async def use_token(session: AsyncSession, accessor: str) -> int | None:
+    """Take one use of a limited token in one statement: the uses left, or None if it had none left."""
+    query = (
+        update(m.Token)
+        .where(m.Token.accessor == accessor, m.Token.num_uses > 0)
+        .values(num_uses=m.Token.num_uses - 1)
+        .returning(m.Token.num_uses)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def set_token_expiry(session: AsyncSession, accessor: str, expires_at: datetime | None) -> bool:
+    query = update(m.Token).where(m.Token.accessor == accessor).values(expires_at=expires_at)
+    return (await session.execute(query.returning(m.Token.accessor))).scalar_one_or_none() is not None
 
 
 async def add_token(
@@ -393,6 +457,12 @@ async def add_token(
     expires_at: datetime | None,
     policies: Sequence[str] = (),
     endpoint_id: int | None = None,
+    parent_accessor: str | None = None,
+    num_uses: int = 0,
+    renewable: bool = False,
+    ttl: int = 0,
+    explicit_max_ttl: int = 0,
+    meta: str = "{}",
 ) -> None:
     token = m.Token(
         accessor=accessor,
@@ -401,6 +471,12 @@ async def add_token(
         created_at=created_at,
         expires_at=expires_at,
         endpoint_id=endpoint_id,
+        parent_accessor=parent_accessor,
+        num_uses=num_uses,
+        renewable=renewable,
+        ttl=ttl,
+        explicit_max_ttl=explicit_max_ttl,
+        meta=meta,
     )
     session.add(token)
     await session.flush()

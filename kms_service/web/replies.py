@@ -22,6 +22,8 @@ class Reply:
     # sys/capabilities(-self): the data also at the top level of the envelope (Vault's older clients read it
     # there).
     top_level: bool = False
+    # Vault's ``auth`` block (auth/token/create, renew): ``data`` is null then.
+    auth: dict[str, Any] | None = None
 
 
 def json_response(payload: Any, status: int) -> web.Response:
@@ -30,6 +32,18 @@ def json_response(payload: Any, status: int) -> web.Response:
 
 
 def success(reply: Reply, extra_warnings: list[str]) -> web.Response:
+    if reply.auth is not None:
+        envelope = {
+            "request_id": str(uuid.uuid4()),
+            "lease_id": "",
+            "renewable": False,
+            "lease_duration": 0,
+            "data": None,
+            "wrap_info": None,
+            "warnings": (reply.warnings + extra_warnings) or None,
+            "auth": reply.auth,
+        }
+        return json_response(envelope, reply.status)
     if reply.data is None:
         return web.Response(status=204, headers=JSON_HEADERS)
     if reply.bare:

@@ -108,6 +108,9 @@ class Router:
             acl_path = "/".join(segments) + ("/" if listing else "")
             if capability is None or not call.principal.acl.allows(acl_path, capability):
                 raise PermissionDenied()
+        # A token with limited uses spends one on each request it may make (at 0 it is gone).
+        if call.principal is not None and not await call.kms.tokens.use(call.principal):
+            raise PermissionDenied()
         if path is None:
             raise UnsupportedPath()
         if operation is None:

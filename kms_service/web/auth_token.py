@@ -1,0 +1,299 @@
+"""/v1/auth/token/*: Vault's token store over HTTP (create, create-orphan, lookup, renew, revoke, accessors).
+
+``bao token create|lookup|renew|revoke`` and hvac's ``client.auth.token.*`` land here. The *-self paths take
+any valid token (``check_acl=False``); the others are checked against the token's policies like any path.
+Tokens of the services YAML's endpoints stay managed by ``relationships``: they cannot be renewed here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from kms_service.acl import Capability
+from kms_service.durations import DurationError, parse_seconds
+from kms_service.errors import InvalidRequest, PermissionDenied
+from kms_service.service import utcnow
+from kms_service.service.tokens import TokenRequest
+from kms_service.tokens import TokenInfo
+from kms_service.web.framework import Call, Field, Operation, Path
+from kms_service.web.framework import FieldType as T
+from kms_service.web.replies import Reply
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ttl(info: TokenInfo) -> int:
+    if info.expires_at is None:
+        return 0
+    return max(0, round((info.expires_at - utcnow()).total_seconds()))
+
+
+def lookup_data(info: TokenInfo, token_id: str) -> dict[str, Any]:
+    """Vault's token lookup fields, from the stored values (``id`` is "" when looked up by accessor)."""
+    creation_ttl = info.ttl
+    if not creation_ttl and info.expires_at is not None:
+        creation_ttl = int((info.expires_at - info.created_at).total_seconds())
+    return {
+        "accessor": info.accessor,
+        "creation_time": int(info.created_at.timestamp()),
+        "creation_ttl": creation_ttl,
+        "display_name": info.display_name,
+        "entity_id": "",
+        "expire_time": _rfc3339(info.expires_at) if info.expires_at else None,
+        "explicit_max_ttl": info.explicit_max_ttl,
+        "id": token_id,
+        "issue_time": _rfc3339(info.created_at),
+        "meta": dict(info.meta) if info.meta else None,
+        "num_uses": info.num_uses,
+        "orphan": info.parent_accessor is None,
+        "path": "auth/token/create",
+        "policies": list(info.policies),
+        "renewable": info.renewable,
+        "ttl": _ttl(info),
+        "type": "service",
+    }
+
+
+def auth_block(info: TokenInfo, token: str) -> dict[str, Any]:
+    return {
+        "client_token": token,
+        "accessor": info.accessor,
+        "policies": list(info.policies),
+        "token_policies": list(info.policies),
+        "metadata": dict(info.meta) if info.meta else None,
+        "lease_duration": _ttl(info),
+        "renewable": info.renewable,
+        "entity_id": "",
+        "token_type": "service",
+        "orphan": info.parent_accessor is None,
+        "mfa_requirement": None,
+        "num_uses": info.num_uses,
+    }
+
+
+def _seconds(name: str, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_seconds(value)
+    except DurationError as error:
+        raise InvalidRequest(f"error parsing {name}: {error}") from None
+
+
+def _meta(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidRequest("meta: keys and values must be strings")
+    return value
+
+
+def _policies(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    if not all(isinstance(p, str) for p in value):
+        raise InvalidRequest("policies must be strings")
+    names = [p.strip() for item in value for p in item.split(",") if p.strip()]
+    return tuple(names)
+
+
+async def _create(call: Call, args: dict[str, Any], orphan: bool) -> Reply:
+    principal = call.principal
+    assert principal is not None
+    if args["no_parent"] and not orphan:
+        if not principal.acl.allows("auth/token/create", Capability.SUDO):
+            raise InvalidRequest("root or sudo privileges required to create orphan token")
+        orphan = True
+    request = TokenRequest(
+        policies=_policies(args["policies"]),
+        ttl=_seconds("ttl", args["ttl"]) or _seconds("lease", args["lease"]),
+        explicit_max_ttl=_seconds("explicit_max_ttl", args["explicit_max_ttl"]) or 0,
+        display_name=args["display_name"] or "",
+        num_uses=args["num_uses"] or 0,
+        renewable=True if args["renewable"] is None else args["renewable"],
+        meta=_meta(args["meta"]),
+        orphan=orphan,
+    )
+    token, info, warnings = await call.kms.tokens.create_child(principal, request)
+    return Reply(auth=auth_block(info, token), warnings=warnings)
+
+
+async def create(call: Call, args: dict[str, Any]) -> Reply:
+    return await _create(call, args, orphan=False)
+
+
+async def create_orphan(call: Call, args: dict[str, Any]) -> Reply:
+    return await _create(call, args, orphan=True)
+
+
+async def _by_token(call: Call, token: Any) -> TokenInfo:
+    if not token or not isinstance(token, str):
+        raise InvalidRequest("missing token")
+    info = await call.kms.tokens.find(token=token)
+    if info is None:
+        raise PermissionDenied("bad token")
+    return info
+
+
+async def _by_accessor(call: Call, accessor: Any) -> TokenInfo:
+    if not accessor or not isinstance(accessor, str):
+        raise InvalidRequest("missing accessor")
+    info = await call.kms.tokens.find(accessor=accessor)
+    if info is None:
+        raise InvalidRequest("invalid accessor")
+    return info
+
+
+async def lookup(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return lookup_data(await _by_token(call, args["token"]), args["token"])
+
+
+async def lookup_self(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    assert call.principal is not None
+    # The stored values, not the cached ones: a renew or a use may have changed them.
+    info = await call.kms.tokens.find(accessor=call.principal.info.accessor)
+    if info is None:  # this request took the last of its uses
+        info = replace(call.principal.info, num_uses=0)
+    return lookup_data(info, call.principal.token)
+
+
+async def lookup_accessor(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    return lookup_data(await _by_accessor(call, args["accessor"]), "")
+
+
+async def _renew(call: Call, info: TokenInfo, token: str, increment: Any) -> Reply:
+    renewed = await call.kms.tokens.renew(info.accessor, _seconds("increment", increment))
+    return Reply(auth=auth_block(renewed, token))
+
+
+async def renew(call: Call, args: dict[str, Any]) -> Reply:
+    return await _renew(call, await _by_token(call, args["token"]), args["token"], args["increment"])
+
+
+async def renew_self(call: Call, args: dict[str, Any]) -> Reply:
+    assert call.principal is not None
+    return await _renew(call, call.principal.info, call.principal.token, args["increment"])
+
+
+async def revoke(call: Call, args: dict[str, Any]) -> None:
+    info = await call.kms.tokens.find(token=args["token"]) if args["token"] else None
+    if not args["token"]:
+        raise InvalidRequest("missing token")
+    if info is not None:
+        await call.kms.tokens.revoke_tree(info.accessor)
+
+
+async def revoke_self(call: Call, args: dict[str, Any]) -> None:
+    assert call.principal is not None
+    await call.kms.tokens.revoke_tree(call.principal.info.accessor)
+
+
+async def revoke_accessor(call: Call, args: dict[str, Any]) -> None:
+    info = await _by_accessor(call, args["accessor"])
+    await call.kms.tokens.revoke_tree(info.accessor)
+
+
+async def accessors(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    assert call.principal is not None
+    # One of Vault's root paths: `list` (checked by the router) and `sudo`.
+    if not call.principal.acl.allows("auth/token/accessors/", Capability.SUDO):
+        raise PermissionDenied()
+    return {"keys": await call.kms.tokens.accessors()}
+
+
+TOKEN = Field("token", T.STRING, "The token.")
+ACCESSOR = Field("accessor", T.STRING, "The token's accessor.")
+INCREMENT = Field("increment", T.DURATION, "The new TTL from now (default: the token's creation TTL).")
+CREATE_FIELDS = (
+    Field("policies", T.LIST, "Policy names (default: the caller's); a non-root caller gives a subset of its own."),
+    Field("ttl", T.DURATION, "The TTL (seconds or e.g. 30d); at most the caller's remaining life."),
+    Field("lease", T.DURATION, "The TTL (Vault's older name).", deprecated=True),
+    Field("explicit_max_ttl", T.DURATION, "A hard limit on the token's life, renewals included."),
+    Field("display_name", T.STRING, "A display name (prefixed with 'token-')."),
+    Field("num_uses", T.INT, "Uses before the token is gone; 0: unlimited."),
+    Field("renewable", T.BOOL, "Whether the token may be renewed (default true)."),
+    Field("meta", T.MAP, "Metadata: string keys and values."),
+    Field("no_parent", T.BOOL, "An orphan (needs root or sudo on auth/token/create)."),
+    Field("id", T.STRING, "Not supported: tokens are always random.", ignored=True),
+    Field("period", T.DURATION, "Not supported (periodic tokens).", ignored=True),
+    Field("type", T.STRING, "Only service tokens.", ignored=True),
+    Field("entity_alias", T.STRING, "Not supported (identity).", ignored=True),
+    Field("no_default_policy", T.BOOL, "There is no default policy here.", ignored=True),
+)
+_POST = "POST"
+
+PATHS = (
+    Path(
+        "auth/token/create",
+        "Create a token (a child of the caller).",
+        fields=CREATE_FIELDS,
+        operations={_POST: Operation(create)},
+    ),
+    Path(
+        "auth/token/create-orphan",
+        "Create a token with no parent.",
+        fields=CREATE_FIELDS,
+        operations={_POST: Operation(create_orphan)},
+    ),
+    Path(
+        "auth/token/lookup",
+        "A token's properties.",
+        fields=(TOKEN,),
+        operations={_POST: Operation(lookup)},
+    ),
+    Path(
+        "auth/token/lookup-self",
+        "The calling token: policies, accessor, ttl and expiry.",
+        fields=(),
+        operations={"GET": Operation(lookup_self, body=False), _POST: Operation(lookup_self, body=False)},
+        check_acl=False,
+    ),
+    Path(
+        "auth/token/lookup-accessor",
+        "A token's properties, by accessor (without its id).",
+        fields=(ACCESSOR,),
+        operations={_POST: Operation(lookup_accessor)},
+    ),
+    Path(
+        "auth/token/renew",
+        "Renew a token.",
+        fields=(TOKEN, INCREMENT),
+        operations={_POST: Operation(renew)},
+    ),
+    Path(
+        "auth/token/renew-self",
+        "Renew the calling token.",
+        fields=(INCREMENT,),
+        operations={_POST: Operation(renew_self)},
+        check_acl=False,
+    ),
+    Path(
+        "auth/token/revoke",
+        "Revoke a token and the tokens it made.",
+        fields=(TOKEN,),
+        operations={_POST: Operation(revoke)},
+    ),
+    Path(
+        "auth/token/revoke-self",
+        "Revoke the calling token and the tokens it made.",
+        fields=(),
+        operations={_POST: Operation(revoke_self, body=False)},
+        check_acl=False,
+    ),
+    Path(
+        "auth/token/revoke-accessor",
+        "Revoke a token, by accessor, and the tokens it made.",
+        fields=(ACCESSOR,),
+        operations={_POST: Operation(revoke_accessor)},
+    ),
+    Path(
+        "auth/token/accessors",
+        "The accessors of every token.",
+        fields=(),
+        operations={"LIST": Operation(accessors)},
+    ),
+)
