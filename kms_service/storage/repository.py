@@ -504,15 +504,6 @@ async def list_tokens(session: AsyncSession) -> list[TokenRecord]:
     return [await _record(session, token) for token in tokens]
 
 
-async def delete_token(
-    session: AsyncSession, *, accessor: str | None = None, token_hmac: bytes | None = None
-) -> str | None:
-    """Delete one token; returns its accessor, or None if there was no such token."""
-    query = delete(m.Token)
-    query = query.where(m.Token.accessor == accessor) if accessor else query.where(m.Token.token_hmac == token_hmac)
-    return (await session.execute(query.returning(m.Token.accessor))).scalar_one_or_none()
-
-
 async def delete_expired_tokens(session: AsyncSession, now: datetime) -> list[str]:
     """Delete every expired token; returns their accessors."""
     query = delete(m.Token).where(m.Token.expires_at.is_not(None), m.Token.expires_at <= now)
