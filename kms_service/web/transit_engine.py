@@ -59,9 +59,8 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     kind = call.params["plaintext"]
     if kind not in ("plaintext", "wrapped"):
         raise InvalidRequest("Invalid path, must be 'plaintext' or 'wrapped'")
-    new_datakey(args["bits"])  # the bit length is checked before the key is looked up
+    new_key = new_datakey(args["bits"])  # made (and its bit length checked) before the key is looked up
     key = await usable_key(call, "encryption key not found", (args["key_version"],))
-    new_key = new_datakey(args["bits"])
     options = EncryptOptions(
         associated_data=args["associated_data"], context=args["context"], padding_scheme=args["padding_scheme"] or ""
     )
