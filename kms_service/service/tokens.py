@@ -181,18 +181,9 @@ class TokenService:
                     f"{', '.join(POLICY_TEMPLATES)}, or the name of a policy written with sys/policies/acl"
                 )
         token, accessor, now = new_token(), new_accessor(), utcnow()
-        expires_at = now + ttl if ttl else None
-        async with self._db.writing() as session:
-            await repo.add_token(
-                session,
-                accessor=accessor,
-                token_hmac=self.digest(token),
-                display_name=display_name,
-                created_at=now,
-                expires_at=expires_at,
-                policies=policies,
-            )
-        return token, TokenInfo(accessor, tuple(sorted(set(policies))), display_name, now, expires_at)
+        info = TokenInfo(accessor, tuple(sorted(set(policies))), display_name, now, now + ttl if ttl else None)
+        await self._insert(token, info)
+        return token, info
 
     async def create_child(self, parent: Principal, request: TokenRequest) -> tuple[str, TokenInfo, list[str]]:
         """auth/token/create (Vault's rules): a non-root parent grants a subset of its own policies for no
@@ -236,23 +227,27 @@ class TokenService:
             explicit_max_ttl=request.explicit_max_ttl,
             meta=meta or None,
         )
+        await self._insert(token, info)
+        return token, info, warnings
+
+    async def _insert(self, token: str, info: TokenInfo) -> None:
+        """Store a new token: its HMAC and everything ``info`` says of it, never the token."""
         async with self._db.writing() as session:
             await repo.add_token(
                 session,
-                accessor=accessor,
+                accessor=info.accessor,
                 token_hmac=self.digest(token),
-                display_name=display_name,
-                created_at=now,
-                expires_at=expires_at,
-                policies=policies,
+                display_name=info.display_name,
+                created_at=info.created_at,
+                expires_at=info.expires_at,
+                policies=info.policies,
                 parent_accessor=info.parent_accessor,
                 num_uses=info.num_uses,
                 renewable=info.renewable,
                 ttl=info.ttl,
                 explicit_max_ttl=info.explicit_max_ttl,
-                meta=json.dumps(meta, sort_keys=True),
+                meta=json.dumps(dict(info.meta or {}), sort_keys=True),
             )
-        return token, info, warnings
 
     async def find(self, *, token: str | None = None, accessor: str | None = None) -> TokenInfo | None:
         """A live token's stored values by the token or its accessor (None: unknown or expired)."""
