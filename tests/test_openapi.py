@@ -37,7 +37,7 @@ def test_every_route_of_the_table_is_in_the_document(spec):
     expected = set()
     for path in TABLE:
         for pattern in path.patterns:
-            url = "/" + "/".join("{" + s[1:] + "}" if s.startswith(":") else s for s in pattern)
+            url = "/" + "/".join("{" + s[1:] + "}" if s.startswith((":", "*")) else s for s in pattern)
             for method in path.operations:
                 expected.add((url, "get" if method == "LIST" else method.lower()))
     assert expected == documented

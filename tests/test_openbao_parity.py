@@ -834,3 +834,81 @@ def test_the_same_policy_document_grants_the_same_capabilities(targets, server):
         if answers[0][path] != answers[1][path]
     }
     assert not mismatches, mismatches
+
+
+def _mount_lifecycle(mount: str) -> list[tuple[str, str, str, object, bool]]:
+    """(id, method, path, body, compare error text): a transit mount's life through sys/mounts, in order."""
+    return [
+        ("enable", "POST", f"sys/mounts/{mount}", {"type": "transit", "description": "team"}, False),
+        ("enable-again", "POST", f"sys/mounts/{mount}", {"type": "transit"}, True),
+        ("enable-inside", "POST", f"sys/mounts/{mount}/inner", {"type": "transit"}, True),
+        ("enable-unknown-type", "POST", f"sys/mounts/{mount}-kv", {"type": "kv2"}, True),
+        ("enable-no-type", "POST", f"sys/mounts/{mount}-none", {}, True),
+        ("enable-sys", "POST", "sys/mounts/sys", {"type": "transit"}, True),
+        ("enable-under-auth", "POST", "sys/mounts/auth/x", {"type": "transit"}, True),
+        ("read", "GET", f"sys/mounts/{mount}", None, False),
+        ("read-missing", "GET", f"sys/mounts/{mount}-missing", None, True),
+        ("tune-read", "GET", f"sys/mounts/{mount}/tune", None, False),
+        ("tune", "POST", f"sys/mounts/{mount}/tune", {"description": "tuned", "default_lease_ttl": "1h"}, False),
+        ("tune-read-again", "GET", f"sys/mounts/{mount}/tune", None, False),
+        ("key-create", "POST", f"{mount}/keys/k", {"type": "chacha20-poly1305"}, False),
+        ("key-list", "LIST", f"{mount}/keys", None, False),
+        ("encrypt", "POST", f"{mount}/encrypt/k", {"plaintext": INPUT}, False),
+        ("unknown-mount", "GET", f"{mount}-nowhere/keys/k", None, False),
+        ("disable-with-keys", "DELETE", f"sys/mounts/{mount}", None, False),
+        ("disable-missing", "DELETE", f"sys/mounts/{mount}-missing", None, False),
+    ]
+
+
+# Mount steps where this server answers otherwise, on purpose: (status here, why).
+INTENDED_MOUNT_DIFFERENCES = {
+    "disable-with-keys": (
+        400,
+        "Vault deletes every key of a mount unasked; here a mount holding keys is refused unless force=true, and "
+        "then only if each key allows deletion (nothing silently deletes what others rely on)",
+    ),
+}
+
+
+def test_a_mounts_life_answers_alike(targets):
+    mount = f"team-{os.urandom(3).hex()}"
+    mismatches = []
+    for case_id, method, path, body, same_text in _mount_lifecycle(mount):
+        if case_id == "disable-with-keys":
+            _same_listing_entry(targets, mount)
+        ours, theirs = (t.send(method, path, body) for t in targets)
+        if case_id in INTENDED_MOUNT_DIFFERENCES:
+            if ours.status_code != INTENDED_MOUNT_DIFFERENCES[case_id][0]:
+                mismatches.append(
+                    f"{case_id}: intended {INTENDED_MOUNT_DIFFERENCES[case_id][0]}, got {ours.status_code}"
+                )
+            continue
+        if ours.status_code != theirs.status_code:
+            mismatches.append(f"{case_id}: status {ours.status_code} != {theirs.status_code}: {ours.text[:160]}")
+            continue
+        if theirs.status_code == 204:
+            continue
+        mine, reference = ours.json(), theirs.json()
+        if "errors" in reference:
+            if same_text and mine.get("errors") != _unwrapped(reference["errors"]):
+                mismatches.append(f"{case_id}: {mine.get('errors')} != {reference['errors']}")
+            continue
+        data, reference_data = dict(mine["data"]), dict(reference["data"])
+        for field in (*OPENBAO_ONLY_KEY_FIELDS, "soft_deleted"):
+            data.pop(field, None)
+            reference_data.pop(field, None)
+        if set(mine) != set(reference) or _shape(data) != _shape(reference_data):
+            mismatches.append(f"{case_id}: shape {_shape(data)} != {_shape(reference_data)}")
+        elif case_id.startswith("tune-read"):
+            if mine["data"] != reference["data"]:
+                mismatches.append(f"{case_id}: {mine['data']} != {reference['data']}")
+    assert not mismatches, mismatches
+
+
+def _same_listing_entry(targets, mount: str) -> None:
+    """The listing's entry for the mount: the same fields, of the same types."""
+    listed = [t.send("GET", "sys/mounts").json() for t in targets]
+    mine, reference = (entry["data"][f"{mount}/"] for entry in listed)
+    assert _shape(mine) == _shape(reference)
+    assert mine["description"] == reference["description"] == "tuned"
+    assert listed[0][f"{mount}/"] == mine  # also at the top level, as Vault

@@ -58,10 +58,23 @@ def test_every_pattern_of_the_table_finds_its_own_path():
     router = Router(TABLE)
     for path in TABLE:
         for pattern in path.patterns:
-            segments = [s[1:] + "-value" if s.startswith(":") else s for s in pattern]
+            segments = [s[1:] + "-value" if s.startswith((":", "*")) else s for s in pattern]
             found = router.find(segments)
             assert found is not None and found[0] is path, pattern
-            assert found[1] == {s[1:]: s[1:] + "-value" for s in pattern if s.startswith(":")}
+            assert found[1] == {s[1:]: s[1:] + "-value" for s in pattern if s.startswith((":", "*"))}
+
+
+def test_a_glob_parameter_takes_several_segments_shortest_first():
+    router = Router(TABLE)
+    found = router.find(["sys", "mounts", "teams", "eu", "payments"])
+    assert found is not None and found[0].pattern == "sys/mounts/*path"
+    assert found[1] == {"path": "teams/eu/payments"}
+    # As Vault's non-greedy (?P<path>.+?)/tune: the tune path wins over a mount named ".../tune".
+    found = router.find(["sys", "mounts", "teams", "eu", "tune"])
+    assert found is not None and found[0].pattern == "sys/mounts/*path/tune"
+    assert found[1] == {"path": "teams/eu"}
+    assert router.find(["sys", "mounts"])[0].pattern == "sys/mounts"
+    assert router.find(["sys", "mounts", *["a"] * 9]) is None  # at most MAX_GLOB_SEGMENTS
 
 
 def test_the_table_refuses_ambiguous_or_incomplete_paths():

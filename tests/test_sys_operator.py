@@ -10,7 +10,7 @@ import hvac
 import hvac.exceptions
 import pytest
 import requests
-from test_bodies_and_methods import bao
+from baocli import bao
 
 # From Vault's policy documentation (the transit parts), with a deny and a '+' segment.
 DOCS_POLICY = """
@@ -85,6 +85,23 @@ def test_hvac_sys_policy_methods(server, root):
         client.sys.create_or_update_acl_policy("encrypt:vault-enc", 'path "x" { capabilities = ["read"] }')
     client.sys.delete_acl_policy("reader")
     assert "reader" not in client.sys.list_acl_policies()["data"]["keys"]
+
+
+def test_hvac_older_sys_policy_methods(server, root):
+    """hvac's create_or_update_policy, read_policy, list_policies and delete_policy use Vault's older
+    sys/policy paths: the same documents."""
+    client = server.client(root)
+    client.sys.create_or_update_policy("legacy", 'path "transit/keys/*" { capabilities = ["read"] }')
+    assert "legacy" in client.sys.list_acl_policies()["data"]["keys"]
+    listed = client.sys.list_policies()
+    assert "legacy" in listed["data"]["policies"] and listed["data"]["keys"] == listed["data"]["policies"]
+    assert "transit/keys/*" in client.sys.read_policy("legacy")["data"]["rules"]
+    assert client.sys.read_acl_policy("legacy")["data"]["policy"] == client.sys.read_policy("legacy")["rules"]
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="root"):
+        client.sys.delete_policy("root")
+    client.sys.delete_policy("legacy")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.sys.read_policy("legacy")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import hvac
 import hvac.exceptions
 import pytest
 import requests
-from test_bodies_and_methods import bao
+from baocli import bao
 from test_openbao_parity import openbao  # noqa: F401 (a fixture)
 
 APP_POLICY = """

@@ -133,8 +133,8 @@ def test_keys_past_their_period_are_rotated_once_by_the_sweep(server, vault):
     transit.create_key("not-due", key_type=TYPE, auto_rotate_period="3h")
     transit.create_key("never", key_type=TYPE)
     server.call(_age_latest_version(server.kms, "due", timedelta(hours=2)))
-    assert server.call(server.kms.keys.rotate_due()) == ["due"]
-    assert server.call(server.kms.keys.rotate_due()) == []  # the new version is not due
+    assert server.call(server.kms.mounts.rotate_due()) == ["due"]
+    assert server.call(server.kms.mounts.rotate_due()) == []  # the new version is not due
     assert [transit.read_key(k)["data"]["latest_version"] for k in ("due", "not-due", "never")] == [2, 1, 1]
 
 

@@ -18,10 +18,11 @@ log = logging.getLogger(__name__)
 
 
 class Kind:
-    KEY = "key"  # name: the key's name
+    KEY = "key"  # name: the key's reference (its name in transit/, <mount>/<name> elsewhere)
     TOKEN = "token"  # noqa: S105 (a kind, not a secret); name: the token's accessor
     POLICY = "policy"  # name: the policy's name
     ENDPOINT = "endpoint"  # name: the endpoint's name (its tokens' policies changed)
+    MOUNT = "mount"  # name: the mount's path
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Keys: the cache of key snapshots, and every key write as one transaction holding the key's row lock.
+"""Keys of one transit mount: the cache of key snapshots, the mount's settings, and every key write as
+one transaction holding the key's row lock. ``MountService`` makes one ``KeyService`` per mount.
 
 Slow work never runs on the event loop nor under a lock: new material is generated in a worker thread
 before the transaction starts, and crypto objects are built in a worker thread after it ends, lazily, for
@@ -8,11 +9,13 @@ the versions a request actually uses.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,9 +26,10 @@ from kms_service.errors import InternalError, InvalidRequest, RefusedAsServerErr
 from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings, KeyVersion
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
+from kms_service.mounts import Mount, key_ref
 from kms_service.seal import MasterKey, key_material_aad
 from kms_service.service.caching import SingleFlight
-from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.service.invalidation import Change, Kind
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
 
@@ -39,6 +43,9 @@ TOO_NEW_PROBE_INTERVAL = 0.25
 # keys.source: where a key was made.
 SOURCE_CONFIG = "services-yaml"
 SOURCE_API = "api"
+
+# Each mount's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
+ENGINE_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
 
 
 def utcnow() -> datetime:
@@ -57,19 +64,41 @@ class _CachedKey:
 
 
 class KeyService:
-    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, invalidator: Invalidator) -> None:
+    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, mount: Mount) -> None:
         self._db = db
         self._master_key = master_key
         self._cache_ttl = cache_ttl
+        self.mount = mount
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
-        invalidator.subscribe(Kind.KEY, self._on_change)
 
-    def _on_change(self, change: Change) -> None:
-        if change.name is None:
+    def forget(self, name: str | None) -> None:
+        """Drop a cached key (None: all), after a committed change to it (``MountService`` routes them)."""
+        if name is None:
             self._cache.clear()
         else:
-            self._cache.pop(change.name, None)
+            self._cache.pop(name, None)
+
+    def _ref(self, name: str) -> str:
+        """The key's reference: what its sealed material is bound to and its changes name."""
+        return key_ref(self.mount.path, name)
+
+    def _changed(self, name: str) -> Change:
+        return Change(Kind.KEY, self._ref(name))
+
+    async def engine_settings(self) -> dict[str, Any]:
+        """The mount's settings (config/keys, cache-config), Vault's defaults for what is unset."""
+        async with self._db.reading() as session:
+            stored = await repo.engine_settings(session, self.mount.id)
+        return {**ENGINE_DEFAULTS, **{name: json.loads(value) for name, value in stored.items()}}
+
+    async def set_engine_settings(self, **values: Any) -> dict[str, Any]:
+        async with self._db.writing() as session:
+            for name, value in values.items():
+                if name not in ENGINE_DEFAULTS:
+                    raise InternalError(f"unknown engine setting {name}")
+                await repo.put_engine_setting(session, self.mount.id, name, json.dumps(value), utcnow())
+        return await self.engine_settings()
 
     async def get(self, name: str, versions: Iterable[int] = (0,)) -> Key | None:
         """The key, from cache when fresh, with the crypto objects of ``versions`` built (0 = latest).
@@ -98,7 +127,7 @@ class KeyService:
         if entry is not None:
             # Stale but maybe unchanged: one cheap generation check before reloading every version.
             async with self._db.reading() as session:
-                generation = await repo.key_generation(session, name)
+                generation = await repo.key_generation(session, self.mount.id, name)
             if generation == entry.key.generation:
                 now = time.monotonic()
                 entry.checked_at = now
@@ -106,7 +135,7 @@ class KeyService:
                     entry.probed_at = now
                 return entry.key
         async with self._db.reading() as session:
-            stored = await repo.load_key(session, name)
+            stored = await repo.load_key(session, self.mount.id, name)
         if stored is None:
             self._cache.pop(name, None)
             return None
@@ -139,6 +168,7 @@ class KeyService:
     def _build(self, stored: repo.StoredKey, previous: _CachedKey | None) -> Key:
         row = stored.row
         key_type = self._key_type(row.type, row.name)
+        ref = self._ref(row.name)
         versions = {}
         for sv in stored.versions:
             # A version whose sealed bytes are unchanged keeps its built crypto object.
@@ -146,7 +176,7 @@ class KeyService:
             if old is not None and previous.sealed.get(sv.version) == sv.sealed_material and old.key_type is key_type:
                 versions[sv.version] = old
                 continue
-            versions[sv.version] = KeyVersion(sv.version, sv.created_at, self._unseal(row.name, sv), key_type)
+            versions[sv.version] = KeyVersion(sv.version, sv.created_at, self._unseal(ref, sv), key_type)
         return Key(
             name=row.name,
             key_type=key_type,
@@ -163,17 +193,19 @@ class KeyService:
             raise InternalError(f"key {key_name} has a type this server does not know")
         return key_type
 
-    def _unseal(self, name: str, sv: repo.StoredVersion) -> KeyMaterial:
+    def _unseal(self, ref: str, sv: repo.StoredVersion) -> KeyMaterial:
+        """``ref``: the key's reference (``_ref``), which the material is bound to."""
         if sv.material_format != ENVELOPE_FORMAT:
-            raise InternalError(f"key {name} version {sv.version} is stored in an old format; restart to upgrade it")
+            raise InternalError(f"key {ref} version {sv.version} is stored in an old format; restart to upgrade it")
         try:
-            sealed = self._master_key.unseal(sv.sealed_material, key_material_aad(name, sv.version, sv.material_format))
+            sealed = self._master_key.unseal(sv.sealed_material, key_material_aad(ref, sv.version, sv.material_format))
         except SealError:
-            raise InternalError(f"key {name} version {sv.version} does not open with the master key") from None
+            raise InternalError(f"key {ref} version {sv.version} does not open with the master key") from None
         return KeyMaterial.from_bytes(sealed)
 
     def _seal(self, name: str, version: int, material: KeyMaterial, now: datetime) -> repo.StoredVersion:
-        sealed = self._master_key.seal(material.to_bytes(), key_material_aad(name, version, ENVELOPE_FORMAT))
+        aad = key_material_aad(self._ref(name), version, ENVELOPE_FORMAT)
+        sealed = self._master_key.seal(material.to_bytes(), aad)
         return repo.StoredVersion(version, sealed, ENVELOPE_FORMAT, self._master_key.key_id, now)
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -195,9 +227,11 @@ class KeyService:
         """Insert a new key with its first version, inside the caller's transaction."""
         now = utcnow()
         first = self._seal(name, 1, material, now)
-        row = await repo.create_key(session, name, key_type, now, first, _public_pem(material), settings, source)
-        self._db.changed(session, Change(Kind.KEY, name))
-        log.info("created key %s (%s)", name, key_type)
+        row = await repo.create_key(
+            session, self.mount.id, name, key_type, now, first, _public_pem(material), settings, source
+        )
+        self._db.changed(session, self._changed(name))
+        log.info("created key %s (%s)", self._ref(name), key_type)
         return row.id
 
     async def rotate(self, name: str, only_if_due: bool = False) -> Key | None:
@@ -212,7 +246,7 @@ class KeyService:
         # A key's type never changes, so material made before the lock stays right; hmac keys keep their size.
         material = await self.generate(current.key_type.name, current.key_size or None)
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise InvalidRequest("key not found")
             _refuse_soft_deleted(row)
@@ -226,9 +260,9 @@ class KeyService:
             version = self._seal(name, row.latest_version + 1, material, now)
             await repo.add_version(session, row, version, _public_pem(material))
             await repo.bump(session, row, now, latest_version=version.version)
-            self._db.changed(session, Change(Kind.KEY, name))
-            stored = await repo.load_key(session, name)
-        log.info("rotated key %s to version %d", name, version.version)
+            self._db.changed(session, self._changed(name))
+            stored = await repo.load_key(session, self.mount.id, name)
+        log.info("rotated key %s to version %d", self._ref(name), version.version)
         return await self._remember(stored)
 
     async def upsert(self, name: str, key_type: str, settings: KeySettings, key_size: int = 0) -> Key:
@@ -240,7 +274,7 @@ class KeyService:
         material = await self.generate(key_type, key_size)
         try:
             async with self._db.writing() as session:
-                if await repo.get_key(session, name, for_update=True) is None:
+                if await repo.get_key(session, self.mount.id, name, for_update=True) is None:
                     await self.create(session, name, key_type, material, settings, source=SOURCE_API)
         except IntegrityError:
             pass  # another node made it first: theirs stands
@@ -251,36 +285,34 @@ class KeyService:
 
     async def delete(self, name: str) -> None:
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise InvalidRequest(f"error deleting policy {name}: could not delete key; not found")
             if not repo.key_settings(row).deletion_allowed:
                 raise InvalidRequest(f"error deleting policy {name}: deletion is not allowed for this key")
             await repo.delete_key(session, row)
-            self._db.changed(session, Change(Kind.KEY, name), Change(Kind.POLICY))
-        log.info("deleted key %s", name)
+            self._db.changed(session, self._changed(name), Change(Kind.POLICY))
+        log.info("deleted key %s", self._ref(name))
 
     async def trim(self, name: str, min_available_version: int) -> Key:
         """Delete every version below ``min_available_version`` for good (Vault's trim)."""
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise InvalidRequest("invalid key name")
             _refuse_soft_deleted(row)
             settings = repo.key_settings(row).trimmed(min_available_version)
             await repo.delete_versions_below(session, row, min_available_version)
             await repo.save_settings(session, row, settings, utcnow())
-            self._db.changed(session, Change(Kind.KEY, name))
-            stored = await repo.load_key(session, name)
-        log.info("trimmed key %s below version %d", name, min_available_version)
+            self._db.changed(session, self._changed(name))
+            stored = await repo.load_key(session, self.mount.id, name)
+        log.info("trimmed key %s below version %d", self._ref(name), min_available_version)
         return await self._remember(stored)
 
-    async def rotate_due(self, now: datetime | None = None) -> list[str]:
-        """Rotate every key whose auto_rotate_period has passed since its latest version. Each rotation is
-        its own transaction and re-checks under the row lock, so nodes sweeping at once rotate a key once;
-        one failing key does not stop the sweep."""
-        async with self._db.reading() as session:
-            candidates = await repo.keys_with_auto_rotation(session)
+    async def rotate_due(self, candidates: Iterable[repo.RotationCandidate], now: datetime | None = None) -> list[str]:
+        """Rotate each candidate (a key of this mount with an auto_rotate_period) whose period has passed
+        since its latest version. Each rotation is its own transaction and re-checks under the row lock, so
+        nodes sweeping at once rotate a key once; one failing key does not stop the sweep."""
         rotated = []
         for candidate in candidates:
             settings = KeySettings(auto_rotate_period=candidate.auto_rotate_period)
@@ -290,35 +322,33 @@ class KeyService:
                 if await self.rotate(candidate.name, only_if_due=True) is not None:
                     rotated.append(candidate.name)
             except Exception:
-                log.exception("auto-rotation of key %s failed; the sweep goes on", candidate.name)
-        if rotated:
-            log.info("auto-rotated %d key(s): %s", len(rotated), ", ".join(rotated))
+                log.exception("auto-rotation of key %s failed; the sweep goes on", self._ref(candidate.name))
         return rotated
 
     async def _reload(self, name: str) -> Key | None:
         async with self._db.reading() as session:
-            stored = await repo.load_key(session, name)
+            stored = await repo.load_key(session, self.mount.id, name)
         return None if stored is None else await self._remember(stored)
 
     async def set_soft_deleted(self, name: str, soft_deleted: bool) -> tuple[Key, list[str]]:
         """OpenBao's soft delete and its restore: the key stays, but every use is refused meanwhile."""
         warnings = []
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise InvalidRequest(f"no existing key named {name} could be found")
             settings = repo.key_settings(row)
             if settings.soft_deleted == soft_deleted:
                 warnings.append("key is already soft-deleted" if soft_deleted else "key is not soft-deleted")
             elif await repo.save_settings(session, row, replace(settings, soft_deleted=soft_deleted), utcnow()):
-                self._db.changed(session, Change(Kind.KEY, name))
-            stored = await repo.load_key(session, name)
+                self._db.changed(session, self._changed(name))
+            stored = await repo.load_key(session, self.mount.id, name)
         return await self._remember(stored), warnings
 
     async def set_certificate_chain(self, name: str, version: int, chain_pem: str) -> Key:
         """Store a certificate chain with one version of a signing key (its leaf must certify that version)."""
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise InvalidRequest(f"no existing key named {name} could be found")
             _refuse_soft_deleted(row)
@@ -326,7 +356,7 @@ class KeyService:
             stored = await repo.get_version(session, row, number)
             if stored is None or number < row.min_decryption_version:
                 raise InvalidRequest("version does not exist or cannot be found")
-            material = self._unseal(name, stored)
+            material = self._unseal(self._ref(name), stored)
             if material.public_key is None:
                 raise InvalidRequest(f"key type {row.type} does not support certificates")
             chain = certificates.checked_chain(chain_pem, material.public_key)
@@ -336,15 +366,15 @@ class KeyService:
                 session, row.id, number, resealed.sealed_material, ENVELOPE_FORMAT, self._master_key.key_id
             )
             await repo.bump(session, row, utcnow())
-            self._db.changed(session, Change(Kind.KEY, name))
-            reloaded = await repo.load_key(session, name)
+            self._db.changed(session, self._changed(name))
+            reloaded = await repo.load_key(session, self.mount.id, name)
         return await self._remember(reloaded)
 
     async def import_key(self, name: str, key_type: str, material: KeyMaterial, settings: KeySettings) -> None:
         """A new key whose first version is imported material (Vault's keys/:name/import)."""
         try:
             async with self._db.writing() as session:
-                if await repo.get_key(session, name, for_update=True) is not None:
+                if await repo.get_key(session, self.mount.id, name, for_update=True) is not None:
                     raise RefusedAsServerError(
                         "the import path cannot be used with an existing key; use import-version to rotate an "
                         "existing imported key"
@@ -355,7 +385,7 @@ class KeyService:
                 "the import path cannot be used with an existing key; use import-version to rotate an existing "
                 "imported key"
             ) from None
-        log.info("imported key %s (%s)", name, key_type)
+        log.info("imported key %s (%s)", self._ref(name), key_type)
 
     async def import_version(self, name: str, make: Callable[[KeyType], KeyMaterial], version: int = 0) -> Key:
         """Add an imported version to an imported key, or (``version``) complete a public-key-only version with
@@ -367,7 +397,7 @@ class KeyService:
             raise RefusedAsServerError("the import_version endpoint can only be used with an imported key")
         material = make(current.key_type)
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise RefusedAsServerError(f"no key found with name {name}")
             _refuse_soft_deleted(row)
@@ -376,7 +406,7 @@ class KeyService:
                 stored = await repo.get_version(session, row, version)
                 if stored is None:
                     raise InvalidRequest("version does not exist or cannot be found")
-                existing = self._unseal(name, stored)
+                existing = self._unseal(self._ref(name), stored)
                 if existing.has_private_key or existing.public_key != material.public_key:
                     raise RefusedAsServerError(
                         "cannot import a private key that does not match the version's public key"
@@ -390,9 +420,9 @@ class KeyService:
                 added = self._seal(name, row.latest_version + 1, material, now)
                 await repo.add_version(session, row, added, _public_pem(material))
                 await repo.bump(session, row, now, latest_version=added.version)
-            self._db.changed(session, Change(Kind.KEY, name))
-            stored_key = await repo.load_key(session, name)
-        log.info("imported a version of key %s", name)
+            self._db.changed(session, self._changed(name))
+            stored_key = await repo.load_key(session, self.mount.id, name)
+        log.info("imported a version of key %s", self._ref(name))
         return await self._remember(stored_key)
 
     async def backup(self, name: str) -> str:
@@ -405,7 +435,7 @@ class KeyService:
             raise RefusedAsServerError("exporting is disallowed on the policy")
         if not key.settings.allow_plaintext_backup:
             raise RefusedAsServerError("plaintext backup is disallowed on the policy")
-        log.info("made a plaintext backup of key %s", name)
+        log.info("made a plaintext backup of key %s", self._ref(name))
         return backup_format.encode(key, utcnow())
 
     async def restore(self, name: str | None, text: str, force: bool) -> None:
@@ -418,7 +448,7 @@ class KeyService:
         await asyncio.to_thread(_check_backup_material, key_type, backup)
         now = utcnow()
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is not None and not force:
                 raise RefusedAsServerError(f'key "{name}" already exists')
             if row is not None and row.type != key_type.name:
@@ -430,6 +460,7 @@ class KeyService:
             if row is None:
                 row = await repo.create_key(
                     session,
+                    self.mount.id,
                     name,
                     key_type.name,
                     now,
@@ -445,8 +476,8 @@ class KeyService:
                 await repo.add_version(session, row, stored, _public_pem(version.material))
             changes = {n: getattr(backup.settings, n) for n in KeySettings.names()}
             await repo.bump(session, row, now, type=key_type.name, latest_version=backup.latest_version, **changes)
-            self._db.changed(session, Change(Kind.KEY, name))
-        log.info("restored key %s (%d versions)", name, len(backup.versions))
+            self._db.changed(session, self._changed(name))
+        log.info("restored key %s (%d versions)", self._ref(name), len(backup.versions))
 
     async def sources(self) -> dict[str, int]:
         async with self._db.reading() as session:
@@ -454,19 +485,19 @@ class KeyService:
 
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
         async with self._db.writing() as session:
-            row = await repo.get_key(session, name, for_update=True)
+            row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
                 raise InvalidRequest(f"no existing key named {name} could be found")
             _refuse_soft_deleted(row)
             settings, warnings = repo.key_settings(row).configured(change, row.latest_version)
             if await repo.save_settings(session, row, settings, utcnow()):
-                self._db.changed(session, Change(Kind.KEY, name))
-            stored = await repo.load_key(session, name)
+                self._db.changed(session, self._changed(name))
+            stored = await repo.load_key(session, self.mount.id, name)
         return await self._remember(stored), warnings
 
     async def names(self) -> list[str]:
         async with self._db.reading() as session:
-            return await repo.list_key_names(session)
+            return await repo.list_key_names(session, self.mount.id)
 
     async def upgrade_legacy_material(self) -> int:
         """Re-seal pre-envelope versions (format 0, a raw key) as envelopes with a fresh HMAC key. One
@@ -474,7 +505,8 @@ class KeyService:
         async with self._db.writing() as session:
             legacy = await repo.legacy_versions(session, material_format=0)
             for item in legacy:
-                aad = key_material_aad(item.key_name, item.version, 0)
+                ref = key_ref(item.mount_path, item.key_name)
+                aad = key_material_aad(ref, item.version, 0)
                 try:
                     raw = self._master_key.unseal(item.sealed_material, aad)
                 except SealError:
@@ -484,14 +516,15 @@ class KeyService:
                 key_type = self._key_type(item.key_type, item.key_name)
                 material = KeyMaterial.upgrade_legacy(raw, key_type.public_key(raw))
                 sealed = self._master_key.seal(
-                    material.to_bytes(), key_material_aad(item.key_name, item.version, ENVELOPE_FORMAT)
+                    material.to_bytes(), key_material_aad(ref, item.version, ENVELOPE_FORMAT)
                 )
                 await repo.reseal_version(
                     session, item.key_id, item.version, sealed, ENVELOPE_FORMAT, self._master_key.key_id
                 )
             if legacy:
                 await repo.bump_generation(session, (item.key_id for item in legacy), utcnow())
-                self._db.changed(session, *(Change(Kind.KEY, name) for name in {i.key_name for i in legacy}))
+                refs = {key_ref(i.mount_path, i.key_name) for i in legacy}
+                self._db.changed(session, *(Change(Kind.KEY, ref) for ref in refs))
         if legacy:
             log.info("upgraded %d key version(s) to the key material envelope", len(legacy))
         return len(legacy)

@@ -4,22 +4,21 @@ policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` c
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
-from kms_service.errors import ConfigError, InternalError, SealError
+from kms_service.errors import ConfigError, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
+from kms_service.service.mounts import MountService
 from kms_service.service.policies import PolicyService
 from kms_service.service.tokens import TokenService
 from kms_service.service.wrapping import WrappingKeyService
@@ -29,10 +28,6 @@ from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database, create_engine
 
 log = logging.getLogger(__name__)
-
-
-# The transit engine's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
-ENGINE_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
 
 
 def utcnow() -> datetime:
@@ -49,7 +44,7 @@ class KMS:
         self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
-        self.keys = KeyService(self.db, master_key, settings.cache_ttl, self.invalidator)
+        self.mounts = MountService(self.db, master_key, settings.cache_ttl, self.invalidator)
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
         self.wrapping = WrappingKeyService(self.db, master_key)
@@ -65,6 +60,7 @@ class KMS:
             master_key = settings.master_key or MasterKey.load(settings.data_dir)
             secrets = await _unlock(Database(engine), master_key)
             kms = cls(engine, master_key, secrets, settings)
+            await kms.mounts.load()
             await kms.keys.upgrade_legacy_material()
             if settings.service is not None:
                 await kms.provision(settings.service)
@@ -85,36 +81,31 @@ class KMS:
         finally:
             await kms.close()
 
-    async def engine_settings(self) -> dict[str, Any]:
-        """The transit engine's settings (config/keys, cache-config), Vault's defaults for what is unset."""
-        async with self.db.reading() as session:
-            stored = await repo.engine_settings(session)
-        return {**ENGINE_DEFAULTS, **{name: json.loads(value) for name, value in stored.items()}}
-
-    async def set_engine_settings(self, **values: Any) -> dict[str, Any]:
-        async with self.db.writing() as session:
-            for name, value in values.items():
-                if name not in ENGINE_DEFAULTS:
-                    raise InternalError(f"unknown engine setting {name}")
-                await repo.put_engine_setting(session, name, json.dumps(value), utcnow())
-        return await self.engine_settings()
+    @property
+    def keys(self) -> KeyService:
+        """The keys of transit/, where the services YAML's keys live."""
+        return self.mounts.default
 
     async def provision(self, config: ServiceConfig) -> None:
         """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change."""
         wanted = config.keys()
+        transit = self.keys
+        mount_id = transit.mount.id
         async with self.db.reading() as session:
-            missing = {name: kt for name, kt in wanted.items() if await repo.key_type_of(session, name) is None}
+            missing = {
+                name: kt for name, kt in wanted.items() if await repo.key_type_of(session, mount_id, name) is None
+            }
         # Material is made before the write transaction: generation can be slow and must not hold the lock.
-        materials = {name: await self.keys.generate(kt) for name, kt in missing.items()}
+        materials = {name: await transit.generate(kt) for name, kt in missing.items()}
         async with self.db.writing() as session:
             await repo.serialize_writers(session)
             now = utcnow()
             key_ids = {}
             for name, key_type in wanted.items():
-                row = await repo.get_key(session, name)
+                row = await repo.get_key(session, mount_id, name)
                 if row is None:
-                    material = materials.get(name) or await self.keys.generate(key_type)
-                    key_ids[name] = await self.keys.create(session, name, key_type, material, KeySettings())
+                    material = materials.get(name) or await transit.generate(key_type)
+                    key_ids[name] = await transit.create(session, name, key_type, material, KeySettings())
                 elif row.type != key_type:
                     raise ConfigError(_type_change_message(name, row.type, key_type))
                 else:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -60,9 +61,28 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Mount(Base):
+    __tablename__ = "mounts"
+    __table_args__ = ({"comment": "Transit engines by path (Vault's sys/mounts); each holds its own keys"},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(
+        String(300), unique=True, comment="Where it is mounted, without slashes at the ends: transit, teams/eu"
+    )
+    type: Mapped[str] = mapped_column(String(32), comment="The engine: transit")
+    description: Mapped[str] = mapped_column(Text, default="")
+    accessor: Mapped[str] = mapped_column(String(32), unique=True, comment="Vault's public mount handle")
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    config: Mapped[str] = mapped_column(Text, default="{}", comment="Tuned settings (JSON): lease TTLs")
+    options: Mapped[str] = mapped_column(Text, default="{}", comment="Mount options as given (JSON)")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Key(Base):
     __tablename__ = "keys"
     __table_args__ = (
+        UniqueConstraint("mount_id", "name", name="uq_keys_mount_id_name"),
         CheckConstraint("latest_version >= 1", name="latest_version_positive"),
         CheckConstraint(
             "min_decryption_version >= 1 AND min_decryption_version <= latest_version",
@@ -77,7 +97,11 @@ class Key(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True, comment="Key name as used in API paths")
+    # The default is transit/ (mount 1) for the inserts of the release before mounts, during a rollout.
+    mount_id: Mapped[int] = mapped_column(
+        ForeignKey("mounts.id", ondelete="RESTRICT"), server_default="1", comment="The transit mount holding the key"
+    )
+    name: Mapped[str] = mapped_column(String(128), comment="Key name as used in API paths, unique in its mount")
     type: Mapped[str] = mapped_column(String(32), comment="Vault key type, e.g. ecdsa-p256; never changes")
     latest_version: Mapped[int] = mapped_column(Integer, comment="Newest version; rotation adds one")
     min_decryption_version: Mapped[int] = mapped_column(
@@ -264,6 +288,12 @@ class EngineSetting(Base):
     __tablename__ = "engine_settings"
     __table_args__ = ({"comment": "The transit engine's own settings (config/keys, cache-config), one row each"},)
 
+    mount_id: Mapped[int] = mapped_column(
+        ForeignKey("mounts.id", ondelete="CASCADE"),
+        primary_key=True,
+        server_default="1",
+        comment="Whose setting: a mount",
+    )
     name: Mapped[str] = mapped_column(String(64), primary_key=True, comment="e.g. disable_upsert, cache_size")
     value: Mapped[str] = mapped_column(Text, comment="JSON value")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

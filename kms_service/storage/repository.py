@@ -53,20 +53,21 @@ async def serialize_writers(session: AsyncSession) -> None:
 # -- keys ---------------------------------------------------------------------------------------------
 
 
-async def get_key(session: AsyncSession, name: str, for_update: bool = False) -> m.Key | None:
-    query = select(m.Key).where(m.Key.name == name)
+async def get_key(session: AsyncSession, mount_id: int, name: str, for_update: bool = False) -> m.Key | None:
+    query = select(m.Key).where(m.Key.mount_id == mount_id, m.Key.name == name)
     if for_update:
         # PostgreSQL row lock; SQLite already holds the database write lock (BEGIN IMMEDIATE).
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def key_type_of(session: AsyncSession, name: str) -> str | None:
-    return (await session.execute(select(m.Key.type).where(m.Key.name == name))).scalar_one_or_none()
+async def key_type_of(session: AsyncSession, mount_id: int, name: str) -> str | None:
+    query = select(m.Key.type).where(m.Key.mount_id == mount_id, m.Key.name == name)
+    return (await session.execute(query)).scalar_one_or_none()
 
 
-async def load_key(session: AsyncSession, name: str) -> StoredKey | None:
-    row = await get_key(session, name)
+async def load_key(session: AsyncSession, mount_id: int, name: str) -> StoredKey | None:
+    row = await get_key(session, mount_id, name)
     if row is None:
         return None
     result = await session.execute(
@@ -81,16 +82,19 @@ async def load_key(session: AsyncSession, name: str) -> StoredKey | None:
     return StoredKey(row, versions)
 
 
-async def key_generation(session: AsyncSession, name: str) -> int | None:
-    return (await session.execute(select(m.Key.generation).where(m.Key.name == name))).scalar_one_or_none()
+async def key_generation(session: AsyncSession, mount_id: int, name: str) -> int | None:
+    query = select(m.Key.generation).where(m.Key.mount_id == mount_id, m.Key.name == name)
+    return (await session.execute(query)).scalar_one_or_none()
 
 
-async def list_key_names(session: AsyncSession) -> list[str]:
-    return list((await session.execute(select(m.Key.name).order_by(m.Key.name))).scalars())
+async def list_key_names(session: AsyncSession, mount_id: int) -> list[str]:
+    query = select(m.Key.name).where(m.Key.mount_id == mount_id).order_by(m.Key.name)
+    return list((await session.execute(query)).scalars())
 
 
 async def create_key(
     session: AsyncSession,
+    mount_id: int,
     name: str,
     key_type: str,
     now: datetime,
@@ -101,6 +105,7 @@ async def create_key(
 ) -> m.Key:
     settings = settings or KeySettings()
     row = m.Key(
+        mount_id=mount_id,
         name=name,
         type=key_type,
         source=source,
@@ -180,6 +185,7 @@ async def delete_versions_below(session: AsyncSession, row: m.Key, version: int)
 
 @dataclass(frozen=True)
 class RotationCandidate:
+    mount_id: int
     name: str
     auto_rotate_period: int
     latest_created_at: datetime
@@ -188,10 +194,10 @@ class RotationCandidate:
 async def keys_with_auto_rotation(session: AsyncSession) -> list[RotationCandidate]:
     """Keys with an auto_rotate_period, with their latest version's creation time."""
     rows = await session.execute(
-        select(m.Key.name, m.Key.auto_rotate_period, m.KeyVersion.created_at)
+        select(m.Key.mount_id, m.Key.name, m.Key.auto_rotate_period, m.KeyVersion.created_at)
         .join(m.KeyVersion, (m.KeyVersion.key_id == m.Key.id) & (m.KeyVersion.version == m.Key.latest_version))
         .where(m.Key.auto_rotate_period > 0)
-        .order_by(m.Key.name)
+        .order_by(m.Key.mount_id, m.Key.name)
     )
     return [RotationCandidate(*row) for row in rows]
 
@@ -208,17 +214,49 @@ async def key_sources(session: AsyncSession) -> dict[str, int]:
     return {source: count for source, count in rows}
 
 
-# -- the engine's own settings --------------------------------------------------------------------------
+# -- mounts -------------------------------------------------------------------------------------------
 
 
-async def engine_settings(session: AsyncSession) -> dict[str, str]:
-    return {row.name: row.value for row in (await session.execute(select(m.EngineSetting))).scalars()}
+async def list_mounts(session: AsyncSession) -> list[m.Mount]:
+    return list((await session.execute(select(m.Mount).order_by(m.Mount.path))).scalars())
 
 
-async def put_engine_setting(session: AsyncSession, name: str, value: str, now: datetime) -> None:
-    row = await session.get(m.EngineSetting, name)
+async def get_mount(session: AsyncSession, path: str, for_update: bool = False) -> m.Mount | None:
+    query = select(m.Mount).where(m.Mount.path == path)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def add_mount(session: AsyncSession, row: m.Mount) -> m.Mount:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def keys_in_mount(session: AsyncSession, mount_id: int) -> list[m.Key]:
+    """Every key of a mount, locked (PostgreSQL) so none changes while the mount goes."""
+    query = select(m.Key).where(m.Key.mount_id == mount_id).order_by(m.Key.name).with_for_update()
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_mount(session: AsyncSession, mount_id: int) -> None:
+    """The mount and its settings (cascade); its keys must be gone first (RESTRICT)."""
+    await session.execute(delete(m.Mount).where(m.Mount.id == mount_id))
+
+
+# -- each mount's own settings --------------------------------------------------------------------------
+
+
+async def engine_settings(session: AsyncSession, mount_id: int) -> dict[str, str]:
+    query = select(m.EngineSetting).where(m.EngineSetting.mount_id == mount_id)
+    return {row.name: row.value for row in (await session.execute(query)).scalars()}
+
+
+async def put_engine_setting(session: AsyncSession, mount_id: int, name: str, value: str, now: datetime) -> None:
+    row = await session.get(m.EngineSetting, (mount_id, name))
     if row is None:
-        session.add(m.EngineSetting(name=name, value=value, updated_at=now))
+        session.add(m.EngineSetting(mount_id=mount_id, name=name, value=value, updated_at=now))
     else:
         row.value, row.updated_at = value, now
     await session.flush()
@@ -227,6 +265,7 @@ async def put_engine_setting(session: AsyncSession, name: str, value: str, now: 
 @dataclass(frozen=True)
 class LegacyVersion:
     key_id: int
+    mount_path: str
     key_name: str
     key_type: str
     version: int
@@ -235,8 +274,16 @@ class LegacyVersion:
 
 async def legacy_versions(session: AsyncSession, material_format: int) -> list[LegacyVersion]:
     rows = await session.execute(
-        select(m.KeyVersion.key_id, m.Key.name, m.Key.type, m.KeyVersion.version, m.KeyVersion.sealed_material)
+        select(
+            m.KeyVersion.key_id,
+            m.Mount.path,
+            m.Key.name,
+            m.Key.type,
+            m.KeyVersion.version,
+            m.KeyVersion.sealed_material,
+        )
         .join(m.Key, m.Key.id == m.KeyVersion.key_id)
+        .join(m.Mount, m.Mount.id == m.Key.mount_id)
         .where(m.KeyVersion.material_format == material_format)
         .order_by(m.KeyVersion.key_id, m.KeyVersion.version)
     )

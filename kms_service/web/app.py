@@ -120,7 +120,7 @@ def background_job(name: str, interval: Callable[[Settings], float], job: Callab
 
 token_reaper = background_job("token reaper", lambda s: s.reap_interval, lambda kms: kms.tokens.reap())
 key_auto_rotation = background_job(
-    "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.keys.rotate_due()
+    "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.mounts.rotate_due()
 )
 
 

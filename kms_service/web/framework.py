@@ -44,7 +44,9 @@ from kms_service.web.fields import (
 from kms_service.web.replies import Reply
 
 if TYPE_CHECKING:
+    from kms_service.mounts import Mount
     from kms_service.service import KMS, Principal
+    from kms_service.service.keys import KeyService
     from kms_service.web.routing import Router
 
 T = TypeVar("T")
@@ -171,14 +173,15 @@ class Operation:
 
 
 _PATTERN_RE = re.compile(r"(?P<base>[^()]+?)(?:\(/:(?P<optional>[a-z_]+)\))?", re.ASCII)
-_SEGMENT_RE = re.compile(r":?[a-z0-9_.-]+", re.ASCII)
+_SEGMENT_RE = re.compile(r"[:*]?[a-z0-9_.-]+", re.ASCII)
 
 
 @dataclass(frozen=True)
 class Path:
     """``pattern`` is ``transit/keys/:name/rotate``: literal segments and ``:param`` segments, and at most
-    one optional last parameter written ``(/:param)`` (``transit/sign/:name(/:hash)``). Every parameter is
-    also declared in ``fields``; the other fields are the body's."""
+    one optional last parameter written ``(/:param)`` (``transit/sign/:name(/:hash)``). A ``*param``
+    segment takes one or more segments, joined by ``/`` (``sys/mounts/*path``: mount paths hold slashes).
+    Every parameter is also declared in ``fields``; the other fields are the body's."""
 
     pattern: str
     summary: str
@@ -206,7 +209,7 @@ class Path:
             raise ValueError(f"bad path pattern {self.pattern!r}")
         patterns = (base,) if match["optional"] is None else (base, (*base, ":" + match["optional"]))
         object.__setattr__(self, "patterns", patterns)
-        params = tuple(segment[1:] for segment in patterns[-1] if segment.startswith(":"))
+        params = tuple(segment[1:] for segment in patterns[-1] if segment.startswith((":", "*")))
         object.__setattr__(self, "params", params)
 
         fields = list(self.fields)
@@ -278,9 +281,17 @@ class Call:
     router: Router
     params: dict[str, str]
     principal: Principal | None = None
+    # The transit mount the request's path is in (None outside one: sys/, auth/).
+    mount: Mount | None = None
     # The answer of the operation's existence check, when it has one (False: this POST is a create).
     existed: bool | None = None
     _warnings: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def keys(self) -> KeyService:
+        """The keys and settings of the request's mount."""
+        assert self.mount is not None, "a transit path is always in a mount"
+        return self.kms.mounts.engine(self.mount)
 
     def warnings(self) -> list[str]:
         """Vault's warnings for body fields the path ignored or took from the URL instead, and the handler's."""

@@ -41,7 +41,7 @@ class Route:
 def routes(paths: Iterable[Path]) -> Iterator[Route]:
     for path in paths:
         for pattern in path.patterns:
-            url = "/" + "/".join("{" + s[1:] + "}" if s.startswith(":") else s for s in pattern)
+            url = "/" + "/".join("{" + s[1:] + "}" if s.startswith((":", "*")) else s for s in pattern)
             for method, operation in path.operations.items():
                 # Vault's documents put a LIST next to a read of the same path at the path with a '/'.
                 target = url + "/" if method == "LIST" and "GET" in path.operations else url
@@ -83,8 +83,9 @@ def document(paths: Iterable[Path]) -> dict[str, Any]:
 
 def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     path, op = route.path, route.operation
-    words = [s for s in route.pattern if not s.startswith(":")]
-    operation_id = "-".join([route.method.lower(), *words, *(s[1:] for s in route.pattern if s.startswith(":"))])
+    words = [s for s in route.pattern if not s.startswith((":", "*"))]
+    params = [s[1:] for s in route.pattern if s.startswith((":", "*"))]
+    operation_id = "-".join([route.method.lower(), *words, *params])
     result: dict[str, Any] = {
         "operationId": operation_id,
         "summary": path.summary,
@@ -101,7 +102,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     parameters = [
         {"name": f.name, "in": "path", "required": True, "description": f.description, "schema": {"type": "string"}}
         for f in path.param_fields
-        if ":" + f.name in route.pattern
+        if (":" + f.name in route.pattern or "*" + f.name in route.pattern)
     ]
     if route.method == "LIST":
         parameters.append(

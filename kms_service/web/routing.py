@@ -29,6 +29,7 @@ from kms_service.errors import (
     UnsupportedOperation,
     UnsupportedPath,
 )
+from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
 from kms_service.web.fields import parse_go_bool
@@ -38,11 +39,19 @@ from kms_service.web.replies import Reply
 KMS_KEY = web.AppKey("kms", KMS)
 
 
+# The most segments a ``*param`` takes (mount paths have at most four).
+MAX_GLOB_SEGMENTS = 8
+# The first segments no mount can take: the router looks these up as they are.
+SYSTEM_PREFIXES = frozenset({"sys", "auth"})
+
+
 @dataclass
 class _Node:
     literals: dict[str, _Node] = field(default_factory=dict)
     param: str | None = None
     param_node: _Node | None = None
+    glob: str | None = None
+    glob_node: _Node | None = None
     path: Path | None = None
 
 
@@ -63,7 +72,13 @@ class Router:
         for pattern in path.patterns:
             node = self._root
             for segment in pattern:
-                if segment.startswith(":"):
+                if segment.startswith("*"):
+                    if node.glob not in (None, segment[1:]):
+                        raise ValueError(f"{path.pattern}: '*{node.glob}' and '{segment}' at the same place")
+                    node.glob = segment[1:]
+                    node.glob_node = node.glob_node or _Node()
+                    node = node.glob_node
+                elif segment.startswith(":"):
                     if node.param not in (None, segment[1:]):
                         raise ValueError(f"{path.pattern}: ':{node.param}' and '{segment}' at the same place")
                     node.param = segment[1:]
@@ -74,7 +89,8 @@ class Router:
             if node.path is not None:
                 raise ValueError(f"{path.pattern}: '{'/'.join(pattern)}' is already {node.path.pattern}")
             node.path = path
-            self._depth = max(self._depth, len(pattern))
+            globs = sum(segment.startswith("*") for segment in pattern)
+            self._depth = max(self._depth, len(pattern) + globs * (MAX_GLOB_SEGMENTS - 1))
         self._paths.append(path)
 
     def find(self, segments: list[str]) -> tuple[Path, dict[str, str]] | None:
@@ -90,12 +106,21 @@ class Router:
         segments = _split_path(request.raw_path, trailing_slash_ok=listing)
         if segments is None:
             raise NotFound()
-        found = self.find(segments)
+        kms = request.app[KMS_KEY]
+        # A path in a transit mount (``transit/...``, ``payments/...``) is looked up as transit's: the
+        # table's transit paths serve every mount, each with its own keys. The ACL sees the path as sent.
+        mount, route = None, segments
+        if segments and segments[0] not in SYSTEM_PREFIXES:
+            resolved = await kms.mounts.resolve(segments)
+            if resolved is not None:
+                mount, rest = resolved
+                route = [DEFAULT_MOUNT, *rest]
+        found = self.find(route)
         path, params = found if found else (None, {})
         if listing and path is not None and not _lists_at(path, params):
             path, params = None, {}
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
-        call = Call(request, request.app[KMS_KEY], self, params)
+        call = Call(request, kms, self, params, mount=mount)
         if path is None or path.authenticated:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:
@@ -154,7 +179,14 @@ def _match(node: _Node, segments: list[str], i: int, params: dict[str, str]) -> 
     if child is not None and (found := _match(child, segments, i + 1, params)):
         return found
     if node.param_node is not None and node.param is not None:
-        return _match(node.param_node, segments, i + 1, {**params, node.param: segments[i]})
+        if found := _match(node.param_node, segments, i + 1, {**params, node.param: segments[i]}):
+            return found
+    if node.glob_node is not None and node.glob is not None:
+        # Shortest first, as Vault's ``(?P<path>.+?)``: ``sys/mounts/a/b/tune`` tunes ``a/b``.
+        for end in range(i + 1, min(len(segments), i + MAX_GLOB_SEGMENTS) + 1):
+            glob = {**params, node.glob: "/".join(segments[i:end])}
+            if found := _match(node.glob_node, segments, end, glob):
+                return found
     return None
 
 

@@ -63,6 +63,28 @@ async def delete_policy(call: Call, args: dict[str, Any]) -> None:
     await call.kms.policies.delete(call.params["name"])
 
 
+async def list_policies_legacy(call: Call, args: dict[str, Any]) -> Reply:
+    names = await call.kms.policies.names()
+    return Reply({"keys": names, "policies": names}, top_level=True)
+
+
+async def read_policy_legacy(call: Call, args: dict[str, Any]) -> Reply:
+    document = await call.kms.policies.read(call.params["name"])
+    if document is None:
+        raise NotFound()
+    return Reply({"name": call.params["name"], "rules": document}, top_level=True)
+
+
+async def write_policy_legacy(call: Call, args: dict[str, Any]) -> None:
+    document = args["policy"]
+    if not document and args["rules"]:
+        document = args["rules"]
+        call.add_warning("'rules' is deprecated, please use 'policy' instead")
+    if not document:
+        raise InvalidRequest("'policy' parameter not supplied or empty")
+    await call.kms.policies.write(call.params["name"], document)
+
+
 def _paths(args: dict[str, Any]) -> list[str]:
     paths = list(args["paths"] or [])
     if args["path"]:
@@ -132,6 +154,28 @@ PATHS = (
         operations={
             "GET": Operation(read_policy),
             "POST": Operation(write_policy),
+            "DELETE": Operation(delete_policy),
+        },
+    ),
+    # Vault's older policy paths, which hvac's create_or_update_policy, read_policy, list_policies and
+    # delete_policy still call: the same documents as sys/policies/acl.
+    Path(
+        "sys/policy",
+        "The names of every ACL policy (Vault's older path; also under 'policies').",
+        fields=(),
+        operations={"GET": Operation(list_policies_legacy)},
+    ),
+    Path(
+        "sys/policy/:name",
+        "An ACL policy document (Vault's older path: the document is 'rules' when read).",
+        fields=(
+            NAME,
+            Field("policy", T.STRING, "The policy document (HCL or JSON); writes only."),
+            Field("rules", T.STRING, "The policy document (deprecated name of 'policy').", deprecated=True),
+        ),
+        operations={
+            "GET": Operation(read_policy_legacy),
+            "POST": Operation(write_policy_legacy),
             "DELETE": Operation(delete_policy),
         },
     ),

@@ -28,7 +28,7 @@ DEFAULT_KEY_TYPE = "aes256-gcm96"
 
 async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -> Key:
     """The path's key, with the crypto objects of ``versions`` built (0 = latest), loaded once per request."""
-    key = await call.kms.keys.get(call.params["name"], tuple(versions) or (0,))
+    key = await call.keys.get(call.params["name"], tuple(versions) or (0,))
     if key is None:
         raise InvalidRequest(missing)
     if key.settings.soft_deleted:
@@ -40,21 +40,21 @@ async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -
 
 
 async def read_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.kms.keys.get(call.params["name"])
+    key = await call.keys.get(call.params["name"])
     if key is None:
         raise NotFound()
     return key.body(args["context"])
 
 
 async def list_keys(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    names = await call.kms.keys.names()
+    names = await call.keys.names()
     if not names:
         raise NotFound()
     return {"keys": names}
 
 
 async def rotate_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.kms.keys.rotate(call.params["name"])
+    key = await call.keys.rotate(call.params["name"])
     return key.body()
 
 
@@ -67,7 +67,7 @@ async def configure_key(call: Call, args: dict[str, Any]) -> Reply:
         allow_plaintext_backup=args["allow_plaintext_backup"],
         auto_rotate_period=duration_seconds("auto_rotate_period", args["auto_rotate_period"]),
     )
-    key, warnings = await call.kms.keys.configure(call.params["name"], change)
+    key, warnings = await call.keys.configure(call.params["name"], change)
     return Reply(key.body(), warnings=warnings)
 
 
@@ -83,7 +83,7 @@ def duration_seconds(name: str, value: Any) -> int | None:
 
 async def key_exists(call: Call) -> bool:
     """Vault's existence check for key writes: a POST to a missing key is a create (needs `create`)."""
-    return await call.kms.keys.get(call.params["name"], ()) is not None
+    return await call.keys.get(call.params["name"], ()) is not None
 
 
 def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
@@ -107,12 +107,12 @@ async def write_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     """Create the key (upsert): an existing key is returned unchanged, as in Vault."""
     # config/keys disable_upsert stops encrypt from creating keys, not this explicit create (Vault).
     type_name, settings, key_size = _new_key_settings(args)
-    key = await call.kms.keys.upsert(call.params["name"], type_name, settings, key_size)
+    key = await call.keys.upsert(call.params["name"], type_name, settings, key_size)
     return key.body()
 
 
 async def delete_key(call: Call, args: dict[str, Any]) -> None:
-    await call.kms.keys.delete(call.params["name"])
+    await call.keys.delete(call.params["name"])
 
 
 # -- encryption ---------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ async def delete_key(call: Call, args: dict[str, Any]) -> None:
 async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     if call.existed is False:
         # The existence check found no key and the token holds `create`: Vault's upsert, unless disabled.
-        if (await call.kms.engine_settings())["disable_upsert"]:
+        if (await call.keys.engine_settings())["disable_upsert"]:
             raise InvalidRequest("encryption key not found")
         # Vault makes the new key derived when the request carries a context (context is all or none).
         derived = any(context is not None for context in items.map(lambda item: item["context"]))
@@ -132,7 +132,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         if type_name not in UPSERT_KEY_TYPES:
             # Vault and OpenBao upsert symmetric keys only (RSA generation is no side effect of encrypt).
             raise InvalidRequest("unknown key type for an encrypt upsert: aes128/aes256-gcm96 or (x)chacha20-poly1305")
-        await call.kms.keys.upsert(call.params["name"], type_name, settings, key_size)
+        await call.keys.upsert(call.params["name"], type_name, settings, key_size)
     key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:

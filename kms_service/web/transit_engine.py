@@ -27,29 +27,29 @@ HASHES = {name: algorithm for name, algorithm in HASH_ALGORITHMS.items() if name
 
 
 async def trim_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.kms.keys.trim(call.params["name"], args["min_available_version"])
+    key = await call.keys.trim(call.params["name"], args["min_available_version"])
     return key.body()
 
 
 async def read_keys_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"disable_upsert": (await call.kms.engine_settings())["disable_upsert"]}
+    return {"disable_upsert": (await call.keys.engine_settings())["disable_upsert"]}
 
 
 async def write_keys_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     if args["disable_upsert"] is not None:
-        await call.kms.set_engine_settings(disable_upsert=args["disable_upsert"])
+        await call.keys.set_engine_settings(disable_upsert=args["disable_upsert"])
     return await read_keys_config(call, args)
 
 
 async def read_cache_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"size": (await call.kms.engine_settings())["cache_size"]}
+    return {"size": (await call.keys.engine_settings())["cache_size"]}
 
 
 async def write_cache_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     size = args["size"]
     if size < 0 or 0 < size < 10:
         raise InvalidRequest("size must be 0 or a value greater or equal to 10")
-    await call.kms.set_engine_settings(cache_size=size)
+    await call.keys.set_engine_settings(cache_size=size)
     # Recorded for Vault's clients; every key this server holds stays cached (keys are small), so the
     # size bounds nothing yet.
     return {"size": size}
@@ -101,7 +101,7 @@ async def csr(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def set_certificate(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.kms.keys.set_certificate_chain(
+    key = await call.keys.set_certificate_chain(
         call.params["name"], _version(args["version"]), args["certificate_chain"]
     )
     version = _version(args["version"]) or key.latest_version
@@ -114,7 +114,7 @@ async def wrapping_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def backup_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"backup": await call.kms.keys.backup(call.params["name"])}
+    return {"backup": await call.keys.backup(call.params["name"])}
 
 
 async def restore_key(call: Call, args: dict[str, Any]) -> None:
@@ -123,16 +123,16 @@ async def restore_key(call: Call, args: dict[str, Any]) -> None:
         raise RefusedAsServerError("key names cannot be paths")
     if name is not None:
         validate_key_name(name)
-    await call.kms.keys.restore(name, args["backup"], args["force"])
+    await call.keys.restore(name, args["backup"], args["force"])
 
 
 async def soft_delete(call: Call, args: dict[str, Any]) -> Reply:
-    key, warnings = await call.kms.keys.set_soft_deleted(call.params["name"], True)
+    key, warnings = await call.keys.set_soft_deleted(call.params["name"], True)
     return Reply(key.body(), warnings=warnings)
 
 
 async def soft_delete_restore(call: Call, args: dict[str, Any]) -> Reply:
-    key, warnings = await call.kms.keys.set_soft_deleted(call.params["name"], False)
+    key, warnings = await call.keys.set_soft_deleted(call.params["name"], False)
     return Reply(key.body(), warnings=warnings)
 
 

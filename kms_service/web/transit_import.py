@@ -27,7 +27,7 @@ from kms_service.web.transit import duration_seconds
 
 
 async def export_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.kms.keys.get(call.params["name"], ())
+    key = await call.keys.get(call.params["name"], ())
     if key is None:
         raise NotFound()
     if key.settings.soft_deleted:
@@ -37,8 +37,8 @@ async def export_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def byok_export(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    destination = await call.kms.keys.get(call.params["destination"], ())
-    source = await call.kms.keys.get(call.params["source"], ())
+    destination = await call.keys.get(call.params["destination"], ())
+    source = await call.keys.get(call.params["source"], ())
     if destination is None or source is None:
         raise InvalidRequest("no such key" if source is None else "no such destination key")
     if source.settings.soft_deleted or destination.settings.soft_deleted:
@@ -86,7 +86,7 @@ async def import_key(call: Call, args: dict[str, Any]) -> None:
     )
     key_type = key_type_named(type_name)
     material = await _material(call, args, key_type, args["derived"])
-    await call.kms.keys.import_key(name, type_name, material, settings)
+    await call.keys.import_key(name, type_name, material, settings)
 
 
 async def import_version(call: Call, args: dict[str, Any]) -> None:
@@ -97,7 +97,7 @@ async def import_version(call: Call, args: dict[str, Any]) -> None:
     def make(key_type: KeyType) -> KeyMaterial:
         return key_type.import_key(raw) if raw is not None else key_type.import_public_key(args["public_key"])
 
-    await call.kms.keys.import_version(call.params["name"], make, args["version"] or 0)
+    await call.keys.import_version(call.params["name"], make, args["version"] or 0)
 
 
 DERIVED_KEY_TYPES = ("aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305")
@@ -114,14 +114,14 @@ async def derive_key(call: Call, args: dict[str, Any]) -> None:
     if not args["peer_public_key"]:
         raise InvalidRequest("peer_public_key is required")
     validate_key_name(args["base_key_name"])
-    base = await call.kms.keys.get(args["base_key_name"], (args["base_key_version"],))
+    base = await call.keys.get(args["base_key_name"], (args["base_key_version"],))
     if base is None:
         raise InvalidRequest("base key not found")
     key_type = key_type_named(args["derived_key_type"])
     secret = base.ecdh(args["peer_public_key"], args["base_key_version"])
     raw = HKDF(algorithm=hashes.SHA256(), length=key_type.KEY_SIZE, salt=None, info=None).derive(secret)
     settings = KeySettings.for_new_key(key_type.name)
-    await call.kms.keys.import_key(call.params["name"], key_type.name, key_type.import_key(raw), settings)
+    await call.keys.import_key(call.params["name"], key_type.name, key_type.import_key(raw), settings)
 
 
 NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)

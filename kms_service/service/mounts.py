@@ -1,0 +1,256 @@
+"""Mounts: the transit engines of this server, each a ``KeyService`` over its own keys and settings.
+
+The mount table is small and read on every request (which mount does ``/v1/<path>`` name?), so it is
+cached whole: trusted for ``cache_ttl``, dropped by a committed mount change, and re-read at most every
+``MISS_PROBE_INTERVAL`` when a request names a path no cached mount holds (another node may have just
+enabled it; a made-up path must not cost a query per request).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kms_service.errors import InvalidRequest
+from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
+from kms_service.seal import MasterKey
+from kms_service.service.caching import SingleFlight
+from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.service.keys import KeyService
+from kms_service.storage import models as m
+from kms_service.storage import repository as repo
+from kms_service.storage.engine import Database
+
+log = logging.getLogger(__name__)
+
+MISS_PROBE_INTERVAL = 0.25
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _mount(row: m.Mount) -> Mount:
+    return Mount(
+        id=row.id,
+        path=row.path,
+        type=row.type,
+        description=row.description,
+        accessor=row.accessor,
+        uuid=row.uuid,
+        created_at=row.created_at,
+        config=json.loads(row.config or "{}"),
+        options=json.loads(row.options or "{}"),
+    )
+
+
+class MountService:
+    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, invalidator: Invalidator) -> None:
+        self._db = db
+        self._master_key = master_key
+        self._cache_ttl = cache_ttl
+        self._invalidator = invalidator
+        self._mounts: dict[str, Mount] = {}
+        self._loaded_at = float("-inf")
+        self._probed_at = float("-inf")
+        self._depth = 1
+        self._engines: dict[int, KeyService] = {}
+        self._loading = SingleFlight()
+        invalidator.subscribe(Kind.MOUNT, self._on_mount_change)
+        invalidator.subscribe(Kind.KEY, self._on_key_change)
+
+    # -- the cache --------------------------------------------------------------------------------------
+
+    def _on_mount_change(self, change: Change) -> None:
+        self._loaded_at = float("-inf")
+
+    def _on_key_change(self, change: Change) -> None:
+        """A key change names the key's reference (``<mount>/<name>``, or the bare name in transit/)."""
+        if change.name is None:
+            for engine in self._engines.values():
+                engine.forget(None)
+            return
+        mount_path, _, name = change.name.rpartition("/")
+        mount = self._mounts.get(mount_path or DEFAULT_MOUNT)
+        engine = self._engines.get(mount.id) if mount is not None else None
+        if engine is not None:
+            engine.forget(name)
+
+    async def load(self) -> None:
+        """Re-read the mount table (one query). Engines of mounts that are gone are dropped."""
+        async with self._loading("mounts"):
+            async with self._db.reading() as session:
+                rows = await repo.list_mounts(session)
+            mounts = {row.path: _mount(row) for row in rows}
+            live = {mount.id for mount in mounts.values()}
+            for mount_id in [i for i in self._engines if i not in live]:
+                del self._engines[mount_id]
+            self._mounts = mounts
+            self._depth = max((len(mount.segments) for mount in mounts.values()), default=1)
+            self._loaded_at = self._probed_at = time.monotonic()
+
+    async def _current(self) -> dict[str, Mount]:
+        if time.monotonic() - self._loaded_at >= self._cache_ttl:
+            await self.load()
+        return self._mounts
+
+    async def resolve(self, segments: Sequence[str]) -> tuple[Mount, list[str]] | None:
+        """The mount a request path starts with (the longest match), and the segments after it."""
+        found = _longest(await self._current(), segments, self._depth)
+        if found is None and time.monotonic() - self._probed_at >= MISS_PROBE_INTERVAL:
+            await self.load()
+            found = _longest(self._mounts, segments, self._depth)
+        return found
+
+    def engine(self, mount: Mount) -> KeyService:
+        """The keys and settings of ``mount`` (one KeyService per mount, made on first use)."""
+        engine = self._engines.get(mount.id)
+        if engine is None or engine.mount != mount:
+            engine = KeyService(self._db, self._master_key, self._cache_ttl, mount)
+            self._engines[mount.id] = engine
+        return engine
+
+    @property
+    def default(self) -> KeyService:
+        """transit/: the services YAML's keys."""
+        return self.engine(self._mounts[DEFAULT_MOUNT])
+
+    async def list(self) -> list[Mount]:
+        await self.load()
+        return sorted(self._mounts.values(), key=lambda mount: mount.path)
+
+    async def read(self, raw_path: str) -> Mount:
+        path = raw_path.strip("/")
+        await self.load()
+        mount = self._mounts.get(path)
+        if mount is None:
+            raise InvalidRequest(f"No secret engine mount at {path}/")
+        return mount
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    async def enable(
+        self, raw_path: str, mount_type: Any, description: str, config: dict[str, Any], options: dict[str, Any]
+    ) -> Mount:
+        """Vault's ``sys/mounts/:path``: a new transit engine at ``path``. Mount changes take the writers'
+        lock, so two nodes enabling ``a`` and ``a/b`` at once cannot both succeed."""
+        if not isinstance(mount_type, str) or not mount_type:
+            raise InvalidRequest("backend type must be specified as a string")
+        path = normalized_path(raw_path)
+        if path.rsplit("/", 1)[-1] == "tune":
+            raise InvalidRequest(f"invalid mount path {path!r}: its last segment may not be 'tune'")
+        if mount_type not in MOUNT_TYPES:
+            raise InvalidRequest(f"plugin not found in the catalog: {mount_type}")
+        now = utcnow()
+        async with self._db.writing() as session:
+            await repo.serialize_writers(session)
+            existing = [row.path for row in await repo.list_mounts(session)]
+            if (taken := conflict(existing, path)) is not None:
+                raise InvalidRequest(f"path is already in use at {taken}/")
+            row = await repo.add_mount(
+                session,
+                m.Mount(
+                    path=path,
+                    type=mount_type,
+                    description=description,
+                    accessor=f"{mount_type}_{secrets.token_hex(4)}",
+                    uuid=str(uuid.uuid4()),
+                    config=json.dumps(config, sort_keys=True),
+                    options=json.dumps(options, sort_keys=True),
+                    created_at=now,
+                    updated_at=now,
+                ),
+            )
+            mount = _mount(row)
+            self._db.changed(session, Change(Kind.MOUNT, path))
+        log.info("enabled a %s engine at %s/", mount_type, path)
+        return mount
+
+    async def tune(self, raw_path: str, description: str | None, config: dict[str, Any]) -> Mount:
+        path = raw_path.strip("/")
+        async with self._db.writing() as session:
+            row = await repo.get_mount(session, path, for_update=True)
+            if row is None:
+                raise InvalidRequest(f"No secret engine mount at {path}/")
+            if description is not None:
+                row.description = description
+            if config:
+                row.config = json.dumps({**json.loads(row.config or "{}"), **config}, sort_keys=True)
+            row.updated_at = utcnow()
+            await session.flush()
+            mount = _mount(row)
+            self._db.changed(session, Change(Kind.MOUNT, path))
+        return mount
+
+    async def disable(self, raw_path: str, force: bool) -> list[str]:
+        """Vault's ``DELETE sys/mounts/:path``, made safe: a mount holding keys is refused; with ``force``,
+        its keys go too, but only if every one of them allows deletion (``deletion_allowed``), as deleting
+        each would require. transit/ holds the services YAML's keys and stays. Returns the deleted keys."""
+        path = raw_path.strip("/")
+        if path == DEFAULT_MOUNT:
+            raise InvalidRequest(f"cannot unmount {DEFAULT_MOUNT}/: it holds the services YAML's keys")
+        async with self._db.writing() as session:
+            await repo.serialize_writers(session)
+            row = await repo.get_mount(session, path, for_update=True)
+            if row is None:
+                return []  # Vault: disabling what is not mounted succeeds
+            keys = await repo.keys_in_mount(session, row.id)
+            names = [key.name for key in keys]
+            if keys and not force:
+                raise InvalidRequest(
+                    f"mount {path}/ holds {len(keys)} key(s) ({_listed(names)}): delete them first, or disable "
+                    "it with force=true to delete them too (each must have deletion_allowed)"
+                )
+            if kept := [key.name for key in keys if not repo.key_settings(key).deletion_allowed]:
+                raise InvalidRequest(
+                    f"mount {path}/ was not disabled: deletion is not allowed for key(s) {_listed(kept)}; set "
+                    "deletion_allowed on each first"
+                )
+            for key in keys:
+                await repo.delete_key(session, key)
+            await repo.delete_mount(session, row.id)
+            self._db.changed(
+                session,
+                Change(Kind.MOUNT, path),
+                Change(Kind.POLICY),
+                *(Change(Kind.KEY, key_ref(path, name)) for name in names),
+            )
+        log.info("disabled %s/ (%d key(s) deleted)", path, len(names))
+        return names
+
+    # -- across mounts ----------------------------------------------------------------------------------
+
+    async def rotate_due(self, now: datetime | None = None) -> list[str]:
+        """Rotate every key, in every mount, whose auto_rotate_period has passed (see KeyService.rotate_due)."""
+        async with self._db.reading() as session:
+            candidates = await repo.keys_with_auto_rotation(session)
+        await self.load()
+        by_id = {mount.id: mount for mount in self._mounts.values()}
+        rotated = []
+        for mount_id in sorted({c.mount_id for c in candidates}):
+            mount = by_id.get(mount_id)
+            if mount is not None:
+                mine = [c for c in candidates if c.mount_id == mount_id]
+                rotated += [key_ref(mount.path, n) for n in await self.engine(mount).rotate_due(mine, now)]
+        if rotated:
+            log.info("auto-rotated %d key(s): %s", len(rotated), ", ".join(rotated))
+        return rotated
+
+
+def _longest(mounts: dict[str, Mount], segments: Sequence[str], depth: int) -> tuple[Mount, list[str]] | None:
+    for k in range(min(depth, len(segments)), 0, -1):
+        mount = mounts.get("/".join(segments[:k]))
+        if mount is not None:
+            return mount, list(segments[k:])
+    return None
+
+
+def _listed(names: list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
