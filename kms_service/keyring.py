@@ -622,6 +622,8 @@ class Key:
 
     def _derivation(self, options: EncryptOptions) -> EncryptOptions:
         settings = self.settings
+        if self.key_type.context_is_info:
+            return replace(options, nonce_source=NonceSource.RANDOM)  # HPKE's info, derived or not
         if not settings.derived:
             return replace(options, context=None, nonce_source=NonceSource.RANDOM)
         if not options.context:

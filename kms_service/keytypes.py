@@ -45,16 +45,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives import hmac as crypto_hmac
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
     NoDigestInfo,
     Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _ChaCha20Poly1305Cipher
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl import bindings as sodium
@@ -267,6 +267,8 @@ class KeyType:
     variable_key_size: ClassVar[bool] = False
     # Symmetric types: the key (or HMAC key) is raw bytes; BYOK wraps them as they are.
     symmetric: ClassVar[bool] = True
+    # HPKE: the request's ``context`` is HPKE's ``info`` for every key, derived or not.
+    context_is_info: ClassVar[bool] = False
 
     def generate(self, key_size: int | None = None) -> KeyMaterial:
         """A fresh version's material (primary key, its own 32-byte HMAC key, public key), as it is sealed and
@@ -497,6 +499,19 @@ class ChaCha20Poly1305(_Aead):
 
     def _cipher(self, key: bytes) -> _ChaCha20Poly1305Cipher:
         return _ChaCha20Poly1305Cipher(key)
+
+
+class Aes256GcmSiv(_Aead):
+    """AES-256-GCM-SIV (RFC 8452): nonce-misuse resistant, so a repeated random nonce leaks only whether two
+    plaintexts are equal. Body = nonce(12) ‖ ciphertext ‖ tag(16), as the GCM types."""
+
+    name = "aes256-gcm-siv"
+    KEY_SIZE = 32
+    NONCE_SIZE = 12
+    AUTH_FAILED = "cipher: message authentication failed"
+
+    def _cipher(self, key: bytes) -> AESGCMSIV:
+        return AESGCMSIV(key)
 
 
 class XChaCha20Poly1305(_Aead):
@@ -1078,11 +1093,200 @@ class Rsa4096(_Rsa):
     BITS = 4096
 
 
+# -- post-quantum signatures (FIPS 204) ----------------------------------------------------------------------
+
+
+class _MlDsa(_Asymmetric):
+    """Pure ML-DSA (FIPS 204): the message is signed as it is, with an empty context string. Material is
+    PKCS#8 DER (the 32-byte seed form); the public key is PKIX PEM (RFC 9881), on read and export."""
+
+    supports_public_key_import = True
+
+    def _new_private(self) -> Any:
+        return self.PRIVATE_CLASS.generate()
+
+    def check_sign_options(self, options: SignOptions) -> None:
+        if options.prehashed:
+            raise InvalidRequest(f"prehashed input is not supported for {self.name}: ML-DSA signs the message itself")
+
+    def sign(self, handle: AsymmetricHandle, data: bytes, options: SignOptions) -> bytes:
+        return self._signer(handle).sign(data)
+
+    def verify(self, handle: AsymmetricHandle, data: bytes, signature: bytes, options: SignOptions) -> bool:
+        try:
+            handle.public.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
+    def _public_text(self, public: Any) -> str:
+        return _pem_public(public)
+
+    def export(self, material: KeyMaterial, export_type: str) -> str:
+        if export_type == EXPORT_SIGNING_KEY:
+            if not material.has_private_key:
+                return ""
+            pem = self._private_key(material.key).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            return pem.decode("ascii")
+        if export_type == EXPORT_PUBLIC_KEY:
+            return self._entry_public_key(material, False, None)
+        return super().export(material, export_type)
+
+
+class MlDsa44(_MlDsa):
+    name = entry_name = "ml-dsa-44"
+    PRIVATE_CLASS = mldsa.MLDSA44PrivateKey
+    PUBLIC_CLASS = mldsa.MLDSA44PublicKey
+
+
+class MlDsa65(_MlDsa):
+    name = entry_name = "ml-dsa-65"
+    PRIVATE_CLASS = mldsa.MLDSA65PrivateKey
+    PUBLIC_CLASS = mldsa.MLDSA65PublicKey
+
+
+class MlDsa87(_MlDsa):
+    name = entry_name = "ml-dsa-87"
+    PRIVATE_CLASS = mldsa.MLDSA87PrivateKey
+    PUBLIC_CLASS = mldsa.MLDSA87PublicKey
+
+
+# -- public-key encryption with HPKE (RFC 9180) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HpkeHandle:
+    private: Any = field(repr=False)
+    public: Any
+
+
+class _Hpke(KeyType):
+    """HPKE base mode with HKDF-SHA256 and ChaCha20-Poly1305, single-shot: the body is ``enc ‖ ct`` as RFC
+    9180's Seal gives it, and the request's ``context`` is HPKE's ``info``. Anyone holding the public key
+    encrypts offline with any HPKE library; only the service opens. ``associated_data`` is refused: the
+    single-shot API of ``cryptography`` takes no aad, and no construction is made up here to bind one."""
+
+    supports_encryption = True
+    symmetric = False
+    context_is_info = True
+    KEM: ClassVar[Any]
+    PRIVATE_SIZE: ClassVar[int]
+
+    @property
+    def suite(self) -> hpke.Suite:
+        return hpke.Suite(self.KEM, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+
+    def generate(self, key_size: int | None = None) -> KeyMaterial:
+        self._no_key_size(key_size)
+        return self._material(os.urandom(self.PRIVATE_SIZE), Origin.GENERATED)
+
+    def import_key(self, raw: bytes) -> KeyMaterial:
+        if len(raw) != self.PRIVATE_SIZE:
+            raise RefusedAsServerError(f"invalid key size {len(raw)} bytes for key type {self.name}")
+        return self._material(bytes(raw), Origin.IMPORTED)
+
+    def _material(self, raw: bytes, origin: str) -> KeyMaterial:
+        return KeyMaterial.new(raw, self.public_key(raw), origin=origin)
+
+    def load(self, material: KeyMaterial) -> HpkeHandle:
+        if len(material.key) != self.PRIVATE_SIZE:
+            raise ValueError(f"{self.name} key material must be {self.PRIVATE_SIZE} bytes")
+        private = self._private(material.key)
+        return HpkeHandle(private, private.public_key())
+
+    def _private(self, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def public_text(self, raw: bytes) -> str:
+        """The public key as shown on read and export."""
+        raise NotImplementedError
+
+    def encrypt(self, handle: HpkeHandle, plaintext: bytes, options: EncryptOptions) -> bytes:
+        return self.suite.encrypt(plaintext, handle.public, info=options.context or b"")
+
+    def decrypt(self, handle: HpkeHandle, body: bytes, options: EncryptOptions) -> bytes:
+        try:
+            return self.suite.decrypt(body, handle.private, info=options.context or b"")
+        except (InvalidTag, ValueError):
+            raise DecryptionFailed("hpke: message authentication failed") from None
+
+    def key_entry(
+        self,
+        material: KeyMaterial,
+        created_at_unix: int,
+        created_at_rfc3339: str,
+        *,
+        derived: bool = False,
+        context: bytes | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "public_key": self.public_text(material.key),
+            "certificate_chain": "",
+            "creation_time": created_at_rfc3339,
+        }
+
+    def export(self, material: KeyMaterial, export_type: str) -> str:
+        if export_type == EXPORT_ENCRYPTION_KEY:
+            return _b64(material.key)
+        if export_type == EXPORT_PUBLIC_KEY:
+            return self.public_text(material.key)
+        return super().export(material, export_type)
+
+
+class HpkeX25519(_Hpke):
+    """DHKEM(X25519, HKDF-SHA256). The private key is X25519's raw 32 bytes; the public key is PKIX PEM."""
+
+    name = "hpke-x25519"
+    KEM = hpke.KEM.X25519
+    PRIVATE_SIZE = 32
+
+    def _private(self, raw: bytes) -> x25519.X25519PrivateKey:
+        return x25519.X25519PrivateKey.from_private_bytes(raw)
+
+    def public_key(self, key: bytes) -> bytes:
+        return _spki_der(self._private(key).public_key())
+
+    def public_text(self, raw: bytes) -> str:
+        return _pem_public(self._private(raw).public_key())
+
+
+class HpkeMlKem768X25519(_Hpke):
+    """The post-quantum hybrid KEM MLKEM768-X25519 (X-Wing's combination, as ``cryptography`` implements it).
+    The private key is ML-KEM-768's 64-byte seed ‖ X25519's 32 bytes. No PKIX encoding exists for the pair,
+    so the public key is shown as base64 of ML-KEM-768's encapsulation key (1184 bytes) ‖ X25519's (32)."""
+
+    name = "hpke-mlkem768-x25519"
+    KEM = hpke.KEM.MLKEM768_X25519
+    PRIVATE_SIZE = 64 + 32
+
+    def _private(self, raw: bytes) -> hpke.MLKEM768X25519PrivateKey:
+        return hpke.MLKEM768X25519PrivateKey(
+            mlkem.MLKEM768PrivateKey.from_seed_bytes(raw[:64]), x25519.X25519PrivateKey.from_private_bytes(raw[64:])
+        )
+
+    def public_text(self, raw: bytes) -> str:
+        kem = mlkem.MLKEM768PrivateKey.from_seed_bytes(raw[:64]).public_key().public_bytes_raw()
+        dh = x25519.X25519PrivateKey.from_private_bytes(raw[64:]).public_key().public_bytes_raw()
+        return _b64(kem + dh)
+
+
+def hpke_mlkem768_x25519_public_key(text: str) -> hpke.MLKEM768X25519PublicKey:
+    """A client's view of ``HpkeMlKem768X25519.public_text``: the HPKE public key to seal to."""
+    raw = base64.b64decode(text)
+    return hpke.MLKEM768X25519PublicKey(
+        mlkem.MLKEM768PublicKey.from_public_bytes(raw[:1184]), x25519.X25519PublicKey.from_public_bytes(raw[1184:])
+    )
+
+
 KEY_TYPES: dict[str, KeyType] = {
     kt.name: kt
     for kt in (
         Aes128Gcm96(),
         Aes256Gcm96(),
+        Aes256GcmSiv(),
         ChaCha20Poly1305(),
         XChaCha20Poly1305(),
         Ed25519(),
@@ -1092,9 +1296,29 @@ KEY_TYPES: dict[str, KeyType] = {
         Rsa2048(),
         Rsa3072(),
         Rsa4096(),
+        MlDsa44(),
+        MlDsa65(),
+        MlDsa87(),
+        HpkeX25519(),
+        HpkeMlKem768X25519(),
         Hmac(),
     )
 }
+
+# Other spellings of a type at creation: OpenBao 2.7's ``mldsa-65``; Vault Enterprise's ``ml-dsa`` takes
+# ``parameter_set`` (see ``canonical_type``).
+TYPE_ALIASES = {"mldsa-44": "ml-dsa-44", "mldsa-65": "ml-dsa-65", "mldsa-87": "ml-dsa-87"}
+ML_DSA_PARAMETER_SETS = ("44", "65", "87")
+
+
+def canonical_type(name: str, parameter_set: str | None = None) -> str:
+    """The registry's name for a type as a client spells it; ``ml-dsa`` needs ``parameter_set``."""
+    if name == "ml-dsa":
+        if parameter_set not in ML_DSA_PARAMETER_SETS:
+            raise InvalidRequest("parameter_set must be one of 44, 65, 87 for key type ml-dsa")
+        return f"ml-dsa-{parameter_set}"
+    return TYPE_ALIASES.get(name, name)
+
 
 DEFAULT_KEY_TYPE = "aes256-gcm96"
 

@@ -10,11 +10,13 @@ from kms_service.keytypes import KEY_TYPES
 from kms_service.material import KeyMaterial
 
 ALL_TYPES = sorted(KEY_TYPES)
-AEAD_TYPES = ["aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305"]
+AEAD_TYPES = ["aes128-gcm96", "aes256-gcm96", "aes256-gcm-siv", "chacha20-poly1305", "xchacha20-poly1305"]
 ECDSA_TYPES = ["ecdsa-p256", "ecdsa-p384", "ecdsa-p521"]
 RSA_TYPES = ["rsa-2048", "rsa-3072", "rsa-4096"]
-SIGNING_TYPES = ["ed25519", *ECDSA_TYPES, *RSA_TYPES]
-ENCRYPTION_TYPES = [*AEAD_TYPES, *RSA_TYPES]
+ML_DSA_TYPES = ["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]
+HPKE_TYPES = ["hpke-mlkem768-x25519", "hpke-x25519"]
+SIGNING_TYPES = ["ed25519", *ECDSA_TYPES, *RSA_TYPES, *ML_DSA_TYPES]
+ENCRYPTION_TYPES = [*AEAD_TYPES, *RSA_TYPES, *HPKE_TYPES]
 
 
 @functools.cache

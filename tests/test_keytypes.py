@@ -12,9 +12,9 @@ import os
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed, encode_dss_signature
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 from keymaterial import (
@@ -22,6 +22,7 @@ from keymaterial import (
     ALL_TYPES,
     ECDSA_TYPES,
     ENCRYPTION_TYPES,
+    ML_DSA_TYPES,
     RSA_TYPES,
     SIGNING_TYPES,
     make_key,
@@ -43,8 +44,22 @@ from kms_service.keytypes import (
 )
 from kms_service.material import Origin
 
-NONCE_SIZES = {"aes128-gcm96": 12, "aes256-gcm96": 12, "chacha20-poly1305": 12, "xchacha20-poly1305": 24}
-KEY_SIZES = {"aes128-gcm96": 16, "aes256-gcm96": 32, "chacha20-poly1305": 32, "xchacha20-poly1305": 32}
+NONCE_SIZES = {
+    "aes128-gcm96": 12,
+    "aes256-gcm96": 12,
+    "aes256-gcm-siv": 12,
+    "chacha20-poly1305": 12,
+    "xchacha20-poly1305": 24,
+}
+KEY_SIZES = {
+    "aes128-gcm96": 16,
+    "aes256-gcm96": 32,
+    "aes256-gcm-siv": 32,
+    "chacha20-poly1305": 32,
+    "xchacha20-poly1305": 32,
+}
+# HPKE private keys: raw bytes (X25519's 32; ML-KEM-768's 64-byte seed and X25519's 32).
+HPKE_KEY_SIZES = {"hpke-x25519": 32, "hpke-mlkem768-x25519": 96}
 COORDINATE_SIZES = {"ecdsa-p256": 32, "ecdsa-p384": 48, "ecdsa-p521": 66}
 CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1, "ecdsa-p521": ec.SECP521R1}
 RSA_BITS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
@@ -81,6 +96,8 @@ def open_independently(type_name: str, key: bytes, body: bytes, aad: bytes | Non
     """Decrypt a ciphertext body with the library directly: nonce ‖ ciphertext ‖ tag."""
     n = NONCE_SIZES[type_name]
     nonce, sealed = body[:n], body[n:]
+    if type_name == "aes256-gcm-siv":
+        return AESGCMSIV(key).decrypt(nonce, sealed, aad)
     if type_name.startswith("aes"):
         return AESGCM(key).decrypt(nonce, sealed, aad)
     if type_name == "chacha20-poly1305":
@@ -104,10 +121,17 @@ CAPABILITIES = {
     "rsa-3072": (True, True, False, False, False, True),
     "rsa-4096": (True, True, False, False, False, True),
     "hmac": (False, False, False, False, False, False),
+    # Beyond Vault's open-source types (issue 12).
+    "aes256-gcm-siv": (True, False, True, True, True, True),
+    "ml-dsa-44": (False, True, False, False, False, True),
+    "ml-dsa-65": (False, True, False, False, False, True),
+    "ml-dsa-87": (False, True, False, False, False, True),
+    "hpke-x25519": (True, False, False, False, False, True),
+    "hpke-mlkem768-x25519": (True, False, False, False, False, True),
 }
 
 
-def test_every_vault_type_is_registered():
+def test_every_type_is_registered():
     assert set(KEY_TYPES) == set(CAPABILITIES)
 
 
@@ -138,6 +162,11 @@ def test_generated_material(type_name):
         assert len(m.key) == KEY_SIZES[type_name] and m.public_key is None
     elif type_name == "hmac":
         assert len(m.key) == 32 and m.public_key is None
+    elif type_name == "hpke-x25519":
+        public = x25519.X25519PrivateKey.from_private_bytes(m.key).public_key()
+        assert serialization.load_der_public_key(m.public_key).public_bytes_raw() == public.public_bytes_raw()
+    elif type_name == "hpke-mlkem768-x25519":
+        assert len(m.key) == HPKE_KEY_SIZES[type_name] and m.public_key is None  # no PKIX form for the pair
     else:
         private = serialization.load_der_private_key(m.key, None)  # PKCS#8 DER
         assert serialization.load_der_public_key(m.public_key).public_bytes(
@@ -194,7 +223,9 @@ def test_aead_decrypts_independently_made_ciphertexts(type_name):
     key = make_key(type_name)
     raw = material(type_name, 1).key
     nonce = bytes(range(NONCE_SIZES[type_name]))
-    if type_name.startswith("aes"):
+    if type_name == "aes256-gcm-siv":
+        sealed = AESGCMSIV(raw).encrypt(nonce, b"from outside", b"ad")
+    elif type_name.startswith("aes"):
         sealed = AESGCM(raw).encrypt(nonce, b"from outside", b"ad")
     elif type_name == "chacha20-poly1305":
         sealed = ChaCha20Poly1305(raw).encrypt(nonce, b"from outside", b"ad")
@@ -207,6 +238,7 @@ def test_aead_decrypts_independently_made_ciphertexts(type_name):
 AUTH_FAILED = {
     "aes128-gcm96": "cipher: message authentication failed",
     "aes256-gcm96": "cipher: message authentication failed",
+    "aes256-gcm-siv": "cipher: message authentication failed",
     "chacha20-poly1305": "chacha20poly1305: message authentication failed",
     "xchacha20-poly1305": "chacha20poly1305: message authentication failed",
 }
@@ -840,6 +872,12 @@ EXPORTS = {
     # type: export types that work
     "aes128-gcm96": {"encryption-key", "hmac-key"},
     "aes256-gcm96": {"encryption-key", "hmac-key"},
+    "aes256-gcm-siv": {"encryption-key", "hmac-key"},
+    "ml-dsa-44": {"signing-key", "hmac-key", "public-key"},
+    "ml-dsa-65": {"signing-key", "hmac-key", "public-key"},
+    "ml-dsa-87": {"signing-key", "hmac-key", "public-key"},
+    "hpke-x25519": {"encryption-key", "hmac-key", "public-key"},
+    "hpke-mlkem768-x25519": {"encryption-key", "hmac-key", "public-key"},
     "chacha20-poly1305": {"encryption-key", "hmac-key"},
     "xchacha20-poly1305": {"encryption-key", "hmac-key"},
     "ed25519": {"signing-key", "hmac-key", "public-key"},
@@ -1003,6 +1041,8 @@ def byok_source(type_name: str) -> bytes:
     """What a BYOK blob carries for a type: raw bytes, or PKCS#8 DER made here (not by the service)."""
     if type_name in KEY_SIZES:
         return os.urandom(KEY_SIZES[type_name])
+    if type_name in HPKE_KEY_SIZES:
+        return os.urandom(HPKE_KEY_SIZES[type_name])
     if type_name == "hmac":
         return os.urandom(48)
     if type_name == "ed25519":
@@ -1037,7 +1077,7 @@ def test_unwrap_a_blob_made_with_cryptography_and_import_it(type_name):
     assert imported.origin == Origin.IMPORTED and len(imported.hmac_key) == 32
     key = make_key(type_name, materials={1: imported}, exportable=True)
     assert key.imported and key.body()["imported_key"] is True
-    if type_name in KEY_SIZES or type_name == "hmac":
+    if type_name in KEY_SIZES or type_name in HPKE_KEY_SIZES or type_name == "hmac":
         assert imported.key == target
         exported_type = "hmac-key" if type_name == "hmac" else "encryption-key"
         assert base64.b64decode(exported(key, exported_type)) == target
@@ -1046,7 +1086,7 @@ def test_unwrap_a_blob_made_with_cryptography_and_import_it(type_name):
         assert (
             serialization.load_der_public_key(imported.public_key).public_numbers()
             == (source.public_key().public_numbers())
-            if type_name != "ed25519"
+            if type_name != "ed25519" and type_name not in ML_DSA_TYPES
             else imported.public_key
             == source.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

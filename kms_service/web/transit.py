@@ -13,7 +13,7 @@ from typing import Any
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.keyring import Key, KeySettings, b64encode, parse_versioned, validate_key_name
-from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions
+from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
 from kms_service.service import KeyConfigChange
 from kms_service.service.keys import SOFT_DELETED
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
@@ -89,7 +89,7 @@ async def key_exists(call: Call) -> bool:
 def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
     """The type, settings and key size of a key made by a write (keys/:name, or encrypt's upsert), after
     Vault's creation rules (``KeySettings.for_new_key``)."""
-    type_name = args.get("type") or DEFAULT_KEY_TYPE
+    type_name = canonical_type(args.get("type") or DEFAULT_KEY_TYPE, args.get("parameter_set"))
     key_size = args.get("key_size") or 0
     settings = KeySettings.for_new_key(
         type_name,
@@ -399,6 +399,7 @@ PATHS = (
             Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed (one-way)."),
             Field("auto_rotate_period", T.DURATION, "Rotate automatically this often: 0 (off) or at least 1h."),
             Field("key_size", T.INT, "hmac keys: key size in bytes (32 to 512)."),
+            Field("parameter_set", T.STRING, "type=ml-dsa (Vault Enterprise's spelling): 44, 65 or 87."),
             Field("context", T.BASE64, "Read only: context for a derived key's public key."),
         ),
         operations={

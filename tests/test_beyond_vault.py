@@ -1,0 +1,160 @@
+"""Beyond Vault (issue 12): post-quantum signatures (ML-DSA, FIPS 204), public-key encryption with HPKE
+(RFC 9180), AES-256-GCM-SIV (RFC 8452); each through hvac's generic read/write, on SQLite and PostgreSQL,
+and checked independently with ``cryptography``."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import mldsa
+from hvac.exceptions import InvalidRequest
+
+from kms_service.keytypes import hpke_mlkem768_x25519_public_key
+
+MESSAGE = b"post-quantum, pre-coffee"
+B64 = base64.b64encode(MESSAGE).decode()
+ML_DSA_PUBLIC = {
+    "ml-dsa-44": mldsa.MLDSA44PublicKey,
+    "ml-dsa-65": mldsa.MLDSA65PublicKey,
+    "ml-dsa-87": mldsa.MLDSA87PublicKey,
+}
+
+
+@pytest.fixture
+def vault(server):
+    return server.client(server.root_token())
+
+
+def _body(signed: str) -> bytes:
+    return base64.b64decode(signed.split(":", 2)[2])
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ({"type": "ml-dsa-44"}, "ml-dsa-44"),
+        ({"type": "mldsa-65"}, "ml-dsa-65"),  # OpenBao 2.7's spelling
+        ({"type": "ml-dsa", "parameter_set": "87"}, "ml-dsa-87"),  # Vault Enterprise's
+    ],
+)
+def test_ml_dsa_signs_and_the_exported_public_key_verifies(vault, spelling, expected):
+    vault.write_data("transit/keys/pq", data=spelling)
+    key = vault.read("transit/keys/pq")["data"]
+    assert key["type"] == expected and key["supports_signing"] and not key["supports_encryption"]
+    signed = vault.write_data("transit/sign/pq", data={"input": B64})["data"]["signature"]
+    verified = vault.write_data("transit/verify/pq", data={"input": B64, "signature": signed})["data"]["valid"]
+    assert verified is True
+    other = base64.b64encode(b"another message").decode()
+    assert vault.write_data("transit/verify/pq", data={"input": other, "signature": signed})["data"]["valid"] is False
+
+    # Independently: the exported PKIX public key verifies the signature with cryptography.
+    pem = vault.read("transit/export/public-key/pq")["data"]["keys"]["1"]
+    public = serialization.load_pem_public_key(pem.encode())
+    assert isinstance(public, ML_DSA_PUBLIC[expected])
+    public.verify(_body(signed), MESSAGE)
+    assert key["keys"]["1"]["public_key"] == pem
+
+
+def test_ml_dsa_refuses_prehashed_input_and_a_bad_parameter_set(vault):
+    vault.write_data("transit/keys/pq", data={"type": "ml-dsa-65"})
+    with pytest.raises(InvalidRequest, match="prehashed input is not supported"):
+        vault.write_data("transit/sign/pq", data={"input": B64, "prehashed": True})
+    with pytest.raises(InvalidRequest, match="parameter_set must be one of 44, 65, 87"):
+        vault.write_data("transit/keys/pq-bad", data={"type": "ml-dsa", "parameter_set": "128"})
+    assert vault.read("transit/keys/pq-bad") is None
+
+
+def test_ml_dsa_versions_rotate_and_old_signatures_still_verify(vault):
+    vault.write_data("transit/keys/pq", data={"type": "ml-dsa-44"})
+    first = vault.write_data("transit/sign/pq", data={"input": B64})["data"]["signature"]
+    vault.write_data("transit/keys/pq/rotate", data={})
+    second = vault.write_data("transit/sign/pq", data={"input": B64})["data"]["signature"]
+    assert first.split(":")[1] == "v1" and second.split(":")[1] == "v2"
+    batch = [{"input": B64, "signature": first}, {"input": B64, "signature": second}]
+    results = vault.write_data("transit/verify/pq", data={"batch_input": batch})["data"]["batch_results"]
+    assert [r["valid"] for r in results] == [True, True]
+
+
+def _their_public_key(key_type: str, shown: str):
+    if key_type == "hpke-x25519":
+        return serialization.load_pem_public_key(shown.encode())
+    return hpke_mlkem768_x25519_public_key(shown)
+
+
+HPKE_SUITES = {
+    "hpke-x25519": hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+    "hpke-mlkem768-x25519": hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+}
+
+
+@pytest.mark.parametrize("key_type", list(HPKE_SUITES))
+def test_hpke_sealed_offline_with_cryptography_opens_through_the_api(vault, key_type):
+    vault.write_data("transit/keys/inbox", data={"type": key_type})
+    key = vault.read("transit/keys/inbox")["data"]
+    assert key["supports_encryption"] and key["supports_decryption"] and not key["supports_signing"]
+    shown = key["keys"]["1"]["public_key"]
+    assert vault.read("transit/export/public-key/inbox")["data"]["keys"]["1"] == shown
+    public = _their_public_key(key_type, shown)
+    suite = HPKE_SUITES[key_type]
+
+    # A client seals with its own HPKE library: `context` is HPKE's info.
+    info = b"order 42"
+    sealed = suite.encrypt(MESSAGE, public, info=info)
+    ciphertext = f"vault:v1:{base64.b64encode(sealed).decode()}"
+    opened = vault.write_data(
+        "transit/decrypt/inbox", data={"ciphertext": ciphertext, "context": base64.b64encode(info).decode()}
+    )
+    assert base64.b64decode(opened["data"]["plaintext"]) == MESSAGE
+    # The wrong info does not open it.
+    with pytest.raises(InvalidRequest, match="hpke: message authentication failed"):
+        vault.write_data("transit/decrypt/inbox", data={"ciphertext": ciphertext})
+
+    # The service encrypts too (with the same public key), and rewraps after a rotation.
+    made = vault.write_data("transit/encrypt/inbox", data={"plaintext": B64})["data"]["ciphertext"]
+    vault.write_data("transit/keys/inbox/rotate", data={})
+    rewrapped = vault.write_data("transit/rewrap/inbox", data={"ciphertext": made})["data"]["ciphertext"]
+    assert rewrapped.split(":")[1] == "v2"
+    batch = [{"ciphertext": made}, {"ciphertext": rewrapped}, {"ciphertext": made[:-4] + "AAAA"}]
+    answer = vault.write_data(
+        "transit/decrypt/inbox", data={"batch_input": batch, "partial_failure_response_code": 200}
+    )
+    results = answer["data"]["batch_results"]
+    assert [base64.b64decode(r["plaintext"]) for r in results[:2]] == [MESSAGE, MESSAGE]
+    assert results[2]["error"]
+
+
+def test_hpke_refuses_associated_data_and_signing(vault):
+    vault.write_data("transit/keys/inbox", data={"type": "hpke-x25519"})
+    with pytest.raises(InvalidRequest, match="associated_data provided for non-AEAD cipher suite hpke-x25519"):
+        vault.write_data("transit/encrypt/inbox", data={"plaintext": B64, "associated_data": B64})
+    with pytest.raises(InvalidRequest):
+        vault.write_data("transit/sign/inbox", data={"input": B64})
+
+
+def test_aes256_gcm_siv_round_trips_and_opens_with_cryptography(vault):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+    vault.write_data("transit/keys/siv", data={"type": "aes256-gcm-siv", "exportable": True})
+    aad = base64.b64encode(b"header").decode()
+    ciphertext = vault.write_data("transit/encrypt/siv", data={"plaintext": B64, "associated_data": aad})["data"][
+        "ciphertext"
+    ]
+    opened = vault.write_data("transit/decrypt/siv", data={"ciphertext": ciphertext, "associated_data": aad})
+    assert base64.b64decode(opened["data"]["plaintext"]) == MESSAGE
+    key = base64.b64decode(vault.read("transit/export/encryption-key/siv")["data"]["keys"]["1"])
+    body = _body(ciphertext)
+    assert AESGCMSIV(key).decrypt(body[:12], body[12:], b"header") == MESSAGE
+
+
+def test_derived_convergent_gcm_siv_gives_equal_ciphertexts(vault):
+    vault.write_data(
+        "transit/keys/siv", data={"type": "aes256-gcm-siv", "derived": True, "convergent_encryption": True}
+    )
+    context = base64.b64encode(b"tenant-1").decode()
+    a, b = (
+        vault.write_data("transit/encrypt/siv", data={"plaintext": B64, "context": context})["data"]["ciphertext"]
+        for _ in range(2)
+    )
+    assert a == b
