@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from kms_service.errors import InvalidRequest, KMSError
-from kms_service.keyring import KEY_NAME_RE, MAX_VERSION, Key, KeySettings
+from kms_service.keyring import KEY_NAME_RE, MAX_VERSION, Key, KeySettings, checked_metadata
 from kms_service.keytypes import KEY_TYPES
 from kms_service.material import KeyMaterial
 
@@ -40,7 +40,8 @@ class Backup:
 
 
 def encode(key: Key, taken_at: datetime) -> str:
-    settings = {f.name: getattr(key.settings, f.name) for f in fields(KeySettings)}
+    settings: dict[str, Any] = {f.name: getattr(key.settings, f.name) for f in fields(KeySettings)}
+    settings["custom_metadata"] = dict(key.settings.custom_metadata)
     settings["soft_deleted"] = False  # a restored key is usable
     document: dict[str, Any] = {
         "format": FORMAT,
@@ -136,6 +137,12 @@ def _settings(document: object, key_type: str) -> KeySettings:
         if f.name not in document:
             continue
         value = document[f.name]
+        if f.name == "custom_metadata":
+            try:
+                values[f.name] = checked_metadata(value)
+            except KMSError:
+                raise TypeError(f.name) from None
+            continue
         expected = bool if isinstance(f.default, bool) else int
         if type(value) is not expected or (expected is int and not 0 <= value <= MAX_VERSION):
             raise TypeError(f.name)

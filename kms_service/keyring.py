@@ -151,6 +151,33 @@ def format_versioned(version: int, payload: bytes, urlsafe: bool = False) -> str
 
 MIN_AUTO_ROTATE_PERIOD = 3600
 
+# custom_metadata bounds (those of Vault's KV v2 custom_metadata).
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_KEY_LENGTH = 128
+MAX_METADATA_VALUE_LENGTH = 512
+
+
+def _checked_retention(value: int) -> int:
+    if not 0 <= value <= MAX_VERSION:
+        raise InvalidRequest("retain_versions must be 0 (keep every version) or a positive number of versions")
+    return value
+
+
+def checked_metadata(value: Any) -> dict[str, str]:
+    """A key's ``custom_metadata``: a map of strings, bounded, so a key row stays small."""
+    if not isinstance(value, Mapping):
+        raise InvalidRequest("custom_metadata must be a map of strings")
+    if len(value) > MAX_METADATA_ENTRIES:
+        raise InvalidRequest(f"custom_metadata may hold at most {MAX_METADATA_ENTRIES} entries")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidRequest("custom_metadata must be a map of strings")
+        if not 1 <= len(k) <= MAX_METADATA_KEY_LENGTH:
+            raise InvalidRequest(f"custom_metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters")
+        if len(v) > MAX_METADATA_VALUE_LENGTH:
+            raise InvalidRequest(f"custom_metadata values must be at most {MAX_METADATA_VALUE_LENGTH} characters")
+    return dict(sorted(value.items()))
+
 
 @dataclass(frozen=True)
 class KeyConfigChange:
@@ -162,6 +189,8 @@ class KeyConfigChange:
     exportable: bool | None = None
     allow_plaintext_backup: bool | None = None
     auto_rotate_period: int | None = None
+    retain_versions: int | None = None
+    custom_metadata: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +214,10 @@ class KeySettings:
     soft_deleted: bool = False
     # An imported key may be rotated here (Vault's allow_rotation on import).
     allow_imported_key_rotation: bool = False
+    # Keep the newest N versions decryptable: each rotation advances min_decryption_version (0: off).
+    retain_versions: int = 0
+    # The operator's labels (checked_metadata); keys can be listed by them.
+    custom_metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -201,6 +234,8 @@ class KeySettings:
         allow_plaintext_backup: bool = False,
         auto_rotate_period: int = 0,
         key_size: int = 0,
+        retain_versions: int = 0,
+        custom_metadata: Mapping[str, str] | None = None,
     ) -> KeySettings:
         """The settings of a key created with POST keys/:name, after Vault's checks in Vault's order
         (pathPolicyWrite, then the lock manager's per-type rules). ``key_size`` (bytes, hmac only; 0 = the
@@ -231,6 +266,8 @@ class KeySettings:
             exportable=exportable,
             allow_plaintext_backup=allow_plaintext_backup,
             auto_rotate_period=auto_rotate_period,
+            retain_versions=_checked_retention(retain_versions),
+            custom_metadata=checked_metadata(custom_metadata or {}),
         )
 
     def configured(self, change: KeyConfigChange, latest_version: int) -> tuple[KeySettings, list[str]]:
@@ -281,9 +318,33 @@ class KeySettings:
                 exportable=self.exportable or bool(change.exportable),
                 allow_plaintext_backup=self.allow_plaintext_backup or bool(change.allow_plaintext_backup),
                 auto_rotate_period=period,
+                retain_versions=(
+                    self.retain_versions
+                    if change.retain_versions is None
+                    else _checked_retention(change.retain_versions)
+                ),
+                custom_metadata=(
+                    self.custom_metadata if change.custom_metadata is None else checked_metadata(change.custom_metadata)
+                ),
             ),
             warnings,
         )
+
+    def after_rotation(self, latest_version: int) -> KeySettings:
+        """Version retention: once ``latest_version`` exists, only the newest ``retain_versions`` stay
+        decryptable (min_encryption_version follows when it would fall below). Never moves backwards."""
+        if not self.retain_versions:
+            return self
+        floor = max(self.min_decryption_version, latest_version - self.retain_versions + 1)
+        min_enc = self.min_encryption_version
+        if min_enc and min_enc < floor:
+            min_enc = floor
+        return replace(self, min_decryption_version=floor, min_encryption_version=min_enc)
+
+    def retired_by_rotation(self, latest_version: int) -> list[int]:
+        """The versions the next rotation would make undecryptable (retention's dry run)."""
+        after = self.after_rotation(latest_version + 1)
+        return list(range(self.min_decryption_version, after.min_decryption_version))
 
     def trimmed(self, min_available_version: int) -> KeySettings:
         """The settings after trimming every version below ``min_available_version`` (Vault's rules)."""
@@ -696,6 +757,12 @@ class Key:
             body["keys"] = keys
         if settings.soft_deleted:
             body["soft_deleted"] = True
+        # Beyond Vault, shown only when set (so a Vault-shaped key reads as Vault's does).
+        if settings.retain_versions:
+            body["retain_versions"] = settings.retain_versions
+            body["next_rotation_retires"] = settings.retired_by_rotation(self.latest_version)
+        if settings.custom_metadata:
+            body["custom_metadata"] = dict(settings.custom_metadata)
         if settings.derived:
             body["kdf"] = "hkdf_sha256"
             body["convergent_encryption"] = settings.convergent_encryption

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import mldsa
 from hvac.exceptions import InvalidRequest
@@ -158,3 +159,82 @@ def test_derived_convergent_gcm_siv_gives_equal_ciphertexts(vault):
         for _ in range(2)
     )
     assert a == b
+
+
+def test_version_retention_across_ten_rotations(vault):
+    vault.write_data("transit/keys/kept", data={"type": "chacha20-poly1305", "retain_versions": 3})
+    ciphertexts = {}
+    for version in range(1, 12):
+        if version > 1:
+            vault.write_data("transit/keys/kept/rotate", data={})
+        ciphertexts[version] = vault.write_data("transit/encrypt/kept", data={"plaintext": B64})["data"]["ciphertext"]
+    key = vault.read("transit/keys/kept")["data"]
+    assert key["latest_version"] == 11 and key["min_decryption_version"] == 9
+    assert key["retain_versions"] == 3 and key["next_rotation_retires"] == [9]
+    assert sorted(key["keys"]) == ["10", "11", "9"]
+    for version in (9, 10, 11):
+        opened = vault.write_data("transit/decrypt/kept", data={"ciphertext": ciphertexts[version]})
+        assert base64.b64decode(opened["data"]["plaintext"]) == MESSAGE
+    with pytest.raises(InvalidRequest, match="ciphertext or signature version is disallowed by policy"):
+        vault.write_data("transit/decrypt/kept", data={"ciphertext": ciphertexts[8]})
+    # Retention set later applies from the next rotation, and min_encryption_version follows it up.
+    vault.write_data("transit/keys/later", data={"type": "ecdsa-p256"})
+    for _ in range(4):
+        vault.write_data("transit/keys/later/rotate", data={})
+    vault.write_data("transit/keys/later/config", data={"min_encryption_version": 2, "retain_versions": 2})
+    assert vault.read("transit/keys/later")["data"]["next_rotation_retires"] == [1, 2, 3, 4]
+    vault.write_data("transit/keys/later/rotate", data={})
+    later = vault.read("transit/keys/later")["data"]
+    assert (later["min_decryption_version"], later["min_encryption_version"]) == (5, 5)
+    with pytest.raises(InvalidRequest, match="retain_versions must be 0"):
+        vault.write_data("transit/keys/later/config", data={"retain_versions": -1})
+
+
+def test_custom_metadata_on_create_config_read_and_list_filter(server, vault):
+    labels = {"team": "payments", "pii": "yes"}
+    vault.write_data("transit/keys/cards", data={"custom_metadata": labels})
+    vault.write_data("transit/keys/orders", data={"custom_metadata": {"team": "payments"}})
+    vault.write_data("transit/keys/logs", data={"custom_metadata": {"team": "platform"}})
+    assert vault.read("transit/keys/cards")["data"]["custom_metadata"] == labels
+    assert "custom_metadata" not in vault.read("transit/keys/vault-enc")["data"]  # unset: Vault's body
+
+    def listed(**query):
+        params = {"list": "true", **{f"metadata.{k}": v for k, v in query.items()}}
+        response = requests.get(
+            f"{server.url}/v1/transit/keys", params=params, headers={"X-Vault-Token": vault.token}, timeout=10
+        )
+        return response.json()["data"]["keys"] if response.status_code == 200 else response.status_code
+
+    assert listed(team="payments") == ["cards", "orders"]
+    assert listed(team="payments", pii="yes") == ["cards"]
+    assert listed(team="nobody") == 404
+    assert "vault-enc" in listed()
+
+    # Config replaces the map whole; bad maps are refused and change nothing.
+    vault.write_data("transit/keys/cards/config", data={"custom_metadata": {"team": "risk"}})
+    assert vault.read("transit/keys/cards")["data"]["custom_metadata"] == {"team": "risk"}
+    too_many = {f"k{i}": "v" for i in range(65)}
+    for bad, message in (
+        (too_many, "at most 64 entries"),
+        ({"team": "x" * 513}, "at most 512 characters"),
+        ({"": "empty key"}, "1 to 128 characters"),
+    ):
+        with pytest.raises(InvalidRequest, match=message):
+            vault.write_data("transit/keys/cards/config", data={"custom_metadata": bad})
+    assert vault.read("transit/keys/cards")["data"]["custom_metadata"] == {"team": "risk"}
+
+
+def test_backup_and_restore_keep_retention_and_metadata(vault):
+    vault.write_data(
+        "transit/keys/kept",
+        data={
+            "exportable": True,
+            "allow_plaintext_backup": True,
+            "retain_versions": 2,
+            "custom_metadata": {"team": "payments"},
+        },
+    )
+    backup = vault.read("transit/backup/kept")["data"]["backup"]
+    vault.write_data("transit/restore/copy", data={"backup": backup})
+    copy = vault.read("transit/keys/copy")["data"]
+    assert copy["retain_versions"] == 2 and copy["custom_metadata"] == {"team": "payments"}

@@ -912,3 +912,46 @@ def _same_listing_entry(targets, mount: str) -> None:
     assert _shape(mine) == _shape(reference)
     assert mine["description"] == reference["description"] == "tuned"
     assert listed[0][f"{mount}/"] == mine  # also at the top level, as Vault
+
+
+# Beyond Vault (issue 12): what this server has that OpenBao answers otherwise, each with its reason.
+BEYOND_VAULT = {
+    "type ml-dsa-44/65/87": "FIPS 204's names; OpenBao 2.7 spells them mldsa-NN (accepted here at creation too)",
+    "ml-dsa public_key": "PKIX PEM (RFC 9881's encoding), where OpenBao shows base64 of the raw key",
+    "ml-dsa prehashed": "refused with a 400: pure ML-DSA signs the message, and OpenBao's answer hides which it signed",
+    "types hpke-x25519, hpke-mlkem768-x25519, aes256-gcm-siv": "not in OpenBao (400 unknown key type there)",
+    "retain_versions, next_rotation_retires, custom_metadata": "key body fields, shown only when set",
+    "LIST keys ?metadata.<k>=<v>": "a filter OpenBao does not have (it ignores the parameter)",
+}
+
+
+def test_ml_dsa_answers_like_openbaos_mldsa_and_verifies_its_signatures(targets):
+    """The same ML-DSA-65 through both servers: the same body and signature shapes; OpenBao's signature checks
+    out with cryptography and, once its public key is imported here, through this server's verify."""
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+
+    ours, theirs = targets
+    name = f"pq-{os.urandom(3).hex()}"
+    assert ours.send("POST", f"transit/keys/{name}", {"type": "ml-dsa-65"}).status_code == 200
+    assert theirs.send("POST", f"transit/keys/{name}", {"type": "mldsa-65"}).status_code == 200
+    bodies = [t.send("GET", f"transit/keys/{name}").json()["data"] for t in targets]
+    for body in bodies:
+        body.pop("soft_deleted", None)
+        body.pop("type")
+    assert _shape(bodies[0]) == _shape(bodies[1])
+
+    signed = [t.send("POST", f"transit/sign/{name}", {"input": INPUT}).json()["data"] for t in targets]
+    assert _shape(signed[0]) == _shape(signed[1])
+    raw_public = base64.b64decode(bodies[1]["keys"]["1"]["public_key"])
+    their_signature = base64.b64decode(signed[1]["signature"].split(":", 2)[2])
+    their_public = mldsa.MLDSA65PublicKey.from_public_bytes(raw_public)
+    their_public.verify(their_signature, base64.b64decode(INPUT))  # FIPS 204 pure ML-DSA, as here
+
+    pem = their_public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    imported = ours.send(
+        "POST", f"transit/keys/{name}-theirs/import", {"type": "ml-dsa-65", "public_key": pem.decode()}
+    )
+    assert imported.status_code == 204, imported.text
+    verified = ours.send("POST", f"transit/verify/{name}-theirs", {"input": INPUT, "signature": signed[1]["signature"]})
+    assert verified.status_code == 200 and verified.json()["data"]["valid"] is True
+    assert ours.send("POST", f"transit/sign/{name}", {"input": INPUT, "prehashed": True}).status_code == 400

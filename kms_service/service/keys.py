@@ -259,7 +259,15 @@ class KeyService:
                 return None
             version = self._seal(name, row.latest_version + 1, material, now)
             await repo.add_version(session, row, version, _public_pem(material))
-            await repo.bump(session, row, now, latest_version=version.version)
+            # Version retention: the versions past the newest retain_versions stop decrypting now.
+            settings = repo.key_settings(row)
+            retained = settings.after_rotation(version.version)
+            floors = {
+                n: getattr(retained, n)
+                for n in ("min_decryption_version", "min_encryption_version")
+                if getattr(retained, n) != getattr(settings, n)
+            }
+            await repo.bump(session, row, now, latest_version=version.version, **floors)
             self._db.changed(session, self._changed(name))
             stored = await repo.load_key(session, self.mount.id, name)
         log.info("rotated key %s to version %d", self._ref(name), version.version)
@@ -495,9 +503,13 @@ class KeyService:
             stored = await repo.load_key(session, self.mount.id, name)
         return await self._remember(stored), warnings
 
-    async def names(self) -> list[str]:
+    async def names(self, metadata: dict[str, str] | None = None) -> list[str]:
+        """The mount's key names; with ``metadata``, only keys whose custom_metadata holds every pair."""
         async with self._db.reading() as session:
-            return await repo.list_key_names(session, self.mount.id)
+            if not metadata:
+                return await repo.list_key_names(session, self.mount.id)
+            labelled = await repo.list_key_metadata(session, self.mount.id)
+        return [name for name, labels in labelled if all(labels.get(k) == v for k, v in metadata.items())]
 
     async def upgrade_legacy_material(self) -> int:
         """Re-seal pre-envelope versions (format 0, a raw key) as envelopes with a fresh HMAC key. One

@@ -6,6 +6,7 @@ Alembic owns the schema (``storage/migrations/``); a test runs ``alembic check``
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -51,6 +52,19 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator):
+    """A JSON object kept as text (readable in sqlite3 and psql alike), given and read as a dict."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else json.dumps(dict(value), sort_keys=True, separators=(",", ":"))
+
+    def process_result_value(self, value, dialect):
+        return {} if value is None else json.loads(value)
 
 
 def utcnow() -> datetime:
@@ -136,6 +150,12 @@ class Key(Base):
     )
     allow_imported_key_rotation: Mapped[bool] = mapped_column(
         Boolean, server_default=false(), comment="An imported key may be rotated here (Vault's allow_rotation)"
+    )
+    retain_versions: Mapped[int] = mapped_column(
+        Integer, server_default="0", comment="Keep the newest N versions decryptable; each rotation retires older"
+    )
+    custom_metadata: Mapped[dict] = mapped_column(
+        JSONText, server_default="{}", comment="The operator's labels, a JSON object of strings"
     )
     source: Mapped[str] = mapped_column(
         String(16),

@@ -92,6 +92,11 @@ async def list_key_names(session: AsyncSession, mount_id: int) -> list[str]:
     return list((await session.execute(query)).scalars())
 
 
+async def list_key_metadata(session: AsyncSession, mount_id: int) -> list[tuple[str, dict[str, str]]]:
+    query = select(m.Key.name, m.Key.custom_metadata).where(m.Key.mount_id == mount_id).order_by(m.Key.name)
+    return [(name, labels) for name, labels in await session.execute(query)]
+
+
 async def create_key(
     session: AsyncSession,
     mount_id: int,

@@ -47,7 +47,9 @@ async def read_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_keys(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    names = await call.keys.names()
+    # Beyond Vault: ?metadata.<label>=<value> (any number) lists only the keys labelled so.
+    metadata = {k[len("metadata.") :]: v for k, v in call.request.query.items() if k.startswith("metadata.")}
+    names = await call.keys.names(metadata)
     if not names:
         raise NotFound()
     return {"keys": names}
@@ -66,6 +68,8 @@ async def configure_key(call: Call, args: dict[str, Any]) -> Reply:
         exportable=args["exportable"],
         allow_plaintext_backup=args["allow_plaintext_backup"],
         auto_rotate_period=duration_seconds("auto_rotate_period", args["auto_rotate_period"]),
+        retain_versions=args["retain_versions"],
+        custom_metadata=args["custom_metadata"],
     )
     key, warnings = await call.keys.configure(call.params["name"], change)
     return Reply(key.body(), warnings=warnings)
@@ -99,6 +103,8 @@ def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
         allow_plaintext_backup=bool(args.get("allow_plaintext_backup")),
         auto_rotate_period=duration_seconds("auto_rotate_period", args.get("auto_rotate_period")) or 0,
         key_size=key_size,
+        retain_versions=args.get("retain_versions") or 0,
+        custom_metadata=args.get("custom_metadata"),
     )
     return type_name, settings, key_size
 
@@ -276,6 +282,19 @@ def _signature_in_every_item(items: list[dict[str, Any]]) -> None:
 # -- the paths ----------------------------------------------------------------------------------------
 
 NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
+# Beyond Vault (shown on read only when set).
+RETAIN_VERSIONS = Field(
+    "retain_versions",
+    T.INT,
+    "Version retention: keep the newest N versions decryptable; each rotation advances min_decryption_version "
+    "(0: off). The key body's next_rotation_retires shows what the next rotation would retire.",
+)
+CUSTOM_METADATA = Field(
+    "custom_metadata",
+    T.MAP,
+    "Labels: a map of strings (at most 64; keys up to 128, values up to 512 characters), replaced whole. "
+    "LIST keys with ?metadata.<label>=<value> to filter.",
+)
 # Caller-chosen nonces break AEAD security (CVE-2023-4680); never accepted.
 NONCE = Field(
     "nonce",
@@ -400,6 +419,8 @@ PATHS = (
             Field("auto_rotate_period", T.DURATION, "Rotate automatically this often: 0 (off) or at least 1h."),
             Field("key_size", T.INT, "hmac keys: key size in bytes (32 to 512)."),
             Field("parameter_set", T.STRING, "type=ml-dsa (Vault Enterprise's spelling): 44, 65 or 87."),
+            RETAIN_VERSIONS,
+            CUSTOM_METADATA,
             Field("context", T.BASE64, "Read only: context for a derived key's public key."),
         ),
         operations={
@@ -433,6 +454,8 @@ PATHS = (
             Field("deletion_allowed", T.BOOL, "Whether the key may be deleted."),
             Field("exportable", T.BOOL, "Whether the key may be exported (can only be turned on)."),
             Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed (can only be turned on)."),
+            RETAIN_VERSIONS,
+            CUSTOM_METADATA,
         ),
         operations={"POST": Operation(configure_key, returns=KEY_BODY)},
     ),
