@@ -157,6 +157,15 @@ MAX_METADATA_KEY_LENGTH = 128
 MAX_METADATA_VALUE_LENGTH = 512
 
 
+CMAC_MAX_LENGTH = 16
+CMAC_MIN_LENGTH = 8  # NIST SP 800-38B: tags shorter than 64 bits need a careful analysis
+
+
+def _check_mac_length(length: int) -> None:
+    if not CMAC_MIN_LENGTH <= length <= CMAC_MAX_LENGTH:
+        raise InvalidRequest(f"mac_length must be {CMAC_MIN_LENGTH} to {CMAC_MAX_LENGTH} bytes")
+
+
 def _checked_retention(value: int) -> int:
     if not 0 <= value <= MAX_VERSION:
         raise InvalidRequest("retain_versions must be 0 (keep every version) or a positive number of versions")
@@ -569,6 +578,31 @@ class Key:
         kv = self._hmac_version(version)
         expected = hmac_digest(self.key_type.hmac_key(kv.material), hash_algorithm, data)
         return hmac_lib.compare_digest(expected, given)
+
+    def cmac(self, data: bytes, key_version: int = 0, mac_length: int = CMAC_MAX_LENGTH) -> tuple[str, int]:
+        """``vault-kms:v<N>:<b64 CMAC>`` (AES-CMAC, truncated to ``mac_length`` bytes) and N; aes*-cmac keys."""
+        _check_mac_length(mac_length)
+        if not self.key_type.supports_cmac:
+            raise InvalidRequest(f"CMAC is not supported for key type {self.key_type.name}")
+        kv = self.version_for_encryption(key_version)
+        tag = self.key_type.cmac(kv.handle, data)[:mac_length]
+        return format_versioned(kv.version, tag), kv.version
+
+    def verify_cmac(self, data: bytes, value: str, mac_length: int | None = None) -> bool:
+        """Whether ``value`` is the CMAC of ``data`` (its length is the tag's unless ``mac_length`` says);
+        compared in constant time."""
+        if not self.key_type.supports_cmac:
+            raise InvalidRequest(f"CMAC is not supported for key type {self.key_type.name}")
+        parsed = parse_versioned(value, "CMAC")
+        kv = self.version_for_decryption(parsed.version, "CMAC")
+        try:
+            given = b64decode_strict(parsed.payload)
+        except ValueError:
+            raise InvalidRequest("invalid CMAC: could not decode base64") from None
+        length = len(given) if mac_length is None else mac_length
+        _check_mac_length(length)
+        expected = self.key_type.cmac(kv.handle, data)[:length]
+        return len(given) == length and hmac_lib.compare_digest(expected, given)
 
     def _hmac_version(self, version: int) -> KeyVersion:
         """Vault's HMACKey: only live versions (min_decryption_version..latest) have one."""

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import cmac as crypto_cmac
 from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, padding, rsa, x25519
@@ -54,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _ChaCha20Poly1305Cipher
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -269,6 +271,11 @@ class KeyType:
     symmetric: ClassVar[bool] = True
     # HPKE: the request's ``context`` is HPKE's ``info`` for every key, derived or not.
     context_is_info: ClassVar[bool] = False
+    # AES-CMAC keys (Vault Enterprise's aes*-cmac): ``cmac/:name`` and verify with ``cmac``, nothing else.
+    supports_cmac: ClassVar[bool] = False
+
+    def cmac(self, handle: Any, data: bytes) -> bytes:
+        raise InvalidRequest(f"CMAC is not supported for key type {self.name}")
 
     def generate(self, key_size: int | None = None) -> KeyMaterial:
         """A fresh version's material (primary key, its own 32-byte HMAC key, public key), as it is sealed and
@@ -525,6 +532,47 @@ class XChaCha20Poly1305(_Aead):
 
     def _cipher(self, key: bytes) -> _XChaCha20Poly1305Cipher:
         return _XChaCha20Poly1305Cipher(key)
+
+
+# -- AES-CMAC (NIST SP 800-38B) -------------------------------------------------------------------------------
+
+
+class _AesCmac(KeyType):
+    """A dedicated AES key for CMAC only (as Vault Enterprise's aes*-cmac types): never the key of an
+    encryption type, so no key serves two constructions. The full tag is 16 bytes; a request may truncate it
+    to ``mac_length`` (8 to 16)."""
+
+    supports_cmac = True
+    KEY_SIZE: ClassVar[int]
+
+    def generate(self, key_size: int | None = None) -> KeyMaterial:
+        self._no_key_size(key_size)
+        return KeyMaterial.new(os.urandom(self.KEY_SIZE))
+
+    def import_key(self, raw: bytes) -> KeyMaterial:
+        if len(raw) != self.KEY_SIZE:
+            raise RefusedAsServerError(f"invalid key size {len(raw)} bytes for key type {self.name}")
+        return KeyMaterial.new(bytes(raw), origin=Origin.IMPORTED)
+
+    def load(self, material: KeyMaterial) -> bytes:
+        if len(material.key) != self.KEY_SIZE:
+            raise ValueError(f"{self.name} key material must be {self.KEY_SIZE} bytes")
+        return material.key
+
+    def cmac(self, handle: bytes, data: bytes) -> bytes:
+        mac = crypto_cmac.CMAC(algorithms.AES(handle))
+        mac.update(data)
+        return mac.finalize()
+
+
+class Aes128Cmac(_AesCmac):
+    name = "aes128-cmac"
+    KEY_SIZE = 16
+
+
+class Aes256Cmac(_AesCmac):
+    name = "aes256-cmac"
+    KEY_SIZE = 32
 
 
 # -- hmac -----------------------------------------------------------------------------------------------------
@@ -1301,6 +1349,8 @@ KEY_TYPES: dict[str, KeyType] = {
         MlDsa87(),
         HpkeX25519(),
         HpkeMlKem768X25519(),
+        Aes128Cmac(),
+        Aes256Cmac(),
         Hmac(),
     )
 }

@@ -238,3 +238,40 @@ def test_backup_and_restore_keep_retention_and_metadata(vault):
     vault.write_data("transit/restore/copy", data={"backup": backup})
     copy = vault.read("transit/keys/copy")["data"]
     assert copy["retain_versions"] == 2 and copy["custom_metadata"] == {"team": "payments"}
+
+
+def test_cmac_over_http_with_an_imported_key_matches_cryptography(vault):
+    """A known AES key goes in by BYOK (wrapped for the service's wrapping key, as Vault's docs do it); the
+    service's CMAC then equals cryptography's, and verify takes it back."""
+    import os
+
+    from cryptography.hazmat.primitives import cmac, hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers import algorithms
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+    known = os.urandom(32)
+    wrapping = serialization.load_pem_public_key(vault.read("transit/wrapping_key")["data"]["public_key"].encode())
+    ephemeral = os.urandom(32)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    blob = wrapping.encrypt(ephemeral, oaep) + aes_key_wrap_with_padding(ephemeral, known)
+    vault.write_data(
+        "transit/keys/tagger/import", data={"type": "aes256-cmac", "ciphertext": base64.b64encode(blob).decode()}
+    )
+    mac = cmac.CMAC(algorithms.AES(known))
+    mac.update(MESSAGE)
+    expected = mac.finalize()
+
+    tagged = vault.write_data("transit/cmac/tagger", data={"input": B64})["data"]
+    assert tagged["key_version"] == 1 and _body(tagged["cmac"]) == expected
+    short = vault.write_data("transit/cmac/tagger/8", data={"input": B64})["data"]["cmac"]
+    assert _body(short) == expected[:8]
+    batch = [{"input": B64, "cmac": tagged["cmac"]}, {"input": B64, "cmac": short}, {"input": "", "cmac": short}]
+    results = vault.write_data("transit/verify/tagger", data={"batch_input": batch})["data"]["batch_results"]
+    assert [r["valid"] for r in results] == [True, True, False]
+    with pytest.raises(InvalidRequest, match="mac_length must be 8 to 16 bytes"):
+        vault.write_data("transit/cmac/tagger", data={"input": B64, "mac_length": 20})
+    with pytest.raises(InvalidRequest, match="CMAC is not supported for key type chacha20-poly1305"):
+        vault.write_data("transit/cmac/vault-enc", data={"input": B64})
+    with pytest.raises(InvalidRequest):
+        vault.write_data("transit/encrypt/tagger", data={"plaintext": B64})

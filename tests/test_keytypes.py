@@ -58,6 +58,7 @@ KEY_SIZES = {
     "chacha20-poly1305": 32,
     "xchacha20-poly1305": 32,
 }
+CMAC_KEY_SIZES = {"aes128-cmac": 16, "aes256-cmac": 32}
 # HPKE private keys: raw bytes (X25519's 32; ML-KEM-768's 64-byte seed and X25519's 32).
 HPKE_KEY_SIZES = {"hpke-x25519": 32, "hpke-mlkem768-x25519": 96}
 COORDINATE_SIZES = {"ecdsa-p256": 32, "ecdsa-p384": 48, "ecdsa-p521": 66}
@@ -128,6 +129,8 @@ CAPABILITIES = {
     "ml-dsa-87": (False, True, False, False, False, True),
     "hpke-x25519": (True, False, False, False, False, True),
     "hpke-mlkem768-x25519": (True, False, False, False, False, True),
+    "aes128-cmac": (False, False, False, False, False, True),
+    "aes256-cmac": (False, False, False, False, False, True),
 }
 
 
@@ -165,6 +168,8 @@ def test_generated_material(type_name):
     elif type_name == "hpke-x25519":
         public = x25519.X25519PrivateKey.from_private_bytes(m.key).public_key()
         assert serialization.load_der_public_key(m.public_key).public_bytes_raw() == public.public_bytes_raw()
+    elif type_name in CMAC_KEY_SIZES:
+        assert len(m.key) == CMAC_KEY_SIZES[type_name] and m.public_key is None
     elif type_name == "hpke-mlkem768-x25519":
         assert len(m.key) == HPKE_KEY_SIZES[type_name] and m.public_key is None  # no PKIX form for the pair
     else:
@@ -878,6 +883,8 @@ EXPORTS = {
     "ml-dsa-87": {"signing-key", "hmac-key", "public-key"},
     "hpke-x25519": {"encryption-key", "hmac-key", "public-key"},
     "hpke-mlkem768-x25519": {"encryption-key", "hmac-key", "public-key"},
+    "aes128-cmac": {"hmac-key"},
+    "aes256-cmac": {"hmac-key"},
     "chacha20-poly1305": {"encryption-key", "hmac-key"},
     "xchacha20-poly1305": {"encryption-key", "hmac-key"},
     "ed25519": {"signing-key", "hmac-key", "public-key"},
@@ -1037,12 +1044,23 @@ def wrapping_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(65537, 4096)
 
 
+def _cmac(key: bytes, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+    mac = cmac.CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
 def byok_source(type_name: str) -> bytes:
     """What a BYOK blob carries for a type: raw bytes, or PKCS#8 DER made here (not by the service)."""
     if type_name in KEY_SIZES:
         return os.urandom(KEY_SIZES[type_name])
     if type_name in HPKE_KEY_SIZES:
         return os.urandom(HPKE_KEY_SIZES[type_name])
+    if type_name in CMAC_KEY_SIZES:
+        return os.urandom(CMAC_KEY_SIZES[type_name])
     if type_name == "hmac":
         return os.urandom(48)
     if type_name == "ed25519":
@@ -1077,10 +1095,13 @@ def test_unwrap_a_blob_made_with_cryptography_and_import_it(type_name):
     assert imported.origin == Origin.IMPORTED and len(imported.hmac_key) == 32
     key = make_key(type_name, materials={1: imported}, exportable=True)
     assert key.imported and key.body()["imported_key"] is True
-    if type_name in KEY_SIZES or type_name in HPKE_KEY_SIZES or type_name == "hmac":
+    if type_name in KEY_SIZES or type_name in HPKE_KEY_SIZES or type_name in CMAC_KEY_SIZES or type_name == "hmac":
         assert imported.key == target
-        exported_type = "hmac-key" if type_name == "hmac" else "encryption-key"
-        assert base64.b64decode(exported(key, exported_type)) == target
+        if type_name in CMAC_KEY_SIZES:  # CMAC keys are not exported (only their HMAC key is)
+            assert key.cmac(b"m")[0].split(":")[2] == base64.b64encode(_cmac(target, b"m")).decode()
+        else:
+            exported_type = "hmac-key" if type_name == "hmac" else "encryption-key"
+            assert base64.b64decode(exported(key, exported_type)) == target
     else:
         source = serialization.load_der_private_key(target, None)
         assert (
@@ -1112,6 +1133,8 @@ def test_byok_export_to_another_cluster(type_name):
     elif type_name in SIGNING_TYPES:
         signature, _ = copy.sign(b"moved", SignOptions())
         assert source.verify(b"moved", signature.replace(":v1:", ":v2:"), SignOptions())
+    elif type_name in CMAC_KEY_SIZES:
+        assert copy.cmac(b"moved")[0].split(":")[2] == source.cmac(b"moved")[0].split(":")[2]
     else:
         assert copy.hmac(b"moved")[0].split(":")[2] == source.hmac(b"moved")[0].split(":")[2]
     assert source.byok_export(destination, "v1").keys() == {"1"}
@@ -1200,3 +1223,20 @@ def test_public_key_import_errors():
         KEY_TYPES["ecdsa-p256"].import_public_key(public_key_pem(material("ecdsa-p521").public_key))
     with pytest.raises(RefusedAsServerError, match="^unable to import only public key for derived Ed25519 key"):
         KEY_TYPES["ed25519"].import_public_key(public_key_pem(material("ed25519").public_key), derived=True)
+
+
+@pytest.mark.parametrize("type_name", sorted(CMAC_KEY_SIZES))
+def test_cmac_matches_cryptography_truncates_and_verifies(type_name):
+    key = make_key(type_name, versions=2)
+    raw = {v: material(type_name, v).key for v in (1, 2)}
+    value, version = key.cmac(b"message")
+    assert version == 2 and base64.b64decode(value.split(":")[2]) == _cmac(raw[2], b"message")
+    short, _ = key.cmac(b"message", key_version=1, mac_length=8)
+    assert base64.b64decode(short.split(":")[2]) == _cmac(raw[1], b"message")[:8]
+    assert key.verify_cmac(b"message", value) and key.verify_cmac(b"message", short)
+    assert not key.verify_cmac(b"other", value)
+    assert not key.verify_cmac(b"message", short, mac_length=16)  # the tag is not the length asked for
+    with pytest.raises(InvalidRequest, match="mac_length must be 8 to 16 bytes"):
+        key.cmac(b"message", mac_length=4)
+    with pytest.raises(InvalidRequest, match="CMAC is not supported for key type aes256-gcm96"):
+        make_key("aes256-gcm96").cmac(b"message")
