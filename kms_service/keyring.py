@@ -423,6 +423,8 @@ class Key:
     settings: KeySettings
     generation: int
     versions: Mapping[int, KeyVersion] = field(repr=False)
+    # The key's row id (usage counters are kept by it); 0 for a key not read from storage.
+    key_id: int = 0
 
     # Read-side shortcuts to the settings the version rules use.
     @property

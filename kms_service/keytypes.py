@@ -271,6 +271,8 @@ class KeyType:
     symmetric: ClassVar[bool] = True
     # HPKE: the request's ``context`` is HPKE's ``info`` for every key, derived or not.
     context_is_info: ClassVar[bool] = False
+    # 96-bit random nonces: encryptions per version are counted against NIST's bound (service/usage.py).
+    nonce_budget: ClassVar[bool] = False
     # AES-CMAC keys (Vault Enterprise's aes*-cmac): ``cmac/:name`` and verify with ``cmac``, nothing else.
     supports_cmac: ClassVar[bool] = False
 
@@ -481,6 +483,7 @@ class Aes128Gcm96(_Aead):
     """AES-128-GCM, 96-bit random (or convergent) nonce, as Vault's aes128-gcm96."""
 
     name = "aes128-gcm96"
+    nonce_budget = True
     KEY_SIZE = 16
     NONCE_SIZE = 12
     AUTH_FAILED = "cipher: message authentication failed"
@@ -500,6 +503,7 @@ class ChaCha20Poly1305(_Aead):
     """IETF ChaCha20-Poly1305 (RFC 8439); body = nonce(12) ‖ ciphertext ‖ tag(16), as Vault."""
 
     name = "chacha20-poly1305"
+    nonce_budget = True
     KEY_SIZE = 32
     NONCE_SIZE = 12
     AUTH_FAILED = "chacha20poly1305: message authentication failed"

@@ -14,6 +14,9 @@ DEFAULT_REAP_INTERVAL = 60.0
 # How often keys are checked for auto-rotation (Vault checks at most once an hour).
 DEFAULT_ROTATE_CHECK_INTERVAL = 3600.0
 DEFAULT_MAX_BATCH_ITEMS = 10_000
+# NIST SP 800-38D bounds random 96-bit nonces at 2^32 uses of a key: warn at 2^30, rotate well before 2^31.
+DEFAULT_NONCE_WARNING_AT = 2**30
+DEFAULT_NONCE_ROTATION_AT = 2**31 - 2**27
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class Settings:
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
+    # The nonce budget of 96-bit random-nonce keys, in encryptions of one version: warn, then rotate.
+    nonce_warning_at: int = DEFAULT_NONCE_WARNING_AT
+    nonce_rotation_at: int = DEFAULT_NONCE_ROTATION_AT
 
     @property
     def url(self) -> str:

@@ -28,6 +28,7 @@ TABLES = {
     "server_secrets",
     "engine_settings",
     "mounts",
+    "key_version_usage",
 }
 
 

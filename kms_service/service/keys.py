@@ -184,6 +184,7 @@ class KeyService:
             settings=stored.settings,
             generation=row.generation,
             versions=versions,
+            key_id=row.id,
         )
 
     @staticmethod
@@ -234,10 +235,11 @@ class KeyService:
         log.info("created key %s (%s)", self._ref(name), key_type)
         return row.id
 
-    async def rotate(self, name: str, only_if_due: bool = False) -> Key | None:
+    async def rotate(self, name: str, only_if_due: bool = False, only_if_latest: int = 0) -> Key | None:
         """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
         key row, so versions stay contiguous. Returns the key as this rotation left it. ``only_if_due``
-        (auto-rotation): rotate only if the period has still passed under the lock, else return None."""
+        (auto-rotation): rotate only if the period has still passed under the lock, else return None;
+        ``only_if_latest`` (the nonce budget): only if that version is still the latest."""
         current = await self.get(name, ())
         if current is None:
             raise InvalidRequest("key not found")
@@ -250,6 +252,8 @@ class KeyService:
             if row is None:
                 raise InvalidRequest("key not found")
             _refuse_soft_deleted(row)
+            if only_if_latest and row.latest_version != only_if_latest:
+                return None
             if row.latest_version >= MAX_VERSION:
                 raise InvalidRequest(f"key {name} has reached the highest version number ({MAX_VERSION})")
             now = utcnow()

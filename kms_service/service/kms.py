@@ -21,6 +21,7 @@ from kms_service.service.keys import KeyService
 from kms_service.service.mounts import MountService
 from kms_service.service.policies import PolicyService
 from kms_service.service.tokens import TokenService
+from kms_service.service.usage import UsageCounter
 from kms_service.service.wrapping import WrappingKeyService
 from kms_service.settings import Settings
 from kms_service.storage import migrate
@@ -48,6 +49,7 @@ class KMS:
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
         self.wrapping = WrappingKeyService(self.db, master_key)
+        self.usage = UsageCounter(self.db, settings.nonce_warning_at, settings.nonce_rotation_at)
         self.service: ServiceConfig | None = None
 
     @classmethod
@@ -70,6 +72,10 @@ class KMS:
         return kms
 
     async def close(self) -> None:
+        try:
+            await self.usage.flush()  # give back unused reservations: the stored counts are exact
+        except Exception:
+            log.exception("could not give back unused usage reservations; the stored counts stay high")
         await self.engine.dispose()
 
     @classmethod

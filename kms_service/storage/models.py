@@ -10,10 +10,12 @@ import json
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Integer,
     LargeBinary,
     MetaData,
@@ -187,6 +189,28 @@ class KeyVersion(Base):
     master_key_id: Mapped[str] = mapped_column(String(16), comment="Which master key sealed this row")
     public_key: Mapped[str | None] = mapped_column(Text, comment="PEM public key (asymmetric types only)")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KeyVersionUsage(Base):
+    __tablename__ = "key_version_usage"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["key_id", "version"],
+            ["key_versions.key_id", "key_versions.version"],
+            ondelete="CASCADE",
+            name="fk_key_version_usage_key_versions",
+        ),
+        {
+            "comment": "How much each key version was used. Nodes reserve counts in blocks before using them and "
+            "give back what they did not use, so a crash can only overcount"
+        },
+    )
+
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    encryptions: Mapped[int] = mapped_column(BigInteger, server_default="0", comment="Encryptions (and rewraps)")
+    signatures: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, comment="Within the flush interval")
 
 
 class Endpoint(Base):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kms_service.keyring import KeySettings
@@ -217,6 +219,47 @@ async def latest_version_created_at(session: AsyncSession, row: m.Key) -> dateti
 async def key_sources(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(m.Key.source, func.count()).group_by(m.Key.source))
     return {source: count for source, count in rows}
+
+
+# -- usage counters -----------------------------------------------------------------------------------
+
+USAGE_COUNTS = ("encryptions", "signatures")
+
+
+async def reserve_usage(session: AsyncSession, key_id: int, version: int, count: str, block: int, now: datetime) -> int:
+    """Add a reserved ``block`` to one count (the row is made on first use); the new total. One statement."""
+    if count not in USAGE_COUNTS or block <= 0:
+        raise ValueError(count)
+    column = getattr(m.KeyVersionUsage, count)
+    values = {"key_id": key_id, "version": version, count: block, "last_used_at": now}
+    updates = {count: column + block, "last_used_at": now}
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(m.KeyVersionUsage)
+        .values(**values)
+        .on_conflict_do_update(index_elements=["key_id", "version"], set_=updates)
+        .returning(column)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def give_back_usage(
+    session: AsyncSession, key_id: int, version: int, count: str, unused: int, last_used_at: datetime
+) -> None:
+    """Return the unused part of reservations (the version may be gone since: then nothing happens)."""
+    if count not in USAGE_COUNTS or unused < 0:
+        raise ValueError(count)
+    column = getattr(m.KeyVersionUsage, count)
+    await session.execute(
+        update(m.KeyVersionUsage)
+        .where(m.KeyVersionUsage.key_id == key_id, m.KeyVersionUsage.version == version)
+        .values({count: column - unused, "last_used_at": last_used_at})
+    )
+
+
+async def usage_of(session: AsyncSession, key_id: int) -> list[m.KeyVersionUsage]:
+    query = select(m.KeyVersionUsage).where(m.KeyVersionUsage.key_id == key_id).order_by(m.KeyVersionUsage.version)
+    return list((await session.execute(query)).scalars())
 
 
 # -- mounts -------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from kms_service.errors import (
 )
 from kms_service.service import KMS
 from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
+from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
 from kms_service.web import replies
 from kms_service.web.paths import TABLE
@@ -122,6 +123,7 @@ token_reaper = background_job("token reaper", lambda s: s.reap_interval, lambda 
 key_auto_rotation = background_job(
     "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.mounts.rotate_due()
 )
+usage_flush = background_job("usage flush", lambda s: USAGE_FLUSH_INTERVAL, lambda kms: kms.usage.flush())
 
 
 class RedactMalformedRequests(logging.Filter):
@@ -145,5 +147,5 @@ def create_app(settings: Settings) -> web.Application:
     app[ROUTER_KEY] = Router(TABLE, max_batch_items=settings.max_batch_items)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
-    app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation])
+    app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation, usage_flush])
     return app

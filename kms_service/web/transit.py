@@ -16,6 +16,7 @@ from kms_service.keyring import CMAC_MAX_LENGTH, Key, KeySettings, b64encode, pa
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
 from kms_service.service import KeyConfigChange
 from kms_service.service.keys import SOFT_DELETED
+from kms_service.service.usage import ENCRYPTIONS, SIGNATURES
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
@@ -43,7 +44,18 @@ async def read_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     key = await call.keys.get(call.params["name"])
     if key is None:
         raise NotFound()
-    return key.body(args["context"])
+    body = key.body(args["context"])
+    # Beyond Vault: per version, encryptions, signatures and last use, once the key has been used.
+    if usage := await call.kms.usage.of(key):
+        body["usage"] = usage
+    return body
+
+
+async def count_uses(call: Call, key: Key, count: str, versions: list[int]) -> None:
+    """Count the versions a request used (durably, before it is answered); a nonce budget running out is a
+    warning in the response."""
+    for warning in await call.kms.usage.spend(key, count, versions, call.keys):
+        call.add_warning(warning)
 
 
 async def list_keys(call: Call, args: dict[str, Any]) -> dict[str, Any]:
@@ -141,11 +153,15 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         await call.keys.upsert(call.params["name"], type_name, settings, key_size)
     key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
+    used: list[int] = []
+
     def one(item: dict[str, Any]) -> dict[str, Any]:
         ciphertext, version = key.encrypt(item["plaintext"], _encrypt_options(item), item["key_version"])
+        used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
     items.respond(one)
+    await count_uses(call, key, ENCRYPTIONS, used)
 
 
 def _ciphertext_version(item: dict[str, Any]) -> int:
@@ -167,13 +183,17 @@ async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
     targets = items.map(lambda item: item["key_version"])
     key = await usable_key(call, "encryption key not found", {*versions, *targets})
 
+    used: list[int] = []
+
     def one(item: dict[str, Any]) -> dict[str, Any]:
         decrypting = _encrypt_options(item, item["decrypt_padding_scheme"])
         encrypting = _encrypt_options(item, item["encrypt_padding_scheme"])
         ciphertext, version = key.rewrap(item["ciphertext"], decrypting, item["key_version"], encrypting)
+        used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
     items.respond(one)
+    await count_uses(call, key, ENCRYPTIONS, used)
 
 
 def _encrypt_options(item: dict[str, Any], padding_scheme: str | None = None) -> EncryptOptions:
@@ -211,9 +231,12 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
     if not key.key_type.supports_signing:  # the whole request, not each item (Vault)
         raise InvalidRequest(f"key type {key.key_type.name} does not support signing")
 
+    used: list[int] = []
+
     def one(item: dict[str, Any]) -> dict[str, Any]:
         item_options = replace(options, context=item["context"])
         signature, version = key.sign(item["input"], item_options, args["key_version"])
+        used.append(version)
         result: dict[str, Any] = {"signature": signature, "key_version": version}
         public_key = key.derived_public_key(item["context"], version)
         if public_key is not None:
@@ -222,6 +245,7 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
         return result
 
     items.respond(one)
+    await count_uses(call, key, SIGNATURES, used)
 
 
 def _signature_version(item: dict[str, Any]) -> int:
