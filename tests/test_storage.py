@@ -27,6 +27,7 @@ TABLES = {
     "seal_check",
     "server_secrets",
     "engine_settings",
+    "change_log",
 }
 
 

@@ -83,6 +83,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
 def service_context(settings: Settings):
     async def service(app: web.Application) -> AsyncIterator[None]:
         kms = app[KMS_KEY] = await KMS.open(settings)
+        try:
+            await kms.start_cluster()
+        except BaseException:
+            await kms.close()
+            raise
         sources = await kms.keys.sources()
         log.info(
             "serving %d key(s) from the services YAML and %d made over HTTP",
@@ -96,14 +101,16 @@ def service_context(settings: Settings):
 
 
 def background_job(name: str, interval: Callable[[Settings], float], job: Callable[[KMS], Awaitable[Any]]):
-    """A cleanup_ctx entry running ``job`` every ``interval`` seconds; a failing run is logged and retried."""
+    """A cleanup_ctx entry running ``job`` every ``interval`` seconds; a failing run is logged and retried.
+    Nodes sharing PostgreSQL run it one at a time: the node holding the job's advisory lock (``KMS.leads``)."""
 
     async def run_forever(kms: KMS) -> None:
         period = interval(kms.settings)
         while True:
             await asyncio.sleep(period)
             try:
-                await job(kms)
+                if await kms.leads(name):
+                    await job(kms)
             except Exception:
                 log.exception("%s failed; retrying in %s s", name, period)
 
