@@ -256,7 +256,9 @@ LEADS = re.compile(r"^(\S+ \S+) INFO kms_service\.service\.cluster: token reaper
 
 def test_the_token_reaper_runs_on_one_node_and_another_takes_over_when_it_dies(cluster):
     interval = 0.3
-    nodes = cluster.start(2, "--cache-ttl", CACHE_TTL, "--reap-interval", str(interval))
+    nodes = cluster.start(
+        2, "--cache-ttl", CACHE_TTL, "--reap-interval", str(interval), "--rotate-check-interval", str(interval)
+    )
     by_pid = {node.proc.pid: node for node in nodes}
     holders = []
 
@@ -265,6 +267,7 @@ def test_the_token_reaper_runs_on_one_node_and_another_takes_over_when_it_dies(c
         return len(holders) == 1
 
     until(one_holder, 5)
+    until(lambda: len(_job_holders(cluster, 2)) == 1, 5)  # key auto-rotation: one node too
     leader = by_pid[int(holders[0].rsplit(" ", 1)[1])]
     follower = next(node for node in nodes if node is not leader)
     root = cluster.root_token()
@@ -283,7 +286,8 @@ def test_the_token_reaper_runs_on_one_node_and_another_takes_over_when_it_dies(c
     assert _job_holders(cluster, 1) == holders  # still the same node
 
     leader_output = leader.stop(signal.SIGKILL)
-    until(lambda: [h.endswith(f" pid {follower.proc.pid}") for h in _job_holders(cluster, 1)] == [True], 5)
+    for job in (1, 2):
+        until(lambda job=job: [h.endswith(f" pid {follower.proc.pid}") for h in _job_holders(cluster, job)] == [True])
     second = short_lived(5)
     until(lambda: gone(second), 5)
     follower_output = follower.stop()

@@ -180,6 +180,9 @@ class PgCluster:
                 raise
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("change listener: %s: %s; retrying in %.1f s", type(exc).__name__, exc, delay)
+            except Exception:
+                # Never let the listener end: without it this node would only see changes within --cache-ttl.
+                log.exception("change listener failed; retrying in %.1f s", delay)
             finally:
                 self._listening.clear()
                 await self._close()
