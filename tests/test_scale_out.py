@@ -165,6 +165,16 @@ def test_changes_on_one_node_take_effect_on_the_other_within_a_second_even_acros
         seconds = until(lambda encrypt=encrypt: forbidden(lambda: encrypt("vault-enc", plaintext=SECRET)))
         report(record_property, f"token revocation ({how})", seconds)
 
+    # Policy document: A takes the grant away from a policy B's cached token carries.
+    grant = 'path "transit/encrypt/vault-enc" { capabilities = ["update"] }'
+    a.sys.create_or_update_acl_policy("writers", grant)
+    created = a.auth.token.create(policies=["writers"], ttl="1h")["auth"]
+    encrypt = hvac.Client(url=b_node.url, token=created["client_token"]).secrets.transit.encrypt_data
+    encrypt("vault-enc", plaintext=SECRET)
+    a.sys.create_or_update_acl_policy("writers", 'path "transit/encrypt/other" { capabilities = ["update"] }')
+    seconds = until(lambda: forbidden(lambda: encrypt("vault-enc", plaintext=SECRET)))
+    report(record_property, "policy change", seconds)
+
     # A node whose listening connection is cut reconnects, and drops what it may have missed meanwhile.
     b_transit, a_transit = b.secrets.transit, a.secrets.transit
     assert b_transit.encrypt_data("vault-enc", plaintext=SECRET)["data"]["key_version"] == 1
