@@ -90,8 +90,10 @@ class KMS:
             return
         if self.engine.dialect.name == "postgresql":
             self.cluster = PgCluster(self.engine, self.invalidator, self.node_id)
-        else:
+        elif self.engine.url.database not in (None, "", ":memory:"):  # an in-memory database has one process
             self.cluster = SqlitePoller(self.engine, self.invalidator, self.node_id)
+        else:
+            return
         await self.cluster.start()
 
     async def leads(self, job: str) -> bool:
