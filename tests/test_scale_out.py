@@ -14,6 +14,7 @@ import dataclasses
 import json
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ import asyncpg
 import hvac
 import hvac.exceptions
 import pytest
+import requests
 from conftest import POSTGRES_URL, TEST_CONFIG, _pg_execute
 from processes import ServeProcess, cli_env, run_cli
 
@@ -380,3 +382,58 @@ def test_change_payloads_fit_postgresql_and_fall_back_to_flushing_the_kinds_they
     unsplit = json.dumps({"changes": [dataclasses.asdict(c) for c in reaped]})
     with pytest.raises(asyncpg.InvalidParameterValueError, match="payload string too long"):
         asyncio.run(notify(unsplit))
+
+
+def test_a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_keeps_serving(cluster):
+    a_node, b_node = cluster.start(2, "--cache-ttl", CACHE_TTL)
+    headers = {"X-Vault-Token": cluster.root_token()}
+    acknowledged: list[tuple[int, str]] = []  # (version rotated to, a ciphertext made right after)
+    failures = {a_node.url: 0, b_node.url: 0}
+    stop = threading.Event()
+
+    def load(start: int) -> None:
+        urls = [a_node.url, b_node.url]
+        i = start
+        while not stop.is_set():
+            url = urls[i % 2]
+            i += 1
+            try:
+                rotated = requests.post(f"{url}/v1/transit/keys/vault-enc/rotate", headers=headers, timeout=5)
+                rotated.raise_for_status()
+                made = requests.post(
+                    f"{url}/v1/transit/encrypt/vault-enc", json={"plaintext": SECRET}, headers=headers, timeout=5
+                )
+                made.raise_for_status()
+            except requests.RequestException:
+                failures[url] += 1
+                continue
+            acknowledged.append((rotated.json()["data"]["latest_version"], made.json()["data"]["ciphertext"]))
+
+    workers = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        until(lambda: len(acknowledged) >= 20, 30)
+        a_node.stop(signal.SIGKILL)
+        count = len(acknowledged)
+        until(lambda: len(acknowledged) >= count + 20, 30)  # B goes on serving
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+    assert failures[a_node.url] > 0 and failures[b_node.url] == 0, failures
+    rows = cluster.query(
+        "SELECT v.version FROM key_versions v JOIN keys k ON k.id = v.key_id WHERE k.name = $1 ORDER BY 1",
+        "vault-enc",
+    )
+    stored = [r["version"] for r in rows]
+    assert stored == list(range(1, len(stored) + 1))
+    versions = [version for version, _ in acknowledged]
+    assert len(set(versions)) == len(versions) and set(versions) <= set(stored)
+    # Every ciphertext either node acknowledged still decrypts on B.
+    batch = [{"ciphertext": ciphertext} for _, ciphertext in acknowledged]
+    reply = requests.post(
+        f"{b_node.url}/v1/transit/decrypt/vault-enc", json={"batch_input": batch}, headers=headers, timeout=30
+    )
+    assert reply.status_code == 200, reply.text
+    assert [item["plaintext"] for item in reply.json()["data"]["batch_results"]] == [SECRET] * len(batch)
