@@ -10,6 +10,9 @@ node at a time.
   the others skip; when that node dies PostgreSQL drops its session and its locks, and another node takes
   the job at its next run.
 
+On SQLite (several processes on one file), ``SqliteChangeLog`` inserts the same payload into
+``change_log`` in the writing transaction and ``SqlitePoller`` reads new rows every ``POLL_INTERVAL``.
+
 Changes travel as JSON of ``dataclasses.asdict(Change)``, so a field added to ``Change`` travels with no
 change here.
 """
