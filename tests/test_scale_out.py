@@ -29,6 +29,7 @@ import pytest
 import requests
 from conftest import POSTGRES_URL, TEST_CONFIG, _pg_execute
 from processes import ServeProcess, cli_env, run_cli
+from sqlalchemy import event
 
 from kms_service.config import load_service_config
 from kms_service.seal import MasterKey
@@ -437,3 +438,38 @@ def test_a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_ke
     )
     assert reply.status_code == 200, reply.text
     assert [item["plaintext"] for item in reply.json()["data"]["batch_results"]] == [SECRET] * len(batch)
+
+
+def test_a_read_racing_an_invalidation_is_not_trusted_afterwards(start_server):
+    """A change published while a cache reads the database (a notification arriving mid-read) may postdate
+    what was read: the key is checked again on its next use, the token is read again, instead of both
+    being trusted for --cache-ttl."""
+    server = start_server(cache_ttl=300)
+    kms = server.kms
+    token, _ = server.call(kms.tokens.create(["encrypt:vault-enc"], timedelta(hours=1)))
+    statements: list[str] = []
+    race = {"on": None}
+
+    def during_read(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+        if race["on"] and race["on"] in statement:
+            race["on"] = None
+            kms.invalidator.publish([Change(Kind.POLICY, "somewhere-else")])  # bumps the epoch only
+
+    event.listen(kms.engine.sync_engine, "before_cursor_execute", during_read)
+    try:
+        for table, use in (
+            ("FROM keys", lambda: server.call(kms.keys.get("vault-enc"))),
+            ("FROM tokens", lambda: server.call(kms.tokens.authenticate(token))),
+        ):
+            kms.invalidator.flush_all()
+            race["on"] = table
+            assert use() is not None  # read while a change was published
+            statements.clear()
+            assert use() is not None
+            assert any(table in s for s in statements), f"{table}: the raced read was trusted"
+            statements.clear()
+            assert use() is not None
+            assert statements == [] or all(s.startswith("BEGIN") for s in statements)  # then cached again
+    finally:
+        event.remove(kms.engine.sync_engine, "before_cursor_execute", during_read)
