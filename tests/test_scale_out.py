@@ -429,8 +429,10 @@ def test_a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_ke
     )
     stored = [r["version"] for r in rows]
     assert stored == list(range(1, len(stored) + 1))
-    versions = [version for version, _ in acknowledged]
-    assert len(set(versions)) == len(versions) and set(versions) <= set(stored)
+    # Each acknowledged rotation made a version (a reply names the key's latest version, which a concurrent
+    # rotation on the same node may already have passed).
+    assert len(stored) >= 1 + len(acknowledged)
+    assert {version for version, _ in acknowledged} <= set(stored)
     # Every ciphertext either node acknowledged still decrypts on B.
     batch = [{"ciphertext": ciphertext} for _, ciphertext in acknowledged]
     reply = requests.post(
