@@ -29,6 +29,7 @@ TABLES = {
     "engine_settings",
     "mounts",
     "key_version_usage",
+    "change_log",
 }
 
 

@@ -45,6 +45,9 @@ class Invalidator:
     def __init__(self) -> None:
         self._subscribers: dict[str, list[Subscriber]] = {}
         self.transports: list[Transport] = []
+        # Counts published changes. A cache that read the database while this moved must not trust what it
+        # read (a change may have committed after the read and been published before the read was cached).
+        self.epoch = 0
 
     def subscribe(self, kind: str, callback: Subscriber) -> None:
         self._subscribers.setdefault(kind, []).append(callback)
@@ -55,9 +58,14 @@ class Invalidator:
 
     def publish(self, changes: Iterable[Change]) -> None:
         """Apply committed changes (local or from a transport) to every subscribed cache."""
+        self.epoch += 1
         for change in changes:
             for callback in self._subscribers.get(change.kind, ()):
                 callback(change)
+
+    def flush_all(self) -> None:
+        """Drop every entry of every cache (a transport may have missed changes)."""
+        self.publish([Change(kind) for kind in self._subscribers])
 
 
 # A function a writer calls inside its transaction: ``await changed(session, Change(...))``.

@@ -29,7 +29,7 @@ from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
 from kms_service.seal import MasterKey, key_material_aad
 from kms_service.service.caching import SingleFlight
-from kms_service.service.invalidation import Change, Kind
+from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
 
@@ -64,13 +64,17 @@ class _CachedKey:
 
 
 class KeyService:
-    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, mount: Mount) -> None:
+    def __init__(
+        self, db: Database, master_key: MasterKey, cache_ttl: float, mount: Mount, invalidator: Invalidator
+    ) -> None:
         self._db = db
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self.mount = mount
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
+        # Changes reach this cache through MountService (forget); the epoch tells a read that raced one.
+        self._invalidator = invalidator
 
     def forget(self, name: str | None) -> None:
         """Drop a cached key (None: all), after a committed change to it (``MountService`` routes them)."""
@@ -123,6 +127,7 @@ class KeyService:
         return entry.key if now - entry.checked_at < self._cache_ttl else None
 
     async def _refresh(self, name: str, need_version: int) -> Key | None:
+        epoch = self._invalidator.epoch
         entry = self._cache.get(name)
         if entry is not None:
             # Stale but maybe unchanged: one cheap generation check before reloading every version.
@@ -139,9 +144,10 @@ class KeyService:
         if stored is None:
             self._cache.pop(name, None)
             return None
-        key = await self._remember(stored)
-        if need_version > key.latest_version:
-            self._cache[name].probed_at = time.monotonic()
+        key = await self._remember(stored, epoch)
+        cached = self._cache.get(name)
+        if need_version > key.latest_version and cached is not None:
+            cached.probed_at = time.monotonic()
         return key
 
     async def _prepare(self, key: Key, versions: tuple[int, ...]) -> None:
@@ -154,14 +160,21 @@ class KeyService:
         if pending:
             await asyncio.to_thread(lambda: [kv.load() for kv in pending])
 
-    async def _remember(self, stored: repo.StoredKey) -> Key:
-        """Cache a freshly read key, unless a concurrent writer already cached a newer generation."""
+    async def _remember(self, stored: repo.StoredKey, epoch: int | None = None) -> Key:
+        """Cache a freshly read key, unless a concurrent writer already cached a newer generation.
+
+        ``epoch``: the invalidator's epoch before ``stored`` was read (default: now, for a writer that read
+        it in its own transaction). If a change was published since, ``stored`` may predate it: it is
+        cached as due for a generation check, so the next request looks again."""
+        if epoch is None:
+            epoch = self._invalidator.epoch
         entry = self._cache.get(stored.row.name)
         key = await asyncio.to_thread(self._build, stored, entry)
         entry = self._cache.get(key.name)
         if entry is None or entry.key.generation <= key.generation:
             sealed = {sv.version: sv.sealed_material for sv in stored.versions}
-            self._cache[key.name] = _CachedKey(key, time.monotonic(), sealed)
+            checked_at = time.monotonic() if epoch == self._invalidator.epoch else float("-inf")
+            self._cache[key.name] = _CachedKey(key, checked_at, sealed)
             return key
         return entry.key
 
@@ -338,9 +351,10 @@ class KeyService:
         return rotated
 
     async def _reload(self, name: str) -> Key | None:
+        epoch = self._invalidator.epoch
         async with self._db.reading() as session:
             stored = await repo.load_key(session, self.mount.id, name)
-        return None if stored is None else await self._remember(stored)
+        return None if stored is None else await self._remember(stored, epoch)
 
     async def set_soft_deleted(self, name: str, soft_deleted: bool) -> tuple[Key, list[str]]:
         """OpenBao's soft delete and its restore: the key stays, but every use is refused meanwhile."""

@@ -16,6 +16,7 @@ from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
+from kms_service.service.cluster import PgCluster, PgNotify, SqliteChangeLog, SqlitePoller, new_node_id
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.mounts import MountService
@@ -42,6 +43,15 @@ class KMS:
         self.engine = engine
         self.settings = settings
         self.invalidator = Invalidator()
+        self.node_id = new_node_id()
+        # Every write (CLI commands' too) tells the other nodes as it commits: PostgreSQL's NOTIFY, or a row
+        # in SQLite's change log for the other processes on the file. A serving node also listens
+        # (``start_cluster``).
+        self.cluster: PgCluster | SqlitePoller | None = None
+        if engine.dialect.name == "postgresql":
+            self.invalidator.transports.append(PgNotify(self.node_id))
+        else:
+            self.invalidator.transports.append(SqliteChangeLog(self.node_id))
         self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
@@ -71,11 +81,33 @@ class KMS:
             raise
         return kms
 
+    async def start_cluster(self) -> None:
+        """For a serving node: hear other nodes' (or processes') changes at once; on PostgreSQL also take part
+        in choosing which node runs each background job."""
+        if self.cluster is not None:
+            return
+        if self.engine.dialect.name == "postgresql":
+            self.cluster = PgCluster(self.engine, self.invalidator, self.node_id)
+        elif self.engine.url.database not in (None, "", ":memory:"):  # an in-memory database has one process
+            self.cluster = SqlitePoller(self.engine, self.invalidator, self.node_id)
+        else:
+            return
+        await self.cluster.start()
+
+    async def leads(self, job: str) -> bool:
+        """Whether this node runs background ``job`` now (always on SQLite, one node on PostgreSQL)."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        return isinstance(self.cluster, PgCluster) and await self.cluster.leads(job)
+
     async def close(self) -> None:
         try:
             await self.usage.flush()  # give back unused reservations: the stored counts are exact
         except Exception:
             log.exception("could not give back unused usage reservations; the stored counts stay high")
+        if self.cluster is not None:
+            await self.cluster.stop()
+            self.cluster = None
         await self.engine.dispose()
 
     @classmethod

@@ -85,6 +85,7 @@ class MountService:
     async def load(self) -> None:
         """Re-read the mount table (one query). Engines of mounts that are gone are dropped."""
         async with self._loading("mounts"):
+            epoch = self._invalidator.epoch
             async with self._db.reading() as session:
                 rows = await repo.list_mounts(session)
             mounts = {row.path: _mount(row) for row in rows}
@@ -93,7 +94,9 @@ class MountService:
                 del self._engines[mount_id]
             self._mounts = mounts
             self._depth = max((len(mount.segments) for mount in mounts.values()), default=1)
-            self._loaded_at = self._probed_at = time.monotonic()
+            # A change published while this read ran may postdate it: look again at the next request.
+            fresh = epoch == self._invalidator.epoch
+            self._loaded_at = self._probed_at = time.monotonic() if fresh else float("-inf")
 
     async def _current(self) -> dict[str, Mount]:
         if time.monotonic() - self._loaded_at >= self._cache_ttl:
@@ -112,7 +115,7 @@ class MountService:
         """The keys and settings of ``mount`` (one KeyService per mount, made on first use)."""
         engine = self._engines.get(mount.id)
         if engine is None or engine.mount != mount:
-            engine = KeyService(self._db, self._master_key, self._cache_ttl, mount)
+            engine = KeyService(self._db, self._master_key, self._cache_ttl, mount, self._invalidator)
             self._engines[mount.id] = engine
         return engine
 

@@ -32,6 +32,7 @@ class PolicyService:
     def __init__(self, db: Database, invalidator: Invalidator) -> None:
         self._db = db
         self._cache: dict[str, Policy] = {}
+        self._invalidator = invalidator
         invalidator.subscribe(Kind.POLICY, self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -46,6 +47,7 @@ class PolicyService:
         policy = self._cache.get(name)
         if policy is not None:
             return policy
+        epoch = self._invalidator.epoch
         try:
             policy = parse_policy(name)
         except InvalidRequest:
@@ -53,7 +55,8 @@ class PolicyService:
                 row = await repo.policy_document(session, name)
             # As in Vault, a policy name that resolves to nothing grants nothing.
             policy = policy_documents.parse(name, row.document) if row and row.document else Policy(name, ())
-        self._cache[name] = policy
+        if epoch == self._invalidator.epoch:  # else a change was published meanwhile: read again next time
+            self._cache[name] = policy
         return policy
 
     async def read(self, name: str) -> str | None:

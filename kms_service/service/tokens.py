@@ -108,6 +108,7 @@ class TokenService:
         self._cache: OrderedDict[bytes, _CachedToken] = OrderedDict()
         self._digest_by_accessor: dict[str, bytes] = {}
         self._loading = SingleFlight()
+        self._invalidator = invalidator
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
         # A policy or an endpoint's grants changed: the ACLs built into cached principals are stale.
         invalidator.subscribe(Kind.POLICY, self._drop_all)
@@ -148,18 +149,23 @@ class TokenService:
         return entry
 
     async def _lookup(self, token: str, digest: bytes) -> _CachedToken:
+        epoch = self._invalidator.epoch
         async with self._db.reading() as session:
             record = await repo.find_token(session, digest)
         principal = None
         if record is not None:
             principal = Principal(token, token_info(record), await self._policies.acl(record.policies))
-            self._digest_by_accessor[record.accessor] = digest
+        entry = _CachedToken(principal, time.monotonic())
+        if epoch != self._invalidator.epoch:
+            # A change was published while this was read (perhaps this token's revocation, committed after
+            # the read): answer this request with what was read, but cache nothing.
+            return entry
         # Tokens are random, so none is created after being guessed: caching misses is safe. A token with
         # limited uses is read again every time (its count lives in the database), so it is never cached.
-        entry = _CachedToken(principal, time.monotonic())
         if record is not None and record.num_uses > 0:
-            self._digest_by_accessor.pop(record.accessor, None)
             return entry
+        if record is not None:
+            self._digest_by_accessor[record.accessor] = digest
         self._cache[digest] = entry
         self._cache.move_to_end(digest)
         while len(self._cache) > self.MAX_CACHED:

@@ -10,12 +10,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kms_service.storage.engine import WRITE_OPTION
 
 # Shipped inside the package, so a wheel install migrates as a source checkout does.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant: nodes starting at once on one PostgreSQL migrate one after the other (the later ones find
+# the schema current). SQLite's write transaction already serialises them.
+MIGRATION_LOCK_ID = 0x6B6D735F6D696772
 
 
 def alembic_config() -> Config:
@@ -37,6 +41,8 @@ async def _run(engine: AsyncEngine, action, *args) -> None:
     async with engine.execution_options(**{WRITE_OPTION: True}).connect() as connection:
         async with foreign_keys_off(connection):
             async with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    await connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
                 await connection.run_sync(run)
 
 

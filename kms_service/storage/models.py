@@ -341,3 +341,19 @@ class EngineSetting(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True, comment="e.g. disable_upsert, cache_size")
     value: Mapped[str] = mapped_column(Text, comment="JSON value")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChangeLog(Base):
+    __tablename__ = "change_log"
+    __table_args__ = (
+        {
+            "comment": "SQLite only: recent committed changes, read by the other processes on the same file to "
+            "drop their cache entries (PostgreSQL uses LISTEN/NOTIFY instead)",
+            "sqlite_autoincrement": True,
+        },
+    )
+
+    # AUTOINCREMENT: ids are never reused, so committed ids are contiguous (writers take turns) and a reader
+    # that finds a gap knows it missed pruned rows.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    payload: Mapped[str] = mapped_column(Text, comment="JSON: the writing process's node id and its changes")

@@ -84,6 +84,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
 def service_context(settings: Settings):
     async def service(app: web.Application) -> AsyncIterator[None]:
         kms = app[KMS_KEY] = await KMS.open(settings)
+        try:
+            await kms.start_cluster()
+        except BaseException:
+            await kms.close()
+            raise
         sources = await kms.keys.sources()
         log.info(
             "serving %d key(s) from the services YAML and %d made over HTTP",
@@ -96,15 +101,23 @@ def service_context(settings: Settings):
     return service
 
 
-def background_job(name: str, interval: Callable[[Settings], float], job: Callable[[KMS], Awaitable[Any]]):
-    """A cleanup_ctx entry running ``job`` every ``interval`` seconds; a failing run is logged and retried."""
+def background_job(
+    name: str,
+    interval: Callable[[Settings], float],
+    job: Callable[[KMS], Awaitable[Any]],
+    every_node: bool = False,
+):
+    """A cleanup_ctx entry running ``job`` every ``interval`` seconds; a failing run is logged and retried.
+    Nodes sharing PostgreSQL run it one at a time: the node holding the job's advisory lock (``KMS.leads``),
+    unless ``every_node`` (a job over this process's own state)."""
 
     async def run_forever(kms: KMS) -> None:
         period = interval(kms.settings)
         while True:
             await asyncio.sleep(period)
             try:
-                await job(kms)
+                if every_node or await kms.leads(name):
+                    await job(kms)
             except Exception:
                 log.exception("%s failed; retrying in %s s", name, period)
 
@@ -123,7 +136,10 @@ token_reaper = background_job("token reaper", lambda s: s.reap_interval, lambda 
 key_auto_rotation = background_job(
     "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.mounts.rotate_due()
 )
-usage_flush = background_job("usage flush", lambda s: USAGE_FLUSH_INTERVAL, lambda kms: kms.usage.flush())
+# Each process gives back its own unused usage reservations.
+usage_flush = background_job(
+    "usage flush", lambda s: USAGE_FLUSH_INTERVAL, lambda kms: kms.usage.flush(), every_node=True
+)
 
 
 class RedactMalformedRequests(logging.Filter):
