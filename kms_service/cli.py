@@ -445,6 +445,17 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def _check_source(addr: str, token: str, mount: str) -> None:
+    """Fail on an unreachable server, a bad token or an unknown mount before this database is opened."""
+    from kms_service.service import migration
+
+    async def check() -> None:
+        async with migration.VaultClient(addr, token) as client:
+            await client.check(mount)
+
+    _run(check())
+
+
 def _progress(line: str) -> None:
     click.echo(line, err=True)
 
@@ -484,6 +495,7 @@ def migrate_from(
     from kms_service.service import migration
 
     mount = mount.strip("/")
+    _check_source(addr, token, mount)
 
     async def run(kms: KMS) -> list[Any]:
         engine = kms.mounts.engine(await kms.mounts.read(to_mount))
@@ -491,7 +503,9 @@ def migrate_from(
             listed = await client.check(mount)
             names = list(key_names) or listed
             _progress(f"{len(names)} key(s) in {client.shown}/v1/{mount}/ ({client.flavor}) → {to_mount}/ here")
-            return await migration.migrate_from(client, engine, mount, names, dry_run, _progress)
+            return await migration.migrate_from(
+                client, engine, mount, names, dry_run, _progress, kms.wrapping.private_key
+            )
 
     reports = _with_kms(database_url, data_dir, run)
     if print_yaml:
@@ -527,6 +541,7 @@ def migrate_to(
     from kms_service.service import migration
 
     mount = mount.strip("/")
+    _check_source(addr, token, mount)
 
     async def run(kms: KMS) -> list[Any]:
         engine = kms.mounts.engine(await kms.mounts.read(from_mount))

@@ -362,6 +362,11 @@ def same_material(a: KeyMaterial, b: KeyMaterial) -> bool:
     return a.key == b.key and a.hmac_key == b.hmac_key and a.public_key == b.public_key
 
 
+def same_key(a: KeyMaterial, b: KeyMaterial) -> bool:
+    """Whether two versions hold the same key, HMAC keys aside (byok-export carries none)."""
+    return a.key == b.key and a.public_key == b.public_key
+
+
 def _b64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 

@@ -257,7 +257,10 @@ def test_migrate_from_keeps_every_ciphertext_signature_and_hmac(bao, source, env
     assert transit.verify_signed_data("m-p256", b64(PLAIN), signature=made["m-p256"]["sig"][1])["data"]["valid"]
 
 
-def test_migrate_from_errors_are_one_line(bao, env):
+def test_migrate_from_errors_are_one_line(bao, tmp_path):
+    """Checked before this service's database is opened (so on one database only)."""
+    data_dir = tmp_path / "errors"
+    env = cli_env(f"sqlite:///{data_dir / 'kms.db'}", data_dir)
     bad_token = run_cli(["migrate-from", "--addr", bao.url, "--token", "s.not-a-token", "--mount", "src"], env, False)
     assert bad_token.returncode == 1
     assert bad_token.stderr.strip().splitlines()[-1] == (
@@ -271,6 +274,7 @@ def test_migrate_from_errors_are_one_line(bao, env):
     down = run_cli(["migrate-from", "--addr", f"http://127.0.0.1:{port}", "--token", ROOT_TOKEN], env, False)
     assert down.returncode == 1
     assert down.stderr.strip().splitlines()[-1].startswith(f"Error: cannot reach http://127.0.0.1:{port}")
+    assert not data_dir.exists()  # none of those touched this service's database
     no_mount_here = run_cli(
         ["migrate-from", "--addr", bao.url, "--token", ROOT_TOKEN, "--mount", "src", "--to-mount", "elsewhere"],
         env,
@@ -278,6 +282,7 @@ def test_migrate_from_errors_are_one_line(bao, env):
     )
     assert no_mount_here.returncode == 1
     assert "No secret engine mount at elsewhere/" in no_mount_here.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["kms.db", "master.key"]  # only the last run opened it
 
 
 def test_migrate_to_openbao_keeps_what_was_made_here(bao, env, start_server):
@@ -345,3 +350,52 @@ def test_migrate_to_openbao_keeps_what_was_made_here(bao, env, start_server):
 
     again = run_cli(args, env, check=False)
     assert "5 key(s): 4 identical, 1 not-movable (nothing changed)" in again.stdout, again.stdout
+
+
+BYOK_POLICY = """
+path "src/keys" { capabilities = ["list"] }
+path "src/keys/*" { capabilities = ["read", "create", "update"] }
+path "src/byok-export/*" { capabilities = ["read"] }
+path "src/export/*" { capabilities = ["deny"] }
+path "src/backup/*" { capabilities = ["deny"] }
+"""
+
+
+def test_migrate_from_through_byok_export_when_the_token_may_not_export(bao, env, start_server):
+    """A token without export/backup (but with byok-export) moves an exportable key wrapped for this
+    service's wrapping key; HMAC keys cannot travel that way, and the report says so."""
+    suffix = uuid.uuid4().hex[:6]
+    aes, ed = f"b-aes-{suffix}", f"b-ed-{suffix}"
+    bao.call("POST", f"src/keys/{aes}", {"type": "aes256-gcm96", "exportable": True})
+    bao.call("POST", f"src/keys/{ed}", {"type": "ed25519", "exportable": True})
+    cts = {1: bao.data("POST", f"src/encrypt/{aes}", {"plaintext": b64(PLAIN)})["ciphertext"]}
+    bao.call("POST", f"src/keys/{aes}/rotate")
+    cts[2] = bao.data("POST", f"src/encrypt/{aes}", {"plaintext": b64(PLAIN)})["ciphertext"]
+    mac = bao.data("POST", f"src/hmac/{aes}", {"input": b64(PLAIN)})["hmac"]
+    sig = bao.data("POST", f"src/sign/{ed}", {"input": b64(PLAIN)})["signature"]
+    bao.call("POST", "sys/policies/acl/byok-only", {"policy": BYOK_POLICY})
+    token = bao.call("POST", "auth/token/create", {"policies": ["byok-only"], "ttl": "1h"})["auth"]["client_token"]
+    args = ["migrate-from", "--addr", bao.url, "--token", token, "--mount", "src", "--key", aes, "--key", ed]
+
+    dry = run_cli([*args, "--dry-run"], env, check=False)
+    assert f"{aes}: would be moved (aes256-gcm96) via byok-export" in dry.stdout, dry.stdout + dry.stderr
+    moved = run_cli(args, env, check=False)
+    assert token not in moved.stdout + moved.stderr
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert f"{aes}: moved (aes256-gcm96) via byok-export: versions 1-2" in moved.stdout
+    assert "HMACs made on the source do not verify here" in moved.stdout
+    # The wrapping key now in the source is not itself a key to move.
+    listed = run_cli(
+        ["migrate-from", "--addr", bao.url, "--token", ROOT_TOKEN, "--mount", "src", "--dry-run"], env, False
+    )
+    assert "kms-service-wrapping-" not in listed.stdout
+
+    server = start_server()
+    transit = server.client(server.root_token()).secrets.transit
+    for ct in cts.values():
+        assert base64.b64decode(transit.decrypt_data(aes, ct)["data"]["plaintext"]) == PLAIN
+    assert transit.verify_signed_data(ed, b64(PLAIN), signature=sig)["data"]["valid"] is True
+    assert transit.verify_signed_data(aes, b64(PLAIN), hmac=mac)["data"]["valid"] is False  # as reported
+
+    again = run_cli(args, env, check=False)
+    assert "2 key(s): 2 identical (nothing changed)" in again.stdout, again.stdout

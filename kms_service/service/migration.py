@@ -28,9 +28,11 @@ Nothing here logs or prints key material or tokens.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -38,13 +40,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kms_service import backup as backup_format
 from kms_service import vault_formats
-from kms_service.byok import wrap_byok
+from kms_service.byok import unwrap_byok, wrap_byok
 from kms_service.errors import KMSError
 from kms_service.keyring import Key, KeySettings
 from kms_service.keytypes import KEY_TYPES, KeyType
+from kms_service.material import KeyMaterial, Origin
 from kms_service.service.keys import KeyService
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,10 @@ PROBLEMS = (NOT_MOVABLE, CONFLICT, FAILED)
 
 # The settings compared to decide that a key here is the same as the source's.
 COMPARED_SETTINGS = tuple(n for n in KeySettings.names() if n != "soft_deleted")
+
+
+# This service's wrapping key, imported into the source for byok-export: kms-service-wrapping-<fingerprint>.
+WRAPPING_KEY_PREFIX = "kms-service-wrapping-"
 
 
 class MigrationError(KMSError):
@@ -147,7 +155,9 @@ class VaultClient:
             raise MigrationError(f"the token may not list {mount}/keys on {self.shown} (403): name keys with --key")
         if status != 200 or not isinstance(data, dict):
             raise MigrationError(f"listing {mount}/keys on {self.shown} failed ({status})")
-        return sorted(name for name in data["data"].get("keys", []) if "/" not in name)
+        # Not OpenBao's "import/" wrapping-key entry, nor this service's wrapping key imported for byok-export.
+        names = data["data"].get("keys", [])
+        return sorted(name for name in names if "/" not in name and not name.startswith(WRAPPING_KEY_PREFIX))
 
 
 def _error_text(data: Any) -> str:
@@ -218,6 +228,9 @@ class _Skip(Exception):
         self.report = report
 
 
+WrappingKey = Callable[[], Awaitable[rsa.RSAPrivateKey]]
+
+
 async def migrate_from(
     client: VaultClient,
     engine: KeyService,
@@ -225,13 +238,15 @@ async def migrate_from(
     names: list[str],
     dry_run: bool,
     progress: Callable[[str], None],
+    wrapping_key: WrappingKey,
 ) -> list[KeyReport]:
-    """Move each key in ``names`` from the source's ``mount`` into ``engine`` (this service's mount)."""
+    """Move each key in ``names`` from the source's ``mount`` into ``engine`` (this service's mount).
+    ``wrapping_key``: this service's BYOK wrapping key (for the byok-export route)."""
     reports = []
     for index, name in enumerate(names, 1):
         progress(f"[{index}/{len(names)}] {name}: reading from {client.shown}/v1/{mount}/")
         try:
-            report = await _migrate_one(client, engine, mount, name, dry_run)
+            report = await _migrate_one(client, engine, mount, name, dry_run, wrapping_key)
         except _Skip as skip:
             report = skip.report
         except MigrationError:
@@ -243,7 +258,9 @@ async def migrate_from(
     return reports
 
 
-async def _migrate_one(client: VaultClient, engine: KeyService, mount: str, name: str, dry_run: bool) -> KeyReport:
+async def _migrate_one(
+    client: VaultClient, engine: KeyService, mount: str, name: str, dry_run: bool, wrapping_key: WrappingKey
+) -> KeyReport:
     status, data = await client.request("GET", f"{mount}/keys/{_q(name)}")
     if status == 404:
         return KeyReport(name, NOT_MOVABLE, detail=f"no key {name} in {mount}/ on the source")
@@ -258,11 +275,29 @@ async def _migrate_one(client: VaultClient, engine: KeyService, mount: str, name
     settings = _settings_from_body(body)
     latest = int(body["latest_version"])
     imported = bool(body.get("imported_key"))
-    exported = await _export(client, mount, name, key_type, body, imported)
-    route = "backup" if settings.allow_plaintext_backup else "export"
     existing = await engine.get(name, ())
+    same = vault_formats.same_material
+    try:
+        exported = await _export(client, mount, name, key_type, body, imported)
+        route = "backup" if settings.allow_plaintext_backup else "export"
+    except _Denied as denied:
+        # The token may not export (nor back up) this key: try byok-export wrapped for this service.
+        route, same = "byok-export", vault_formats.same_key
+        byok = await _byok(client, mount, name, key_type, body, imported, dry_run, wrapping_key, denied.what)
+        if byok is None:
+            detail = "versions as listed; a run first imports this service's wrapping key into the source"
+            return KeyReport(
+                name, MOVED if existing is None else UPDATED, route=route, key_type=type_name, detail=detail
+            )
+        exported = byok
+        if existing is not None:
+            # BYOK carries no HMAC key: versions already here keep theirs, so a second run finds them identical.
+            for number, v in list(exported.items()):
+                held = existing.versions.get(number)
+                if held is not None and same(held.material, v.material):
+                    exported[number] = replace(v, material=replace(v.material, hmac_key=held.material.hmac_key))
     if existing is not None:
-        conflict = _conflict(existing, key_type, latest, exported)
+        conflict = _conflict(existing, key_type, latest, exported, same)
         if conflict:
             return KeyReport(name, CONFLICT, key_type=type_name, detail=conflict + "; nothing changed here")
         if _same(existing, settings, latest, exported):
@@ -279,12 +314,17 @@ async def _migrate_one(client: VaultClient, engine: KeyService, mount: str, name
     if existing is not None:
         for v in versions:
             held = existing.versions.get(v.version)
-            if held is not None and not vault_formats.same_material(held.material, v.material):
+            if held is not None and not same(held.material, v.material):
                 detail = f"version {v.version} here differs from the source's; nothing changed here"
                 return KeyReport(name, CONFLICT, key_type=type_name, detail=detail)
     numbers = [v.version for v in versions]
     first_kept = max(settings.min_available_version, 1)
-    if route == "export" and numbers and numbers[0] > first_kept:
+    if route == "byok-export":
+        notes.append(
+            "byok-export carries no HMAC key: new ones were made here, so HMACs made on the source do not "
+            "verify here (ciphertexts and signatures do)"
+        )
+    if route != "backup" and numbers and numbers[0] > first_kept:
         missing = f"{first_kept}" if numbers[0] - 1 == first_kept else f"{first_kept}-{numbers[0] - 1}"
         notes.append(
             f"version(s) {missing} below min_decryption_version were not moved (export refuses them; "
@@ -341,12 +381,81 @@ async def _export(
     return dict(sorted(result.items()))
 
 
+class _Denied(Exception):
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
 async def _export_type(client: VaultClient, mount: str, name: str, export_type: str) -> dict[str, str]:
     status, data = await client.request("GET", f"{mount}/export/{export_type}/{_q(name)}")
+    if status == 403:
+        raise _Denied(f"export/{export_type}")
     if status != 200:
         detail = f"export/{export_type} failed ({status}) {_error_text(data)}".strip()
         raise _Skip(KeyReport(name, NOT_MOVABLE if status == 403 else FAILED, detail=detail))
     return dict(data["data"]["keys"])
+
+
+async def _byok(
+    client: VaultClient,
+    mount: str,
+    name: str,
+    key_type: KeyType,
+    body: dict[str, Any],
+    imported: bool,
+    dry_run: bool,
+    wrapping_key: WrappingKey,
+    denied: str,
+) -> dict[int, vault_formats.SourceVersion] | None:
+    """The live versions through ``byok-export/<destination>/<name>``: the destination is this service's
+    wrapping key, imported into the source as a public-key-only RSA key (named after its fingerprint, made
+    once, reused). None in a dry run that would have to create it."""
+    private = await wrapping_key()
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    destination = WRAPPING_KEY_PREFIX + hashlib.sha256(public_pem).hexdigest()[:16]
+    status, data = await client.request("GET", f"{mount}/keys/{destination}")
+    if status == 404:
+        if dry_run:
+            return None
+        status, data = await client.request(
+            "POST",
+            f"{mount}/keys/{destination}/import",
+            {"public_key": public_pem.decode("ascii"), "type": f"rsa-{private.key_size}"},
+        )
+        if status not in (200, 204):
+            detail = (
+                f"the token may not use {denied}, and importing this service's wrapping key into the source "
+                f"for byok-export failed ({status}) {_error_text(data)}"
+            ).strip()
+            raise _Skip(KeyReport(name, NOT_MOVABLE, key_type=key_type.name, detail=detail))
+    elif status != 200:
+        detail = f"the token may not use {denied}, nor read the byok-export destination key ({status})"
+        raise _Skip(KeyReport(name, NOT_MOVABLE, key_type=key_type.name, detail=detail))
+    status, data = await client.request("GET", f"{mount}/byok-export/{destination}/{_q(name)}")
+    if status != 200:
+        detail = f"the token may not use {denied}; byok-export failed too ({status}) {_error_text(data)}".strip()
+        raise _Skip(KeyReport(name, NOT_MOVABLE if status == 403 else FAILED, key_type=key_type.name, detail=detail))
+    times = _created_times(body)
+    latest = int(body["latest_version"])
+    result = {}
+    for number_text, blob in data["data"]["keys"].items():
+        number = int(number_text)
+        try:
+            raw = await asyncio.to_thread(unwrap_byok, private, base64.b64decode(blob, validate=True))
+            material = key_type.import_key(raw)
+        except (KMSError, ValueError) as exc:
+            detail = (
+                f"version {number} did not unwrap as {key_type.name} ({getattr(exc, 'message', type(exc).__name__)})"
+            )
+            raise _Skip(KeyReport(name, FAILED, key_type=key_type.name, detail=detail)) from None
+        origin = Origin.IMPORTED if imported and number == latest else Origin.GENERATED
+        material = replace(material, origin=origin)
+        result[number] = vault_formats.SourceVersion(number, times.get(number, datetime.now(UTC)), material)
+    if not result:
+        raise _Skip(KeyReport(name, FAILED, key_type=key_type.name, detail="byok-export returned no versions"))
+    return dict(sorted(result.items()))
 
 
 async def _from_backup(
@@ -375,14 +484,20 @@ async def _from_backup(
     return versions
 
 
-def _conflict(existing: Key, key_type: KeyType, latest: int, exported: dict[int, vault_formats.SourceVersion]) -> str:
+def _conflict(
+    existing: Key,
+    key_type: KeyType,
+    latest: int,
+    exported: dict[int, vault_formats.SourceVersion],
+    same: Callable[[KeyMaterial, KeyMaterial], bool] = vault_formats.same_material,
+) -> str:
     if existing.key_type.name != key_type.name:
         return f"a {existing.key_type.name} key of that name exists here"
     if existing.latest_version > latest:
         return f"the key here has newer versions ({existing.latest_version}) than the source ({latest})"
     for number, v in exported.items():
         held = existing.versions.get(number)
-        if held is not None and not vault_formats.same_material(held.material, v.material):
+        if held is not None and not same(held.material, v.material):
             return f"version {number} here differs from the source's"
     return ""
 
@@ -563,6 +678,9 @@ async def _compare_remote(client: VaultClient, mount: str, key: Key, body: dict[
         exported = await _export(client, mount, name, key.key_type, body, bool(body.get("imported_key")))
     except _Skip as skip:
         return replace(skip.report, outcome=CONFLICT, detail=f"a key of that name is there; {skip.report.detail}")
+    except _Denied as denied:
+        detail = f"a key of that name is there; the token may not use {denied.what} to compare it"
+        return KeyReport(name, CONFLICT, key_type=type_name, detail=detail)
     # Restored keys keep numbers and HMAC keys; imported ones are numbered from 1 with new HMAC keys.
     ours = [kv for n, kv in sorted(key.versions.items()) if n >= key.settings.min_decryption_version]
     same_numbers = all(
