@@ -351,6 +351,18 @@ def test_migrate_to_openbao_keeps_what_was_made_here(bao, env, start_server):
     again = run_cli(args, env, check=False)
     assert "5 key(s): 4 identical, 1 not-movable (nothing changed)" in again.stdout, again.stdout
 
+    # The way back after a cut-over: a key rotated here goes over its older copy there, numbers kept.
+    transit.rotate_key("o-aes")
+    newer = transit.encrypt_data("o-aes", b64(PLAIN))["data"]["ciphertext"]
+    back = run_cli([*args[:-10], "--key", "o-aes"], env, check=False)
+    assert (
+        back.returncode == 0 and "o-aes: updated (aes256-gcm96) via restore: versions 2-4 (was 3 there)" in back.stdout
+    )
+    got = bao.data("POST", f"{mount}/decrypt/o-aes", {"ciphertext": vault(newer)})["plaintext"]
+    assert base64.b64decode(got) == PLAIN
+    got = bao.data("POST", f"{mount}/decrypt/o-aes", {"ciphertext": vault(made["o-aes"][3])})["plaintext"]
+    assert base64.b64decode(got) == PLAIN
+
 
 BYOK_POLICY = """
 path "src/keys" { capabilities = ["list"] }

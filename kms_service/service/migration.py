@@ -590,7 +590,7 @@ async def _push_one(client: VaultClient, engine: KeyService, mount: str, name: s
         return KeyReport(name, NOT_MOVABLE, key_type=type_name, detail=f"{client.flavor} has no key type {type_name}")
     status, data = await client.request("GET", f"{mount}/keys/{_q(name)}")
     if status == 200:
-        return await _compare_remote(client, mount, key, data["data"])
+        return await _compare_remote(client, mount, key, data["data"], dry_run)
     if status != 404:
         return KeyReport(name, FAILED, key_type=type_name, detail=f"reading the destination key failed ({status})")
     if s.allow_plaintext_backup:
@@ -667,8 +667,21 @@ async def _push_import(client: VaultClient, mount: str, key: Key, dry_run: bool)
     return KeyReport(name, MOVED, route=route, key_type=type_name, detail="; ".join(notes))
 
 
-async def _compare_remote(client: VaultClient, mount: str, key: Key, body: dict[str, Any]) -> KeyReport:
-    """The destination already has a key of this name: identical (skip) or a conflict (left alone)."""
+REMOTE_SETTINGS = (
+    "min_decryption_version",
+    "min_encryption_version",
+    "min_available_version",
+    "deletion_allowed",
+    "exportable",
+    "allow_plaintext_backup",
+    "auto_rotate_period",
+)
+
+
+async def _compare_remote(client: VaultClient, mount: str, key: Key, body: dict[str, Any], dry_run: bool) -> KeyReport:
+    """The destination already has a key of this name: identical (skip); the same key with fewer versions or
+    other settings (moved there before, then rotated or configured here: the way back after a cut-over),
+    restored over with ``force`` when the key allows plaintext backup; else a conflict (left alone)."""
     name, type_name = key.name, key.key_type.name
     if body.get("type") != type_name:
         return KeyReport(name, CONFLICT, key_type=type_name, detail=f"a {body.get('type')} key of that name is there")
@@ -690,8 +703,20 @@ async def _compare_remote(client: VaultClient, mount: str, key: Key, body: dict[
     same_keys = len(ours) == len(exported) and all(
         kv.material.key == v.material.key for kv, v in zip(ours, exported.values(), strict=True)
     )
-    if (same_numbers and int(body["latest_version"]) == key.latest_version) or same_keys:
+    remote_latest = int(body["latest_version"])
+    same_settings = all(body.get(f) == getattr(key.settings, f) for f in REMOTE_SETTINGS)
+    if (same_numbers and remote_latest == key.latest_version and same_settings) or same_keys:
         return KeyReport(name, IDENTICAL, key_type=type_name, detail="already there, unchanged (skipped)")
+    if same_numbers and remote_latest <= key.latest_version and key.settings.allow_plaintext_backup:
+        detail = f"versions {min(key.versions)}-{key.latest_version} (was {remote_latest} there), numbers kept"
+        if not dry_run:
+            text = vault_formats.encode_backup(key, client.flavor)
+            path = f"{mount}/restore/{_q(name)}"
+            status, data = await client.request("POST", path, {"backup": text, "force": True})
+            if status not in (200, 204):
+                detail = f"restore failed ({status}) {_error_text(data)}".strip()
+                return KeyReport(name, FAILED, route="restore", key_type=type_name, detail=detail)
+        return KeyReport(name, UPDATED, route="restore", key_type=type_name, detail=detail)
     return KeyReport(name, CONFLICT, key_type=type_name, detail="a different key of that name is there; left alone")
 
 
