@@ -595,7 +595,7 @@ async def _push_one(client: VaultClient, engine: KeyService, mount: str, name: s
         return KeyReport(name, FAILED, key_type=type_name, detail=f"reading the destination key failed ({status})")
     if s.allow_plaintext_backup:
         route = "restore"
-        detail = f"versions {min(key.versions)}-{key.latest_version}, numbers and HMAC keys kept"
+        detail = f"{_span(min(key.versions), key.latest_version)}, numbers and HMAC keys kept"
         if not dry_run:
             text = vault_formats.encode_backup(key, client.flavor)
             status, data = await client.request("POST", f"{mount}/restore/{_q(name)}", {"backup": text})
@@ -624,11 +624,12 @@ async def _push_import(client: VaultClient, mount: str, key: Key, dry_run: bool)
     first = live[0].version
     shift = first - 1
     notes = [
-        f"versions {first}-{key.latest_version} are {1}-{key.latest_version - shift} there"
+        f"{_span(first, key.latest_version)} are {_span(1, key.latest_version - shift)} there"
         if shift
-        else f"versions 1-{key.latest_version}, numbers kept",
-        "Vault's import makes new HMAC keys: HMACs made here do not verify there",
+        else f"{_span(1, key.latest_version)}, numbers kept"
     ]
+    if type_name != "hmac":  # (an hmac key's HMAC key is the key itself, which import carries)
+        notes.append("Vault's import makes new HMAC keys: HMACs made here do not verify there")
     if first > 1:
         notes.insert(1, "ciphertexts and signatures of those versions must be rewrapped/re-signed (numbers moved)")
     if dry_run:
@@ -708,7 +709,7 @@ async def _compare_remote(client: VaultClient, mount: str, key: Key, body: dict[
     if (same_numbers and remote_latest == key.latest_version and same_settings) or same_keys:
         return KeyReport(name, IDENTICAL, key_type=type_name, detail="already there, unchanged (skipped)")
     if same_numbers and remote_latest <= key.latest_version and key.settings.allow_plaintext_backup:
-        detail = f"versions {min(key.versions)}-{key.latest_version} (was {remote_latest} there), numbers kept"
+        detail = f"{_span(min(key.versions), key.latest_version)} (was {remote_latest} there), numbers kept"
         if not dry_run:
             text = vault_formats.encode_backup(key, client.flavor)
             path = f"{mount}/restore/{_q(name)}"
@@ -718,6 +719,10 @@ async def _compare_remote(client: VaultClient, mount: str, key: Key, body: dict[
                 return KeyReport(name, FAILED, route="restore", key_type=type_name, detail=detail)
         return KeyReport(name, UPDATED, route="restore", key_type=type_name, detail=detail)
     return KeyReport(name, CONFLICT, key_type=type_name, detail="a different key of that name is there; left alone")
+
+
+def _span(first: int, last: int) -> str:
+    return f"version {first}" if first == last else f"versions {first}-{last}"
 
 
 def summary(reports: list[KeyReport], dry_run: bool) -> str:
