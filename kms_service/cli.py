@@ -1,7 +1,9 @@
 """The ``kms-service`` command: serve, relationships, token create/revoke/list, migrate, migrate-from/-to.
 
-Every flag also reads a ``KMS_*`` environment variable. Commands talk to the database directly (never
-through HTTP), so they work while a server runs or before the first one starts.
+Every flag also reads a ``KMS_*`` environment variable (``migrate-from``/``migrate-to``: ``--addr`` and ``--token``
+read Vault's and OpenBao's own variables). Commands talk to the database directly (never through HTTP), so
+they work while a server runs or before the first one starts; ``migrate-from``/``-to`` also talk HTTP to the
+Vault or OpenBao server they move keys from or to.
 """
 
 from __future__ import annotations
