@@ -430,3 +430,21 @@ def test_migrate_from_through_byok_export_when_the_token_may_not_export(bao, env
 
     again = run_cli(args, env, check=False)
     assert "2 key(s): 2 identical (nothing changed)" in again.stdout, again.stdout
+
+
+def test_restore_under_a_new_name_keeps_min_versions(server):
+    """migrate-from writes through restore; a backup of a key with min versions above 1 used to break the
+    keys table's CHECK constraints when restored under a name that did not exist yet (a 500)."""
+    transit = server.client(server.root_token()).secrets.transit
+    transit.create_key("r-src", key_type="aes256-gcm96", exportable=True, allow_plaintext_backup=True)
+    for _ in range(3):
+        transit.rotate_key("r-src")
+    transit.update_key_configuration("r-src", min_decryption_version=3, min_encryption_version=4)
+    transit.trim_key("r-src", 2)
+    ct = transit.encrypt_data("r-src", b64(PLAIN))["data"]["ciphertext"]
+    backup = transit.backup_key("r-src")["data"]["backup"]
+    transit.restore_key(backup, name="r-copy")
+    copy = transit.read_key("r-copy")["data"]
+    assert (copy["latest_version"], copy["min_decryption_version"], copy["min_encryption_version"]) == (4, 3, 4)
+    assert copy["min_available_version"] == 2
+    assert base64.b64decode(transit.decrypt_data("r-copy", ct)["data"]["plaintext"]) == PLAIN
