@@ -304,9 +304,23 @@ def test_migrate_from_errors_are_one_line(bao, tmp_path):
     assert sorted(p.name for p in data_dir.iterdir()) == ["kms.db", "master.key"]  # only the last run opened it
 
 
-def test_migrate_to_openbao_keeps_what_was_made_here(bao, env, start_server):
+def test_migrate_to_openbao_keeps_what_was_made_here(bao, source, env, start_server):
     server = start_server()
-    transit = server.client(server.root_token()).secrets.transit
+    root = server.client(server.root_token())
+    transit = root.secrets.transit
+    # (migrate-from into another mount here: --to-mount)
+    root.sys.enable_secrets_engine("transit", path="other")
+    moved = run_cli(
+        ["migrate-from", "--addr", bao.url, "--token", ROOT_TOKEN, "--mount", "src", "--key", "m-p521"]
+        + ["--to-mount", "other"],
+        env,
+        check=False,
+    )
+    assert moved.returncode == 0 and "m-p521: moved (ecdsa-p521) via backup" in moved.stdout, moved.stdout
+    sig = source["made"]["m-p521"]["sig"][1]
+    assert transit.verify_signed_data("m-p521", b64(PLAIN), signature=sig, mount_point="other")["data"]["valid"]
+    with pytest.raises(Exception, match="signature verification key not found"):
+        transit.verify_signed_data("m-p521", b64(PLAIN), signature=sig)  # not in transit/
     mount = f"out-{uuid.uuid4().hex[:8]}"
     bao.call("POST", f"sys/mounts/{mount}", {"type": "transit"})
     # Restore route: every version, min versions, HMAC keys.
