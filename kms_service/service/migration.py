@@ -204,7 +204,7 @@ def _why_not_movable(body: dict[str, Any], mount: str) -> str:
         return (
             "not exportable: Vault's export, backup and byok-export all refuse such a key, so its material "
             f"cannot leave the source. To move it, set exportable on the source (one-way: "
-            f"POST {mount}/keys/<name>/config exportable=true) and run again"
+            f"POST {mount}/keys/{body.get('name', '<name>')}/config exportable=true) and run again"
         )
     return ""
 
