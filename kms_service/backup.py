@@ -40,22 +40,41 @@ class Backup:
 
 
 def encode(key: Key, taken_at: datetime) -> str:
-    settings: dict[str, Any] = {f.name: getattr(key.settings, f.name) for f in fields(KeySettings)}
-    settings["custom_metadata"] = dict(key.settings.custom_metadata)
+    return encode_versions(
+        key.name,
+        key.key_type.name,
+        key.latest_version,
+        key.settings,
+        [BackupVersion(number, kv.created_at, kv.material) for number, kv in key.versions.items()],
+        taken_at,
+    )
+
+
+def encode_versions(
+    name: str,
+    key_type: str,
+    latest_version: int,
+    key_settings: KeySettings,
+    versions: list[BackupVersion],
+    taken_at: datetime,
+) -> str:
+    """A backup from its parts (``migrate-from`` builds one from a Vault key and restores it here)."""
+    settings: dict[str, Any] = {f.name: getattr(key_settings, f.name) for f in fields(KeySettings)}
+    settings["custom_metadata"] = dict(key_settings.custom_metadata)
     settings["soft_deleted"] = False  # a restored key is usable
     document: dict[str, Any] = {
         "format": FORMAT,
-        "name": key.name,
-        "type": key.key_type.name,
-        "latest_version": key.latest_version,
+        "name": name,
+        "type": key_type,
+        "latest_version": latest_version,
         "settings": settings,
         "backup_time": taken_at.isoformat(),
         "versions": {
-            str(number): {
-                "created_at": kv.created_at.isoformat(),
-                "material": base64.b64encode(kv.material.to_bytes()).decode("ascii"),
+            str(v.version): {
+                "created_at": v.created_at.isoformat(),
+                "material": base64.b64encode(v.material.to_bytes()).decode("ascii"),
             }
-            for number, kv in sorted(key.versions.items())
+            for v in sorted(versions, key=lambda v: v.version)
         },
     }
     return base64.b64encode(json.dumps(document, sort_keys=True).encode()).decode("ascii")

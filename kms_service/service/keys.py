@@ -492,7 +492,9 @@ class KeyService:
                     now,
                     first,
                     _public_pem(backup.versions[0].material),
-                    backup.settings,
+                    # The row starts at version 1 with the defaults (its checks hold); the backup's latest
+                    # version and settings are set below, once every version is in.
+                    KeySettings(),
                     SOURCE_API,
                 )
             else:
