@@ -30,6 +30,8 @@ class Settings:
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
+    # One log line per request (kms_service.access): request id, route, status, latency, token accessor.
+    access_log: bool = False
 
     @property
     def url(self) -> str:

@@ -24,7 +24,7 @@ from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings, 
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.seal import MasterKey, key_material_aad
-from kms_service.service.caching import SingleFlight
+from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
@@ -63,6 +63,7 @@ class KeyService:
         self._cache_ttl = cache_ttl
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
+        self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.KEY, self._on_change)
 
     def _on_change(self, change: Change) -> None:
@@ -77,7 +78,10 @@ class KeyService:
         wanted = tuple(versions)
         need = max(wanted, default=0)
         key = self._fresh(name, need)
-        if key is None:
+        if key is not None:
+            self.cache_stats.hits += 1
+        else:
+            self.cache_stats.misses += 1
             async with self._loading(name):
                 key = self._fresh(name, need) or await self._refresh(name, need)
         if key is not None:

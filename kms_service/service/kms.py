@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
@@ -54,6 +56,14 @@ class KMS:
         self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
         self.wrapping = WrappingKeyService(self.db, master_key)
         self.service: ServiceConfig | None = None
+        # Errors the database raised, by SQLAlchemy's class for them (OperationalError, IntegrityError, ...:
+        # the same names on both databases), for the metrics endpoint.
+        self.database_errors: Counter[str] = Counter()
+        event.listen(engine.sync_engine, "handle_error", self._on_database_error)
+
+    def _on_database_error(self, context: Any) -> None:
+        error = context.sqlalchemy_exception or context.original_exception
+        self.database_errors[type(error).__name__] += 1
 
     @classmethod
     async def open(cls, settings: Settings) -> KMS:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
-from kms_service.service.caching import SingleFlight
+from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
 from kms_service.storage import repository as repo
@@ -108,6 +108,7 @@ class TokenService:
         self._cache: OrderedDict[bytes, _CachedToken] = OrderedDict()
         self._digest_by_accessor: dict[str, bytes] = {}
         self._loading = SingleFlight()
+        self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
         # A policy or an endpoint's grants changed: the ACLs built into cached principals are stale.
         invalidator.subscribe(Kind.POLICY, self._drop_all)
@@ -134,7 +135,10 @@ class TokenService:
             return None
         digest = self.digest(token)
         entry = self._fresh(digest)
-        if entry is None:
+        if entry is not None:
+            self.cache_stats.hits += 1
+        else:
+            self.cache_stats.misses += 1
             async with self._loading(digest):
                 entry = self._fresh(digest) or await self._lookup(token, digest)
         if entry.principal is None or entry.principal.info.expired(utcnow()):

@@ -31,6 +31,7 @@ async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -
     key = await call.kms.keys.get(call.params["name"], tuple(versions) or (0,))
     if key is None:
         raise InvalidRequest(missing)
+    call.key_type = key.key_type.name  # for the crypto operations metric
     if key.settings.soft_deleted:
         raise InvalidRequest(SOFT_DELETED)
     return key
@@ -376,7 +377,10 @@ PATHS = (
         ),
         operations={
             "POST": Operation(
-                hmac, batch=Batch(), returns=(Field("hmac", T.STRING, "The HMAC, 'vault-kms:v<N>:<base64>'."),)
+                hmac,
+                crypto="hmac",
+                batch=Batch(),
+                returns=(Field("hmac", T.STRING, "The HMAC, 'vault-kms:v<N>:<base64>'."),),
             )
         },
     ),
@@ -458,6 +462,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 encrypt,
+                crypto="encrypt",
                 existence=key_exists,
                 batch=Batch(status_from_items=True, check=_context_everywhere_or_nowhere),
                 returns=(CIPHERTEXT_OUT, KEY_VERSION_OUT),
@@ -471,6 +476,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 decrypt,
+                crypto="decrypt",
                 batch=Batch(
                     error_result={"plaintext": ""}, status_from_items=True, check=_context_everywhere_or_nowhere
                 ),
@@ -496,6 +502,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 rewrap,
+                crypto="rewrap",
                 batch=Batch(check=_context_everywhere_or_nowhere),
                 returns=(CIPHERTEXT_OUT, KEY_VERSION_OUT),
             )
@@ -521,6 +528,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 sign,
+                crypto="sign",
                 batch=Batch(error_result={"key_version": 0}),
                 returns=(Field("signature", T.STRING, "The signature, 'vault-kms:v<N>:<base64>'."), KEY_VERSION_OUT),
             )
@@ -542,6 +550,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 verify,
+                crypto="verify",
                 batch=Batch(error_result={"valid": False}, check=_signature_in_every_item),
                 returns=(Field("valid", T.BOOL, "Whether the signature is valid for the input."),),
             )
