@@ -73,6 +73,13 @@ class KMS:
         try:
             await migrate.upgrade(engine)
             master_key = settings.master_key or MasterKey.load(settings.data_dir)
+            if master_key.created_file is not None:
+                log.warning(
+                    "created a new master key at %s. Back it up now, somewhere other than this machine: every key "
+                    "in the database is sealed under it, and without it they are lost. To run in a container, "
+                    "set KMS_MASTER_KEY to the file's content (base64) instead of keeping the file.",
+                    master_key.created_file,
+                )
             secrets = await _unlock(Database(engine), master_key)
             kms = cls(engine, master_key, secrets, settings)
             await kms.keys.upgrade_legacy_material()
