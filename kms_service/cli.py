@@ -1,4 +1,5 @@
-"""The ``kms-service`` command: serve, relationships, token create/revoke/list, migrate.
+"""The ``kms-service`` command: serve, relationships, token create/revoke/list, policy, migrate; and (from
+``cli_inspect.py``) keys list/show, endpoints list, inspect.
 
 Every flag also reads a ``KMS_*`` environment variable. Commands talk to the database directly (never
 through HTTP), so they work while a server runs or before the first one starts.
@@ -494,6 +495,14 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
 
     _run(upgrade())
     click.echo(f"database {_safe_url(url)} is at the newest schema revision")
+
+
+# The read-only operator commands (keys, endpoints, inspect) live in cli_inspect.py, which uses the helpers above.
+from kms_service.cli_inspect import endpoints, inspect, keys  # noqa: E402
+
+main.add_command(keys)
+main.add_command(endpoints)
+main.add_command(inspect)
 
 
 if __name__ == "__main__":  # pragma: no cover
