@@ -57,13 +57,21 @@ class _CachedKey:
 
 
 class KeyService:
-    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, invalidator: Invalidator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        master_key: MasterKey,
+        cache_ttl: float,
+        invalidator: Invalidator,
+        cache_stats: CacheStats | None = None,
+    ) -> None:
         self._db = db
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
-        self.cache_stats = CacheStats()
+        # Shared with the KMS (and so with every KeyService it makes), which the metrics read.
+        self.cache_stats = cache_stats if cache_stats is not None else CacheStats()
         invalidator.subscribe(Kind.KEY, self._on_change)
 
     def _on_change(self, change: Change) -> None:

@@ -20,6 +20,7 @@ from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, InternalError, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
+from kms_service.service.caching import CacheStats
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.policies import PolicyService
@@ -51,7 +52,9 @@ class KMS:
         self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
-        self.keys = KeyService(self.db, master_key, settings.cache_ttl, self.invalidator)
+        # Every key cache's hits and misses, in one place for the metrics.
+        self.key_cache_stats = CacheStats()
+        self.keys = KeyService(self.db, master_key, settings.cache_ttl, self.invalidator, self.key_cache_stats)
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
         self.wrapping = WrappingKeyService(self.db, master_key)
