@@ -187,3 +187,38 @@ def test_serve_help_shows_every_kms_variable():
     assert declared == expected
     missing = [name for name in sorted(expected | {"KMS_MASTER_KEY"}) if name not in text]
     assert missing == []
+
+
+def test_formatters_carry_fields_and_tracebacks():
+    """The two formatters on real records: extra fields as JSON keys or key=value pairs, tracebacks kept."""
+    import io
+    import logging
+
+    from kms_service import logs
+
+    logger = logging.getLogger("kms_service.test_formatters")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    for log_format in logs.FORMATS:
+        stream = io.StringIO()
+        logs.setup(log_format, "info", stream=stream)
+        try:
+            logger.debug("not at info")
+            logger.info("hello %s", "there", extra={"request_id": "r-1", "route": "a b", "accessor": None})
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logger.exception("failed", extra={"request_id": "r-2"})
+        finally:
+            root.handlers[:], root.level = saved[0][:], saved[1]
+        output = stream.getvalue()
+        assert "not at info" not in output
+        if log_format == "json":
+            first, second = (json.loads(line) for line in output.splitlines())
+            assert first["message"] == "hello there" and first["level"] == "info"
+            assert first["request_id"] == "r-1" and first["route"] == "a b" and first["accessor"] is None
+            assert second["request_id"] == "r-2" and "ValueError: boom" in second["exception"]
+        else:
+            lines = output.splitlines()
+            assert lines[0].endswith('kms_service.test_formatters: hello there request_id=r-1 route="a b" accessor=-')
+            assert "failed request_id=r-2" in lines[1] and "ValueError: boom" in output
