@@ -37,6 +37,7 @@ from kms_service.service import KMS
 from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.settings import Settings
 from kms_service.web import replies
+from kms_service.web.framework import Call
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
@@ -105,7 +106,7 @@ async def _answer(request: web.Request, request_id: str) -> web.StreamResponse:
 
 
 def _log_access(
-    request: web.Request, request_id: str, route: str | None, status: int, elapsed: float, call: Any
+    request: web.Request, request_id: str, route: str | None, status: int, elapsed: float, call: Call | None
 ) -> None:
     principal = call.principal if call is not None else None
     fields = {

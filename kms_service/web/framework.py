@@ -283,7 +283,8 @@ class Call:
     router: Router
     params: dict[str, str]
     principal: Principal | None = None
-    # The path and operation the request matched (None: unknown path, or a method it does not take).
+    # The path the request matched (None: an unknown path) and its operation for the method (None there too,
+    # and for a method the path does not take).
     path: Path | None = None
     operation: Operation | None = None
     # The answer of the operation's existence check, when it has one (False: this POST is a create).
