@@ -1,4 +1,5 @@
-"""The ``kms-service`` command: serve, relationships, token create/revoke/list, migrate, migrate-from/-to.
+"""The ``kms-service`` command: serve, relationships, token create/revoke/list, policy, migrate,
+migrate-from/-to; and (from ``cli_inspect.py``) keys list/show, endpoints list, inspect.
 
 Every flag also reads a ``KMS_*`` environment variable (``migrate-from``/``migrate-to``: ``--addr`` and ``--token``
 read Vault's and OpenBao's own variables). Commands talk to the database directly (never through HTTP), so
@@ -25,7 +26,7 @@ import click
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from kms_service import __version__
+from kms_service import __version__, logs
 from kms_service.config import (
     ServiceConfig,
     load_relationships,
@@ -38,6 +39,7 @@ from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage.engine import create_engine, default_database_url
 from kms_service.web.app import create_app
+from kms_service.web.routing import KMS_KEY
 from kms_service.web.server import AppRunner
 
 try:
@@ -88,10 +90,46 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _set_logging(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    ctx.meta[f"kms_{param.name}"] = value
+    logs.setup(ctx.meta.get("kms_log_format", "text"), ctx.meta.get("kms_log_level", "info"))
+    return value
+
+
+def logging_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-format and --log-level, on every command (logging is set up before the command runs)."""
+    func = click.option(
+        "--log-level",
+        envvar="KMS_LOG_LEVEL",
+        show_envvar=True,
+        type=click.Choice(logs.LEVELS),
+        default="info",
+        show_default=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_logging,
+        help="debug also shows the libraries' lines (Alembic's migrations).",
+    )(func)
+    return click.option(
+        "--log-format",
+        envvar="KMS_LOG_FORMAT",
+        show_envvar=True,
+        type=click.Choice(logs.FORMATS),
+        default="text",
+        show_default=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_logging,
+        help="json: one JSON object per line on standard error.",
+    )(func)
+
+
 def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = logging_options(func)
     func = click.option(
         "--data-dir",
         envvar="KMS_DATA_DIR",
+        show_envvar=True,
         type=click.Path(path_type=Path, file_okay=False),
         default=Path("data"),
         show_default=True,
@@ -100,15 +138,16 @@ def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--database-url",
         envvar="KMS_DATABASE_URL",
+        show_envvar=True,
         help="sqlite:///path or postgresql://user@host/db (default: SQLite under --data-dir).",
     )(func)
 
 
-@click.group()
+@click.group(context_settings={"max_content_width": 120})
 @click.version_option(__version__, prog_name="kms-service")
 def main() -> None:
     """Self-hosted key management: Vault's transit API backed by SQLite or PostgreSQL."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup()  # each command's --log-format and --log-level set it up again
 
 
 def _load_config(path: Path) -> ServiceConfig:
@@ -119,12 +158,17 @@ def _load_config(path: Path) -> ServiceConfig:
 
 
 @main.command()
-@click.option("--config", "config_path", envvar="KMS_CONFIG", required=True, type=click.Path(path_type=Path))
-@click.option("--host", envvar="KMS_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="KMS_PORT", default=8200, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--config", "config_path", envvar="KMS_CONFIG", show_envvar=True, required=True, type=click.Path(path_type=Path)
+)
+@click.option("--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(0, 65535)
+)
 @click.option(
     "--reap-interval",
     envvar="KMS_REAP_INTERVAL",
+    show_envvar=True,
     default=60.0,
     show_default=True,
     type=click.FloatRange(min=0.1),
@@ -133,6 +177,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--rotate-check-interval",
     envvar="KMS_ROTATE_CHECK_INTERVAL",
+    show_envvar=True,
     default=3600.0,
     show_default=True,
     type=click.FloatRange(min=0.1),
@@ -141,6 +186,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--max-batch-items",
     envvar="KMS_MAX_BATCH_ITEMS",
+    show_envvar=True,
     default=10_000,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
@@ -149,6 +195,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--cache-ttl",
     envvar="KMS_CACHE_TTL",
+    show_envvar=True,
     default=5.0,
     show_default=True,
     type=click.FloatRange(min=0),
@@ -157,12 +204,16 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",
+    show_envvar=True,
     default=False,
     show_default=True,
-    help="Log each request line (method, path, status; never bodies or tokens).",
+    help="One log line per request: request id, method, route template, status, latency, token accessor "
+    "(never a token, a body or a key name).",
 )
 @database_options
+@click.pass_context
 def serve(
+    ctx: click.Context,
     config_path: Path,
     host: str,
     port: int,
@@ -174,7 +225,13 @@ def serve(
     database_url: str | None,
     data_dir: Path,
 ) -> None:
-    """Apply migrations, provision the services YAML, and serve the transit API."""
+    """Apply migrations, provision the services YAML, and serve the transit API.
+
+    \b
+    Also read from the environment:
+      KMS_MASTER_KEY  the master key, base64 of 32 random bytes (instead of <data-dir>/master.key,
+                      which the first start creates: back it up; in a container, set this instead)
+    """
     settings = Settings(
         data_dir=data_dir,
         database_url=_database_url(database_url, data_dir),
@@ -183,14 +240,16 @@ def serve(
         reap_interval=reap_interval,
         rotate_check_interval=rotate_check_interval,
         max_batch_items=max_batch_items,
+        access_log=access_log,
     )
-    _run(_serve(settings, config_path, host, port, access_log))
+    _run(_serve(settings, config_path, host, port, ctx.meta.get("kms_log_format") == "json"))
 
 
-async def _serve(settings: Settings, config_path: Path, host: str, port: int, access_log: bool) -> None:
+async def _serve(settings: Settings, config_path: Path, host: str, port: int, json_logs: bool) -> None:
     config, url, data_dir = settings.service, settings.url, settings.data_dir
     assert config is not None
-    runner = AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    # The access log is the application's own line (web/app.py), not aiohttp's (which shows query strings).
+    runner = AppRunner(create_app(settings), access_log=None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
         site = web.TCPSite(runner, host, port)
@@ -198,16 +257,20 @@ async def _serve(settings: Settings, config_path: Path, host: str, port: int, ac
         bound = runner.addresses[0][1] if runner.addresses else port
         prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
         same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
-        click.echo(
+        banner = (
             f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
             f"  database: {_safe_url(url)}\n"
+            f"  master key: {runner.app[KMS_KEY].master_key.origin}\n"
             f"  endpoints: {', '.join(config.endpoints)}\n"
             "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
             f"    {prog} relationships --config {config_path} --app APP.yaml --port {bound}{same_db}\n"
             "    (deploy/app.example.yaml is an app YAML for the example config)\n"
-            f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}",
-            err=True,
+            f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}"
         )
+        if json_logs:  # every line of standard error is JSON then
+            log.info(banner)
+        else:
+            click.echo(banner, err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -218,17 +281,22 @@ async def _serve(settings: Settings, config_path: Path, host: str, port: int, ac
 
 
 @main.command()
-@click.option("--config", "config_path", envvar="KMS_CONFIG", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--config", "config_path", envvar="KMS_CONFIG", show_envvar=True, required=True, type=click.Path(path_type=Path)
+)
 @click.option(
     "--app",
     "app_path",
     envvar="KMS_APP",
+    show_envvar=True,
     required=True,
     type=click.Path(path_type=Path),
     help="The app's YAML with its 'relationships'.",
 )
-@click.option("--host", envvar="KMS_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="KMS_PORT", default=8200, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(1, 65535)
+)
 @database_options
 def relationships(
     config_path: Path, app_path: Path, host: str, port: int, database_url: str | None, data_dir: Path
@@ -356,12 +424,20 @@ def token() -> None:
     "--policy",
     "policies",
     envvar="KMS_POLICY",
+    show_envvar=True,
     multiple=True,
     required=True,
     help="'root', or '<policy>:<key>' with policy admin|sign|verify|encrypt|decrypt|rewrap. Repeatable.",
 )
-@click.option("--ttl", envvar="KMS_TTL", default="8760h", show_default=True, help="Lifetime, e.g. 2s, 1h, 8760h.")
-@click.option("--display-name", envvar="KMS_DISPLAY_NAME", default="token", show_default=True)
+@click.option(
+    "--ttl",
+    envvar="KMS_TTL",
+    show_envvar=True,
+    default="8760h",
+    show_default=True,
+    help="Lifetime, e.g. 2s, 1h, 8760h.",
+)
+@click.option("--display-name", envvar="KMS_DISPLAY_NAME", show_envvar=True, default="token", show_default=True)
 @database_options
 def token_create(
     policies: tuple[str, ...], ttl: str, display_name: str, database_url: str | None, data_dir: Path
@@ -554,6 +630,14 @@ def migrate_to(
             return await migration.migrate_to(client, engine, mount, names, dry_run, _progress)
 
     _report(_with_kms(database_url, data_dir, run), dry_run)
+
+
+# The read-only operator commands (keys, endpoints, inspect) live in cli_inspect.py, which uses the helpers above.
+from kms_service.cli_inspect import endpoints, inspect, keys  # noqa: E402
+
+main.add_command(keys)
+main.add_command(endpoints)
+main.add_command(inspect)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,9 @@ class MasterKey:
         self._key = key
         # Non-secret identifier stored beside each sealed row: which master key sealed it (for KEK rotation).
         self.key_id = hmac.new(key, b"kms-service master key id", hashlib.sha256).hexdigest()[:16]
+        # Where it came from (KMS_MASTER_KEY or the file's path), and the file this process just created.
+        self.origin = "given"
+        self.created_file: Path | None = None
 
     def __repr__(self) -> str:
         return f"MasterKey(key_id={self.key_id!r})"
@@ -61,18 +64,25 @@ class MasterKey:
         """From ``KMS_MASTER_KEY``, else ``<data_dir>/master.key`` (created 0600 on first use)."""
         environ = os.environ if environ is None else environ
         if environ.get(MASTER_KEY_ENV):
-            return cls.from_text(environ[MASTER_KEY_ENV], MASTER_KEY_ENV)
-        path = Path(data_dir) / MASTER_KEY_FILE
+            key = cls.from_text(environ[MASTER_KEY_ENV], MASTER_KEY_ENV)
+            key.origin = MASTER_KEY_ENV
+            return key
+        path = (Path(data_dir) / MASTER_KEY_FILE).absolute()
+        created = False
         if not path.exists():
             if not create:
                 raise SealError(f"no master key: set {MASTER_KEY_ENV} or create {path}")
-            cls._create_file(path)
-        return cls.from_text(path.read_text(encoding="ascii"), str(path))
+            created = cls._create_file(path)
+        key = cls.from_text(path.read_text(encoding="ascii"), str(path))
+        key.origin = str(path)
+        key.created_file = path if created else None
+        return key
 
     @classmethod
-    def _create_file(cls, path: Path) -> None:
+    def _create_file(cls, path: Path) -> bool:
         """Write a new key to a private temporary file, then link it into place: a process starting at
-        the same moment either wins or reads the winner's complete file, never a half-written one."""
+        the same moment either wins or reads the winner's complete file, never a half-written one.
+        True: this process's key is the one in place."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -84,9 +94,10 @@ class MasterKey:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                pass  # another process created it first; use theirs
+                return False  # another process created it first; use theirs
         finally:
             tmp.unlink(missing_ok=True)
+        return True
 
     def export(self) -> str:
         return base64.b64encode(self._key).decode("ascii")

@@ -36,6 +36,8 @@ class Settings:
     # The nonce budget of 96-bit random-nonce keys, in encryptions of one version: warn, then rotate.
     nonce_warning_at: int = DEFAULT_NONCE_WARNING_AT
     nonce_rotation_at: int = DEFAULT_NONCE_ROTATION_AT
+    # One log line per request (kms_service.access): request id, route, status, latency, token accessor.
+    access_log: bool = False
 
     @property
     def url(self) -> str:

@@ -21,6 +21,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, rule,
 from test_openbao_parity import (  # noqa: F401, F811 - fixtures used by name
     INTENDED_DIFFERENCES,
     OPENBAO_ONLY_KEY_FIELDS,
+    OURS_ONLY_KEY_FIELDS,
     _shape,
     openbao,
     targets,
@@ -106,7 +107,7 @@ def compare(label: str, ours, theirs, log: list[str]) -> None:
         assert bool(mine["errors"]) == bool(reference["errors"]), f"{label}: {mine} vs {reference}"
         return
     data, ref = dict(mine.get("data") or {}), dict(reference.get("data") or {})
-    for field in OPENBAO_ONLY_KEY_FIELDS:
+    for field in (*OPENBAO_ONLY_KEY_FIELDS, *OURS_ONLY_KEY_FIELDS):
         data.pop(field, None)
         ref.pop(field, None)
     if "batch_results" in ref:

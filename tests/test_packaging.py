@@ -139,6 +139,13 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
     ]:
         assert name in names
 
+    # The license travels with the wheel, and so do the type hints (PEP 561).
+    assert "kms_service/py.typed" in names and f"{dist_info}/licenses/LICENSE" in names
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"{dist_info}/METADATA").decode()
+        assert archive.read(f"{dist_info}/licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
+    assert re.search(r"^License-Expression: Apache-2\.0$", metadata, re.MULTILINE), metadata[:500]
+
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
     assert re.search(r"^kms-service = kms_service\.cli:main$", entry_points, re.MULTILINE), entry_points

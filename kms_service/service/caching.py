@@ -5,6 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+
+@dataclass
+class CacheStats:
+    """Lookups a cache answered from memory (hits) and those that went to the database (misses); read by
+    the metrics endpoint. Plain integers: the event loop is the only writer."""
+
+    hits: int = 0
+    misses: int = 0
 
 
 class SingleFlight:

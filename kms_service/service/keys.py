@@ -28,7 +28,7 @@ from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
 from kms_service.seal import MasterKey, key_material_aad
-from kms_service.service.caching import SingleFlight
+from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
@@ -65,7 +65,13 @@ class _CachedKey:
 
 class KeyService:
     def __init__(
-        self, db: Database, master_key: MasterKey, cache_ttl: float, mount: Mount, invalidator: Invalidator
+        self,
+        db: Database,
+        master_key: MasterKey,
+        cache_ttl: float,
+        mount: Mount,
+        invalidator: Invalidator,
+        cache_stats: CacheStats | None = None,
     ) -> None:
         self._db = db
         self._master_key = master_key
@@ -75,6 +81,8 @@ class KeyService:
         self._loading = SingleFlight()
         # Changes reach this cache through MountService (forget); the epoch tells a read that raced one.
         self._invalidator = invalidator
+        # Shared with the KMS (and so with every KeyService it makes), which the metrics read.
+        self.cache_stats = cache_stats if cache_stats is not None else CacheStats()
 
     def forget(self, name: str | None) -> None:
         """Drop a cached key (None: all), after a committed change to it (``MountService`` routes them)."""
@@ -110,7 +118,10 @@ class KeyService:
         wanted = tuple(versions)
         need = max(wanted, default=0)
         key = self._fresh(name, need)
-        if key is None:
+        if key is not None:
+            self.cache_stats.hits += 1
+        else:
+            self.cache_stats.misses += 1
             async with self._loading(name):
                 key = self._fresh(name, need) or await self._refresh(name, need)
         if key is not None:

@@ -5,10 +5,13 @@ policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` c
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
@@ -16,6 +19,7 @@ from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
+from kms_service.service.caching import CacheStats
 from kms_service.service.cluster import PgCluster, PgNotify, SqliteChangeLog, SqlitePoller, new_node_id
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
@@ -55,12 +59,24 @@ class KMS:
         self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
-        self.mounts = MountService(self.db, master_key, settings.cache_ttl, self.invalidator)
+        # Every key cache's hits and misses, in one place for the metrics.
+        self.key_cache_stats = CacheStats()
+        self.mounts = MountService(
+            self.db, master_key, settings.cache_ttl, self.invalidator, cache_stats=self.key_cache_stats
+        )
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
         self.wrapping = WrappingKeyService(self.db, master_key)
         self.usage = UsageCounter(self.db, settings.nonce_warning_at, settings.nonce_rotation_at)
         self.service: ServiceConfig | None = None
+        # Errors the database raised, by SQLAlchemy's class for them (OperationalError, IntegrityError, ...:
+        # the same names on both databases), for the metrics endpoint.
+        self.database_errors: Counter[str] = Counter()
+        event.listen(engine.sync_engine, "handle_error", self._on_database_error)
+
+    def _on_database_error(self, context: Any) -> None:
+        error = context.sqlalchemy_exception or context.original_exception
+        self.database_errors[type(error).__name__] += 1
 
     @classmethod
     async def open(cls, settings: Settings) -> KMS:
@@ -70,6 +86,13 @@ class KMS:
         try:
             await migrate.upgrade(engine)
             master_key = settings.master_key or MasterKey.load(settings.data_dir)
+            if master_key.created_file is not None:
+                log.warning(
+                    "created a new master key at %s. Back it up now, somewhere other than this machine: every key "
+                    "in the database is sealed under it, and without it they are lost. To run in a container, "
+                    "set KMS_MASTER_KEY to the file's content (base64) instead of keeping the file.",
+                    master_key.created_file,
+                )
             secrets = await _unlock(Database(engine), master_key)
             kms = cls(engine, master_key, secrets, settings)
             await kms.mounts.load()

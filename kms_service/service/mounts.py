@@ -20,7 +20,7 @@ from typing import Any
 from kms_service.errors import InvalidRequest
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
 from kms_service.seal import MasterKey
-from kms_service.service.caching import SingleFlight
+from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.storage import models as m
@@ -51,8 +51,16 @@ def _mount(row: m.Mount) -> Mount:
 
 
 class MountService:
-    def __init__(self, db: Database, master_key: MasterKey, cache_ttl: float, invalidator: Invalidator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        master_key: MasterKey,
+        cache_ttl: float,
+        invalidator: Invalidator,
+        cache_stats: CacheStats | None = None,
+    ) -> None:
         self._db = db
+        self._cache_stats = cache_stats
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._invalidator = invalidator
@@ -115,7 +123,9 @@ class MountService:
         """The keys and settings of ``mount`` (one KeyService per mount, made on first use)."""
         engine = self._engines.get(mount.id)
         if engine is None or engine.mount != mount:
-            engine = KeyService(self._db, self._master_key, self._cache_ttl, mount, self._invalidator)
+            engine = KeyService(
+                self._db, self._master_key, self._cache_ttl, mount, self._invalidator, self._cache_stats
+            )
             self._engines[mount.id] = engine
         return engine
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
-from kms_service.service.caching import SingleFlight
+from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
 from kms_service.storage import repository as repo
@@ -109,6 +109,7 @@ class TokenService:
         self._digest_by_accessor: dict[str, bytes] = {}
         self._loading = SingleFlight()
         self._invalidator = invalidator
+        self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
         # A policy or an endpoint's grants changed: the ACLs built into cached principals are stale.
         invalidator.subscribe(Kind.POLICY, self._drop_all)
@@ -135,7 +136,10 @@ class TokenService:
             return None
         digest = self.digest(token)
         entry = self._fresh(digest)
-        if entry is None:
+        if entry is not None:
+            self.cache_stats.hits += 1
+        else:
+            self.cache_stats.misses += 1
             async with self._loading(digest):
                 entry = self._fresh(digest) or await self._lookup(token, digest)
         if entry.principal is None or entry.principal.info.expired(utcnow()):

@@ -2,6 +2,11 @@
 
 ``create_app(settings)`` owns the service's lifecycle through aiohttp's ``cleanup_ctx``: opening the
 database (migrate, unlock, provision), the background jobs, and closing it all again, in that order.
+
+Every request gets an id (``X-Request-Id`` and Vault's ``request_id``), is counted in the metrics by route
+template, method and status, and, with ``Settings.access_log``, makes one log line (``kms_service.access``):
+request id, method, route template, status, latency and the token's accessor. Never a token, a body, a
+query string or a key name.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,14 +38,18 @@ from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
 from kms_service.web import replies
+from kms_service.web.framework import Call
 from kms_service.web.paths import TABLE
-from kms_service.web.routing import KMS_KEY, Router
+from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
+from kms_service.web.sys_metrics import METRICS_KEY, Metrics
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("kms_service.access")
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 ROUTER_KEY = web.AppKey("router", Router)
 JOBS_KEY = web.AppKey("background_jobs", list)
+ACCESS_LOG_KEY = web.AppKey("access_log", bool)
 
 # The one mapping from the error hierarchy to HTTP (most specific first).
 STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
@@ -63,22 +74,52 @@ def error_response(exc: KMSError) -> web.Response:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    request_id = str(uuid.uuid4())
+    response = await _answer(request, request_id)
+    response.headers["X-Request-Id"] = request_id
+    elapsed = time.perf_counter() - started
+    call = request.get(CALL_KEY)
+    route = call.path.pattern if call is not None and call.path is not None else None
+    request.app[METRICS_KEY].observe(route, request.method, response.status, elapsed, call)
+    if request.app[ACCESS_LOG_KEY]:
+        _log_access(request, request_id, route, response.status, elapsed, call)
+    return response
+
+
+async def _answer(request: web.Request, request_id: str) -> web.StreamResponse:
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
     except KMSError as exc:
         if isinstance(exc, InternalError):
-            log.error("%s %s failed: %s", request.method, request.path, exc.message)
+            log.error("%s %s failed: %s", request.method, request.path, exc.message, extra={"request_id": request_id})
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLarge())
     except Exception:
         # Log the failure, never the request body: it may hold plaintext.
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s %s failed", request.method, request.path, extra={"request_id": request_id})
         return replies.error(500, ["internal error"])
-    response = replies.success(reply, call.warnings() if call else [])
+    response = replies.success(reply, call.warnings() if call else [], request_id)
     if request.method == "HEAD":
         return web.Response(status=response.status, headers=replies.JSON_HEADERS)
     return response
+
+
+def _log_access(
+    request: web.Request, request_id: str, route: str | None, status: int, elapsed: float, call: Call | None
+) -> None:
+    principal = call.principal if call is not None else None
+    fields = {
+        "request_id": request_id,
+        "method": request.method,
+        "route": route or "unmatched",
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 3),
+        "accessor": principal.info.accessor if principal is not None else None,
+        "remote": request.remote,
+    }
+    access_log.info("%s %s %d", fields["method"], fields["route"], status, extra=fields)
 
 
 def service_context(settings: Settings):
@@ -89,6 +130,7 @@ def service_context(settings: Settings):
         except BaseException:
             await kms.close()
             raise
+        app[METRICS_KEY].watch(kms)
         sources = await kms.keys.sources()
         log.info(
             "serving %d key(s) from the services YAML and %d made over HTTP",
@@ -163,5 +205,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ROUTER_KEY] = Router(TABLE, max_batch_items=settings.max_batch_items)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
+    app[METRICS_KEY] = Metrics()
+    app[ACCESS_LOG_KEY] = settings.access_log
     app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation, usage_flush])
     return app

@@ -170,6 +170,11 @@ class Operation:
     returns: tuple[Field, ...] = ()
     # A bare answer is the JSON document itself, not Vault's envelope (sys/health, the OpenAPI document).
     bare: bool = False
+    # The crypto operation it performs with the path's key (encrypt, sign, ...): each successful item is
+    # counted in kms_crypto_operations_total by key type and operation.
+    crypto: str | None = None
+    # What a bare answer may be (sys/metrics: also Prometheus' text format).
+    media_types: tuple[str, ...] = ("application/json",)
 
 
 _PATTERN_RE = re.compile(r"(?P<base>[^()]+?)(?:\(/:(?P<optional>[a-z_]+)\))?", re.ASCII)
@@ -283,8 +288,15 @@ class Call:
     principal: Principal | None = None
     # The transit mount the request's path is in (None outside one: sys/, auth/).
     mount: Mount | None = None
+    # The path the request matched (None: an unknown path) and its operation for the method (None there too,
+    # and for a method the path does not take).
+    path: Path | None = None
+    operation: Operation | None = None
     # The answer of the operation's existence check, when it has one (False: this POST is a create).
     existed: bool | None = None
+    # The type of the key a crypto operation used, and how many items it answered (metrics).
+    key_type: str | None = None
+    crypto_count: int = 0
     _warnings: list[str] = field(default_factory=list, repr=False)
 
     @property
@@ -359,7 +371,9 @@ async def run(path: Path, operation: Operation, call: Call, max_batch_items: int
     if operation.body:
         call._warnings = ignored_field_warnings(body, path.body_names, call.params)
     if operation.batch is None:
-        return _as_reply(await operation.handler(call, args), operation)
+        reply = _as_reply(await operation.handler(call, args), operation)
+        call.crypto_count = 1 if operation.crypto else 0
+        return reply
     if batched:
         raw_items = _raw_items(body["batch_input"], max_batch_items)
         if operation.batch.check is not None:
@@ -368,6 +382,10 @@ async def run(path: Path, operation: Operation, call: Call, max_batch_items: int
     else:
         items = Items([single], [None], batched=False)
     await operation.handler(call, args, items)
+    if operation.crypto:
+        call.crypto_count = sum(
+            error is None and result is not None for error, result in zip(items.errors, items.results, strict=True)
+        )
     if not batched:
         return Reply(_answered(items.results[0]))
     return _batch_reply(operation.batch, args, items, [item.get("reference", "") for item in items.values])

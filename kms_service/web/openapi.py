@@ -143,7 +143,10 @@ def _responses(route: Route, words: list[str], schemas: dict[str, Any]) -> dict[
     if route.method == "HEAD":
         ok: dict[str, Any] = {"description": "OK (no body)"}
     elif op.bare:
-        ok = {"description": "OK: the document itself", "content": {"application/json": {"schema": {"type": "object"}}}}
+        content = {
+            media: {"schema": {"type": "object"} if "json" in media else {"type": "string"}} for media in op.media_types
+        }
+        ok = {"description": "OK: the document itself", "content": content}
     else:
         data: dict[str, Any] = {"type": "object", "properties": {f.name: _field_schema(f, path) for f in op.returns}}
         if op.batch is not None:

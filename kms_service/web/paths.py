@@ -6,13 +6,23 @@ The router is built from this table, and the OpenAPI document (GET /v1/sys/opena
 
 from __future__ import annotations
 
-from kms_service.web import auth_token, sys_mounts, sys_operator, system, transit, transit_engine, transit_import
+from kms_service.web import (
+    auth_token,
+    sys_metrics,
+    sys_mounts,
+    sys_operator,
+    system,
+    transit,
+    transit_engine,
+    transit_import,
+)
 from kms_service.web.framework import Path
 
 TABLE: tuple[Path, ...] = (
     *system.PATHS,
     *sys_operator.PATHS,
     *sys_mounts.PATHS,
+    *sys_metrics.PATHS,
     *auth_token.PATHS,
     *transit.PATHS,
     *transit_engine.PATHS,

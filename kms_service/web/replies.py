@@ -1,9 +1,11 @@
-"""Vault's response envelopes, with ``Content-Type: application/json`` exactly (hvac checks it)."""
+"""Vault's response envelopes, with ``Content-Type: application/json`` exactly (hvac checks it).
+
+Every envelope carries the request's id in Vault's ``request_id`` (the same id is in the ``X-Request-Id``
+header and in the access log line)."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,9 @@ class Reply:
     top_level: bool = False
     # Vault's ``auth`` block (auth/token/create, renew): ``data`` is null then.
     auth: dict[str, Any] | None = None
+    # A body that is not JSON (sys/metrics in Prometheus' text format), sent as is with ``content_type``.
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 def json_response(payload: Any, status: int) -> web.Response:
@@ -31,10 +36,16 @@ def json_response(payload: Any, status: int) -> web.Response:
     return web.Response(body=body, status=status, headers=JSON_HEADERS)
 
 
-def success(reply: Reply, extra_warnings: list[str]) -> web.Response:
+def success(reply: Reply, extra_warnings: list[str], request_id: str) -> web.Response:
+    if reply.body is not None:
+        return web.Response(
+            body=reply.body,
+            status=reply.status,
+            headers={"Content-Type": reply.content_type, "Cache-Control": "no-store"},
+        )
     if reply.auth is not None:
         envelope = {
-            "request_id": str(uuid.uuid4()),
+            "request_id": request_id,
             "lease_id": "",
             "renewable": False,
             "lease_duration": 0,
@@ -50,7 +61,7 @@ def success(reply: Reply, extra_warnings: list[str]) -> web.Response:
         return json_response(reply.data, reply.status)
     warnings = reply.warnings + extra_warnings
     envelope = {
-        "request_id": str(uuid.uuid4()),
+        "request_id": request_id,
         "lease_id": "",
         "renewable": False,
         "lease_duration": 0,

@@ -37,6 +37,7 @@ from kms_service.web.framework import CAPABILITY_FOR_METHOD, MAX_BATCH_ITEMS, Ca
 from kms_service.web.replies import Reply
 
 KMS_KEY = web.AppKey("kms", KMS)
+CALL_KEY = web.RequestKey("kms_call", Call)
 
 
 # The most segments a ``*param`` takes (mount paths have at most four).
@@ -120,7 +121,8 @@ class Router:
         if listing and path is not None and not _lists_at(path, params):
             path, params = None, {}
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
-        call = Call(request, kms, self, params, mount=mount)
+        call = Call(request, kms, self, params, mount=mount, path=path, operation=operation)
+        request[CALL_KEY] = call  # for the metrics and the access log, whatever happens next
         if path is None or path.authenticated:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:

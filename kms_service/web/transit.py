@@ -32,6 +32,7 @@ async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -
     key = await call.keys.get(call.params["name"], tuple(versions) or (0,))
     if key is None:
         raise InvalidRequest(missing)
+    call.key_type = key.key_type.name  # for the crypto operations metric
     if key.settings.soft_deleted:
         raise InvalidRequest(SOFT_DELETED)
     return key
@@ -441,6 +442,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 cmac,
+                crypto="cmac",
                 batch=Batch(),
                 returns=(Field("cmac", T.STRING, "The CMAC, 'vault-kms:v<N>:<base64>'."), KEY_VERSION_OUT),
             )
@@ -458,7 +460,10 @@ PATHS = (
         ),
         operations={
             "POST": Operation(
-                hmac, batch=Batch(), returns=(Field("hmac", T.STRING, "The HMAC, 'vault-kms:v<N>:<base64>'."),)
+                hmac,
+                crypto="hmac",
+                batch=Batch(),
+                returns=(Field("hmac", T.STRING, "The HMAC, 'vault-kms:v<N>:<base64>'."),),
             )
         },
     ),
@@ -545,6 +550,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 encrypt,
+                crypto="encrypt",
                 existence=key_exists,
                 batch=Batch(status_from_items=True, check=_context_everywhere_or_nowhere),
                 returns=(CIPHERTEXT_OUT, KEY_VERSION_OUT),
@@ -558,6 +564,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 decrypt,
+                crypto="decrypt",
                 batch=Batch(
                     error_result={"plaintext": ""}, status_from_items=True, check=_context_everywhere_or_nowhere
                 ),
@@ -583,6 +590,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 rewrap,
+                crypto="rewrap",
                 batch=Batch(check=_context_everywhere_or_nowhere),
                 returns=(CIPHERTEXT_OUT, KEY_VERSION_OUT),
             )
@@ -608,6 +616,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 sign,
+                crypto="sign",
                 batch=Batch(error_result={"key_version": 0}),
                 returns=(Field("signature", T.STRING, "The signature, 'vault-kms:v<N>:<base64>'."), KEY_VERSION_OUT),
             )
@@ -631,6 +640,7 @@ PATHS = (
         operations={
             "POST": Operation(
                 verify,
+                crypto="verify",
                 batch=Batch(error_result={"valid": False}, check=_signature_in_every_item),
                 returns=(Field("valid", T.BOOL, "Whether the signature is valid for the input."),),
             )

@@ -290,7 +290,7 @@ PATHS = (
             Field("padding_scheme", T.STRING, "RSA keys: oaep (the default) or pkcs1v15."),
             Field("nonce", T.BASE64, "Refused.", refuse="provided nonce not allowed for this key"),
         ),
-        operations={"POST": Operation(datakey)},
+        operations={"POST": Operation(datakey, crypto="datakey")},
     ),
     Path(
         "transit/random(/:url_source)",
