@@ -153,6 +153,88 @@ def _load_config(path: Path) -> ServiceConfig:
     help="Seconds a cached key or token is trusted before the database is asked again.",
 )
 @click.option(
+    "--header-read-timeout",
+    envvar="KMS_HEADER_READ_TIMEOUT",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request's headers may take to arrive (from its first byte); then the connection is closed.",
+)
+@click.option(
+    "--request-read-timeout",
+    envvar="KMS_REQUEST_READ_TIMEOUT",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a whole request, body included, may take to arrive.",
+)
+@click.option(
+    "--idle-timeout",
+    envvar="KMS_IDLE_TIMEOUT",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a kept-alive connection may sit idle between requests.",
+)
+@click.option(
+    "--max-connections",
+    envvar="KMS_MAX_CONNECTIONS",
+    default=512,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Open connections at most; one more is answered 503 and closed (0: no limit).",
+)
+@click.option(
+    "--max-request-size",
+    "max_request_bytes",
+    envvar="KMS_MAX_REQUEST_SIZE",
+    default=2 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024, 1 << 30),
+    help="Bytes a request body may have on single-item paths; more is a 413.",
+)
+@click.option(
+    "--max-batch-request-size",
+    "max_batch_request_bytes",
+    envvar="KMS_MAX_BATCH_REQUEST_SIZE",
+    default=32 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024, 1 << 30),
+    help="Bytes a request body may have on paths taking batch_input, and restore.",
+)
+@click.option(
+    "--max-json-depth",
+    envvar="KMS_MAX_JSON_DEPTH",
+    default=32,
+    show_default=True,
+    type=click.IntRange(2, 500),
+    help="Nesting depth of a JSON body at most.",
+)
+@click.option(
+    "--max-json-string-length",
+    envvar="KMS_MAX_JSON_STRING_LENGTH",
+    default=1024 * 1024,
+    show_default=True,
+    type=click.IntRange(64, 1 << 30),
+    help="Characters in one JSON string at most.",
+)
+@click.option(
+    "--max-json-entries",
+    envvar="KMS_MAX_JSON_ENTRIES",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Entries in one JSON object or array at most (batch_input: --max-batch-items).",
+)
+@click.option(
+    "--max-json-tokens",
+    envvar="KMS_MAX_JSON_TOKENS",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(100, 100_000_000),
+    help="Values (and keys) in one JSON body at most.",
+)
+@click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",
     default=False,
@@ -171,6 +253,7 @@ def serve(
     access_log: bool,
     database_url: str | None,
     data_dir: Path,
+    **limits: Any,
 ) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API."""
     settings = Settings(
@@ -181,6 +264,7 @@ def serve(
         reap_interval=reap_interval,
         rotate_check_interval=rotate_check_interval,
         max_batch_items=max_batch_items,
+        **limits,
     )
     _run(_serve(settings, config_path, host, port, access_log))
 

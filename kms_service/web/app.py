@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from kms_service.errors import (
+    ClientGone,
     InternalError,
     KMSError,
     NotFound,
@@ -30,14 +31,18 @@ from kms_service.service import KMS
 from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.settings import Settings
 from kms_service.web import replies
+from kms_service.web.faults import RateLimitedLog
+from kms_service.web.fields import JsonLimits
+from kms_service.web.framework import RequestLimits
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import KMS_KEY, Router
+from kms_service.web.server import LISTENER_KEY, ListenerLimits
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 ROUTER_KEY = web.AppKey("router", Router)
 JOBS_KEY = web.AppKey("background_jobs", list)
+FAULTS_KEY = web.AppKey("faults", RateLimitedLog)
 
 # The one mapping from the error hierarchy to HTTP (most specific first).
 STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
@@ -64,6 +69,12 @@ def error_response(exc: KMSError) -> web.Response:
 async def handle(request: web.Request) -> web.StreamResponse:
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
+    except ClientGone as exc:
+        # Nobody is left to answer; one line, not a traceback (and not one per request).
+        request.app[FAULTS_KEY].log(
+            logging.INFO, "client-gone", "a client went away before its request was read (%s)", exc.message
+        )
+        return replies.error(400, ["request body incomplete"])
     except KMSError as exc:
         if isinstance(exc, InternalError):
             log.error("%s %s failed: %s", request.method, request.path, exc.message)
@@ -137,13 +148,36 @@ class RedactMalformedRequests(logging.Filter):
         return True
 
 
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_body=settings.max_request_bytes,
+        max_large_body=settings.max_batch_request_bytes,
+        json=JsonLimits(
+            depth=settings.max_json_depth,
+            string_length=settings.max_json_string_length,
+            entries=settings.max_json_entries,
+            tokens=settings.max_json_tokens,
+        ),
+        max_batch_items=settings.max_batch_items,
+    )
+
+
 def create_app(settings: Settings) -> web.Application:
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
         server_log.addFilter(RedactMalformedRequests())
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[ROUTER_KEY] = Router(TABLE, max_batch_items=settings.max_batch_items)
+    limits = request_limits(settings)
+    # The framework reads bodies itself, within each path's limit; this is aiohttp's own cap.
+    app = web.Application(client_max_size=max(limits.max_body, limits.max_large_body))
+    app[ROUTER_KEY] = Router(TABLE, limits)
+    app[LISTENER_KEY] = ListenerLimits(
+        header_read_timeout=settings.header_read_timeout,
+        request_read_timeout=settings.request_read_timeout,
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+    )
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
+    app[FAULTS_KEY] = RateLimitedLog(log)
     app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation])
     return app
