@@ -31,10 +31,10 @@ from kms_service.config import (
     parse_duration,
 )
 from kms_service.errors import ConfigError, KMSError
-from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database
+from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database, provisioning
 from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
-from kms_service.storage.engine import create_engine, default_database_url
+from kms_service.storage.engine import Database, create_engine, default_database_url
 from kms_service.web.app import create_app
 from kms_service.web.server import AppRunner
 
@@ -80,6 +80,14 @@ def _reading(database_url: str | None, data_dir: Path, action: Callable[[Any], A
             await db.engine.dispose()
 
     return _run(run())
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database, or one in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def _safe_url(url: str) -> str:
@@ -235,6 +243,14 @@ def _load_config(path: Path) -> ServiceConfig:
     help="Values (and keys) in one JSON body at most.",
 )
 @click.option(
+    "--prune",
+    envvar="KMS_PRUNE",
+    is_flag=True,
+    default=False,
+    help="Remove endpoints (and their tokens) the database holds and --config no longer names; "
+    "without it, serve refuses to start when the file drops one.",
+)
+@click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",
     default=False,
@@ -253,6 +269,7 @@ def serve(
     access_log: bool,
     database_url: str | None,
     data_dir: Path,
+    prune: bool,
     **limits: Any,
 ) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API."""
@@ -260,6 +277,7 @@ def serve(
         data_dir=data_dir,
         database_url=_database_url(database_url, data_dir),
         service=_load_config(config_path),
+        prune=prune,
         cache_ttl=cache_ttl,
         reap_interval=reap_interval,
         rotate_check_interval=rotate_check_interval,
@@ -334,7 +352,7 @@ def relationships(
             )
 
     async def build(kms: KMS) -> dict[str, list[dict[str, Any]]]:
-        await kms.provision(config)
+        # The endpoints are the database's: only serve changes them (tokens are issued here).
         result = {}
         for rel in wanted:
             token, _expires = await kms.tokens.endpoint_token(rel.endpoint)
@@ -378,6 +396,49 @@ def _ip_of(host: str) -> str:
         return socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
     except OSError:
         return host
+
+
+@main.group("config")
+def config_group() -> None:
+    """The services YAML: check what serve would change."""
+
+
+@config_group.command("check")
+@click.argument("config_path", metavar="FILE", type=click.Path(path_type=Path))
+@database_options
+def config_check(config_path: Path, database_url: str | None, data_dir: Path) -> None:
+    """Print what 'serve --config FILE' would create and remove in the database; change nothing.
+
+    Exits 1 when serve would refuse the file (a key's type changes, or endpoints would be removed, which
+    needs --prune)."""
+    config = _load_config(config_path)
+    url = _database_url(database_url, data_dir)
+
+    async def read() -> tuple[provisioning.Plan, bool]:
+        engine = create_engine(url, create=False)
+        try:
+            if await migrations.current_revision(engine) is None:
+                return provisioning.plan_for_empty_database(config), False
+            if not await migrations.is_current(engine):
+                raise ConfigError("the database schema is older than this release: 'serve' migrates it first")
+            async with Database(engine).reading() as session:
+                return await provisioning.plan(session, config), True
+        finally:
+            await engine.dispose()
+
+    if _sqlite_path(url) is not None and not _sqlite_path(url).exists():
+        plan, exists = provisioning.plan_for_empty_database(config), False
+    else:
+        plan, exists = _run(read())
+    click.echo(f"{config_path}: {config.type} service '{config.name}', database {_safe_url(url)}")
+    if not exists:
+        click.echo("  the database is new: serve would create it, then:")
+    for line in plan.lines() or ["nothing to change"]:
+        click.echo(f"  {line}")
+    if plan.type_conflicts:
+        raise click.ClickException("serve would refuse this file: a key's type would change")
+    if plan.endpoints_to_remove:
+        raise click.ClickException(plan.removal_refusal(str(config_path)))
 
 
 @main.group()

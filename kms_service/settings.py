@@ -40,6 +40,9 @@ class Settings:
     database_url: str | None = None
     # The services YAML to provision at start (None: serve what the database holds).
     service: ServiceConfig | None = None
+    # Whether provisioning ``service`` may remove endpoints (and their tokens) the database holds and it
+    # does not name (serve --prune); otherwise the start is refused.
+    prune: bool = False
     cache_ttl: float = DEFAULT_CACHE_TTL
     reap_interval: float = DEFAULT_REAP_INTERVAL
     rotate_check_interval: float = DEFAULT_ROTATE_CHECK_INTERVAL

@@ -196,6 +196,7 @@ def test_seed_encrypt_flow_with_the_seeds_own_shell_lines(env, tmp_path):
 
 
 def test_relationships_returns_the_same_token_and_supports_both_forms(env):
+    ServeProcess(ENCRYPT_CONFIG, env).stop()  # serve provisions the endpoints; relationships never does
     first = json.loads(base64.b64decode(relationships(ENCRYPT_CONFIG, ENCRYPT_APP, env, 8200)))
     second = json.loads(base64.b64decode(relationships(ENCRYPT_CONFIG, ENCRYPT_APP, env, 8200)))
     assert set(first) == {"vault_secret", "vault_manage", "vault_sign"}

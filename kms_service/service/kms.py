@@ -18,6 +18,7 @@ from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, InternalError, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
+from kms_service.service import provisioning
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.policies import PolicyService
@@ -67,7 +68,7 @@ class KMS:
             kms = cls(engine, master_key, secrets, settings)
             await kms.keys.upgrade_legacy_material()
             if settings.service is not None:
-                await kms.provision(settings.service)
+                await kms.provision(settings.service, prune=settings.prune)
         except BaseException:
             await engine.dispose()
             raise
@@ -99,8 +100,9 @@ class KMS:
                 await repo.put_engine_setting(session, name, json.dumps(value), utcnow())
         return await self.engine_settings()
 
-    async def provision(self, config: ServiceConfig) -> None:
-        """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change."""
+    async def provision(self, config: ServiceConfig, prune: bool = False) -> None:
+        """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change,
+        and refuses to remove an endpoint the configuration no longer names unless ``prune``."""
         wanted = config.keys()
         async with self.db.reading() as session:
             missing = {name: kt for name, kt in wanted.items() if await repo.key_type_of(session, name) is None}
@@ -108,6 +110,15 @@ class KMS:
         materials = {name: await self.keys.generate(kt) for name, kt in missing.items()}
         async with self.db.writing() as session:
             await repo.serialize_writers(session)
+            changes = await provisioning.plan(session, config)
+            if changes.endpoints_to_remove:
+                if not prune:
+                    raise ConfigError(changes.removal_refusal("the services YAML"))
+                log.warning(
+                    "--prune: removing endpoint(s) %s and their %d token(s)",
+                    ", ".join(sorted(changes.endpoints_to_remove)),
+                    sum(changes.endpoints_to_remove.values()),
+                )
             now = utcnow()
             key_ids = {}
             for name, key_type in wanted.items():

@@ -314,7 +314,10 @@ class TokenService:
             await repo.serialize_writers(session)
             row = await repo.get_endpoint(session, endpoint)
             if row is None:
-                raise ConfigError(f"endpoint '{endpoint}' is not in the service configuration")
+                raise ConfigError(
+                    f"endpoint '{endpoint}' is not in the database: start 'kms-service serve' with this services "
+                    "YAML first (relationships never adds or removes endpoints)"
+                )
             now = utcnow()
             current = await repo.newest_endpoint_token(session, row.id)
             if current is not None and current.expires_at - now > ENDPOINT_TOKEN_RENEW_WITHIN:
