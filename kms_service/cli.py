@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 from aiohttp import web
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from kms_service import __version__
 from kms_service.config import (
@@ -34,7 +35,13 @@ from kms_service.errors import ConfigError, KMSError
 from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database, provisioning
 from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
-from kms_service.storage.engine import Database, create_engine, default_database_url
+from kms_service.storage.engine import (
+    Database,
+    create_engine,
+    default_database_url,
+    normalize_database_url,
+    unavailable_reason,
+)
 from kms_service.web.app import create_app
 from kms_service.web.server import AppRunner
 
@@ -48,22 +55,50 @@ T = TypeVar("T")
 
 
 def _run(coro: Awaitable[T]) -> T:
+    """Run ``coro``; a failure the user can cause or fix (configuration, master key, the database or the
+    disk) ends the command with one line on stderr, never a traceback."""
     try:
         # uvloop's event loop served ~15% more requests per core than asyncio's in bench/ here.
         return uvloop.run(coro) if uvloop else asyncio.run(coro)
     except KMSError as exc:
         raise click.ClickException(exc.message) from None
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise click.ClickException(describe_fault(exc)) from None
+
+
+def describe_fault(exc: BaseException) -> str:
+    """One line for a database or operating-system failure (no SQL, no parameters, no traceback)."""
+    reason = unavailable_reason(exc)
+    if reason is not None:
+        return f"database unavailable: {reason}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def _database_url(database_url: str | None, data_dir: Path) -> str:
-    return database_url or default_database_url(data_dir)
+    """The database URL, checked: a malformed one is one line, before anything is opened."""
+    url = database_url or default_database_url(data_dir)
+    try:
+        normalize_database_url(url)
+        make_url(url).port  # noqa: B018 - a port that is not a number raises here, not at connect
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--database-url") from None
+    except ValueError:
+        raise click.BadParameter(
+            "invalid database URL (its port is not a number)", param_hint="--database-url"
+        ) from None
+    return url
 
 
 def _with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], Awaitable[T]]) -> T:
-    """Open the service (migrating the database, checking the master key), run ``action``, close."""
+    """Open the service (migrating the database, checking the master key), run ``action``, close. The
+    database must exist: only serve and migrate create one."""
+    url = _database_url(database_url, data_dir)
 
     async def run() -> T:
-        async with KMS.session(Settings(data_dir=data_dir, database_url=database_url)) as kms:
+        async with KMS.session(Settings(data_dir=data_dir, database_url=url), create=False) as kms:
             return await action(kms)
 
     return _run(run())
@@ -72,8 +107,10 @@ def _with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], 
 def _reading(database_url: str | None, data_dir: Path, action: Callable[[Any], Awaitable[T]]) -> T:
     """For commands that only read: the database as it is (never created or migrated; no master key)."""
 
+    url = _database_url(database_url, data_dir)
+
     async def run() -> T:
-        db = await open_database(Settings(data_dir=data_dir, database_url=database_url))
+        db = await open_database(Settings(data_dir=data_dir, database_url=url))
         try:
             return await action(db)
         finally:
@@ -110,11 +147,56 @@ def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@click.group()
+class _Group(click.Group):
+    """Usage errors (a bad flag, a missing argument) are one line on stderr and exit 2, as every other
+    error is one line and exit 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "kms-service"
+            click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _duration_option(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_duration(str(value))
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def max_token_ttl_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--max-token-ttl",
+        envvar="KMS_MAX_TOKEN_TTL",
+        default="8760h",
+        show_default=True,
+        callback=lambda _ctx, _param, value: _duration_option(value),
+        help="The longest life a token may get (token create --ttl; auth/token/create caps to it).",
+    )(func)
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="kms-service")
 def main() -> None:
     """Self-hosted key management: Vault's transit API backed by SQLite or PostgreSQL."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Commands print their result; only serve logs what it does. Others log warnings and errors only.
+    level = logging.INFO if click.get_current_context().invoked_subcommand == "serve" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic's per-step lines are for developers; KMS.open logs one line when the schema moves.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _load_config(path: Path) -> ServiceConfig:
@@ -251,6 +333,14 @@ def _load_config(path: Path) -> ServiceConfig:
     "without it, serve refuses to start when the file drops one.",
 )
 @click.option(
+    "--strict-permissions",
+    envvar="KMS_STRICT_PERMISSIONS",
+    is_flag=True,
+    default=False,
+    help="Refuse to start when master.key or the SQLite files are readable by group or others (default: a warning).",
+)
+@max_token_ttl_option
+@click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",
     default=False,
@@ -270,10 +360,14 @@ def serve(
     database_url: str | None,
     data_dir: Path,
     prune: bool,
+    strict_permissions: bool,
+    max_token_ttl: int,
     **limits: Any,
 ) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API."""
     settings = Settings(
+        strict_permissions=strict_permissions,
+        max_token_ttl=max_token_ttl,
         data_dir=data_dir,
         database_url=_database_url(database_url, data_dir),
         service=_load_config(config_path),
@@ -505,15 +599,25 @@ def token() -> None:
 )
 @click.option("--ttl", envvar="KMS_TTL", default="8760h", show_default=True, help="Lifetime, e.g. 2s, 1h, 8760h.")
 @click.option("--display-name", envvar="KMS_DISPLAY_NAME", default="token", show_default=True)
+@max_token_ttl_option
 @database_options
 def token_create(
-    policies: tuple[str, ...], ttl: str, display_name: str, database_url: str | None, data_dir: Path
+    policies: tuple[str, ...],
+    ttl: str,
+    display_name: str,
+    max_token_ttl: int,
+    database_url: str | None,
+    data_dir: Path,
 ) -> None:
     """Create a token; the token itself is printed on the last line, and shown only this once."""
     try:
         seconds = parse_duration(ttl)
     except ConfigError as exc:
         raise click.BadParameter(exc.message, param_hint="--ttl") from None
+    if seconds > max_token_ttl:
+        raise click.BadParameter(
+            f"longer than the maximum token TTL ({max_token_ttl} s; --max-token-ttl)", param_hint="--ttl"
+        )
 
     secret, info = _with_kms(
         database_url,

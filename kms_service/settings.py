@@ -14,6 +14,8 @@ DEFAULT_REAP_INTERVAL = 60.0
 # How often keys are checked for auto-rotation (Vault checks at most once an hour).
 DEFAULT_ROTATE_CHECK_INTERVAL = 3600.0
 DEFAULT_MAX_BATCH_ITEMS = 10_000
+# One year, as the endpoint tokens of the services YAML.
+DEFAULT_MAX_TOKEN_TTL = 365 * 24 * 3600
 
 # The listener, after Vault's (http_read_header_timeout, http_read_timeout, http_idle_timeout).
 DEFAULT_HEADER_READ_TIMEOUT = 10.0
@@ -58,6 +60,10 @@ class Settings:
     max_json_string_length: int = DEFAULT_MAX_JSON_STRING_LENGTH
     max_json_entries: int = DEFAULT_MAX_JSON_ENTRIES
     max_json_tokens: int = DEFAULT_MAX_JSON_TOKENS
+    # master.key or the SQLite files readable by group or others: an error, not a warning.
+    strict_permissions: bool = False
+    # The longest life a token may be given (CLI and auth/token/create); seconds.
+    max_token_ttl: int = DEFAULT_MAX_TOKEN_TTL
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
 

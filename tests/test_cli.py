@@ -367,6 +367,7 @@ def test_token_cli_create_list_revoke(env):
     ],
 )
 def test_token_create_rejects_bad_arguments(env, args, message):
+    run_cli(["migrate"], env)  # token create needs a database (only serve and migrate make one)
     result = run_cli(["token", "create", *args], env, check=False)
     assert result.returncode != 0
     assert message in result.stderr

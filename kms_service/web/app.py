@@ -30,6 +30,7 @@ from kms_service.errors import (
 from kms_service.service import KMS
 from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.settings import Settings
+from kms_service.storage.engine import unavailable_reason
 from kms_service.web import replies
 from kms_service.web.faults import RateLimitedLog
 from kms_service.web.fields import JsonLimits
@@ -81,7 +82,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLarge())
-    except Exception:
+    except Exception as exc:
+        reason = unavailable_reason(exc)
+        if reason is not None:
+            # Every request meets it at once: one line, rate-limited, and Vault's 503.
+            request.app[FAULTS_KEY].log(logging.ERROR, "database", "database unavailable: %s", reason)
+            return replies.error(503, ["database unavailable"])
         # Log the failure, never the request body: it may hold plaintext.
         log.exception("%s %s failed", request.method, request.path)
         return replies.error(500, ["internal error"])
@@ -109,17 +115,21 @@ def service_context(settings: Settings):
 def background_job(name: str, interval: Callable[[Settings], float], job: Callable[[KMS], Awaitable[Any]]):
     """A cleanup_ctx entry running ``job`` every ``interval`` seconds; a failing run is logged and retried."""
 
-    async def run_forever(kms: KMS) -> None:
+    async def run_forever(kms: KMS, faults: RateLimitedLog) -> None:
         period = interval(kms.settings)
         while True:
             await asyncio.sleep(period)
             try:
                 await job(kms)
-            except Exception:
-                log.exception("%s failed; retrying in %s s", name, period)
+            except Exception as exc:
+                reason = unavailable_reason(exc)
+                if reason is None:
+                    log.exception("%s failed; retrying in %s s", name, period)
+                else:
+                    faults.log(logging.ERROR, "database", "%s: database unavailable: %s", name, reason)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_forever(app[KMS_KEY]), name=name)
+        task = asyncio.create_task(run_forever(app[KMS_KEY], app[FAULTS_KEY]), name=name)
         app[JOBS_KEY].append(task)
         yield
         task.cancel()
