@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -341,6 +342,13 @@ def _load_config(path: Path) -> ServiceConfig:
 )
 @max_token_ttl_option
 @click.option(
+    "--tls-cert",
+    envvar="KMS_TLS_CERT",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM certificate (chain) to serve HTTPS with; needs --tls-key. TLS 1.2 or newer only.",
+)
+@click.option("--tls-key", envvar="KMS_TLS_KEY", type=click.Path(path_type=Path, dir_okay=False), help="Its PEM key.")
+@click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",
     default=False,
@@ -362,9 +370,12 @@ def serve(
     prune: bool,
     strict_permissions: bool,
     max_token_ttl: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     **limits: Any,
 ) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API."""
+    tls = tls_context(tls_cert, tls_key)
     settings = Settings(
         strict_permissions=strict_permissions,
         max_token_ttl=max_token_ttl,
@@ -378,22 +389,40 @@ def serve(
         max_batch_items=max_batch_items,
         **limits,
     )
-    _run(_serve(settings, config_path, host, port, access_log))
+    _run(_serve(settings, config_path, host, port, access_log, tls))
 
 
-async def _serve(settings: Settings, config_path: Path, host: str, port: int, access_log: bool) -> None:
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A server context for TLS 1.2 and newer (None without --tls-cert and --tls-key)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise click.ClickException(f"cannot load the TLS certificate {cert} and key {key}: {reason}") from None
+    return context
+
+
+async def _serve(
+    settings: Settings, config_path: Path, host: str, port: int, access_log: bool, tls: ssl.SSLContext | None
+) -> None:
     config, url, data_dir = settings.service, settings.url, settings.data_dir
     assert config is not None
     runner = AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access") if access_log else None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
         same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
         click.echo(
-            f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
+            f"kms-service {__version__}: serving {config.type} service '{config.name}' on {'https' if tls else 'http'}://{host}:{bound}\n"
             f"  database: {_safe_url(url)}\n"
             f"  endpoints: {', '.join(config.endpoints)}\n"
             "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
@@ -423,9 +452,20 @@ async def _serve(settings: Settings, config_path: Path, host: str, port: int, ac
 )
 @click.option("--host", envvar="KMS_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="KMS_PORT", default=8200, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--tls-cert",
+    envvar="KMS_TLS_CERT",
+    help="Set when serve serves HTTPS (the same variable): the relationships' scheme is then https.",
+)
 @database_options
 def relationships(
-    config_path: Path, app_path: Path, host: str, port: int, database_url: str | None, data_dir: Path
+    config_path: Path,
+    app_path: Path,
+    host: str,
+    port: int,
+    tls_cert: str | None,
+    database_url: str | None,
+    data_dir: Path,
 ) -> None:
     """Print the app's PLATFORM_RELATIONSHIPS value (base64 JSON, one line)."""
     config = _load_config(config_path)
@@ -450,19 +490,21 @@ def relationships(
         result = {}
         for rel in wanted:
             token, _expires = await kms.tokens.endpoint_token(rel.endpoint)
-            result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port)]
+            result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port, tls=bool(tls_cert))]
         return result
 
     document = _with_kms(database_url, data_dir, build)
     click.echo(base64.b64encode(json.dumps(document).encode()).decode("ascii"))
 
 
-def relationship_entry(config: ServiceConfig, endpoint: str, token: str, host: str, port: int) -> dict[str, Any]:
+def relationship_entry(
+    config: ServiceConfig, endpoint: str, token: str, host: str, port: int, tls: bool = False
+) -> dict[str, Any]:
     """One entry in the platform's shape (see the seed's relationship reference)."""
     ip = _ip_of(host)
     return {
         "username": "",
-        "scheme": "http",
+        "scheme": "https" if tls else "http",
         "service": config.name,
         "fragment": "",
         "ip": ip,
