@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import click
 from aiohttp import web
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from kms_service import __version__, logs
 from kms_service.config import (
@@ -34,10 +36,16 @@ from kms_service.config import (
     parse_duration,
 )
 from kms_service.errors import ConfigError, KMSError
-from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database
+from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database, provisioning
 from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
-from kms_service.storage.engine import create_engine, default_database_url
+from kms_service.storage.engine import (
+    Database,
+    create_engine,
+    default_database_url,
+    normalize_database_url,
+    unavailable_reason,
+)
 from kms_service.web.app import create_app
 from kms_service.web.routing import KMS_KEY
 from kms_service.web.server import AppRunner
@@ -52,22 +60,50 @@ T = TypeVar("T")
 
 
 def _run(coro: Awaitable[T]) -> T:
+    """Run ``coro``; a failure the user can cause or fix (configuration, master key, the database or the
+    disk) ends the command with one line on stderr, never a traceback."""
     try:
         # uvloop's event loop served ~15% more requests per core than asyncio's in bench/ here.
         return uvloop.run(coro) if uvloop else asyncio.run(coro)
     except KMSError as exc:
         raise click.ClickException(exc.message) from None
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise click.ClickException(describe_fault(exc)) from None
+
+
+def describe_fault(exc: BaseException) -> str:
+    """One line for a database or operating-system failure (no SQL, no parameters, no traceback)."""
+    reason = unavailable_reason(exc)
+    if reason is not None:
+        return f"database unavailable: {reason}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def _database_url(database_url: str | None, data_dir: Path) -> str:
-    return database_url or default_database_url(data_dir)
+    """The database URL, checked: a malformed one is one line, before anything is opened."""
+    url = database_url or default_database_url(data_dir)
+    try:
+        normalize_database_url(url)
+        make_url(url).port  # noqa: B018 - a port that is not a number raises here, not at connect
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--database-url") from None
+    except ValueError:
+        raise click.BadParameter(
+            "invalid database URL (its port is not a number)", param_hint="--database-url"
+        ) from None
+    return url
 
 
 def _with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], Awaitable[T]]) -> T:
-    """Open the service (migrating the database, checking the master key), run ``action``, close."""
+    """Open the service (migrating the database, checking the master key), run ``action``, close. The
+    database must exist: only serve and migrate create one."""
+    url = _database_url(database_url, data_dir)
 
     async def run() -> T:
-        async with KMS.session(Settings(data_dir=data_dir, database_url=database_url)) as kms:
+        async with KMS.session(Settings(data_dir=data_dir, database_url=url), create=False) as kms:
             return await action(kms)
 
     return _run(run())
@@ -76,14 +112,24 @@ def _with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], 
 def _reading(database_url: str | None, data_dir: Path, action: Callable[[Any], Awaitable[T]]) -> T:
     """For commands that only read: the database as it is (never created or migrated; no master key)."""
 
+    url = _database_url(database_url, data_dir)
+
     async def run() -> T:
-        db = await open_database(Settings(data_dir=data_dir, database_url=database_url))
+        db = await open_database(Settings(data_dir=data_dir, database_url=url))
         try:
             return await action(db)
         finally:
             await db.engine.dispose()
 
     return _run(run())
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another database, or one in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def _safe_url(url: str) -> str:
@@ -143,7 +189,48 @@ def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@click.group(context_settings={"max_content_width": 120})
+class _Group(click.Group):
+    """Usage errors (a bad flag, a missing argument) are one line on stderr and exit 2, as every other
+    error is one line and exit 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "kms-service"
+            click.echo(f"Error: {exc.format_message()} (see '{command} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _duration_option(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_duration(str(value))
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def max_token_ttl_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--max-token-ttl",
+        envvar="KMS_MAX_TOKEN_TTL",
+        default="8760h",
+        show_default=True,
+        callback=lambda _ctx, _param, value: _duration_option(value),
+        help="The longest life a token may get (token create --ttl; auth/token/create caps to it).",
+    )(func)
+
+
+@click.group(cls=_Group, context_settings={"max_content_width": 120})
 @click.version_option(__version__, prog_name="kms-service")
 def main() -> None:
     """Self-hosted key management: Vault's transit API backed by SQLite or PostgreSQL."""
@@ -202,6 +289,111 @@ def _load_config(path: Path) -> ServiceConfig:
     help="Seconds a cached key or token is trusted before the database is asked again.",
 )
 @click.option(
+    "--header-read-timeout",
+    envvar="KMS_HEADER_READ_TIMEOUT",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a request's headers may take to arrive (from its first byte); then the connection is closed.",
+)
+@click.option(
+    "--request-read-timeout",
+    envvar="KMS_REQUEST_READ_TIMEOUT",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a whole request, body included, may take to arrive.",
+)
+@click.option(
+    "--idle-timeout",
+    envvar="KMS_IDLE_TIMEOUT",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds a kept-alive connection may sit idle between requests.",
+)
+@click.option(
+    "--max-connections",
+    envvar="KMS_MAX_CONNECTIONS",
+    default=512,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Open connections at most; one more is answered 503 and closed (0: no limit).",
+)
+@click.option(
+    "--max-request-size",
+    "max_request_bytes",
+    envvar="KMS_MAX_REQUEST_SIZE",
+    default=2 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024, 1 << 30),
+    help="Bytes a request body may have on single-item paths; more is a 413.",
+)
+@click.option(
+    "--max-batch-request-size",
+    "max_batch_request_bytes",
+    envvar="KMS_MAX_BATCH_REQUEST_SIZE",
+    default=32 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024, 1 << 30),
+    help="Bytes a request body may have on paths taking batch_input, and restore.",
+)
+@click.option(
+    "--max-json-depth",
+    envvar="KMS_MAX_JSON_DEPTH",
+    default=32,
+    show_default=True,
+    type=click.IntRange(2, 500),
+    help="Nesting depth of a JSON body at most.",
+)
+@click.option(
+    "--max-json-string-length",
+    envvar="KMS_MAX_JSON_STRING_LENGTH",
+    default=1024 * 1024,
+    show_default=True,
+    type=click.IntRange(64, 1 << 30),
+    help="Characters in one JSON string at most.",
+)
+@click.option(
+    "--max-json-entries",
+    envvar="KMS_MAX_JSON_ENTRIES",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Entries in one JSON object or array at most (batch_input: --max-batch-items).",
+)
+@click.option(
+    "--max-json-tokens",
+    envvar="KMS_MAX_JSON_TOKENS",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(100, 100_000_000),
+    help="Values (and keys) in one JSON body at most.",
+)
+@click.option(
+    "--prune",
+    envvar="KMS_PRUNE",
+    is_flag=True,
+    default=False,
+    help="Remove endpoints (and their tokens) the database holds and --config no longer names; "
+    "without it, serve refuses to start when the file drops one.",
+)
+@click.option(
+    "--strict-permissions",
+    envvar="KMS_STRICT_PERMISSIONS",
+    is_flag=True,
+    default=False,
+    help="Refuse to start when master.key or the SQLite files are readable by group or others (default: a warning).",
+)
+@max_token_ttl_option
+@click.option(
+    "--tls-cert",
+    envvar="KMS_TLS_CERT",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM certificate (chain) to serve HTTPS with; needs --tls-key. TLS 1.2 or newer only.",
+)
+@click.option("--tls-key", envvar="KMS_TLS_KEY", type=click.Path(path_type=Path, dir_okay=False), help="Its PEM key.")
+@click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",
     show_envvar=True,
@@ -224,6 +416,12 @@ def serve(
     access_log: bool,
     database_url: str | None,
     data_dir: Path,
+    prune: bool,
+    strict_permissions: bool,
+    max_token_ttl: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    **limits: Any,
 ) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API.
 
@@ -232,33 +430,57 @@ def serve(
       KMS_MASTER_KEY  the master key, base64 of 32 random bytes (instead of <data-dir>/master.key,
                       which the first start creates: back it up; in a container, set this instead)
     """
+    tls = tls_context(tls_cert, tls_key)
     settings = Settings(
+        strict_permissions=strict_permissions,
+        max_token_ttl=max_token_ttl,
         data_dir=data_dir,
         database_url=_database_url(database_url, data_dir),
         service=_load_config(config_path),
+        prune=prune,
         cache_ttl=cache_ttl,
         reap_interval=reap_interval,
         rotate_check_interval=rotate_check_interval,
         max_batch_items=max_batch_items,
         access_log=access_log,
+        **limits,
     )
-    _run(_serve(settings, config_path, host, port, ctx.meta.get("kms_log_format") == "json"))
+    _run(_serve(settings, config_path, host, port, ctx.meta.get("kms_log_format") == "json", tls))
 
 
-async def _serve(settings: Settings, config_path: Path, host: str, port: int, json_logs: bool) -> None:
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A server context for TLS 1.2 and newer (None without --tls-cert and --tls-key)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+        raise click.ClickException(f"cannot load the TLS certificate {cert} and key {key}: {reason}") from None
+    return context
+
+
+async def _serve(
+    settings: Settings, config_path: Path, host: str, port: int, json_logs: bool, tls: ssl.SSLContext | None
+) -> None:
     config, url, data_dir = settings.service, settings.url, settings.data_dir
     assert config is not None
     # The access log is the application's own line (web/app.py), not aiohttp's (which shows query strings).
     runner = AppRunner(create_app(settings), access_log=None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
         same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
+        scheme = "https" if tls else "http"
         banner = (
-            f"kms-service {__version__}: serving {config.type} service '{config.name}' on http://{host}:{bound}\n"
+            f"kms-service {__version__}: serving {config.type} service '{config.name}' on {scheme}://{host}:{bound}\n"
             f"  database: {_safe_url(url)}\n"
             f"  master key: {runner.app[KMS_KEY].master_key.origin}\n"
             f"  endpoints: {', '.join(config.endpoints)}\n"
@@ -297,9 +519,21 @@ async def _serve(settings: Settings, config_path: Path, host: str, port: int, js
 @click.option(
     "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(1, 65535)
 )
+@click.option(
+    "--tls-cert",
+    envvar="KMS_TLS_CERT",
+    show_envvar=True,
+    help="Set when serve serves HTTPS (the same variable): the relationships' scheme is then https.",
+)
 @database_options
 def relationships(
-    config_path: Path, app_path: Path, host: str, port: int, database_url: str | None, data_dir: Path
+    config_path: Path,
+    app_path: Path,
+    host: str,
+    port: int,
+    tls_cert: str | None,
+    database_url: str | None,
+    data_dir: Path,
 ) -> None:
     """Print the app's PLATFORM_RELATIONSHIPS value (base64 JSON, one line)."""
     config = _load_config(config_path)
@@ -320,23 +554,25 @@ def relationships(
             )
 
     async def build(kms: KMS) -> dict[str, list[dict[str, Any]]]:
-        await kms.provision(config)
+        # The endpoints are the database's: only serve changes them (tokens are issued here).
         result = {}
         for rel in wanted:
             token, _expires = await kms.tokens.endpoint_token(rel.endpoint)
-            result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port)]
+            result[rel.name] = [relationship_entry(config, rel.endpoint, token, host, port, tls=bool(tls_cert))]
         return result
 
     document = _with_kms(database_url, data_dir, build)
     click.echo(base64.b64encode(json.dumps(document).encode()).decode("ascii"))
 
 
-def relationship_entry(config: ServiceConfig, endpoint: str, token: str, host: str, port: int) -> dict[str, Any]:
+def relationship_entry(
+    config: ServiceConfig, endpoint: str, token: str, host: str, port: int, tls: bool = False
+) -> dict[str, Any]:
     """One entry in the platform's shape (see the seed's relationship reference)."""
     ip = _ip_of(host)
     return {
         "username": "",
-        "scheme": "http",
+        "scheme": "https" if tls else "http",
         "service": config.name,
         "fragment": "",
         "ip": ip,
@@ -364,6 +600,49 @@ def _ip_of(host: str) -> str:
         return socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
     except OSError:
         return host
+
+
+@main.group("config")
+def config_group() -> None:
+    """The services YAML: check what serve would change."""
+
+
+@config_group.command("check")
+@click.argument("config_path", metavar="FILE", type=click.Path(path_type=Path))
+@database_options
+def config_check(config_path: Path, database_url: str | None, data_dir: Path) -> None:
+    """Print what 'serve --config FILE' would create and remove in the database; change nothing.
+
+    Exits 1 when serve would refuse the file (a key's type changes, or endpoints would be removed, which
+    needs --prune)."""
+    config = _load_config(config_path)
+    url = _database_url(database_url, data_dir)
+
+    async def read() -> tuple[provisioning.Plan, bool]:
+        engine = create_engine(url, create=False)
+        try:
+            if await migrations.current_revision(engine) is None:
+                return provisioning.plan_for_empty_database(config), False
+            if not await migrations.is_current(engine):
+                raise ConfigError("the database schema is older than this release: 'serve' migrates it first")
+            async with Database(engine).reading() as session:
+                return await provisioning.plan(session, config), True
+        finally:
+            await engine.dispose()
+
+    if _sqlite_path(url) is not None and not _sqlite_path(url).exists():
+        plan, exists = provisioning.plan_for_empty_database(config), False
+    else:
+        plan, exists = _run(read())
+    click.echo(f"{config_path}: {config.type} service '{config.name}', database {_safe_url(url)}")
+    if not exists:
+        click.echo("  the database is new: serve would create it, then:")
+    for line in plan.lines() or ["nothing to change"]:
+        click.echo(f"  {line}")
+    if plan.type_conflicts:
+        raise click.ClickException("serve would refuse this file: a key's type would change")
+    if plan.endpoints_to_remove:
+        raise click.ClickException(plan.removal_refusal(str(config_path)))
 
 
 @main.group()
@@ -438,15 +717,25 @@ def token() -> None:
     help="Lifetime, e.g. 2s, 1h, 8760h.",
 )
 @click.option("--display-name", envvar="KMS_DISPLAY_NAME", show_envvar=True, default="token", show_default=True)
+@max_token_ttl_option
 @database_options
 def token_create(
-    policies: tuple[str, ...], ttl: str, display_name: str, database_url: str | None, data_dir: Path
+    policies: tuple[str, ...],
+    ttl: str,
+    display_name: str,
+    max_token_ttl: int,
+    database_url: str | None,
+    data_dir: Path,
 ) -> None:
     """Create a token; the token itself is printed on the last line, and shown only this once."""
     try:
         seconds = parse_duration(ttl)
     except ConfigError as exc:
         raise click.BadParameter(exc.message, param_hint="--ttl") from None
+    if seconds > max_token_ttl:
+        raise click.BadParameter(
+            f"longer than the maximum token TTL ({max_token_ttl} s; --max-token-ttl)", param_hint="--ttl"
+        )
 
     secret, info = _with_kms(
         database_url,

@@ -54,6 +54,10 @@ class RefusedAsServerError(UserError):
     failure, and in a batch it is that item's error."""
 
 
+class ClientGone(KMSError):
+    """The client went away before its request was read; nobody is left to answer."""
+
+
 class InternalError(KMSError):
     """Something on our side failed; the request may succeed later."""
 

@@ -73,7 +73,13 @@ class MasterKey:
             if not create:
                 raise SealError(f"no master key: set {MASTER_KEY_ENV} or create {path}")
             created = cls._create_file(path)
-        key = cls.from_text(path.read_text(encoding="ascii"), str(path))
+        try:
+            text = path.read_bytes().decode("ascii")
+        except UnicodeDecodeError:
+            raise SealError(f"{path} is not valid base64 (a master key file holds base64 text)") from None
+        except OSError as exc:
+            raise SealError(f"{path}: cannot read: {exc.strerror}") from None
+        key = cls.from_text(text, str(path))
         key.origin = str(path)
         key.created_file = path if created else None
         return key

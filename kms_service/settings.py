@@ -17,6 +17,25 @@ DEFAULT_MAX_BATCH_ITEMS = 10_000
 # NIST SP 800-38D bounds random 96-bit nonces at 2^32 uses of a key: warn at 2^30, rotate well before 2^31.
 DEFAULT_NONCE_WARNING_AT = 2**30
 DEFAULT_NONCE_ROTATION_AT = 2**31 - 2**27
+# One year, as the endpoint tokens of the services YAML.
+DEFAULT_MAX_TOKEN_TTL = 365 * 24 * 3600
+
+# The listener, after Vault's (http_read_header_timeout, http_read_timeout, http_idle_timeout).
+DEFAULT_HEADER_READ_TIMEOUT = 10.0
+DEFAULT_REQUEST_READ_TIMEOUT = 30.0
+DEFAULT_IDLE_TIMEOUT = 300.0
+# Below the usual soft limit of 1024 open files, leaving room for the database and log files.
+DEFAULT_MAX_CONNECTIONS = 512
+# Request bodies: single-item paths, and paths that take batch_input (or a backup) and may be larger.
+DEFAULT_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+DEFAULT_MAX_BATCH_REQUEST_BYTES = 32 * 1024 * 1024  # Vault's max_request_size
+# JSON, after Vault's listener limits (max_json_depth, max_json_string_value_length,
+# max_json_object_entry_count / max_json_array_element_count, max_json_token); stricter where Vault's
+# defaults let one body occupy a core for a second.
+DEFAULT_MAX_JSON_DEPTH = 32
+DEFAULT_MAX_JSON_STRING_LENGTH = 1024 * 1024
+DEFAULT_MAX_JSON_ENTRIES = 10_000
+DEFAULT_MAX_JSON_TOKENS = 200_000
 
 
 @dataclass(frozen=True)
@@ -26,11 +45,28 @@ class Settings:
     database_url: str | None = None
     # The services YAML to provision at start (None: serve what the database holds).
     service: ServiceConfig | None = None
+    # Whether provisioning ``service`` may remove endpoints (and their tokens) the database holds and it
+    # does not name (serve --prune); otherwise the start is refused.
+    prune: bool = False
     cache_ttl: float = DEFAULT_CACHE_TTL
     reap_interval: float = DEFAULT_REAP_INTERVAL
     rotate_check_interval: float = DEFAULT_ROTATE_CHECK_INTERVAL
     # The most items one batch_input may carry (each is parsed and answered in memory).
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    header_read_timeout: float = DEFAULT_HEADER_READ_TIMEOUT
+    request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_batch_request_bytes: int = DEFAULT_MAX_BATCH_REQUEST_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_json_string_length: int = DEFAULT_MAX_JSON_STRING_LENGTH
+    max_json_entries: int = DEFAULT_MAX_JSON_ENTRIES
+    max_json_tokens: int = DEFAULT_MAX_JSON_TOKENS
+    # master.key or the SQLite files readable by group or others: an error, not a warning.
+    strict_permissions: bool = False
+    # The longest life a token may be given (CLI and auth/token/create); seconds.
+    max_token_ttl: int = DEFAULT_MAX_TOKEN_TTL
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
     # The nonce budget of 96-bit random-nonce keys, in encryptions of one version: warn, then rotate.

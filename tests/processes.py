@@ -50,9 +50,12 @@ class ServeProcess:
         *extra_args: str,
         command: list[str] = COMMAND,
         cwd: Path | None = None,
+        scheme: str = "http",
+        verify: str | bool = True,
     ) -> None:
+        """``scheme``/``verify``: a server started with --tls-cert (verify: the CA file to trust)."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             command + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
             env=env,
@@ -66,7 +69,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"kms-service serve exited early:\n{self.proc.stdout.read()}")
             try:
-                if requests.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/v1/sys/health", timeout=1, verify=verify).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass

@@ -196,6 +196,7 @@ def test_seed_encrypt_flow_with_the_seeds_own_shell_lines(env, tmp_path):
 
 
 def test_relationships_returns_the_same_token_and_supports_both_forms(env):
+    ServeProcess(ENCRYPT_CONFIG, env).stop()  # serve provisions the endpoints; relationships never does
     first = json.loads(base64.b64decode(relationships(ENCRYPT_CONFIG, ENCRYPT_APP, env, 8200)))
     second = json.loads(base64.b64decode(relationships(ENCRYPT_CONFIG, ENCRYPT_APP, env, 8200)))
     assert set(first) == {"vault_secret", "vault_manage", "vault_sign"}
@@ -366,6 +367,7 @@ def test_token_cli_create_list_revoke(env):
     ],
 )
 def test_token_create_rejects_bad_arguments(env, args, message):
+    run_cli(["migrate"], env)  # token create needs a database (only serve and migrate make one)
     result = run_cli(["token", "create", *args], env, check=False)
     assert result.returncode != 0
     assert message in result.stderr

@@ -5,20 +5,33 @@ policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` c
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, SealError
 from kms_service.keyring import KeySettings
-from kms_service.seal import SEAL_CHECK_AAD, SEAL_CHECK_PLAINTEXT, MasterKey, ServerSecrets, server_secret_aad
+from kms_service.seal import (
+    MASTER_KEY_ENV,
+    MASTER_KEY_FILE,
+    SEAL_CHECK_AAD,
+    SEAL_CHECK_PLAINTEXT,
+    MasterKey,
+    ServerSecrets,
+    server_secret_aad,
+)
+from kms_service.service import provisioning
 from kms_service.service.caching import CacheStats
 from kms_service.service.cluster import PgCluster, PgNotify, SqliteChangeLog, SqlitePoller, new_node_id
 from kms_service.service.invalidation import Change, Invalidator, Kind
@@ -31,7 +44,7 @@ from kms_service.service.wrapping import WrappingKeyService
 from kms_service.settings import Settings
 from kms_service.storage import migrate
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database, create_engine
+from kms_service.storage.engine import Database, create_engine, normalize_database_url
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +78,9 @@ class KMS:
             self.db, master_key, settings.cache_ttl, self.invalidator, cache_stats=self.key_cache_stats
         )
         self.policies = PolicyService(self.db, self.invalidator)
-        self.tokens = TokenService(self.db, secrets, self.policies, settings.cache_ttl, self.invalidator)
+        self.tokens = TokenService(
+            self.db, secrets, self.policies, settings.cache_ttl, self.invalidator, settings.max_token_ttl
+        )
         self.wrapping = WrappingKeyService(self.db, master_key)
         self.usage = UsageCounter(self.db, settings.nonce_warning_at, settings.nonce_rotation_at)
         self.service: ServiceConfig | None = None
@@ -79,13 +94,28 @@ class KMS:
         self.database_errors[type(error).__name__] += 1
 
     @classmethod
-    async def open(cls, settings: Settings) -> KMS:
+    async def open(cls, settings: Settings, create: bool = True) -> KMS:
         """Migrate the database, check the master key against it, load the server's secrets, upgrade old
-        key material; refuse to start on a mismatch. Then provision ``settings.service`` if given."""
-        engine = create_engine(settings.url)
+        key material; refuse to start on a mismatch. Then provision ``settings.service`` if given.
+
+        ``create=False`` (commands other than serve and migrate): a database that does not exist is refused,
+        never made. Either way, a database already sealed under a master key never gets a new one."""
+        engine = create_engine(settings.url, create=create)
         try:
+            before = await migrate.current_revision(engine)
+            if not create and before is None:
+                raise ConfigError(
+                    f"no kms-service database at {safe_url(settings.url)}: check --data-dir / --database-url "
+                    "(only 'serve' and 'migrate' create one)"
+                )
             await migrate.upgrade(engine)
-            master_key = settings.master_key or MasterKey.load(settings.data_dir)
+            after = await migrate.current_revision(engine)
+            if after != before:
+                log.info("database schema: revision %s → %s", before or "(new database)", after)
+            async with Database(engine).reading() as session:
+                sealed_with = await repo.seal_check_ids(session)
+            master_key = settings.master_key or _load_master_key(settings, sealed_with)
+            check_permissions(settings, strict=settings.strict_permissions)
             if master_key.created_file is not None:
                 log.warning(
                     "created a new master key at %s. Back it up now, somewhere other than this machine: every key "
@@ -98,7 +128,7 @@ class KMS:
             await kms.mounts.load()
             await kms.keys.upgrade_legacy_material()
             if settings.service is not None:
-                await kms.provision(settings.service)
+                await kms.provision(settings.service, prune=settings.prune)
         except BaseException:
             await engine.dispose()
             raise
@@ -135,8 +165,8 @@ class KMS:
 
     @classmethod
     @asynccontextmanager
-    async def session(cls, settings: Settings) -> AsyncIterator[KMS]:
-        kms = await cls.open(settings)
+    async def session(cls, settings: Settings, create: bool = True) -> AsyncIterator[KMS]:
+        kms = await cls.open(settings, create=create)
         try:
             yield kms
         finally:
@@ -147,8 +177,9 @@ class KMS:
         """The keys of transit/, where the services YAML's keys live."""
         return self.mounts.default
 
-    async def provision(self, config: ServiceConfig) -> None:
-        """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change."""
+    async def provision(self, config: ServiceConfig, prune: bool = False) -> None:
+        """Make keys, endpoints and their policies match the configuration. Idempotent; refuses a type change,
+        and refuses to remove an endpoint the configuration no longer names unless ``prune``."""
         wanted = config.keys()
         transit = self.keys
         mount_id = transit.mount.id
@@ -160,6 +191,15 @@ class KMS:
         materials = {name: await transit.generate(kt) for name, kt in missing.items()}
         async with self.db.writing() as session:
             await repo.serialize_writers(session)
+            changes = await provisioning.plan(session, config)
+            if changes.endpoints_to_remove:
+                if not prune:
+                    raise ConfigError(changes.removal_refusal("the services YAML"))
+                log.warning(
+                    "--prune: removing endpoint(s) %s and their %d token(s)",
+                    ", ".join(sorted(changes.endpoints_to_remove)),
+                    sum(changes.endpoints_to_remove.values()),
+                )
             now = utcnow()
             key_ids = {}
             for name, key_type in wanted.items():
@@ -182,6 +222,57 @@ class KMS:
             if await repo.sync_endpoints(session, endpoints, now):
                 self.db.changed(session, Change(Kind.ENDPOINT))
         self.service = config
+
+
+def safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(an invalid URL)"
+
+
+def _load_master_key(settings: Settings, sealed_with: list[str]) -> MasterKey:
+    """The master key; a new one only for a database no master key has sealed yet."""
+    try:
+        return MasterKey.load(settings.data_dir, create=not sealed_with)
+    except SealError as exc:
+        if not sealed_with or not exc.message.startswith("no master key"):
+            raise
+        raise SealError(
+            f"no master key ({MASTER_KEY_ENV} is unset and {Path(settings.data_dir) / MASTER_KEY_FILE} does not "
+            f"exist), but the database at {safe_url(settings.url)} is sealed with master key id "
+            f"{', '.join(sealed_with)}: restore that master.key from your backup (or set {MASTER_KEY_ENV}); "
+            "a new key cannot open it"
+        ) from None
+
+
+def _group_or_other_readable(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & 0o077)
+    except FileNotFoundError:
+        return False
+
+
+def check_permissions(settings: Settings, strict: bool = False) -> list[Path]:
+    """master.key and the SQLite files must be the owner's alone: others are warned of (an error when
+    ``strict``). Returns the files at fault."""
+    files = []
+    if not (settings.master_key or os.environ.get(MASTER_KEY_ENV)):
+        files.append(Path(settings.data_dir) / MASTER_KEY_FILE)
+    url = make_url(normalize_database_url(settings.url))
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(url.database)
+        files += [database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")]
+    loose = [path for path in files if _group_or_other_readable(path)]
+    if loose:
+        message = (
+            f"{', '.join(map(str, loose))}: readable or writable by group or others; "
+            f"'chmod 600' {'them' if len(loose) > 1 else 'it'} (only the service's user needs access)"
+        )
+        if strict:
+            raise SealError(message + " (refused: --strict-permissions)")
+        log.warning("%s", message)
+    return loose
 
 
 async def open_database(settings: Settings) -> Database:

@@ -99,8 +99,11 @@ class TokenService:
         policies: PolicyService,
         cache_ttl: float,
         invalidator: Invalidator,
+        max_ttl: int = 365 * 24 * 3600,
     ) -> None:
         self._db = db
+        # The longest life auth/token/create gives a token (seconds): longer asks are capped, with a warning.
+        self.max_ttl = max_ttl
         self._hmac_key = secrets.token_hmac_key
         self._endpoint_key = secrets.endpoint_token_key
         self._policies = policies
@@ -211,14 +214,23 @@ class TokenService:
             raise InvalidRequest("number of uses cannot be negative")
         now = utcnow()
         life = request.ttl or 0
-        if request.explicit_max_ttl and (not life or life > request.explicit_max_ttl):
-            life = request.explicit_max_ttl
+        explicit_max_ttl = request.explicit_max_ttl
+        if explicit_max_ttl > self.max_ttl:
+            warnings.append(f"explicit_max_ttl of {explicit_max_ttl}s exceeds the maximum of {self.max_ttl}s; capped")
+            explicit_max_ttl = self.max_ttl
+        if explicit_max_ttl and (not life or life > explicit_max_ttl):
+            life = explicit_max_ttl
+        if life > self.max_ttl:
+            warnings.append(f"TTL of {life}s exceeds the maximum of {self.max_ttl}s; capped")
+            life = self.max_ttl
         if not root and parent.info.expires_at is not None:
             remaining = int((parent.info.expires_at - now).total_seconds())
             if not life:
                 life = remaining
             elif life > remaining:
                 raise InvalidRequest(f"the TTL may not exceed the parent token's remaining TTL ({remaining}s)")
+        if not life or life > self.max_ttl:
+            life = self.max_ttl  # no token lives longer than the maximum, one asked without a TTL included
         expires_at = now + timedelta(seconds=life) if life else None
         display_name = f"token-{request.display_name}" if request.display_name else "token"
         meta = dict(request.meta or {})
@@ -234,7 +246,7 @@ class TokenService:
             # A token that never expires has nothing to renew (Vault says so of root tokens too).
             renewable=request.renewable and life > 0,
             ttl=life,
-            explicit_max_ttl=request.explicit_max_ttl,
+            explicit_max_ttl=explicit_max_ttl,
             meta=meta or None,
         )
         await self._insert(token, info)
@@ -285,7 +297,7 @@ class TokenService:
                 raise InvalidRequest("lease is not renewable")
             if info.expires_at is None:
                 return info
-            expires_at = now + timedelta(seconds=increment or info.ttl)
+            expires_at = now + timedelta(seconds=min(increment or info.ttl, self.max_ttl))
             if info.explicit_max_ttl:
                 expires_at = min(expires_at, info.created_at + timedelta(seconds=info.explicit_max_ttl))
             await repo.set_token_expiry(session, accessor, expires_at)
@@ -324,7 +336,10 @@ class TokenService:
             await repo.serialize_writers(session)
             row = await repo.get_endpoint(session, endpoint)
             if row is None:
-                raise ConfigError(f"endpoint '{endpoint}' is not in the service configuration")
+                raise ConfigError(
+                    f"endpoint '{endpoint}' is not in the database: start 'kms-service serve' with this services "
+                    "YAML first (relationships never adds or removes endpoints)"
+                )
             now = utcnow()
             current = await repo.newest_endpoint_token(session, row.id)
             if current is not None and current.expires_at - now > ENDPOINT_TOKEN_RENEW_WITHIN:

@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from kms_service.errors import ConfigError
@@ -18,6 +19,22 @@ from kms_service.errors import ConfigError
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option marking write transactions (SQLite then takes its write lock at BEGIN).
 WRITE_OPTION = "kms_write_transaction"
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """One line saying why the database could not be used, if ``exc`` says it could not (down, unreachable,
+    locked, out of disk, the pool exhausted); None for any other failure. Never the SQL or its parameters."""
+    if isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        orig = exc.orig if exc.orig is not None else exc
+        text = str(orig).strip().splitlines()
+        return f"{type(orig).__name__}: {text[0]}" if text else type(orig).__name__
+    if isinstance(exc, PoolTimeout):
+        return "no database connection free (pool timeout)"
+    if isinstance(exc, (ConnectionError, TimeoutError)) or (isinstance(exc, OSError) and exc.filename is None):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
 
 
 def default_database_url(data_dir: Path) -> str:

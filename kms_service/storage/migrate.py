@@ -82,9 +82,13 @@ async def check(engine: AsyncEngine) -> None:
     await _run(engine, command.check)
 
 
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's revision; None for a database this service never wrote to."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
 async def is_current(engine: AsyncEngine) -> bool:
     """True when the database is at the newest revision (read-only commands check, never migrate)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    async with engine.connect() as connection:
-        current = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
-    return current == head
+    return await current_revision(engine) == head

@@ -428,6 +428,25 @@ async def sync_endpoints(session: AsyncSession, endpoints: dict[str, Iterable[in
     return changed
 
 
+async def endpoint_grants(session: AsyncSession) -> dict[str, tuple[frozenset[str], int]]:
+    """Every endpoint: the names of its policies, and how many tokens it has (expired ones not yet reaped
+    included)."""
+    result: dict[str, tuple[frozenset[str], int]] = {}
+    for endpoint in (await session.execute(select(m.Endpoint))).scalars():
+        names = (
+            await session.execute(
+                select(m.Policy.name)
+                .join(m.EndpointPolicy, m.EndpointPolicy.policy_id == m.Policy.id)
+                .where(m.EndpointPolicy.endpoint_id == endpoint.id)
+            )
+        ).scalars()
+        tokens = (
+            await session.execute(select(func.count()).select_from(m.Token).where(m.Token.endpoint_id == endpoint.id))
+        ).scalar_one()
+        result[endpoint.name] = (frozenset(names), tokens)
+    return result
+
+
 async def get_endpoint(session: AsyncSession, name: str) -> m.Endpoint | None:
     return (await session.execute(select(m.Endpoint).where(m.Endpoint.name == name))).scalar_one_or_none()
 

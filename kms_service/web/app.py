@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from kms_service.errors import (
+    ClientGone,
     InternalError,
     KMSError,
     NotFound,
@@ -37,19 +38,23 @@ from kms_service.service import KMS
 from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
+from kms_service.storage.engine import unavailable_reason
 from kms_service.web import replies
-from kms_service.web.framework import Call
+from kms_service.web.faults import RateLimitedLog
+from kms_service.web.fields import JsonLimits
+from kms_service.web.framework import Call, RequestLimits
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
+from kms_service.web.server import LISTENER_KEY, ListenerLimits
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("kms_service.access")
 
-MAX_BODY_BYTES = 32 * 1024 * 1024
 ROUTER_KEY = web.AppKey("router", Router)
 JOBS_KEY = web.AppKey("background_jobs", list)
 ACCESS_LOG_KEY = web.AppKey("access_log", bool)
+FAULTS_KEY = web.AppKey("faults", RateLimitedLog)
 
 # The one mapping from the error hierarchy to HTTP (most specific first).
 STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
@@ -90,13 +95,24 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _answer(request: web.Request, request_id: str) -> web.StreamResponse:
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
+    except ClientGone as exc:
+        # Nobody is left to answer; one line, not a traceback (and not one per request).
+        request.app[FAULTS_KEY].log(
+            logging.INFO, "client-gone", "a client went away before its request was read (%s)", exc.message
+        )
+        return replies.error(400, ["request body incomplete"])
     except KMSError as exc:
         if isinstance(exc, InternalError):
             log.error("%s %s failed: %s", request.method, request.path, exc.message, extra={"request_id": request_id})
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLarge())
-    except Exception:
+    except Exception as exc:
+        reason = unavailable_reason(exc)
+        if reason is not None:
+            # Every request meets it at once: one line, rate-limited, and Vault's 503.
+            request.app[FAULTS_KEY].log(logging.ERROR, "database", "database unavailable: %s", reason)
+            return replies.error(503, ["database unavailable"])
         # Log the failure, never the request body: it may hold plaintext.
         log.exception("%s %s failed", request.method, request.path, extra={"request_id": request_id})
         return replies.error(500, ["internal error"])
@@ -153,18 +169,22 @@ def background_job(
     Nodes sharing PostgreSQL run it one at a time: the node holding the job's advisory lock (``KMS.leads``),
     unless ``every_node`` (a job over this process's own state)."""
 
-    async def run_forever(kms: KMS) -> None:
+    async def run_forever(kms: KMS, faults: RateLimitedLog) -> None:
         period = interval(kms.settings)
         while True:
             await asyncio.sleep(period)
             try:
                 if every_node or await kms.leads(name):
                     await job(kms)
-            except Exception:
-                log.exception("%s failed; retrying in %s s", name, period)
+            except Exception as exc:
+                reason = unavailable_reason(exc)
+                if reason is None:
+                    log.exception("%s failed; retrying in %s s", name, period)
+                else:
+                    faults.log(logging.ERROR, "database", "%s: database unavailable: %s", name, reason)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_forever(app[KMS_KEY]), name=name)
+        task = asyncio.create_task(run_forever(app[KMS_KEY], app[FAULTS_KEY]), name=name)
         app[JOBS_KEY].append(task)
         yield
         task.cancel()
@@ -197,15 +217,38 @@ class RedactMalformedRequests(logging.Filter):
         return True
 
 
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_body=settings.max_request_bytes,
+        max_large_body=settings.max_batch_request_bytes,
+        json=JsonLimits(
+            depth=settings.max_json_depth,
+            string_length=settings.max_json_string_length,
+            entries=settings.max_json_entries,
+            tokens=settings.max_json_tokens,
+        ),
+        max_batch_items=settings.max_batch_items,
+    )
+
+
 def create_app(settings: Settings) -> web.Application:
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
         server_log.addFilter(RedactMalformedRequests())
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[ROUTER_KEY] = Router(TABLE, max_batch_items=settings.max_batch_items)
+    limits = request_limits(settings)
+    # The framework reads bodies itself, within each path's limit; this is aiohttp's own cap.
+    app = web.Application(client_max_size=max(limits.max_body, limits.max_large_body))
+    app[ROUTER_KEY] = Router(TABLE, limits)
+    app[LISTENER_KEY] = ListenerLimits(
+        header_read_timeout=settings.header_read_timeout,
+        request_read_timeout=settings.request_read_timeout,
+        idle_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections,
+    )
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
     app[METRICS_KEY] = Metrics()
     app[ACCESS_LOG_KEY] = settings.access_log
+    app[FAULTS_KEY] = RateLimitedLog(log)
     app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation, usage_flush])
     return app

@@ -3,7 +3,10 @@
 Bodies are read as Vault reads them: JSON, unless the Content-Type is a form
 (``application/x-www-form-urlencoded``) and the body does not start like JSON (``{`` or ``[``), as curl
 ``--data '{...}'`` sends; then a form, every value a string. Empty or ``null`` JSON is no fields.
-JSON: no duplicate keys, no NaN/Infinity, no lone surrogates, bounded depth, an object at the top.
+JSON: no duplicate keys, no NaN/Infinity, no lone surrogates, an object at the top, and ``JsonLimits``
+(Vault's listener limits): depth, string length, entries per object or array, and values per body. The
+values are bounded before parsing, by counting ``[{,:`` in the raw bytes (C speed; a string holding those
+bytes counts them too, so the bound errs on the safe side): the parse of any accepted body is bounded.
 Forms: Go's ``url.ParseQuery`` rules and limits (``&`` only, strict ``%XX``, 10,000 pairs, 10 MiB), plus no
 duplicate keys (Vault joins them with commas) and UTF-8 only.
 Values: base64 is validated, integers are ASCII digits (Vault's weak typing accepts "2" for 2; we do too,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -22,6 +26,9 @@ from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64decode_strict
 
 MAX_DEPTH = 32
+MAX_STRING_LENGTH = 1024 * 1024
+MAX_ENTRIES = 10_000
+MAX_TOKENS = 200_000
 MAX_LISTED_NAMES = 20
 _INT_RE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
@@ -50,30 +57,66 @@ def _reject_constant(_name: str) -> Any:
     raise InvalidRequest("failed to decode JSON input: NaN and Infinity are not JSON")
 
 
-def _check(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
+@dataclass(frozen=True)
+class JsonLimits:
+    """What one JSON body may hold. ``entries`` bounds every object and array except the top-level
+    ``batch_input``, which ``--max-batch-items`` bounds (with its own message)."""
+
+    depth: int = MAX_DEPTH
+    string_length: int = MAX_STRING_LENGTH
+    entries: int = MAX_ENTRIES
+    tokens: int = MAX_TOKENS
+
+
+DEFAULT_LIMITS = JsonLimits()
+
+
+def token_bound(raw: bytes) -> int:
+    """An upper bound of the values (and object keys) in a JSON text, at C speed: each one is the first of
+    its container or follows a ``,`` or a ``:``."""
+    return 1 + raw.count(b"[") + raw.count(b"{") + raw.count(b",") + raw.count(b":")
+
+
+def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False) -> None:
+    if depth > limits.depth:
         raise InvalidRequest("failed to decode JSON input: nested too deeply")
     if isinstance(value, str):
+        if len(value) > limits.string_length:
+            raise InvalidRequest(
+                f"failed to decode JSON input: a string is longer than {limits.string_length} characters"
+            )
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidRequest("failed to decode JSON input: invalid unicode escape") from None
     elif isinstance(value, dict):
+        if len(value) > limits.entries:
+            raise InvalidRequest(f"failed to decode JSON input: an object has more than {limits.entries} entries")
         for key, item in value.items():
-            _check(key, depth + 1)
-            _check(item, depth + 1)
+            _check(key, depth + 1, limits)
+            _check(item, depth + 1, limits, batch_input=depth == 0 and key == "batch_input")
     elif isinstance(value, list):
+        if len(value) > limits.entries and not batch_input:
+            raise InvalidRequest(f"failed to decode JSON input: an array has more than {limits.entries} entries")
         for item in value:
-            _check(item, depth + 1)
+            _check(item, depth + 1, limits)
 
 
-def parse_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:
+def too_many_tokens(limit: int) -> str:
+    return f"failed to decode JSON input: more than {limit} values"
+
+
+def parse_body(
+    raw: bytes, content_type: str | None = None, limits: JsonLimits = DEFAULT_LIMITS, tokens: int | None = None
+) -> dict[str, Any]:
     """The request body's fields: a form (see ``is_form``) or a JSON object; no body, or JSON ``null``, is
-    no fields."""
+    no fields. ``tokens``: ``token_bound(raw)`` if the caller counted it already."""
     if content_type and is_form(raw, content_type):
         return parse_form(raw)
     if not raw.strip():
         return {}
+    if (token_bound(raw) if tokens is None else tokens) > limits.tokens:
+        raise InvalidRequest(too_many_tokens(limits.tokens))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -90,14 +133,18 @@ def parse_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         raise InvalidRequest("failed to decode JSON input: expected a JSON object")
-    _check(document, 0)
+    _check(document, 0, limits)
     return document
+
+
+def is_form_type(content_type: str | None) -> bool:
+    return content_type is not None and content_type.partition(";")[0].strip().lower() == FORM_MEDIA_TYPE
 
 
 def is_form(raw: bytes, content_type: str) -> bool:
     """Vault's rule: a form when the media type is a form and the first non-blank byte of the body's first
     512 is not ``{`` or ``[`` (an empty or blank body under a form type is an empty form)."""
-    if content_type.partition(";")[0].strip().lower() != FORM_MEDIA_TYPE:
+    if not is_form_type(content_type):
         return False
     head = raw[:FORM_SNIFF_BYTES].lstrip(b" \t\r\n")
     return head[:1] not in (b"{", b"[")

@@ -19,20 +19,25 @@ of ``batch_input`` is one item, the top-level item fields are ignored, a user er
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from kms_service.acl import Capability
-from kms_service.errors import InvalidRequest, PayloadTooLarge, UserError
+from kms_service.errors import ClientGone, InvalidRequest, PayloadTooLarge, UserError
 from kms_service.web.fields import (
+    DEFAULT_LIMITS,
     FieldTypeError,
+    JsonLimits,
     ignored_field_warnings,
+    is_form_type,
     parse_base64,
     parse_body,
     parse_boolean,
@@ -40,6 +45,8 @@ from kms_service.web.fields import (
     parse_list,
     parse_map,
     parse_string,
+    token_bound,
+    too_many_tokens,
 )
 from kms_service.web.replies import Reply
 
@@ -53,6 +60,25 @@ T = TypeVar("T")
 
 # The most items one request may carry in batch_input (each is parsed and answered in memory).
 MAX_BATCH_ITEMS = 10_000
+
+# Bodies up to this size are parsed on the event loop (the values bound makes that at most ~1 ms); larger
+# ones in a worker thread, so other requests go on meanwhile.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """How large a body may be (per path: single-item, or batch and backup) and what its JSON may hold."""
+
+    max_body: int = 2 * 1024 * 1024
+    max_large_body: int = 32 * 1024 * 1024
+    json: JsonLimits = DEFAULT_LIMITS
+    max_batch_items: int = MAX_BATCH_ITEMS
+
+
+# After parsing a large body, wait this many times as long as the parse took (see read_fields).
+HEAVY_PAUSE = 5.0
+
 
 # Methods an operation may be declared for. PUT is POST (Vault: both are "update", or "create").
 METHODS = ("GET", "HEAD", "POST", "DELETE", "LIST")
@@ -166,6 +192,9 @@ class Operation:
     batch: Batch | None = None
     # Whether the JSON body is read and parsed (default: for POST only).
     body: bool | None = None
+    # Whether the body may be as large as a batch's (--max-batch-request-size); default: when it takes
+    # batch_input. Otherwise --max-request-size.
+    large_body: bool | None = None
     # The fields of ``data`` in a successful answer (documentation: the OpenAPI document).
     returns: tuple[Field, ...] = ()
     # A bare answer is the JSON document itself, not Vault's envelope (sys/health, the OpenAPI document).
@@ -245,6 +274,7 @@ class Path:
                 op,
                 capability=op.capability or default,
                 body=method == "POST" if op.body is None else op.body,
+                large_body=op.batch is not None if op.large_body is None else op.large_body,
             )
         object.__setattr__(self, "operations", operations)
 
@@ -354,15 +384,62 @@ class Items:
         self.errors[i] = exc.message
 
 
-async def run(path: Path, operation: Operation, call: Call, max_batch_items: int = MAX_BATCH_ITEMS) -> Reply:
+async def read_body(request: web.Request, limit: int, max_tokens: int | None = None) -> tuple[list[bytes], int]:
+    """The body and an upper bound of its JSON values (``fields.token_bound``), counted chunk by chunk as
+    it arrives. Refused (413) as soon as it is known to exceed ``limit``: by its Content-Length before a
+    byte is read, or while reading; a JSON body with more than ``max_tokens`` values is refused (400) while
+    reading too. A client that goes away meanwhile is ``ClientGone``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge()
+    form = is_form_type(request.headers.get("Content-Type"))
+    chunks, size, tokens = [], 0, 1
+    try:
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge()
+            tokens += token_bound(chunk) - 1
+            if max_tokens is not None and tokens > max_tokens and not form:
+                raise InvalidRequest(too_many_tokens(max_tokens))
+            chunks.append(chunk)
+    except (ConnectionError, web_protocol.RequestPayloadError, asyncio.IncompleteReadError) as exc:
+        raise ClientGone(type(exc).__name__) from None
+    return chunks, tokens
+
+
+def _parse_chunks(chunks: list[bytes], content_type: str | None, limits: JsonLimits, tokens: int) -> dict[str, Any]:
+    return parse_body(b"".join(chunks), content_type, limits, tokens)
+
+
+async def read_fields(
+    request: web.Request, limits: RequestLimits, large: bool, heavy_lane: asyncio.Lock
+) -> dict[str, Any]:
+    """The body's fields, within ``limits``. A large body is parsed in a worker thread, one at a time, and
+    then waits ``HEAVY_PAUSE`` times as long as its parse took before going on: Python's parser holds the
+    interpreter lock while it runs, so this keeps large bodies, from any number of clients, to at most a
+    sixth of the process's time and the rest for everyone else."""
+    limit = limits.max_large_body if large else limits.max_body
+    chunks, tokens = await read_body(request, limit, limits.json.tokens)
+    content_type = request.headers.get("Content-Type")
+    if sum(map(len, chunks)) <= PARSE_INLINE_BYTES:
+        return _parse_chunks(chunks, content_type, limits.json, tokens)
+    async with heavy_lane:
+        start = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, _parse_chunks, chunks, content_type, limits.json, tokens
+            )
+        finally:
+            await asyncio.sleep((time.perf_counter() - start) * HEAVY_PAUSE)
+
+
+async def run(path: Path, operation: Operation, call: Call, limits: RequestLimits | None = None) -> Reply:
     """Parse the body against the path's fields, call the operation's handler, shape its answer."""
+    limits = limits or RequestLimits()
+    max_batch_items = limits.max_batch_items
     body: dict[str, Any] = {}
     if operation.body:
-        try:
-            raw = await call.request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLarge() from None
-        body = parse_body(raw, call.request.headers.get("Content-Type"))
+        body = await read_fields(call.request, limits, bool(operation.large_body), call.router.heavy_lane)
     else:
         # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
         body = {name: value for name, value in call.request.query.items() if name in path.body_names}

@@ -15,6 +15,7 @@ the slash into the parameter): listing any other known path is an unknown path, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -33,7 +34,7 @@ from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
 from kms_service.web.fields import parse_go_bool
-from kms_service.web.framework import CAPABILITY_FOR_METHOD, MAX_BATCH_ITEMS, Call, Operation, Path, run
+from kms_service.web.framework import CAPABILITY_FOR_METHOD, Call, Operation, Path, RequestLimits, run
 from kms_service.web.replies import Reply
 
 KMS_KEY = web.AppKey("kms", KMS)
@@ -57,11 +58,13 @@ class _Node:
 
 
 class Router:
-    def __init__(self, paths: Iterable[Path] = (), max_batch_items: int = MAX_BATCH_ITEMS) -> None:
+    def __init__(self, paths: Iterable[Path] = (), limits: RequestLimits | None = None) -> None:
         self._root = _Node()
         self._paths: list[Path] = []
         self._depth = 0
-        self.max_batch_items = max_batch_items
+        self.limits = limits or RequestLimits()
+        # Large bodies are parsed one at a time (framework.read_fields).
+        self.heavy_lane = asyncio.Lock()
         for path in paths:
             self.add(path)
 
@@ -143,7 +146,7 @@ class Router:
         if operation is None:
             raise UnsupportedOperation()
         path.check_params(params)
-        return await run(path, operation, call, self.max_batch_items), call
+        return await run(path, operation, call, self.limits), call
 
 
 def _list_query(request: web.Request) -> bool:

@@ -10,19 +10,51 @@ request is parsed differently: the switch happens only where the C parser has al
 connection. A LIST that does not start a read (pipelined behind another request in the same read, or split
 within its first five bytes) is still refused; no client of Vault's sends one.
 
+The protocol also enforces the listener's limits, after Vault's (``ListenerLimits``, from the app's
+``LISTENER_KEY``): a request's headers must arrive within ``header_read_timeout`` of its first byte (of the
+connection, for the first request), the whole request within ``request_read_timeout``; an idle keep-alive
+connection is closed after ``idle_timeout`` (aiohttp's keep-alive timer); past ``max_connections`` open
+connections a new one is answered 503 and closed at once. A timed-out connection is closed without an
+answer, as Go's server does, and logged as one line (rate-limited).
+
 ``AppRunner`` is aiohttp's with this protocol; ``kms-service serve`` and the tests' server use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.http_parser import HttpRequestParserPy
 
+from kms_service.web.faults import RateLimitedLog
+
 LIST_REQUEST = b"LIST "
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    """Seconds, and a count (0: no limit)."""
+
+    header_read_timeout: float = 10.0
+    request_read_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    max_connections: int = 512
+
+
+LISTENER_KEY = web.AppKey("listener_limits", ListenerLimits)
+
+_TOO_MANY_BODY = json.dumps({"errors": ["too many open connections; try again later"]}).encode()
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: " + str(len(_TOO_MANY_BODY)).encode() + b"\r\nConnection: close\r\n\r\n" + _TOO_MANY_BODY
+)
 
 
 class _ParserWithListFallback:
@@ -53,9 +85,11 @@ class _ParserWithListFallback:
 
 
 class _Protocol(web_protocol.RequestHandler):
-    __slots__ = ()
+    __slots__ = ("_limits", "_faults", "_header_timer", "_request_timer", "_awaiting_headers", "_payload", "_refused")
 
-    def __init__(self, manager: web_server.Server, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web_server.Server, *, loop: asyncio.AbstractEventLoop, limits: ListenerLimits, **kwargs: Any
+    ) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         # The Python parser gets the arguments RequestHandler gives the C one.
         options: dict[str, Any] = {
@@ -69,22 +103,104 @@ class _Protocol(web_protocol.RequestHandler):
         if hasattr(web_protocol, "MAX_MSG_QUEUE_SIZE"):
             options["max_msg_queue_size"] = web_protocol.MAX_MSG_QUEUE_SIZE
         self._parser = _ParserWithListFallback(self, lambda: HttpRequestParserPy(self, loop, **options))
+        self._limits = limits
+        self._faults: RateLimitedLog = getattr(manager, "faults", None) or RateLimitedLog(log)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._request_timer: asyncio.TimerHandle | None = None
+        self._awaiting_headers = True  # no request is being received (its headers are awaited)
+        self._payload: Any = None  # the body of the request being received
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        manager = self._manager
+        limit = self._limits.max_connections
+        if limit and manager is not None and len(manager.connections) >= limit:
+            self._refused = True
+            transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+            transport.close()
+            self._faults.log(
+                logging.WARNING,
+                "max-connections",
+                "refused a connection: %d are open (--max-connections %d)",
+                len(manager.connections),
+                limit,
+            )
+            return
+        super().connection_made(transport)
+        self._start_request_timers()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_timers()
+        if self._refused:
+            return
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._awaiting_headers and self._header_timer is None and self._request_timer is None:
+            self._start_request_timers()  # the first byte of the next request on a kept-alive connection
+        count = self._request_count
+        super().data_received(data)
+        if self._request_count != count:  # a request's headers are complete
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            self._awaiting_headers = False
+            self._payload = self._messages[-1][1] if self._messages else None
+        if not self._awaiting_headers and (self._payload is None or self._payload.is_eof()):
+            self._cancel_timers()  # the whole request is in; the next one's timers start at its first byte
+            self._awaiting_headers = True
+            self._payload = None
+
+    def _start_request_timers(self) -> None:
+        self._header_timer = self._loop.call_later(self._limits.header_read_timeout, self._timed_out, "headers")
+        self._request_timer = self._loop.call_later(self._limits.request_read_timeout, self._timed_out, "request")
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._header_timer, self._request_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._request_timer = None
+
+    def _timed_out(self, what: str) -> None:
+        if what == "headers":
+            self._header_timer = None
+            text, limit = "its request headers", self._limits.header_read_timeout
+        else:
+            self._request_timer = None
+            text, limit = "its request", self._limits.request_read_timeout
+        self._faults.log(
+            logging.INFO, f"timeout-{what}", "closed a connection that did not send %s within %s s", text, limit
+        )
+        self._cancel_timers()
+        self.force_close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Server(web_server.Server):
+    limits = ListenerLimits()
+    faults = RateLimitedLog(log)
+
     def __call__(self) -> web_protocol.RequestHandler:
-        return _Protocol(self, loop=self._loop, **self._kwargs)
+        return _Protocol(self, loop=self._loop, limits=self.limits, **self._kwargs)
 
 
 class AppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections accept ``LIST``."""
+    """``web.AppRunner`` whose connections accept ``LIST`` and keep the app's ``ListenerLimits``."""
 
     async def _make_server(self) -> web_server.Server:
         server = await super()._make_server()
-        return _Server(
+        limits = self.app.get(LISTENER_KEY) or ListenerLimits()
+        kwargs = {**server._kwargs, "keepalive_timeout": limits.idle_timeout}
+        result = _Server(
             server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,
-            **server._kwargs,
+            **kwargs,
         )
+        result.limits = limits
+        result.faults = RateLimitedLog(log)
+        return result

@@ -237,7 +237,7 @@ PATHS = (
             Field("backup", T.STRING, "The backup, as backup/:name returned it.", required="'backup' must be supplied"),
             Field("force", T.BOOL, "Replace an existing key of the same type.", default=False),
         ),
-        operations={"POST": Operation(restore_key)},
+        operations={"POST": Operation(restore_key, large_body=True)},
     ),
     Path(
         "transit/keys/:name/soft-delete",

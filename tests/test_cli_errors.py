@@ -1,0 +1,238 @@
+"""Errors, not tracebacks: every CLI failure a user can cause is one line on stderr and a non-zero exit;
+a missing master key for an existing database is never replaced; commands other than serve and migrate
+never create a database; loose file permissions are reported; token TTLs have a maximum; and at runtime a
+database that goes away is a 503 in Vault's envelope with one log line."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from processes import ServeProcess, cli_env, free_port, run_cli, serve_exit
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "tests" / "data" / "services.yaml"
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def env(database_url, data_dir):
+    return cli_env(database_url, data_dir)
+
+
+@pytest.fixture
+def provisioned(env):
+    """A database made by serve (so it is sealed under data_dir's master.key)."""
+    ServeProcess(CONFIG, env).stop()
+    return env
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["token", "create", "--policy", "root", "--ttl", "8761h"], "--ttl: longer than the maximum token TTL"),
+        (["token", "create", "--policy", "root", "--ttl", "99999999999999h"], "--ttl: invalid duration"),
+        (["token", "create", "--policy", "root", "--ttl", "2h", "--max-token-ttl", "1h"], "longer than the maximum"),
+        (["token", "create", "--bogus"], "No such option '--bogus'"),
+        (["token", "list", "--database-url", "postgresql://u@h:port/db"], "its port is not a number"),
+        (["token", "list", "--database-url", "mysql://u@h/db"], "unsupported database 'mysql'"),
+        (["token", "list", "--database-url", "::"], "invalid database URL"),
+        (["serve", "--config", "/no/such/services.yaml"], "/no/such/services.yaml: cannot read"),
+        (["config", "check", "/no/such/services.yaml"], "/no/such/services.yaml: cannot read"),
+        (["serve"], "Missing option '--config'"),
+    ],
+    ids=[
+        "ttl-over-max",
+        "ttl-out-of-range",
+        "ttl-over-set-max",
+        "bad-flag",
+        "url-port",
+        "url-backend",
+        "url",
+        "serve-no-config",
+        "check-no-config",
+        "serve-no-flag",
+    ],
+)
+def test_usage_errors_are_one_line(provisioned, args, message):
+    assert message in _one_line_error(run_cli(args, provisioned, check=False))
+
+
+def test_unreachable_database_is_one_line(tmp_path):
+    env = cli_env(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", tmp_path)
+    for args in (["token", "create", "--policy", "root"], ["token", "list"], ["migrate"]):
+        line = _one_line_error(run_cli(args, env, check=False))
+        assert line.startswith("Error: database unavailable: "), line
+
+
+def test_master_key_faults_are_one_line_and_a_lost_key_is_never_replaced(provisioned, data_dir):
+    key_file = data_dir / "master.key"
+    original = key_file.read_bytes()
+    create = ["token", "create", "--policy", "root"]
+
+    key_file.unlink()
+    line = _one_line_error(run_cli(create, provisioned, check=False))
+    assert "restore that master.key from your backup" in line and "is sealed with master key id" in line
+    assert not key_file.exists()  # no new key
+    line = _one_line_error(serve_exit(CONFIG, provisioned))
+    assert "restore that master.key" in line and not key_file.exists()
+
+    key_file.write_bytes(os.urandom(44))
+    key_file.chmod(0o600)
+    assert "is not valid base64" in _one_line_error(run_cli(create, provisioned, check=False))
+
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    assert "does not open this database" in _one_line_error(run_cli(create, provisioned, check=False))
+
+    key_file.write_bytes(original)
+    assert run_cli(create, provisioned).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["token", "create", "--policy", "root"],
+        ["token", "revoke", "0123456789abcdef01234567"],
+        ["policy", "delete", "p"],
+        ["token", "list"],
+    ],
+    ids=["token-create", "token-revoke", "policy-delete", "token-list"],
+)
+def test_a_data_dir_without_a_database_is_refused_and_nothing_is_created(tmp_path, args):
+    missing = tmp_path / "mistyped"
+    line = _one_line_error(run_cli([*args, "--data-dir", str(missing)], cli_env("", missing), check=False))
+    assert "no database at" in line or "no kms-service database at" in line
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_an_empty_postgresql_database_is_refused_by_commands_that_need_one(database_url, data_dir):
+    # (SQLite: the file is the database; the test above.)
+    env = cli_env(database_url, data_dir)
+    line = _one_line_error(run_cli(["token", "create", "--policy", "root"], env, check=False))
+    assert "no kms-service database at" in line and "only 'serve' and 'migrate' create one" in line
+    assert not (data_dir / "master.key").exists()
+    run_cli(["migrate"], env)  # migrate creates
+    assert run_cli(["token", "create", "--policy", "root"], env).stdout.strip()
+
+
+def test_loose_permissions_warn_and_strict_permissions_refuse(provisioned, data_dir, database_url):
+    (data_dir / "master.key").chmod(0o640)
+    server = ServeProcess(CONFIG, provisioned)
+    output = server.stop()
+    assert f"{data_dir / 'master.key'}: readable or writable by group or others" in output
+    line = _one_line_error(serve_exit_with(provisioned, "--strict-permissions"))
+    assert "master.key" in line and "--strict-permissions" in line
+    (data_dir / "master.key").chmod(0o600)
+    if database_url.startswith("sqlite"):
+        database = Path(database_url.removeprefix("sqlite:///"))
+        database.chmod(0o644)
+        line = _one_line_error(serve_exit_with(provisioned, "--strict-permissions"))
+        assert str(database) in line
+        for path in database.parent.glob(database.name + "*"):  # SQLite's -wal and -shm copy the file's mode
+            path.chmod(0o600)
+    server = ServeProcess(CONFIG, provisioned, "--strict-permissions")
+    assert "readable or writable by group" not in server.stop()
+
+
+def serve_exit_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(["serve", "--config", str(CONFIG), "--port", str(free_port()), *args], env, check=False)
+
+
+def test_token_ttls_over_http_are_capped(start_server):
+    server = start_server(max_token_ttl=3600)
+    client = server.client(server.root_token())
+    for asked in ("2h", None):
+        reply = client.auth.token.create(policies=["encrypt:vault-enc"], ttl=asked)
+        assert reply["auth"]["lease_duration"] == 3600, reply
+        if asked:
+            assert reply["warnings"] == ["TTL of 7200s exceeds the maximum of 3600s; capped"]
+    reply = client.auth.token.create(policies=["encrypt:vault-enc"], ttl="10m", explicit_max_ttl="3h")
+    assert reply["auth"]["lease_duration"] == 600
+    assert reply["warnings"] == ["explicit_max_ttl of 10800s exceeds the maximum of 3600s; capped"]
+    renewed = client.auth.token.renew(reply["auth"]["client_token"], increment="5h")
+    assert renewed["auth"]["lease_duration"] <= 3600
+
+
+# -- a database that goes away at runtime: our own PostgreSQL cluster, on its own port ----------------------
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="kms-pg-"))
+        shutil.chown(self.dir, "postgres")
+        self.port = free_port()
+        self._as_postgres(["initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust"])
+
+    def _as_postgres(self, args: list[str]) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(prefix + args, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            ["pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-w", "start", "-l", str(self.dir / "log")]
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(["pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"])
+
+    def remove(self) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_database_down_at_runtime_is_a_503_with_one_log_line(tmp_path):
+    cluster = Cluster()
+    try:
+        cluster.start()
+        env = cli_env(f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres", tmp_path)
+        server = ServeProcess(CONFIG, env)
+        try:
+            token = run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout.strip().splitlines()[-1]
+            headers = {"X-Vault-Token": token}
+            encrypt = f"{server.url}/v1/transit/encrypt/vault-enc"
+            body = {"plaintext": base64.b64encode(b"x").decode()}
+            assert requests.post(encrypt, json=body, headers=headers, timeout=10).status_code == 200
+            cluster.stop()
+            statuses = []
+            for i in range(20):
+                response = requests.post(f"{server.url}/v1/transit/keys/new-{i}", headers=headers, timeout=30)
+                statuses.append((response.status_code, response.json()))
+            assert statuses == [(503, {"errors": ["database unavailable"]})] * 20
+            # The warm crypto path needs no database.
+            assert requests.post(encrypt, json=body, headers=headers, timeout=10).status_code == 200
+            cluster.start()
+            deadline = time.monotonic() + 20
+            while True:
+                back = requests.post(f"{server.url}/v1/transit/keys/back", headers=headers, timeout=30)
+                if back.status_code != 503:
+                    break
+                assert time.monotonic() < deadline, "the server did not recover once the database was back"
+                time.sleep(0.5)
+            assert back.status_code == 200, back.text
+        finally:
+            output = server.stop()
+        lines = [line for line in output.splitlines() if "database unavailable" in line]
+        assert len(lines) == 1, output[-3000:]
+        assert "Traceback" not in output
+    finally:
+        cluster.remove()

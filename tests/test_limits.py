@@ -1,0 +1,317 @@
+"""The listener's limits: timeouts, connection count, body sizes per path, JSON limits, and that one client
+sending the worst body the limits allow does not stall the others."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from processes import ServeProcess, cli_env, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "tests" / "data" / "services.yaml"
+PLAINTEXT = base64.b64encode(b"limits").decode()
+
+
+def _connect(server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def _closed_after(sock: socket.socket, limit: float) -> float:
+    """Seconds until the server closes ``sock`` (reads until EOF); fails after ``limit``."""
+    start = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open for {limit} s")
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def _post(server, token: str, path: str, body: bytes | str, **headers: str) -> requests.Response:
+    return requests.post(f"{server.url}/v1/{path}", data=body, headers={"X-Vault-Token": token, **headers}, timeout=30)
+
+
+@pytest.fixture
+def quick(start_server):
+    return start_server(header_read_timeout=1.0, request_read_timeout=2.5, idle_timeout=2.0)
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(quick):
+    with _connect(quick) as sock:
+        assert 0.8 < _closed_after(sock, 5) < 2.5
+
+
+def test_slow_headers_are_cut_at_the_header_timeout(quick):
+    with _connect(quick) as sock:
+        start = time.monotonic()
+        request = b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        sock.settimeout(5)
+        closed = False
+        for byte in request + b"a" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            sock.settimeout(0.1)
+            try:
+                if sock.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        elapsed = time.monotonic() - start
+        assert closed, "a client trickling its headers kept its connection"
+        assert 0.8 < elapsed < 2.5
+
+
+def test_a_slow_body_is_cut_at_the_request_timeout(quick):
+    token = quick.root_token()
+    with _connect(quick) as sock:
+        start = time.monotonic()
+        sock.sendall(
+            b"POST /v1/transit/encrypt/vault-enc HTTP/1.1\r\nHost: x\r\nX-Vault-Token: "
+            + token.encode()
+            + b"\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        # Headers in time, then a byte every 0.2 s: the header timeout no longer applies, the request one does.
+        sock.settimeout(0.2)
+        closed = False
+        while time.monotonic() - start < 6:
+            try:
+                data = sock.recv(4096)
+                if data == b"" or data.startswith(b"HTTP/1.1"):
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+            try:
+                sock.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        elapsed = time.monotonic() - start
+        assert closed
+        assert 2.0 < elapsed < 4.0
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not(quick):
+    with _connect(quick) as sock:
+        # Requests every 0.5 s for 3 s: longer than every timeout, but each request arrives whole.
+        for _ in range(6):
+            sock.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = sock.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
+            time.sleep(0.5)
+        assert 1.5 < _closed_after(sock, 5) < 3.5
+
+
+def test_connections_past_the_maximum_get_503_and_are_closed(start_server):
+    server = start_server(max_connections=3)
+    held = [_connect(server) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        with _connect(server) as extra:
+            extra.settimeout(5)
+            reply = b""
+            while chunk := extra.recv(4096):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503")
+        assert json.loads(body) == {"errors": ["too many open connections; try again later"]}
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    assert requests.get(f"{server.url}/v1/sys/health", timeout=5).status_code == 200
+
+
+def test_body_size_is_per_path_batch_bodies_may_be_larger(start_server):
+    server = start_server(max_request_bytes=4096, max_batch_request_bytes=64 * 1024)
+    token = server.root_token()
+    padding = " " * 8000
+    single = _post(server, token, "transit/keys/vault-enc/config", "{" + padding + "}")
+    assert single.status_code == 413
+    assert single.json() == {"errors": ["request body too large"]}
+    batch = json.dumps({"batch_input": [{"plaintext": PLAINTEXT}] * 100}) + padding
+    response = _post(server, token, "transit/encrypt/vault-enc", batch)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]["batch_results"]) == 100
+    too_big = _post(server, token, "transit/encrypt/vault-enc", batch + " " * 64 * 1024)
+    assert too_big.status_code == 413
+    assert too_big.json() == {"errors": ["request body too large"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"a":' * 9 + "1" + "}" * 9, "failed to decode JSON input: nested too deeply"),
+        ('{"context": "' + "A" * 101 + '"}', "failed to decode JSON input: a string is longer than 100 characters"),
+        (
+            json.dumps({f"k{i}": 1 for i in range(51)}),
+            "failed to decode JSON input: an object has more than 50 entries",
+        ),
+        (json.dumps({"a": [0] * 51}), "failed to decode JSON input: an array has more than 50 entries"),
+        (json.dumps({"a": [[0] * 40] * 6}), "failed to decode JSON input: more than 200 values"),
+    ],
+    ids=["depth", "string", "object", "array", "values"],
+)
+def test_json_limits_are_400s_in_vaults_envelope(start_server, body, message):
+    server = start_server(max_json_depth=8, max_json_string_length=100, max_json_entries=50, max_json_tokens=200)
+    response = _post(server, server.root_token(), "transit/encrypt/vault-enc", body)
+    assert response.status_code == 400
+    assert response.json() == {"errors": [message]}
+
+
+def test_batch_input_is_bounded_by_max_batch_items_not_by_json_entries(start_server):
+    server = start_server(max_json_entries=50, max_batch_items=60)
+    token = server.root_token()
+    items = [{"plaintext": PLAINTEXT}]
+    ok = _post(server, token, "transit/encrypt/vault-enc", json.dumps({"batch_input": items * 60}))
+    assert ok.status_code == 200, ok.text
+    over = _post(
+        server, token, "transit/encrypt/vault-enc", json.dumps({"batch_input": [{"plaintext": PLAINTEXT}] * 61})
+    )
+    assert over.status_code == 400
+    assert over.json() == {"errors": ["batch_input has 61 items; at most 60 are processed per request"]}
+
+
+def test_a_client_gone_mid_body_logs_one_line_and_no_traceback(server, caplog):
+    token = server.root_token()
+    caplog.set_level(logging.DEBUG)
+    for _ in range(3):
+        with _connect(server) as sock:
+            sock.sendall(
+                b"POST /v1/transit/encrypt/vault-enc HTTP/1.1\r\nHost: x\r\nX-Vault-Token: "
+                + token.encode()
+                + b'\r\nContent-Length: 100000\r\n\r\n{"plaintext": "'
+                + b"A" * 5000
+            )
+            time.sleep(0.3)
+        time.sleep(0.3)
+    assert requests.get(f"{server.url}/v1/sys/health", timeout=5).status_code == 200
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not noisy, [r.getMessage() for r in noisy]
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(gone) == 1  # rate-limited: one line for the three
+
+
+# The worst body the default limits allow on a batch path (encrypt): as many values as --max-json-tokens
+# allows, each the cheapest to send and dearest to build (an empty array), nested to the depth limit, and
+# padded to --max-batch-request-size with strings of the longest allowed length.
+ATTACKER = textwrap.dedent(
+    """
+    import http.client, sys
+    host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    tokens, entries, depth, max_string, max_body = 200_000, 10_000, 32, 1024 * 1024, 32 * 1024 * 1024
+    def bound(text):  # the server's count: kms_service.web.fields.token_bound
+        return 1 + sum(text.count(c) for c in "[{,:")
+
+    def row(n):
+        return "[" + ",".join(["[]"] * n) + "]"
+
+    deep = "[" * (depth - 2) + "]" * (depth - 2)
+    strings, size = [], 0
+    while size + max_string + 64 * 1024 < max_body:
+        strings.append('"' + "A" * max_string + '"')
+        size += max_string + 3
+    rows = []
+    shell = '{"batch_input": [' + deep + ",], " + '"pad": [' + ",".join(strings) + "]}"
+    while (left := tokens - bound(shell) - sum(bound(r) for r in rows) - len(rows)) > 3:
+        rows.append(row(min(entries - 1, (left - 2) // 2)))
+    body = ('{"batch_input": [' + deep + "," + ",".join(rows) + '], "pad": [' + ",".join(strings) + "]}").encode()
+    assert len(body) <= max_body and bound(body.decode()) <= tokens, (len(body), bound(body.decode()))
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    while True:  # until killed; one line per answer
+        conn.request("POST", "/v1/transit/encrypt/vault-enc", body, {"X-Vault-Token": token})
+        response = conn.getresponse()
+        text = response.read()
+        print(response.status, text[:200].decode().strip(), flush=True)
+    """
+)
+
+
+def _latencies(session: requests.Session, url: str, token: str, seconds: float) -> tuple[list[float], list[float]]:
+    """sys/health and encrypt round trips, one after the other, for ``seconds``."""
+    health, encrypt = [], []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        assert session.get(f"{url}/v1/sys/health", timeout=30).status_code == 200
+        health.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        response = session.post(
+            f"{url}/v1/transit/encrypt/vault-enc", json={"plaintext": PLAINTEXT}, headers={"X-Vault-Token": token}
+        )
+        assert response.status_code == 200
+        encrypt.append(time.perf_counter() - start)
+    return health, encrypt
+
+
+def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_url, data_dir):
+    env = cli_env(database_url, data_dir)
+    server = ServeProcess(TEST_CONFIG, env)
+    attacker = None
+    try:
+        token = run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout.strip().splitlines()[-1]
+        attacker_token = (
+            run_cli(["token", "create", "--policy", "encrypt:vault-enc", "--ttl", "1h"], env)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        session = requests.Session()
+        _latencies(session, server.url, token, 0.3)  # warm
+        attacker = subprocess.Popen(
+            [sys.executable, "-c", ATTACKER, "127.0.0.1", str(server.port), attacker_token],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        first = attacker.stdout.readline()  # the first worst body went through
+        # Idle and attacked windows alternate (the attacker stopped and continued), so load from elsewhere
+        # on a shared machine weighs on both alike.
+        idle: tuple[list[float], list[float]] = ([], [])
+        loaded: tuple[list[float], list[float]] = ([], [])
+        for _ in range(4):
+            attacker.send_signal(signal.SIGSTOP)
+            time.sleep(0.3)  # a parse under way ends, and its pause
+            for mine, more in zip(idle, _latencies(session, server.url, token, 0.5), strict=True):
+                mine.extend(more)
+            attacker.send_signal(signal.SIGCONT)
+            for mine, more in zip(loaded, _latencies(session, server.url, token, 1.0), strict=True):
+                mine.extend(more)
+        attacker.kill()
+        answers = [first, *attacker.communicate(timeout=30)[0].splitlines()]
+        idle_medians = [statistics.median(samples) for samples in idle]
+        loaded_medians = [statistics.median(samples) for samples in loaded]
+        print(
+            f"\nidle medians: health {idle_medians[0] * 1000:.2f} ms, encrypt {idle_medians[1] * 1000:.2f} ms; "
+            f"under the worst body: health {loaded_medians[0] * 1000:.2f} ms, encrypt "
+            f"{loaded_medians[1] * 1000:.2f} ms; the attacker's answers: {len(answers)}, first: {first.strip()}"
+        )
+        # The attacker's bodies were read and parsed in full (refused for their items, not their size).
+        assert len(answers) >= 4, answers
+        assert all(a.startswith("400 ") and "failed to parse batch input" in a for a in answers if a), answers
+        assert loaded_medians[0] <= 2 * idle_medians[0], (idle_medians, loaded_medians)
+        assert loaded_medians[1] <= 2 * idle_medians[1], (idle_medians, loaded_medians)
+    finally:
+        if attacker is not None and attacker.poll() is None:
+            attacker.kill()
+            attacker.wait()
+        server.stop()
