@@ -223,6 +223,7 @@ def max_token_ttl_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--max-token-ttl",
         envvar="KMS_MAX_TOKEN_TTL",
+        show_envvar=True,
         default="8760h",
         show_default=True,
         callback=lambda _ctx, _param, value: _duration_option(value),
@@ -291,6 +292,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--header-read-timeout",
     envvar="KMS_HEADER_READ_TIMEOUT",
+    show_envvar=True,
     default=10.0,
     show_default=True,
     type=click.FloatRange(min=0.1),
@@ -299,6 +301,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--request-read-timeout",
     envvar="KMS_REQUEST_READ_TIMEOUT",
+    show_envvar=True,
     default=30.0,
     show_default=True,
     type=click.FloatRange(min=0.1),
@@ -307,6 +310,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--idle-timeout",
     envvar="KMS_IDLE_TIMEOUT",
+    show_envvar=True,
     default=300.0,
     show_default=True,
     type=click.FloatRange(min=0.1),
@@ -315,6 +319,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--max-connections",
     envvar="KMS_MAX_CONNECTIONS",
+    show_envvar=True,
     default=512,
     show_default=True,
     type=click.IntRange(0, 1_000_000),
@@ -324,6 +329,7 @@ def _load_config(path: Path) -> ServiceConfig:
     "--max-request-size",
     "max_request_bytes",
     envvar="KMS_MAX_REQUEST_SIZE",
+    show_envvar=True,
     default=2 * 1024 * 1024,
     show_default=True,
     type=click.IntRange(1024, 1 << 30),
@@ -333,6 +339,7 @@ def _load_config(path: Path) -> ServiceConfig:
     "--max-batch-request-size",
     "max_batch_request_bytes",
     envvar="KMS_MAX_BATCH_REQUEST_SIZE",
+    show_envvar=True,
     default=32 * 1024 * 1024,
     show_default=True,
     type=click.IntRange(1024, 1 << 30),
@@ -341,6 +348,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--max-json-depth",
     envvar="KMS_MAX_JSON_DEPTH",
+    show_envvar=True,
     default=32,
     show_default=True,
     type=click.IntRange(2, 500),
@@ -349,6 +357,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--max-json-string-length",
     envvar="KMS_MAX_JSON_STRING_LENGTH",
+    show_envvar=True,
     default=1024 * 1024,
     show_default=True,
     type=click.IntRange(64, 1 << 30),
@@ -357,6 +366,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--max-json-entries",
     envvar="KMS_MAX_JSON_ENTRIES",
+    show_envvar=True,
     default=10_000,
     show_default=True,
     type=click.IntRange(1, 10_000_000),
@@ -365,6 +375,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--max-json-tokens",
     envvar="KMS_MAX_JSON_TOKENS",
+    show_envvar=True,
     default=200_000,
     show_default=True,
     type=click.IntRange(100, 100_000_000),
@@ -373,6 +384,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--prune",
     envvar="KMS_PRUNE",
+    show_envvar=True,
     is_flag=True,
     default=False,
     help="Remove endpoints (and their tokens) the database holds and --config no longer names; "
@@ -381,6 +393,7 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--strict-permissions",
     envvar="KMS_STRICT_PERMISSIONS",
+    show_envvar=True,
     is_flag=True,
     default=False,
     help="Refuse to start when master.key or the SQLite files are readable by group or others (default: a warning).",
@@ -389,10 +402,17 @@ def _load_config(path: Path) -> ServiceConfig:
 @click.option(
     "--tls-cert",
     envvar="KMS_TLS_CERT",
+    show_envvar=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="PEM certificate (chain) to serve HTTPS with; needs --tls-key. TLS 1.2 or newer only.",
 )
-@click.option("--tls-key", envvar="KMS_TLS_KEY", type=click.Path(path_type=Path, dir_okay=False), help="Its PEM key.")
+@click.option(
+    "--tls-key",
+    envvar="KMS_TLS_KEY",
+    show_envvar=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Its PEM key.",
+)
 @click.option(
     "--access-log/--no-access-log",
     envvar="KMS_ACCESS_LOG",

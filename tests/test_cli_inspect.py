@@ -24,6 +24,7 @@ CRYPTO_GRANTS = {"admin:vault-enc", "encrypt:vault-enc", "decrypt:vault-enc", "r
 
 
 def created_token(env: dict[str, str], *args: str) -> tuple[str, str]:
+    run_cli(["migrate"], env)  # only serve and migrate create a database (token create refuses to)
     lines = run_cli(["token", "create", *args], env).stdout.strip().splitlines()
     return lines[-1], next(line.split()[-1] for line in lines if line.startswith("accessor:"))
 

@@ -165,7 +165,10 @@ def test_database_errors_are_counted(server, database_url, expected):
     asyncio.run(_rename(database_url, "engine_settings", "engine_settings_moved"))
     try:
         failed = requests.get(url, headers=headers, timeout=30)
-        assert failed.status_code == 500 and failed.json() == {"errors": ["internal error"]}
+        # SQLite reports a missing table as an OperationalError, which the service answers as a database it
+        # cannot use (503, hardening); PostgreSQL's undefined table is a ProgrammingError, a plain 500.
+        answer = (503, "database unavailable") if kind == "OperationalError" else (500, "internal error")
+        assert (failed.status_code, failed.json()) == (answer[0], {"errors": [answer[1]]})
     finally:
         asyncio.run(_rename(database_url, "engine_settings_moved", "engine_settings"))
     assert value(scrape(server, root), *errors, error=kind) == 1

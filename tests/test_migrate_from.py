@@ -136,7 +136,10 @@ def source(bao):
 
 @pytest.fixture
 def env(database_url, data_dir):
-    return cli_env(database_url, data_dir)
+    """This service's database, made as a user would before moving keys in (only serve and migrate make one)."""
+    env = cli_env(database_url, data_dir)
+    run_cli(["migrate"], env)
+    return env
 
 
 def migrate(env, bao, *args, check=True):
@@ -294,6 +297,7 @@ def test_migrate_from_errors_are_one_line(bao, tmp_path):
     assert down.returncode == 1
     assert down.stderr.strip().splitlines()[-1].startswith(f"Error: cannot reach http://127.0.0.1:{port}")
     assert not data_dir.exists()  # none of those touched this service's database
+    run_cli(["migrate"], env)  # the database must exist for the rest (only serve and migrate make one)
     no_mount_here = run_cli(
         ["migrate-from", "--addr", bao.url, "--token", ROOT_TOKEN, "--mount", "src", "--to-mount", "elsewhere"],
         env,
@@ -301,7 +305,7 @@ def test_migrate_from_errors_are_one_line(bao, tmp_path):
     )
     assert no_mount_here.returncode == 1
     assert "No secret engine mount at elsewhere/" in no_mount_here.stderr.strip().splitlines()[-1]
-    assert sorted(p.name for p in data_dir.iterdir()) == ["kms.db", "master.key"]  # only the last run opened it
+    assert sorted(p.name for p in data_dir.iterdir()) == ["kms.db", "master.key"]
 
 
 def test_migrate_to_openbao_keeps_what_was_made_here(bao, source, env, start_server):
