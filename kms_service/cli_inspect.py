@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kms_service.cli import _reading, database_options
+from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.storage import reports
 
 Row = dict[str, Any]
@@ -70,10 +71,12 @@ def _table(title: str | None, columns: Iterable[str]) -> Table:
 
 def _keys_table(rows: list[Row], title: str | None = None) -> Table:
     table = _table(
-        title, ("name", "type", "version", "created (UTC)", "last rotated", "newest version", "source", "flags")
+        title,
+        ("mount", "name", "type", "version", "created (UTC)", "last rotated", "newest version", "source", "flags"),
     )
     for row in rows:
         table.add_row(
+            f"{row['mount']}/",
             row["name"],
             row["type"],
             str(row["latest_version"]),
@@ -153,32 +156,39 @@ def keys_list(as_json: bool, database_url: str | None, data_dir: Path) -> None:
 
 @keys.command("show")
 @click.argument("name")
+@click.option(
+    "--mount", default=DEFAULT_MOUNT, show_default=True, help="The transit mount holding the key (e.g. teams/eu)."
+)
 @json_option
 @database_options
-def keys_show(name: str, as_json: bool, database_url: str | None, data_dir: Path) -> None:
+def keys_show(name: str, mount: str, as_json: bool, database_url: str | None, data_dir: Path) -> None:
     """Key NAME: its settings, every version, the endpoints granted it and the tokens whose policies name it."""
+    mount = mount.strip("/")
 
     async def read(db: Any) -> Row | None:
         async with db.reading() as session:
-            found = await reports.keys(session, name)
+            found = await reports.keys(session, name, mount)
             if not found:
                 return None
-            tokens = [
-                row
-                for row in await reports.tokens(session)
-                if row["endpoint"] is None
-                and any(policy.endswith(f":{name}") for policy in (row["policies"] or "").split(", "))
-            ]
+            tokens, grants = [], []
+            if mount == DEFAULT_MOUNT:  # built-in policies and endpoint grants name transit/'s keys only
+                tokens = [
+                    row
+                    for row in await reports.tokens(session)
+                    if row["endpoint"] is None
+                    and any(policy.endswith(f":{name}") for policy in (row["policies"] or "").split(", "))
+                ]
+                grants = await reports.endpoint_grants(session, name)
             return {
                 "key": found[0],
-                "versions": await reports.key_versions(session, name),
-                "grants": await reports.endpoint_grants(session, name),
+                "versions": await reports.key_versions(session, name, mount),
+                "grants": grants,
                 "tokens": tokens,
             }
 
     document = _reading(database_url, data_dir, read)
     if document is None:
-        raise click.ClickException(f"no key named {name}")
+        raise click.ClickException(f"no key named {name} in {mount}/")
     if as_json:
         _print_json(document)
         return

@@ -210,3 +210,23 @@ def test_they_only_read(database_url, data_dir, tmp_path):
         assert [k["name"] for k in as_json(reader_env, "keys", "list")] == ["vault-enc", "vault-sign"]
     finally:
         asyncio.run(admin(f"REVOKE ALL ON {objects} FROM {role}", f"DROP ROLE {role}"))
+
+
+def test_keys_list_and_show_name_each_keys_mount(start_server, database_url, data_dir):
+    """The same key name in two mounts: keys list shows both with their mount; keys show --mount picks one."""
+    server = start_server()
+    client = server.client(server.root_token())
+    client.sys.enable_secrets_engine("transit", path="teams/eu")
+    client.secrets.transit.create_key("vault-enc", key_type="aes256-gcm96", mount_point="teams/eu")
+    env = cli_env(database_url, data_dir)
+    listed = {(row["mount"], row["name"]): row["type"] for row in as_json(env, "keys", "list")}
+    assert listed[("transit", "vault-enc")] == "chacha20-poly1305"
+    assert listed[("teams/eu", "vault-enc")] == "aes256-gcm96"
+    shown = as_json(env, "keys", "show", "vault-enc", "--mount", "teams/eu/")
+    assert shown["key"]["type"] == "aes256-gcm96" and shown["grants"] == [] and shown["tokens"] == []
+    assert [v["version"] for v in shown["versions"]] == [1]
+    assert as_json(env, "keys", "show", "vault-enc")["key"]["type"] == "chacha20-poly1305"
+    table = run_cli(["keys", "list"], env).stdout
+    assert "teams/eu/" in table and "transit/" in table
+    missing = run_cli(["keys", "show", "vault-enc", "--mount", "nowhere"], env, check=False)
+    assert missing.returncode == 1 and "no key named vault-enc in nowhere/" in missing.stderr

@@ -18,6 +18,7 @@ from kms_service.storage.models import UTCDateTime
 
 KEYS = table(
     "kms_keys",
+    column("mount", String),
     column("name", String),
     column("type", String),
     column("latest_version", Integer),
@@ -36,10 +37,13 @@ KEYS = table(
     column("convergent_encryption", Boolean),
     column("soft_deleted", Boolean),
     column("source", String),
+    column("retain_versions", Integer),
+    column("custom_metadata", Text),
     column("updated_at", UTCDateTime),
 )
 KEY_VERSIONS = table(
     "kms_key_versions",
+    column("mount", String),
     column("key_name", String),
     column("type", String),
     column("version", Integer),
@@ -85,14 +89,20 @@ async def _rows(session: AsyncSession, view: TableClause, *where: Any, order_by:
     return [dict(row._mapping) for row in await session.execute(statement)]
 
 
-async def keys(session: AsyncSession, name: str | None = None) -> list[Row]:
-    where = (KEYS.c.name == name,) if name is not None else ()
-    return await _rows(session, KEYS, *where, order_by=(KEYS.c.name,))
+async def keys(session: AsyncSession, name: str | None = None, mount: str | None = None) -> list[Row]:
+    """Every key (of ``mount``, when given), or the key ``name``."""
+    where = [KEYS.c.name == name] if name is not None else []
+    if mount is not None:
+        where.append(KEYS.c.mount == mount)
+    return await _rows(session, KEYS, *where, order_by=(KEYS.c.mount, KEYS.c.name))
 
 
-async def key_versions(session: AsyncSession, key_name: str | None = None) -> list[Row]:
-    where = (KEY_VERSIONS.c.key_name == key_name,) if key_name is not None else ()
-    return await _rows(session, KEY_VERSIONS, *where, order_by=(KEY_VERSIONS.c.key_name, KEY_VERSIONS.c.version))
+async def key_versions(session: AsyncSession, key_name: str | None = None, mount: str | None = None) -> list[Row]:
+    where = [KEY_VERSIONS.c.key_name == key_name] if key_name is not None else []
+    if mount is not None:
+        where.append(KEY_VERSIONS.c.mount == mount)
+    order = (KEY_VERSIONS.c.mount, KEY_VERSIONS.c.key_name, KEY_VERSIONS.c.version)
+    return await _rows(session, KEY_VERSIONS, *where, order_by=order)
 
 
 async def tokens(session: AsyncSession, expiring_within: timedelta | None = None) -> list[Row]:
