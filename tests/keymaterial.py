@@ -14,8 +14,9 @@ AEAD_TYPES = ["aes128-gcm96", "aes256-gcm96", "aes256-gcm-siv", "chacha20-poly13
 ECDSA_TYPES = ["ecdsa-p256", "ecdsa-p384", "ecdsa-p521"]
 RSA_TYPES = ["rsa-2048", "rsa-3072", "rsa-4096"]
 ML_DSA_TYPES = ["ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]
+HYBRID_TYPES = ["hybrid-ml-dsa-65-ecdsa-p256", "hybrid-ml-dsa-65-ed25519"]
 HPKE_TYPES = ["hpke-mlkem768-x25519", "hpke-x25519"]
-SIGNING_TYPES = ["ed25519", *ECDSA_TYPES, *RSA_TYPES, *ML_DSA_TYPES]
+SIGNING_TYPES = ["ed25519", *ECDSA_TYPES, *RSA_TYPES, *ML_DSA_TYPES, *HYBRID_TYPES]
 ENCRYPTION_TYPES = [*AEAD_TYPES, *RSA_TYPES, *HPKE_TYPES]
 
 

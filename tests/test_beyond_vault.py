@@ -275,3 +275,42 @@ def test_cmac_over_http_with_an_imported_key_matches_cryptography(vault):
         vault.write_data("transit/cmac/vault-enc", data={"input": B64})
     with pytest.raises(InvalidRequest):
         vault.write_data("transit/encrypt/tagger", data={"plaintext": B64})
+
+
+@pytest.mark.parametrize("key_type", ["hybrid-ml-dsa-65-ecdsa-p256", "hybrid-ml-dsa-65-ed25519"])
+def test_hybrid_signatures_verify_only_if_both_parts_do(vault, key_type):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    vault.write_data("transit/keys/both", data={"type": key_type})
+    key = vault.read("transit/keys/both")["data"]
+    assert key["type"] == key_type and key["supports_signing"]
+    pems = key["keys"]["1"]["public_key"].split("-----END PUBLIC KEY-----\n")
+    pq_public = serialization.load_pem_public_key((pems[0] + "-----END PUBLIC KEY-----\n").encode())
+    classical_public = serialization.load_pem_public_key((pems[1] + "-----END PUBLIC KEY-----\n").encode())
+    assert isinstance(pq_public, mldsa.MLDSA65PublicKey)
+
+    signed = vault.write_data("transit/sign/both", data={"input": B64})["data"]["signature"]
+    packed = _body(signed)
+    size = int.from_bytes(packed[:4], "big")
+    pq_signature, classical_signature = packed[4 : 4 + size], packed[4 + size :]
+    # Independently, each part with cryptography and the key's own public keys.
+    pq_public.verify(pq_signature, MESSAGE)
+    if key_type.endswith("ecdsa-p256"):
+        from cryptography.hazmat.primitives import hashes
+
+        classical_public.verify(classical_signature, MESSAGE, ec.ECDSA(hashes.SHA256()))
+    else:
+        classical_public.verify(classical_signature, MESSAGE)
+
+    def verify(signature_body: bytes) -> bool:
+        value = "vault:v1:" + base64.b64encode(signature_body).decode()
+        return vault.write_data("transit/verify/both", data={"input": B64, "signature": value})["data"]["valid"]
+
+    assert verify(packed) is True
+    flipped_pq = bytearray(packed)
+    flipped_pq[10] ^= 1
+    flipped_classical = bytearray(packed)
+    flipped_classical[-3] ^= 1
+    assert verify(bytes(flipped_pq)) is False
+    assert verify(bytes(flipped_classical)) is False
+    assert verify(packed[: 4 + size]) is False  # the ML-DSA part alone is not enough

@@ -22,6 +22,7 @@ from keymaterial import (
     ALL_TYPES,
     ECDSA_TYPES,
     ENCRYPTION_TYPES,
+    HYBRID_TYPES,
     ML_DSA_TYPES,
     RSA_TYPES,
     SIGNING_TYPES,
@@ -39,6 +40,7 @@ from kms_service.keytypes import (
     MISSING_CONTEXT,
     EncryptOptions,
     SignOptions,
+    _unpack,
     parse_salt_length,
     public_key_pem,
 )
@@ -131,6 +133,8 @@ CAPABILITIES = {
     "hpke-mlkem768-x25519": (True, False, False, False, False, True),
     "aes128-cmac": (False, False, False, False, False, True),
     "aes256-cmac": (False, False, False, False, False, True),
+    "hybrid-ml-dsa-65-ecdsa-p256": (False, True, False, False, False, True),
+    "hybrid-ml-dsa-65-ed25519": (False, True, False, False, False, True),
 }
 
 
@@ -170,6 +174,10 @@ def test_generated_material(type_name):
         assert serialization.load_der_public_key(m.public_key).public_bytes_raw() == public.public_bytes_raw()
     elif type_name in CMAC_KEY_SIZES:
         assert len(m.key) == CMAC_KEY_SIZES[type_name] and m.public_key is None
+    elif type_name in HYBRID_TYPES:  # two PKCS#8 keys, packed; no single PKIX public key
+        pq, classical = _unpack(m.key)
+        assert serialization.load_der_private_key(pq, None) and serialization.load_der_private_key(classical, None)
+        assert m.public_key is None
     elif type_name == "hpke-mlkem768-x25519":
         assert len(m.key) == HPKE_KEY_SIZES[type_name] and m.public_key is None  # no PKIX form for the pair
     else:
@@ -885,6 +893,8 @@ EXPORTS = {
     "hpke-mlkem768-x25519": {"encryption-key", "hmac-key", "public-key"},
     "aes128-cmac": {"hmac-key"},
     "aes256-cmac": {"hmac-key"},
+    "hybrid-ml-dsa-65-ecdsa-p256": {"signing-key", "hmac-key", "public-key"},
+    "hybrid-ml-dsa-65-ed25519": {"signing-key", "hmac-key", "public-key"},
     "chacha20-poly1305": {"encryption-key", "hmac-key"},
     "xchacha20-poly1305": {"encryption-key", "hmac-key"},
     "ed25519": {"signing-key", "hmac-key", "public-key"},
@@ -1061,6 +1071,8 @@ def byok_source(type_name: str) -> bytes:
         return os.urandom(HPKE_KEY_SIZES[type_name])
     if type_name in CMAC_KEY_SIZES:
         return os.urandom(CMAC_KEY_SIZES[type_name])
+    if type_name in HYBRID_TYPES:
+        return KEY_TYPES[type_name].generate().key
     if type_name == "hmac":
         return os.urandom(48)
     if type_name == "ed25519":
@@ -1095,7 +1107,9 @@ def test_unwrap_a_blob_made_with_cryptography_and_import_it(type_name):
     assert imported.origin == Origin.IMPORTED and len(imported.hmac_key) == 32
     key = make_key(type_name, materials={1: imported}, exportable=True)
     assert key.imported and key.body()["imported_key"] is True
-    if type_name in KEY_SIZES or type_name in HPKE_KEY_SIZES or type_name in CMAC_KEY_SIZES or type_name == "hmac":
+    if type_name in HYBRID_TYPES:
+        assert imported.key == target and imported.public_key is None
+    elif type_name in KEY_SIZES or type_name in HPKE_KEY_SIZES or type_name in CMAC_KEY_SIZES or type_name == "hmac":
         assert imported.key == target
         if type_name in CMAC_KEY_SIZES:  # CMAC keys are not exported (only their HMAC key is)
             assert key.cmac(b"m")[0].split(":")[2] == base64.b64encode(_cmac(target, b"m")).decode()
@@ -1193,7 +1207,8 @@ def test_import_errors(type_name, raw, message):
     assert excinfo.value.message == message
 
 
-@pytest.mark.parametrize("type_name", SIGNING_TYPES)
+# A hybrid key has two public keys and no single PKIX one to import.
+@pytest.mark.parametrize("type_name", [t for t in SIGNING_TYPES if t not in HYBRID_TYPES])
 def test_public_key_only_versions(type_name):
     full = make_key(type_name, exportable=True)
     pem = public_key_pem(material(type_name, 1).public_key)
