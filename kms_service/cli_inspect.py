@@ -90,7 +90,17 @@ def _keys_table(rows: list[Row], title: str | None = None) -> Table:
 
 
 def _versions_table(rows: list[Row], title: str | None = None, with_key: bool = True) -> Table:
-    columns = ("key", "version", "created (UTC)", "latest", "decrypts", "master key id")
+    columns = (
+        "key",
+        "version",
+        "created (UTC)",
+        "latest",
+        "decrypts",
+        "encryptions",
+        "signatures",
+        "last used (UTC)",
+        "master key id",
+    )
     table = _table(title, columns if with_key else columns[1:])
     for row in rows:
         cells = [
@@ -98,6 +108,9 @@ def _versions_table(rows: list[Row], title: str | None = None, with_key: bool = 
             _when(row["created_at"]),
             "yes" if row["is_latest"] else "",
             "yes" if row["decrypts"] else "no",
+            str(row["encryptions"]),
+            str(row["signatures"]),
+            _when(row["last_used_at"], "never"),
             row["master_key_id"],
         ]
         table.add_row(*([row["key_name"], *cells] if with_key else cells))

@@ -230,3 +230,20 @@ def test_keys_list_and_show_name_each_keys_mount(start_server, database_url, dat
     assert "teams/eu/" in table and "transit/" in table
     missing = run_cli(["keys", "show", "vault-enc", "--mount", "nowhere"], env, check=False)
     assert missing.returncode == 1 and "no key named vault-enc in nowhere/" in missing.stderr
+
+
+def test_keys_show_gives_each_versions_usage(start_server, database_url, data_dir):
+    """The usage counters (issue 12) in the keys view: encryptions and signatures per version, last use."""
+    server = start_server()
+    client = server.client(server.root_token())
+    for _ in range(3):
+        client.secrets.transit.encrypt_data("vault-enc", "aGVsbG8=")
+    client.secrets.transit.sign_data("vault-sign", "aGVsbG8=")
+    server.stop()  # a clean stop gives back unused reservations: the stored counts are exact
+    env = cli_env(database_url, data_dir)
+    versions = as_json(env, "keys", "show", "vault-enc")["versions"]
+    assert [(v["version"], v["encryptions"], v["signatures"]) for v in versions] == [(1, 3, 0)]
+    assert versions[0]["last_used_at"]
+    signed = as_json(env, "keys", "show", "vault-sign")["versions"][0]
+    assert (signed["encryptions"], signed["signatures"]) == (0, 1)
+    assert "encryptions" in run_cli(["keys", "show", "vault-enc"], env).stdout

@@ -52,6 +52,9 @@ KEY_VERSIONS = table(
     column("decrypts", Boolean),
     column("master_key_id", String),
     column("public_key", Text),
+    column("encryptions", Integer),
+    column("signatures", Integer),
+    column("last_used_at", UTCDateTime),
 )
 TOKENS = table(
     "kms_tokens",

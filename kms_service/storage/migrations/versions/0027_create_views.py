@@ -93,10 +93,14 @@ def _statements(dialect: str) -> list[str]:
             (v.version = k.latest_version) AS is_latest,
             (v.version >= k.min_decryption_version) AS decrypts,
             v.master_key_id AS master_key_id,
-            v.public_key AS public_key
+            v.public_key AS public_key,
+            COALESCE(u.encryptions, 0) AS encryptions,
+            COALESCE(u.signatures, 0) AS signatures,
+            u.last_used_at AS last_used_at
         FROM key_versions v
         JOIN keys k ON k.id = v.key_id
         JOIN mounts m ON m.id = k.mount_id
+        LEFT JOIN key_version_usage u ON u.key_id = v.key_id AND u.version = v.version
         """,
         f"""
         CREATE VIEW kms_tokens AS
