@@ -591,8 +591,8 @@ class Key:
         return format_versioned(kv.version, tag), kv.version
 
     def verify_cmac(self, data: bytes, value: str, mac_length: int | None = None) -> bool:
-        """Whether ``value`` is the CMAC of ``data`` (its length is the tag's unless ``mac_length`` says);
-        compared in constant time."""
+        """Whether ``value`` is the CMAC of ``data``, compared in constant time. The tag must be the full 16
+        bytes unless ``mac_length`` names a shorter one: a caller never gets to pick how short it is checked."""
         if not self.key_type.supports_cmac:
             raise InvalidRequest(f"CMAC is not supported for key type {self.key_type.name}")
         parsed = parse_versioned(value, "CMAC")
@@ -601,7 +601,7 @@ class Key:
             given = b64decode_strict(parsed.payload)
         except ValueError:
             raise InvalidRequest("invalid CMAC: could not decode base64") from None
-        length = len(given) if mac_length is None else mac_length
+        length = CMAC_MAX_LENGTH if mac_length is None else mac_length
         _check_mac_length(length)
         expected = self.key_type.cmac(kv.handle, data)[:length]
         return len(given) == length and hmac_lib.compare_digest(expected, given)

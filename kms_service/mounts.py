@@ -57,7 +57,7 @@ def normalized_path(raw: str) -> str:
     segments = path.split("/") if path else []
     if not segments:
         raise InvalidRequest("missing mount path")
-    if segments[0] in RESERVED:
+    if segments[0].lower() in RESERVED:
         raise InvalidRequest(f'cannot mount "{path}/"')
     if len(segments) > MAX_DEPTH or not all(_SEGMENT.fullmatch(s) for s in segments):
         raise InvalidRequest(

@@ -5,6 +5,7 @@ and checked independently with ``cryptography``."""
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 
 import pytest
 import requests
@@ -268,7 +269,9 @@ def test_cmac_over_http_with_an_imported_key_matches_cryptography(vault):
     assert _body(short) == expected[:8]
     batch = [{"input": B64, "cmac": tagged["cmac"]}, {"input": B64, "cmac": short}, {"input": "", "cmac": short}]
     results = vault.write_data("transit/verify/tagger", data={"batch_input": batch})["data"]["batch_results"]
-    assert [r["valid"] for r in results] == [True, True, False]
+    assert [r["valid"] for r in results] == [True, False, False]  # a short tag only with mac_length
+    truncated = vault.write_data("transit/verify/tagger", data={"batch_input": batch[1:], "mac_length": 8})
+    assert [r["valid"] for r in truncated["data"]["batch_results"]] == [True, False]
     with pytest.raises(InvalidRequest, match="mac_length must be 8 to 16 bytes"):
         vault.write_data("transit/cmac/tagger", data={"input": B64, "mac_length": 20})
     with pytest.raises(InvalidRequest, match="CMAC is not supported for key type chacha20-poly1305"):
@@ -314,3 +317,47 @@ def test_hybrid_signatures_verify_only_if_both_parts_do(vault, key_type):
     assert verify(bytes(flipped_pq)) is False
     assert verify(bytes(flipped_classical)) is False
     assert verify(packed[: 4 + size]) is False  # the ML-DSA part alone is not enough
+
+
+def test_review_fixes_cmac_full_tag_and_url_length(vault):
+    """A CMAC is checked at its full 16 bytes unless mac_length asks for less; a bad URL length is a 400."""
+    vault.write_data("transit/keys/tagger", data={"type": "aes256-cmac"})
+    full = vault.write_data("transit/cmac/tagger", data={"input": B64})["data"]["cmac"]
+    prefix, body = full.rsplit(":", 1)
+    short = f"{prefix}:{base64.b64encode(base64.b64decode(body)[:8]).decode()}"
+    assert vault.write_data("transit/verify/tagger", data={"input": B64, "cmac": short})["data"]["valid"] is False
+    ok = vault.write_data("transit/verify/tagger", data={"input": B64, "cmac": short, "mac_length": 8})
+    assert ok["data"]["valid"] is True
+    for bad in ("%C2%B2", "9" * 5000, "1x"):
+        with pytest.raises(InvalidRequest, match="mac_length in the URL must be a number of bytes"):
+            vault.adapter.post(f"/v1/transit/cmac/tagger/{bad}", json={"input": B64})
+
+
+def test_review_fixes_metadata_filter_needs_read_and_key_ids_are_never_reused(server, vault):
+    """The metadata filter answers only about keys the caller may read; a key deleted and made again gets a
+    new id, so its usage is its own (an old reservation never covers the new key's uses)."""
+    vault.write_data("transit/keys/secretproj", data={"custom_metadata": {"project": "merger"}})
+    vault.write_data("transit/keys/open", data={"custom_metadata": {"project": "merger"}})
+    vault.sys.create_or_update_acl_policy(
+        "lister",
+        'path "transit/keys/" { capabilities = ["list"] }\npath "transit/keys/open" { capabilities = ["read"] }',
+    )
+    token = server.call(server.kms.tokens.create(["lister"], timedelta(hours=1)))[0]
+    response = requests.get(
+        f"{server.url}/v1/transit/keys",
+        params={"list": "true", "metadata.project": "merger"},
+        headers={"X-Vault-Token": token},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["data"]["keys"] == ["open"]
+
+    vault.write_data("transit/keys/u1", data={})
+    first_id = server.call(server.kms.keys.get("u1", ())).key_id
+    vault.write_data("transit/encrypt/u1", data={"plaintext": B64})
+    vault.write_data("transit/keys/u1/config", data={"deletion_allowed": True})
+    vault.delete("transit/keys/u1")
+    vault.write_data("transit/keys/u1", data={})
+    assert server.call(server.kms.keys.get("u1", ())).key_id != first_id
+    for _ in range(5):
+        vault.write_data("transit/encrypt/u1", data={"plaintext": B64})
+    assert vault.read("transit/keys/u1")["data"]["usage"]["1"]["encryptions"] == 5

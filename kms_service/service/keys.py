@@ -288,14 +288,9 @@ class KeyService:
             version = self._seal(name, row.latest_version + 1, material, now)
             await repo.add_version(session, row, version, _public_pem(material))
             # Version retention: the versions past the newest retain_versions stop decrypting now.
-            settings = repo.key_settings(row)
-            retained = settings.after_rotation(version.version)
-            floors = {
-                n: getattr(retained, n)
-                for n in ("min_decryption_version", "min_encryption_version")
-                if getattr(retained, n) != getattr(settings, n)
-            }
-            await repo.bump(session, row, now, latest_version=version.version, **floors)
+            await repo.bump(
+                session, row, now, latest_version=version.version, **_retention_floors(row, version.version)
+            )
             self._db.changed(session, self._changed(name))
             stored = await repo.load_key(session, self.mount.id, name)
         log.info("rotated key %s to version %d", self._ref(name), version.version)
@@ -313,9 +308,12 @@ class KeyService:
                 if await repo.get_key(session, self.mount.id, name, for_update=True) is None:
                     await self.create(session, name, key_type, material, settings, source=SOURCE_API)
         except IntegrityError:
-            pass  # another node made it first: theirs stands
+            pass  # another node made it first (theirs stands), or the mount was disabled meanwhile
         key = await self._reload(name)
         if key is None:
+            async with self._db.reading() as session:
+                if await repo.get_mount(session, self.mount.path) is None:
+                    raise InvalidRequest(f"No secret engine mount at {self.mount.path}/")
             raise InternalError(f"key {name} vanished while it was being created")
         return key
 
@@ -456,7 +454,9 @@ class KeyService:
             else:
                 added = self._seal(name, row.latest_version + 1, material, now)
                 await repo.add_version(session, row, added, _public_pem(material))
-                await repo.bump(session, row, now, latest_version=added.version)
+                await repo.bump(
+                    session, row, now, latest_version=added.version, **_retention_floors(row, added.version)
+                )
             self._db.changed(session, self._changed(name))
             stored_key = await repo.load_key(session, self.mount.id, name)
         log.info("imported a version of key %s", self._ref(name))
@@ -571,6 +571,17 @@ class KeyService:
         if legacy:
             log.info("upgraded %d key version(s) to the key material envelope", len(legacy))
         return len(legacy)
+
+
+def _retention_floors(row, latest_version: int) -> dict[str, int]:
+    """The min versions version retention moves once ``latest_version`` exists (none when it is off)."""
+    settings = repo.key_settings(row)
+    retained = settings.after_rotation(latest_version)
+    return {
+        n: getattr(retained, n)
+        for n in ("min_decryption_version", "min_encryption_version")
+        if getattr(retained, n) != getattr(settings, n)
+    }
 
 
 def _public_pem(material: KeyMaterial) -> str | None:

@@ -155,7 +155,7 @@ class KMS:
 
     async def close(self) -> None:
         try:
-            await self.usage.flush()  # give back unused reservations: the stored counts are exact
+            await self.usage.flush(idle_for=0)  # give back every unused reservation: stored counts exact
         except Exception:
             log.exception("could not give back unused usage reservations; the stored counts stay high")
         if self.cluster is not None:

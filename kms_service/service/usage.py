@@ -1,9 +1,14 @@
 """Usage counters: per key version, encryptions and signatures and the time of last use (Vault issue #13025).
 
-No request writes to the database: a process reserves counts in blocks (one UPDATE per ``BLOCK`` uses of a
-version), spends them in memory, and every ``FLUSH_INTERVAL`` gives back what it reserved and did not use,
-so the stored count is exact again. A use is answered only once a durable reservation covers it, so a crash
-loses at most the unused part of a block: the stored count can only be too high, never too low.
+No request writes to the database once warm: a process reserves counts in blocks (one UPDATE per ``BLOCK``
+uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
+what it did not use once a version has been idle for ``IDLE_GIVE_BACK`` seconds, and at shutdown. A use is
+answered only once a durable reservation covers it, so a crash loses at most the unused part of a block:
+the stored count can only be too high, never too low. A key read shows the stored count less this process's
+unused reservations (exact on one process; other processes' unused blocks count until they give them back).
+
+Key ids are never reused (``keys`` is AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so a slot never
+outlives its key's row into another key's.
 
 The counts feed the nonce budget of 96-bit random-nonce AEAD keys (``KeyType.nonce_budget``): a warning from
 ``nonce_warning_at`` encryptions of a version, and an automatic rotation from ``nonce_rotation_at``, before
@@ -16,11 +21,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from kms_service.errors import InvalidRequest
 from kms_service.keyring import Key
 from kms_service.service.keys import KeyService
 from kms_service.storage import repository as repo
@@ -30,6 +36,8 @@ log = logging.getLogger(__name__)
 
 BLOCK = 1024
 FLUSH_INTERVAL = 1.0
+# A version unused this long gives its unused reservation back (so steady traffic costs no write).
+IDLE_GIVE_BACK = 10.0
 ENCRYPTIONS = "encryptions"
 SIGNATURES = "signatures"
 # One nonce-budget log line per key version at most this often.
@@ -49,8 +57,12 @@ class _Slot:
     # The stored total after this process's last reservation (others' reservations add to it).
     stored: int = 0
     last_used_at: datetime | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = 0.0  # monotonic, for the idle give-back
     warned_at: float = float("-inf")
+
+    @property
+    def unused(self) -> int:
+        return self.reserved - self.used
 
 
 class UsageCounter:
@@ -60,47 +72,59 @@ class UsageCounter:
         self.nonce_warning_at = nonce_warning_at
         self.nonce_rotation_at = nonce_rotation_at
         self._rotations: dict[tuple[int, int], asyncio.Task] = {}
+        # Reservations are rare (one per BLOCK uses): one at a time keeps each request to one transaction.
+        self._reserving = asyncio.Lock()
 
     async def spend(self, key: Key, count: str, versions: Iterable[int], engine: KeyService | None = None) -> list[str]:
         """Count one use per entry of ``versions``, durably before the caller answers. Returns warnings for
         the response (a nonce budget running out); ``engine`` (the key's mount) rotates a key past it."""
+        if not key.key_id:
+            return []
         per_version: dict[int, int] = {}
         for version in versions:
             per_version[version] = per_version.get(version, 0) + 1
+        if not per_version:
+            return []
+        slots = {v: self._slots.setdefault((key.key_id, v, count), _Slot()) for v in per_version}
+        if any(slots[v].used + n > slots[v].reserved for v, n in per_version.items()):
+            async with self._reserving:
+                short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
+                if short:
+                    await self._reserve(key.key_id, count, {v: slots[v] for v in short}, short)
+        now, moment = utcnow(), time.monotonic()
         warnings = []
         for version, n in per_version.items():
-            total = await self._spend(key.key_id, version, count, n)
+            slot = slots[version]
+            slot.used += n
+            slot.last_used_at, slot.last_used = now, moment
             if count == ENCRYPTIONS and key.key_type.nonce_budget:
-                warnings += self._nonce_budget(key, version, total, engine)
+                total = slot.stored - slot.unused
+                warnings += self._nonce_budget(key, version, slot, total, engine)
         return warnings
 
-    async def _spend(self, key_id: int, version: int, count: str, n: int) -> int:
-        """Spend ``n`` from this process's reservation (reserving more when short); the estimated total."""
-        if not key_id:
-            return 0
-        slot = self._slots.setdefault((key_id, version, count), _Slot())
-        if slot.used + n > slot.reserved:
-            async with slot.lock:
-                if slot.used + n > slot.reserved:
-                    block = max(BLOCK, slot.used + n - slot.reserved)
-                    try:
-                        async with self._db.writing() as session:
-                            slot.stored = await repo.reserve_usage(session, key_id, version, count, block, utcnow())
-                    except IntegrityError:
-                        return 0  # the version was trimmed or deleted meanwhile: nothing left to count
-                    slot.reserved += block
-        slot.used += n
-        slot.last_used_at = utcnow()
-        return slot.stored - (slot.reserved - slot.used)
+    async def _reserve(self, key_id: int, count: str, slots: dict[int, _Slot], needs: dict[int, int]) -> None:
+        """One transaction reserving a block for every version that is short."""
+        blocks = {v: max(BLOCK, slots[v].used + needs[v] - slots[v].reserved) for v in slots}
+        try:
+            async with self._db.writing() as session:
+                stored = {
+                    v: await repo.reserve_usage(session, key_id, v, count, block, utcnow())
+                    for v, block in blocks.items()
+                }
+        except IntegrityError:
+            # A version was trimmed or the key deleted meanwhile: the request is refused, not answered uncounted.
+            raise InvalidRequest("the key or version was deleted while in use; retry") from None
+        for version, block in blocks.items():
+            slots[version].reserved += block
+            slots[version].stored = stored[version]
 
-    def _nonce_budget(self, key: Key, version: int, total: int, engine: KeyService | None) -> list[str]:
+    def _nonce_budget(self, key: Key, version: int, slot: _Slot, total: int, engine: KeyService | None) -> list[str]:
         if total < self.nonce_warning_at:
             return []
         text = (
             f"key {key.name} version {version} has made about {total} encryptions with random 96-bit nonces; "
             "rotate it (the safe bound is 2^32)"
         )
-        slot = self._slots[(key.key_id, version, ENCRYPTIONS)]
         now = time.monotonic()
         if now - slot.warned_at >= WARNING_LOG_INTERVAL:
             slot.warned_at = now
@@ -122,21 +146,24 @@ class UsageCounter:
                     log.warning("rotated key %s: version %d reached its nonce budget", key.name, version)
             except Exception:
                 log.exception("rotating key %s past its nonce budget failed; the next use retries", key.name)
+            finally:
                 self._rotations.pop(task_key, None)
 
         self._rotations[task_key] = asyncio.get_running_loop().create_task(rotate())
 
-    async def flush(self) -> None:
-        """Give back every unused reservation, so the stored counts are exact (one transaction)."""
+    async def flush(self, idle_for: float = IDLE_GIVE_BACK) -> None:
+        """Give back the unused reservations of versions idle for ``idle_for`` seconds (0: all, at shutdown),
+        in one transaction, and forget those slots (memory stays bounded by the versions in use)."""
         # The local reservations shrink before the give-back is awaited: a use arriving meanwhile reserves a
         # new block instead of spending what is being given back (which would undercount).
+        now = time.monotonic()
         returned = []
-        for (key_id, version, count), slot in self._slots.items():
-            unused = slot.reserved - slot.used
-            if unused > 0:
-                slot.reserved -= unused
-                slot.stored -= unused
-                returned.append((key_id, version, count, unused, slot.last_used_at or utcnow()))
+        for slot_key, slot in list(self._slots.items()):
+            if now - slot.last_used < idle_for:
+                continue
+            if slot.unused > 0:
+                returned.append((*slot_key, slot.unused, slot.last_used_at or utcnow()))
+            del self._slots[slot_key]
         if not returned:
             return
         async with self._db.writing() as session:
@@ -144,16 +171,18 @@ class UsageCounter:
                 await repo.give_back_usage(session, key_id, version, count, unused, last_used_at)
 
     async def of(self, key: Key) -> dict[str, dict[str, object]]:
-        """The key's stored counts by version (flushed first, so this process's are exact)."""
-        await self.flush()
+        """The key's counts by version: stored, less this process's unused reservations (no write)."""
         async with self._db.reading() as session:
             rows = await repo.usage_of(session, key.key_id)
-        return {
-            str(row.version): {
-                "encryptions": row.encryptions,
-                "signatures": row.signatures,
-                "last_used": row.last_used_at.isoformat().replace("+00:00", "Z") if row.last_used_at else None,
+        result: dict[str, dict[str, object]] = {}
+        for row in rows:
+            if row.version < key.min_decryption_version:
+                continue
+            entry: dict[str, object] = {
+                "last_used": row.last_used_at.isoformat().replace("+00:00", "Z") if row.last_used_at else None
             }
-            for row in rows
-            if row.version >= key.min_decryption_version
-        }
+            for count in (ENCRYPTIONS, SIGNATURES):
+                slot = self._slots.get((key.key_id, row.version, count))
+                entry[count] = getattr(row, count) - (slot.unused if slot else 0)
+            result[str(row.version)] = dict(sorted(entry.items()))
+        return result

@@ -109,7 +109,11 @@ class Key(Base):
             "AND min_encryption_version <= latest_version)",
             name="min_encryption_version_in_range",
         ),
-        {"comment": "Named transit keys; one row per key. Key material lives in key_versions, sealed."},
+        {
+            "comment": "Named transit keys; one row per key. Key material lives in key_versions, sealed.",
+            # Ids are never reused (caches and usage counters hold keys by id); PostgreSQL's sequence never does.
+            "sqlite_autoincrement": True,
+        },
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

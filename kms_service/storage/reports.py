@@ -1,5 +1,5 @@
 """What the operators' views say (``kms_keys``, ``kms_key_versions``, ``kms_tokens``, ``kms_endpoints``; made by
-revision 0027), as Python values: for the CLI's ``keys``, ``endpoints`` and ``inspect`` commands.
+revision 0028), as Python values: for the CLI's ``keys``, ``endpoints`` and ``inspect`` commands.
 
 These read the views only, never a table: what the commands show is what ``sqlite3`` or ``psql`` shows, and
 nothing secret can reach them. Columns are typed here so SQLite's text times and 0/1 booleans come back as

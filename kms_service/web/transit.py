@@ -6,14 +6,17 @@ response. Each path's schema and operations are in ``PATHS`` at the end (Vault's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from kms_service.acl import Capability
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.keyring import CMAC_MAX_LENGTH, Key, KeySettings, b64encode, parse_versioned, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
+from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KeyConfigChange
 from kms_service.service.keys import SOFT_DELETED
 from kms_service.service.usage import ENCRYPTIONS, SIGNATURES
@@ -63,6 +66,10 @@ async def list_keys(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     # Beyond Vault: ?metadata.<label>=<value> (any number) lists only the keys labelled so.
     metadata = {k[len("metadata.") :]: v for k, v in call.request.query.items() if k.startswith("metadata.")}
     names = await call.keys.names(metadata)
+    if metadata and call.principal is not None:
+        # Filtering answers questions about labels, which only a read shows: only keys the caller may read.
+        mount = call.mount.path if call.mount is not None else DEFAULT_MOUNT
+        names = [n for n in names if call.principal.acl.allows(f"{mount}/keys/{n}", Capability.READ)]
     if not names:
         raise NotFound()
     return {"keys": names}
@@ -287,7 +294,7 @@ async def verify(call: Call, args: dict[str, Any], items: Items) -> None:
 async def cmac(call: Call, args: dict[str, Any], items: Items) -> None:
     """Beyond Vault's open-source transit (Vault Enterprise's cmac/:name): AES-CMAC with an aes*-cmac key."""
     url_length = call.params.get("url_mac_length")
-    if url_length is not None and not url_length.isdigit():
+    if url_length is not None and not re.fullmatch(r"[0-9]{1,3}", url_length, re.ASCII):
         raise InvalidRequest("mac_length in the URL must be a number of bytes")
     mac_length = int(url_length) if url_length is not None else args["mac_length"] or CMAC_MAX_LENGTH
     key = await usable_key(call, "CMAC key not found", (args["key_version"],))

@@ -1,7 +1,7 @@
 """Create the operators' views: kms_keys, kms_key_versions, kms_tokens, kms_endpoints.
 
-Revision ID: 0027
-Revises: 0026
+Revision ID: 0028
+Revises: 0027
 
 Readable answers for sqlite3 and psql (README, "A readable database"): names, types, versions, creation and
 last rotation, grants, token accessors and expiry. Never a secret: no sealed material, no token HMAC, no
@@ -18,8 +18,8 @@ the views first and creates them again after.
 
 from alembic import op
 
-revision = "0027"
-down_revision = "0026"
+revision = "0028"
+down_revision = "0027"
 branch_labels = None
 depends_on = None
 
