@@ -53,6 +53,10 @@ class ServeProcess:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if "--workers" not in extra_args and "KMS_WORKERS" not in env:
+            # One process, as these tests were written for (they look at its pid, its log, its listener);
+            # tests/test_workers.py runs several with --workers.
+            env = {**env, "KMS_WORKERS": "1"}
         self.proc = subprocess.Popen(
             command + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
             env=env,
