@@ -71,3 +71,40 @@ def test_split_path_refuses_every_control_character(rest):
     for control in ("\x00", "\x1f", "\x7f", "%00", "%1F", "%7f", "%0A"):
         assert reference_split(f"/v1/a/{control}b") == "invalid path: empty, relative or control-character segment"
     assert reference_split("/v1/a/\x80b") == ["a", "\x80b"]
+
+
+def test_requests_finding_the_mount_table_stale_together_read_it_once(start_server):
+    """Every request behind the load lock used to read the table again, one after the other (a stall of
+    hundreds of ms every --cache-ttl under load); now they wait for one read."""
+    import asyncio
+
+    from test_caching import StatementCounter
+
+    server = start_server(cache_ttl=0.5)
+    mounts = server.kms.mounts
+    segments = ["transit", "encrypt", "vault-enc"]
+    server.call(mounts.resolve(segments))
+
+    async def together() -> list:
+        await asyncio.sleep(0.6)  # the table is stale now
+        return await asyncio.gather(*(mounts.resolve(segments) for _ in range(20)))
+
+    counter = StatementCounter(server.kms.engine)
+    try:
+        found = server.call(together())
+    finally:
+        counter.close()
+    assert all(mount.path == "transit" and rest == ["encrypt", "vault-enc"] for mount, rest in found), found
+    reads = [s for s in counter.statements if "FROM mounts" in s]
+    assert len(reads) == 1, counter.statements
+
+    # A mount change still makes the next request read the table again, within the TTL.
+    from kms_service.service.invalidation import Change, Kind
+
+    server.kms.invalidator.publish([Change(Kind.MOUNT)])
+    counter = StatementCounter(server.kms.engine)
+    try:
+        server.call(mounts.resolve(segments))
+    finally:
+        counter.close()
+    assert len([s for s in counter.statements if "FROM mounts" in s]) == 1, counter.statements
