@@ -175,7 +175,7 @@ def test_workers_end_when_their_parent_is_killed(env):
     until(lambda: not any(alive(pid) for pid in pids))
 
 
-def test_background_jobs_run_in_one_worker_and_the_usage_flush_in_each(env):
+def test_background_jobs_run_in_one_worker(env):
     server, pids = start(env, "--reap-interval", "0.2", "--rotate-check-interval", "0.2")
     try:
         made = run_cli(["token", "create", "--policy", "root", "--ttl", "1s"], env).stdout
