@@ -153,8 +153,13 @@ def start_kms(workdir: Path, name: str, workers: int | None) -> Target:
         print((workdir / f"{name}.log").read_text(), file=sys.stderr)
         raise
     create = [*KMS, "token", "create", "--policy", "root", "--ttl", "2h"]
-    token = subprocess.run(create, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
-    return Target(name, url, token, proc, log=log)
+    target = Target(name, url, "", proc, log=log)
+    try:
+        target.token = subprocess.run(create, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
+    except BaseException:
+        target.stop()
+        raise
+    return target
 
 
 def bao_binary() -> Path:
@@ -173,9 +178,13 @@ def start_bao(workdir: Path) -> Target:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
     target = Target("bao", url, "root", proc)
-    target.post("sys/mounts/transit", {"type": "transit"})
+    try:
+        wait_healthy(url, proc)
+        target.post("sys/mounts/transit", {"type": "transit"})
+    except BaseException:  # not in the caller's list yet: stop it here
+        target.stop()
+        raise
     return target
 
 
@@ -183,8 +192,13 @@ def start_bare(workdir: Path) -> Target:
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(port)])
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
-    return Target("bare", url, "none", proc)
+    target = Target("bare", url, "none", proc)
+    try:
+        wait_healthy(url, proc)
+    except BaseException:
+        target.stop()
+        raise
+    return target
 
 
 # -- load ------------------------------------------------------------------------------------------------------
