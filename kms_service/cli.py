@@ -14,6 +14,7 @@ import base64
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -422,6 +423,13 @@ def _load_config(path: Path) -> ServiceConfig:
     help="One log line per request: request id, method, route template, status, latency, token accessor "
     "(never a token, a body or a key name).",
 )
+@click.option(
+    "--workers",
+    envvar="KMS_WORKERS",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    help="Processes serving the port (SO_REUSEPORT), one database and master key.  [default: one per core]",
+)
 @database_options
 @click.pass_context
 def serve(
@@ -434,6 +442,7 @@ def serve(
     max_batch_items: int,
     cache_ttl: float,
     access_log: bool,
+    workers: int | None,
     database_url: str | None,
     data_dir: Path,
     prune: bool,
@@ -465,7 +474,14 @@ def serve(
         access_log=access_log,
         **limits,
     )
-    _run(_serve(settings, config_path, host, port, ctx.meta.get("kms_log_format") == "json", tls))
+    json_logs = ctx.meta.get("kms_log_format") == "json"
+    count = workers if workers is not None else os.cpu_count() or 1
+    if count == 1:
+        _run(_serve(settings, config_path, host, port, json_logs, tls=tls))
+    else:
+        log_options = (ctx.meta.get("kms_log_format", "text"), ctx.meta.get("kms_log_level", "info"))
+        tls_files = (tls_cert, tls_key) if tls is not None else None
+        _serve_workers(settings, config_path, host, port, json_logs, count, log_options, tls_files)
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -484,42 +500,150 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     return context
 
 
-async def _serve(
-    settings: Settings, config_path: Path, host: str, port: int, json_logs: bool, tls: ssl.SSLContext | None
-) -> None:
+def _banner(
+    settings: Settings,
+    config_path: Path,
+    host: str,
+    bound: int,
+    origin: str,
+    workers: str = "",
+    scheme: str = "http",
+) -> str:
     config, url, data_dir = settings.service, settings.url, settings.data_dir
     assert config is not None
+    prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
+    same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
+    return (
+        f"kms-service {__version__}: serving {config.type} service '{config.name}' on {scheme}://{host}:{bound}\n"
+        + (f"  workers: {workers}\n" if workers else "")
+        + f"  database: {_safe_url(url)}\n"
+        f"  master key: {origin}\n"
+        f"  endpoints: {', '.join(config.endpoints)}\n"
+        "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
+        f"    {prog} relationships --config {config_path} --app APP.yaml --port {bound}{same_db}\n"
+        "    (deploy/app.example.yaml is an app YAML for the example config)\n"
+        f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}"
+    )
+
+
+def _announce(banner: str, json_logs: bool) -> None:
+    if json_logs:  # every line of standard error is JSON then
+        log.info(banner)
+    else:
+        click.echo(banner, err=True)
+
+
+async def _serve(
+    settings: Settings,
+    config_path: Path,
+    host: str,
+    port: int,
+    json_logs: bool,
+    ready: Callable[[], None] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """One serving process; ``ready`` (a worker of ``--workers``): share the port, print nothing, call it
+    once listening. ``tls``: serve HTTPS."""
     # The access log is the application's own line (web/app.py), not aiohttp's (which shows query strings).
-    runner = AppRunner(create_app(settings), access_log=None)
+    runner = AppRunner(create_app(settings, announce=ready is None), access_log=None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=tls)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
-        prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
-        same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
-        scheme = "https" if tls else "http"
-        banner = (
-            f"kms-service {__version__}: serving {config.type} service '{config.name}' on {scheme}://{host}:{bound}\n"
-            f"  database: {_safe_url(url)}\n"
-            f"  master key: {runner.app[KMS_KEY].master_key.origin}\n"
-            f"  endpoints: {', '.join(config.endpoints)}\n"
-            "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
-            f"    {prog} relationships --config {config_path} --app APP.yaml --port {bound}{same_db}\n"
-            "    (deploy/app.example.yaml is an app YAML for the example config)\n"
-            f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}"
-        )
-        if json_logs:  # every line of standard error is JSON then
-            log.info(banner)
-        else:
-            click.echo(banner, err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=True if ready is not None else None)
+        await site.start()
+        if ready is not None:
+            ready()
+        else:
+            bound = runner.addresses[0][1] if runner.addresses else port
+            origin = runner.app[KMS_KEY].master_key.origin
+            scheme = "https" if tls is not None else "http"
+            _announce(_banner(settings, config_path, host, bound, origin, scheme=scheme), json_logs)
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def _serve_workers(
+    settings: Settings,
+    config_path: Path,
+    host: str,
+    port: int,
+    json_logs: bool,
+    count: int,
+    log_options: tuple[str, str],
+    tls_files: tuple[Path, Path] | None = None,
+) -> None:
+    """``serve --workers N`` (kms_service/workers.py): migrate and provision here, once; then N workers.
+    ``tls_files``: the certificate and key, which each worker loads (an SSL context does not cross processes)."""
+    from dataclasses import replace
+
+    from kms_service import workers
+    from kms_service.web.app import announce_keys
+
+    if settings.url.startswith("sqlite") and make_url(settings.url).database in (None, "", ":memory:"):
+        raise click.ClickException("an in-memory SQLite database lives in one process: use --workers 1")
+
+    async def prepare() -> str:
+        async with KMS.session(settings) as kms:  # migrate, master key, provision: once, before any worker
+            await announce_keys(kms)
+            return kms.master_key.origin
+
+    try:
+        bound = workers.check_port(host, port)
+    except workers.WorkerFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    origin = _run(prepare())
+    signals = workers.Signals()
+    try:
+        args = (replace(settings, prepared=True), config_path, host, bound, json_logs, log_options, tls_files)
+        signals.workers = started = workers.start(count, _serve_worker, args)
+        try:
+            workers.wait_ready(started, lambda: signals.received)
+            if not signals.received:
+                pids = ", ".join(str(w.process.pid) for w in started)
+                scheme = "https" if tls_files else "http"
+                banner = _banner(settings, config_path, host, bound, origin, f"{count} (pids {pids})", scheme)
+                _announce(banner, json_logs)
+            workers.supervise(started, lambda: signals.received)
+        except workers.WorkerFailed as exc:
+            workers.stop(started)
+            raise click.ClickException(f"{exc}; stopped the other workers") from None
+    finally:
+        signals.restore()
+
+
+def _serve_worker(
+    settings: Settings,
+    config_path: Path,
+    host: str,
+    port: int,
+    json_logs: bool,
+    log_options: tuple[str, str],
+    tls_files: tuple[Path, Path] | None,
+    index: int,
+    writer: Any,
+    parent: int,
+) -> None:
+    """A worker process of ``serve --workers`` (started by multiprocessing's spawn)."""
+    from kms_service import workers
+
+    workers.die_with_parent(parent)
+    logs.setup(*log_options)
+    try:
+        tls = tls_context(*tls_files) if tls_files else None
+        ready = lambda: workers.report_ready(writer)  # noqa: E731
+        _run(_serve(settings, config_path, host, port, json_logs, ready=ready, tls=tls))
+    except click.ClickException as exc:
+        workers.report_error(writer, f"worker {index}: {exc.message}")
+        raise SystemExit(1) from None
+    except OSError as exc:  # e.g. the port, taken between the parent's check and this bind
+        workers.report_error(writer, f"worker {index}: cannot listen on {host}:{port}: {exc.strerror or exc}")
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:  # SIGINT from a terminal before the event loop took the signal over
+        raise SystemExit(0) from None
 
 
 @main.command()

@@ -74,6 +74,9 @@ class Settings:
     nonce_rotation_at: int = DEFAULT_NONCE_ROTATION_AT
     # One log line per request (kms_service.access): request id, route, status, latency, token accessor.
     access_log: bool = False
+    # A worker of `serve --workers N`: its parent has migrated and provisioned already, so the worker only
+    # checks the schema is current and loads what is there (workers never race a migration or provisioning).
+    prepared: bool = False
 
     @property
     def url(self) -> str:

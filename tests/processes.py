@@ -56,6 +56,10 @@ class ServeProcess:
         """``scheme``/``verify``: a server started with --tls-cert (verify: the CA file to trust)."""
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
+        if "--workers" not in extra_args and "KMS_WORKERS" not in env:
+            # One process, as these tests were written for (they look at its pid, its log, its listener);
+            # tests/test_workers.py runs several with --workers.
+            env = {**env, "KMS_WORKERS": "1"}
         self.proc = subprocess.Popen(
             command + ["serve", "--config", str(config), "--port", str(self.port), *extra_args],
             env=env,

@@ -11,7 +11,9 @@ node at a time.
   the job at its next run.
 
 On SQLite (several processes on one file), ``SqliteChangeLog`` inserts the same payload into
-``change_log`` in the writing transaction and ``SqlitePoller`` reads new rows every ``POLL_INTERVAL``.
+``change_log`` in the writing transaction and ``SqlitePoller`` reads new rows every ``POLL_INTERVAL``; the
+background jobs run in the process holding an exclusive ``flock`` on ``<database file>.jobs.lock``
+(``SqliteJobLock``), released by the kernel when that process ends.
 
 Changes travel as JSON of ``dataclasses.asdict(Change)``, so a field added to ``Change`` travels with no
 change here.
@@ -20,6 +22,7 @@ change here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.service.invalidation import Change, Invalidator
 from kms_service.storage.engine import create_engine
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows: every process runs the jobs there
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -321,3 +329,42 @@ class SqlitePoller:
                 self._invalidator.flush_all()
             else:
                 self._invalidator.publish(changes)
+
+
+class SqliteJobLock:
+    """Which process on a SQLite file runs the background jobs: the one holding an exclusive ``flock`` on
+    ``<database file>.jobs.lock``. It takes the lock at its first run and keeps it until it closes or dies
+    (the kernel drops the lock with the process, even on SIGKILL); the others skip their runs and try again
+    at the next, so another process takes over within one interval. ``flock`` locks belong to the open file,
+    so two services in one process on one file also take turns."""
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}.jobs.lock"
+        self._fd: int | None = None
+        self._announced: set[str] = set()
+
+    def leads(self, job: str) -> bool:
+        if fcntl is None:
+            return True
+        if self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.warning("%s: cannot open %s (%s); running it here", job, self.path, exc.strerror)
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._fd = fd
+        if job not in self._announced:
+            self._announced.add(job)
+            log.info("%s runs in this process (pid %d) from now on", job, os.getpid())
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -33,7 +33,14 @@ from kms_service.seal import (
 )
 from kms_service.service import provisioning
 from kms_service.service.caching import CacheStats
-from kms_service.service.cluster import PgCluster, PgNotify, SqliteChangeLog, SqlitePoller, new_node_id
+from kms_service.service.cluster import (
+    PgCluster,
+    PgNotify,
+    SqliteChangeLog,
+    SqliteJobLock,
+    SqlitePoller,
+    new_node_id,
+)
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.mounts import MountService
@@ -65,6 +72,13 @@ class KMS:
         # in SQLite's change log for the other processes on the file. A serving node also listens
         # (``start_cluster``).
         self.cluster: PgCluster | SqlitePoller | None = None
+        # On a SQLite file, the background jobs run in the one process holding its lock file.
+        database = engine.url.database
+        self.job_lock = (
+            SqliteJobLock(database)
+            if engine.dialect.name != "postgresql" and database not in (None, "", ":memory:")
+            else None
+        )
         if engine.dialect.name == "postgresql":
             self.invalidator.transports.append(PgNotify(self.node_id))
         else:
@@ -108,7 +122,11 @@ class KMS:
                     f"no kms-service database at {safe_url(settings.url)}: check --data-dir / --database-url "
                     "(only 'serve' and 'migrate' create one)"
                 )
-            await migrate.upgrade(engine)
+            if settings.prepared:
+                if not await migrate.is_current(engine):
+                    raise ConfigError("the database schema changed under this worker; restart the service")
+            else:
+                await migrate.upgrade(engine)
             after = await migrate.current_revision(engine)
             if after != before:
                 log.info("database schema: revision %s → %s", before or "(new database)", after)
@@ -126,9 +144,12 @@ class KMS:
             secrets = await _unlock(Database(engine), master_key)
             kms = cls(engine, master_key, secrets, settings)
             await kms.mounts.load()
-            await kms.keys.upgrade_legacy_material()
-            if settings.service is not None:
-                await kms.provision(settings.service, prune=settings.prune)
+            if settings.prepared:  # the parent process did both (serve --workers)
+                kms.service = settings.service
+            else:
+                await kms.keys.upgrade_legacy_material()
+                if settings.service is not None:
+                    await kms.provision(settings.service, prune=settings.prune)
         except BaseException:
             await engine.dispose()
             raise
@@ -148,9 +169,10 @@ class KMS:
         await self.cluster.start()
 
     async def leads(self, job: str) -> bool:
-        """Whether this node runs background ``job`` now (always on SQLite, one node on PostgreSQL)."""
+        """Whether this node runs background ``job`` now: one node on PostgreSQL (an advisory lock), one
+        process on a SQLite file (a lock file), always on an in-memory database."""
         if self.engine.dialect.name != "postgresql":
-            return True
+            return self.job_lock is None or self.job_lock.leads(job)
         return isinstance(self.cluster, PgCluster) and await self.cluster.leads(job)
 
     async def close(self) -> None:
@@ -161,6 +183,8 @@ class KMS:
         if self.cluster is not None:
             await self.cluster.stop()
             self.cluster = None
+        if self.job_lock is not None:
+            self.job_lock.release()
         await self.engine.dispose()
 
     @classmethod

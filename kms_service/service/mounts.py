@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,29 +93,41 @@ class MountService:
     async def load(self) -> None:
         """Re-read the mount table (one query). Engines of mounts that are gone are dropped."""
         async with self._loading("mounts"):
-            epoch = self._invalidator.epoch
-            async with self._db.reading() as session:
-                rows = await repo.list_mounts(session)
-            mounts = {row.path: _mount(row) for row in rows}
-            live = {mount.id for mount in mounts.values()}
-            for mount_id in [i for i in self._engines if i not in live]:
-                del self._engines[mount_id]
-            self._mounts = mounts
-            self._depth = max((len(mount.segments) for mount in mounts.values()), default=1)
-            # A change published while this read ran may postdate it: look again at the next request.
-            fresh = epoch == self._invalidator.epoch
-            self._loaded_at = self._probed_at = time.monotonic() if fresh else float("-inf")
+            await self._read()
+
+    async def _read(self) -> None:
+        epoch = self._invalidator.epoch
+        async with self._db.reading() as session:
+            rows = await repo.list_mounts(session)
+        mounts = {row.path: _mount(row) for row in rows}
+        live = {mount.id for mount in mounts.values()}
+        for mount_id in [i for i in self._engines if i not in live]:
+            del self._engines[mount_id]
+        self._mounts = mounts
+        self._depth = max((len(mount.segments) for mount in mounts.values()), default=1)
+        # A change published while this read ran may postdate it: look again at the next request.
+        fresh = epoch == self._invalidator.epoch
+        self._loaded_at = self._probed_at = time.monotonic() if fresh else float("-inf")
 
     async def _current(self) -> dict[str, Mount]:
         if time.monotonic() - self._loaded_at >= self._cache_ttl:
-            await self.load()
+            await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl)
         return self._mounts
+
+    async def _reload_unless(self, fresh: Callable[[], bool]) -> None:
+        """Re-read the table, unless ``fresh()`` once this request's turn comes: the requests that found the
+        table stale together wait for one read, not for one read each (every request queued behind the
+        load lock used to read the table again, one after the other: a stall of hundreds of ms every
+        ``cache_ttl`` under load)."""
+        async with self._loading("mounts"):
+            if not fresh():
+                await self._read()
 
     async def resolve(self, segments: Sequence[str]) -> tuple[Mount, list[str]] | None:
         """The mount a request path starts with (the longest match), and the segments after it."""
         found = _longest(await self._current(), segments, self._depth)
         if found is None and time.monotonic() - self._probed_at >= MISS_PROBE_INTERVAL:
-            await self.load()
+            await self._reload_unless(lambda: time.monotonic() - self._probed_at < MISS_PROBE_INTERVAL)
             found = _longest(self._mounts, segments, self._depth)
         return found
 

@@ -86,12 +86,13 @@ class UsageCounter:
         if not per_version:
             return []
         slots = {v: self._slots.setdefault((key.key_id, v, count), _Slot()) for v in per_version}
+        now = utcnow()
         if any(slots[v].used + n > slots[v].reserved for v, n in per_version.items()):
             async with self._reserving:
                 short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
                 if short:
-                    await self._reserve(key.key_id, count, {v: slots[v] for v in short}, short)
-        now, moment = utcnow(), time.monotonic()
+                    await self._reserve(key.key_id, count, {v: slots[v] for v in short}, short, now)
+        moment = time.monotonic()
         warnings = []
         for version, n in per_version.items():
             slot = slots[version]
@@ -102,14 +103,15 @@ class UsageCounter:
                 warnings += self._nonce_budget(key, version, slot, total, engine)
         return warnings
 
-    async def _reserve(self, key_id: int, count: str, slots: dict[int, _Slot], needs: dict[int, int]) -> None:
-        """One transaction reserving a block for every version that is short."""
+    async def _reserve(
+        self, key_id: int, count: str, slots: dict[int, _Slot], needs: dict[int, int], now: datetime
+    ) -> None:
+        """One transaction reserving a block for every version that is short (``now``: the use's time)."""
         blocks = {v: max(BLOCK, slots[v].used + needs[v] - slots[v].reserved) for v in slots}
         try:
             async with self._db.writing() as session:
                 stored = {
-                    v: await repo.reserve_usage(session, key_id, v, count, block, utcnow())
-                    for v, block in blocks.items()
+                    v: await repo.reserve_usage(session, key_id, v, count, block, now) for v, block in blocks.items()
                 }
         except IntegrityError:
             # A version was trimmed or the key deleted meanwhile: the request is refused, not answered uncounted.
@@ -178,11 +180,14 @@ class UsageCounter:
         for row in rows:
             if row.version < key.min_decryption_version:
                 continue
-            entry: dict[str, object] = {
-                "last_used": row.last_used_at.isoformat().replace("+00:00", "Z") if row.last_used_at else None
-            }
+            entry: dict[str, object] = {}
+            last_used = row.last_used_at
             for count in (ENCRYPTIONS, SIGNATURES):
                 slot = self._slots.get((key.key_id, row.version, count))
                 entry[count] = getattr(row, count) - (slot.unused if slot else 0)
+                if slot is not None and slot.last_used_at is not None:
+                    # This process's later uses are stored when it gives the reservation back.
+                    last_used = max(last_used, slot.last_used_at) if last_used else slot.last_used_at
+            entry["last_used"] = last_used.isoformat().replace("+00:00", "Z") if last_used else None
             result[str(row.version)] = dict(sorted(entry.items()))
         return result

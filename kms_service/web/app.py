@@ -138,7 +138,7 @@ def _log_access(
     access_log.info("%s %s %d", fields["method"], fields["route"], status, extra=fields)
 
 
-def service_context(settings: Settings):
+def service_context(settings: Settings, announce: bool = True):
     async def service(app: web.Application) -> AsyncIterator[None]:
         kms = app[KMS_KEY] = await KMS.open(settings)
         try:
@@ -147,16 +147,21 @@ def service_context(settings: Settings):
             await kms.close()
             raise
         app[METRICS_KEY].watch(kms)
-        sources = await kms.keys.sources()
-        log.info(
-            "serving %d key(s) from the services YAML and %d made over HTTP",
-            sources.get(SOURCE_CONFIG, 0),
-            sources.get(SOURCE_API, 0),
-        )
+        if announce:
+            await announce_keys(kms)
         yield
         await app[KMS_KEY].close()
 
     return service
+
+
+async def announce_keys(kms: KMS) -> None:
+    sources = await kms.keys.sources()
+    log.info(
+        "serving %d key(s) from the services YAML and %d made over HTTP",
+        sources.get(SOURCE_CONFIG, 0),
+        sources.get(SOURCE_API, 0),
+    )
 
 
 def background_job(
@@ -231,7 +236,8 @@ def request_limits(settings: Settings) -> RequestLimits:
     )
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
+    """``announce``: log the served keys once open (``serve --workers``: the parent does, not every worker)."""
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
         server_log.addFilter(RedactMalformedRequests())
@@ -250,5 +256,5 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS_KEY] = Metrics()
     app[ACCESS_LOG_KEY] = settings.access_log
     app[FAULTS_KEY] = RateLimitedLog(log)
-    app.cleanup_ctx.extend([service_context(settings), token_reaper, key_auto_rotation, usage_flush])
+    app.cleanup_ctx.extend([service_context(settings, announce), token_reaper, key_auto_rotation, usage_flush])
     return app

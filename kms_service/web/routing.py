@@ -16,6 +16,7 @@ the slash into the parameter): listing any other known path is an unknown path, 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -195,6 +196,9 @@ def _match(node: _Node, segments: list[str], i: int, params: dict[str, str]) -> 
     return None
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _split_path(raw_path: str, trailing_slash_ok: bool) -> list[str] | None:
     """Segments after ``/v1/``, percent-decoded one by one; None if not an API path."""
     path = raw_path.split("?", 1)[0]
@@ -209,7 +213,7 @@ def _split_path(raw_path: str, trailing_slash_ok: bool) -> list[str] | None:
             segment = unquote(raw, errors="strict")
         except UnicodeDecodeError:
             raise InvalidRequest("invalid path: bad percent-encoding") from None
-        if segment in ("", ".", "..") or "/" in segment or any(ord(c) < 0x20 or ord(c) == 0x7F for c in segment):
+        if segment in ("", ".", "..") or "/" in segment or _CONTROL.search(segment):
             raise InvalidRequest("invalid path: empty, relative or control-character segment")
         segments.append(segment)
     return segments
