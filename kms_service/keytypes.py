@@ -407,18 +407,10 @@ class AeadHandle:
     cipher: Any = field(repr=False)
 
 
-class _Aead(KeyType):
-    supports_encryption = True
-    supports_derivation = True
-    supports_convergent_encryption = True
-    supports_associated_data = True
-    KEY_SIZE: ClassVar[int]
-    NONCE_SIZE: ClassVar[int]
-    TAG_SIZE: ClassVar[int] = 16
-    AUTH_FAILED: ClassVar[str]
+class _RawKey(KeyType):
+    """A key of ``KEY_SIZE`` random bytes, kept and imported (BYOK) as it is."""
 
-    def _cipher(self, key: bytes) -> Any:
-        raise NotImplementedError
+    KEY_SIZE: ClassVar[int]
 
     def generate(self, key_size: int | None = None) -> KeyMaterial:
         self._no_key_size(key_size)
@@ -429,10 +421,27 @@ class _Aead(KeyType):
             raise RefusedAsServerError(f"invalid key size {len(raw)} bytes for key type {self.name}")
         return KeyMaterial.new(bytes(raw), origin=Origin.IMPORTED)
 
-    def load(self, material: KeyMaterial) -> AeadHandle:
+    def _raw(self, material: KeyMaterial) -> bytes:
         if len(material.key) != self.KEY_SIZE:
             raise ValueError(f"{self.name} key material must be {self.KEY_SIZE} bytes")
-        return AeadHandle(material.key, self._cipher(material.key))
+        return material.key
+
+
+class _Aead(_RawKey):
+    supports_encryption = True
+    supports_derivation = True
+    supports_convergent_encryption = True
+    supports_associated_data = True
+    NONCE_SIZE: ClassVar[int]
+    TAG_SIZE: ClassVar[int] = 16
+    AUTH_FAILED: ClassVar[str]
+
+    def _cipher(self, key: bytes) -> Any:
+        raise NotImplementedError
+
+    def load(self, material: KeyMaterial) -> AeadHandle:
+        key = self._raw(material)
+        return AeadHandle(key, self._cipher(key))
 
     def derive(self, key: bytes, context: bytes, convergent: bool = False) -> tuple[bytes, bytes | None]:
         """The per-context AEAD key and, for convergent encryption, the nonce key (HKDF's next 32 bytes)."""
@@ -541,27 +550,15 @@ class XChaCha20Poly1305(_Aead):
 # -- AES-CMAC (NIST SP 800-38B) -------------------------------------------------------------------------------
 
 
-class _AesCmac(KeyType):
+class _AesCmac(_RawKey):
     """A dedicated AES key for CMAC only (as Vault Enterprise's aes*-cmac types): never the key of an
     encryption type, so no key serves two constructions. The full tag is 16 bytes; a request may truncate it
     to ``mac_length`` (8 to 16)."""
 
     supports_cmac = True
-    KEY_SIZE: ClassVar[int]
-
-    def generate(self, key_size: int | None = None) -> KeyMaterial:
-        self._no_key_size(key_size)
-        return KeyMaterial.new(os.urandom(self.KEY_SIZE))
-
-    def import_key(self, raw: bytes) -> KeyMaterial:
-        if len(raw) != self.KEY_SIZE:
-            raise RefusedAsServerError(f"invalid key size {len(raw)} bytes for key type {self.name}")
-        return KeyMaterial.new(bytes(raw), origin=Origin.IMPORTED)
 
     def load(self, material: KeyMaterial) -> bytes:
-        if len(material.key) != self.KEY_SIZE:
-            raise ValueError(f"{self.name} key material must be {self.KEY_SIZE} bytes")
-        return material.key
+        return self._raw(material)
 
     def cmac(self, handle: bytes, data: bytes) -> bytes:
         mac = crypto_cmac.CMAC(algorithms.AES(handle))

