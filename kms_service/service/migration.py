@@ -242,11 +242,27 @@ async def migrate_from(
 ) -> list[KeyReport]:
     """Move each key in ``names`` from the source's ``mount`` into ``engine`` (this service's mount).
     ``wrapping_key``: this service's BYOK wrapping key (for the byok-export route)."""
+
+    async def one(name: str) -> KeyReport:
+        return await _migrate_one(client, engine, mount, name, dry_run, wrapping_key)
+
+    return await _each_key(names, one, f"reading from {client.shown}/v1/{mount}/", dry_run, progress)
+
+
+async def _each_key(
+    names: list[str],
+    one: Callable[[str], Awaitable[KeyReport]],
+    doing: str,
+    dry_run: bool,
+    progress: Callable[[str], None],
+) -> list[KeyReport]:
+    """``one`` for each key, in order, with progress lines; a key's own failure is its report, and the run
+    goes on (a MigrationError, the other server failing as a whole, ends it)."""
     reports = []
     for index, name in enumerate(names, 1):
-        progress(f"[{index}/{len(names)}] {name}: reading from {client.shown}/v1/{mount}/")
+        progress(f"[{index}/{len(names)}] {name}: {doing}")
         try:
-            report = await _migrate_one(client, engine, mount, name, dry_run, wrapping_key)
+            report = await one(name)
         except _Skip as skip:
             report = skip.report
         except MigrationError:
@@ -560,20 +576,11 @@ async def migrate_to(
     dry_run: bool,
     progress: Callable[[str], None],
 ) -> list[KeyReport]:
-    reports = []
-    for index, name in enumerate(names, 1):
-        progress(f"[{index}/{len(names)}] {name}: writing to {client.shown}/v1/{mount}/")
-        try:
-            report = await _push_one(client, engine, mount, name, dry_run)
-        except _Skip as skip:
-            report = skip.report
-        except MigrationError:
-            raise
-        except KMSError as exc:
-            report = KeyReport(name, FAILED, detail=exc.message)
-        reports.append(report)
-        progress(f"[{index}/{len(names)}] {report.line(dry_run)}")
-    return reports
+
+    async def one(name: str) -> KeyReport:
+        return await _push_one(client, engine, mount, name, dry_run)
+
+    return await _each_key(names, one, f"writing to {client.shown}/v1/{mount}/", dry_run, progress)
 
 
 async def _push_one(client: VaultClient, engine: KeyService, mount: str, name: str, dry_run: bool) -> KeyReport:

@@ -18,43 +18,43 @@ from kms_service.web.replies import Reply
 RUNNING_VERSION = f"v{__version__}+builtin.kms-service"
 
 
-def _view(mount: Mount) -> dict[str, Any]:
+def _entry(
+    accessor: str, config: dict[str, Any], description: str, options: Any, type_: str, uuid_: str
+) -> dict[str, Any]:
+    """One mount as Vault lists it: what differs between mounts, and the fields that never do here."""
     return {
-        "accessor": mount.accessor,
-        "config": config_view(mount),
+        "accessor": accessor,
+        "config": config,
         "deprecation_status": "supported",
-        "description": mount.description,
+        "description": description,
         "external_entropy_access": False,
         "local": False,
-        "options": mount.options,
+        "options": options,
         "plugin_version": "",
         "running_plugin_version": RUNNING_VERSION,
         "running_sha256": "",
         "seal_wrap": False,
-        "type": mount.type,
-        "uuid": mount.uuid,
+        "type": type_,
+        "uuid": uuid_,
     }
+
+
+def _view(mount: Mount) -> dict[str, Any]:
+    return _entry(mount.accessor, config_view(mount), mount.description, mount.options, mount.type, mount.uuid)
 
 
 def _system_view(cluster_id: str) -> dict[str, Any]:
     """sys/ is a mount in Vault's listing too; its handles are derived from the cluster id, so they are the
     same on every node and every start."""
     digest = hashlib.sha256(f"sys/{cluster_id}".encode()).hexdigest()
-    return {
-        "accessor": f"system_{digest[:8]}",
-        "config": {"default_lease_ttl": 0, "force_no_cache": False, "max_lease_ttl": 0},
-        "deprecation_status": "supported",
-        "description": "system endpoints used for control, policy and debugging",
-        "external_entropy_access": False,
-        "local": False,
-        "options": None,
-        "plugin_version": "",
-        "running_plugin_version": RUNNING_VERSION,
-        "running_sha256": "",
-        "seal_wrap": False,
-        "type": "system",
-        "uuid": str(uuid.UUID(digest[:32])),
-    }
+    return _entry(
+        f"system_{digest[:8]}",
+        {"default_lease_ttl": 0, "force_no_cache": False, "max_lease_ttl": 0},
+        "system endpoints used for control, policy and debugging",
+        None,
+        "system",
+        str(uuid.UUID(digest[:32])),
+    )
 
 
 async def list_mounts(call: Call, args: dict[str, Any]) -> Reply:

@@ -69,20 +69,15 @@ async def list_policies_legacy(call: Call, args: dict[str, Any]) -> Reply:
 
 
 async def read_policy_legacy(call: Call, args: dict[str, Any]) -> Reply:
-    document = await call.kms.policies.read(call.params["name"])
-    if document is None:
-        raise NotFound()
-    return Reply({"name": call.params["name"], "rules": document}, top_level=True)
+    current = await read_policy(call, args)
+    return Reply({"name": current["name"], "rules": current["policy"]}, top_level=True)
 
 
 async def write_policy_legacy(call: Call, args: dict[str, Any]) -> None:
-    document = args["policy"]
-    if not document and args["rules"]:
-        document = args["rules"]
+    if not args["policy"] and args["rules"]:
         call.add_warning("'rules' is deprecated, please use 'policy' instead")
-    if not document:
-        raise InvalidRequest("'policy' parameter not supplied or empty")
-    await call.kms.policies.write(call.params["name"], document)
+        args = {**args, "policy": args["rules"]}
+    await write_policy(call, args)
 
 
 def _paths(args: dict[str, Any]) -> list[str]:
