@@ -114,26 +114,33 @@ class Database:
     """Sessions for reads and for write transactions (the latter serialise with other writers).
 
     A writer records what it changes with ``changed``; after the commit, ``writing`` hands the changes to
-    ``on_commit`` (the service's invalidator), before the caller sees the result."""
+    ``on_commit`` (the service's invalidator), before the caller sees the result. ``gate`` runs before every
+    session and may refuse it (a serving node during a database outage raises at once)."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         on_commit: Callable[[list[Any]], None] | None = None,
         before_commit: Callable[[Any, list[Any]], Awaitable[None]] | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self._readers = async_sessionmaker(engine, expire_on_commit=False)
         self._writers = async_sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._on_commit = on_commit
         self._before_commit = before_commit
+        self._gate = gate
 
     def reading(self) -> AsyncSession:
+        if self._gate is not None:
+            self._gate()
         return self._readers()
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """One transaction, committed on exit (rolled back on error)."""
+        if self._gate is not None:
+            self._gate()
         async with self._writers() as session:
             async with session.begin():
                 yield session
