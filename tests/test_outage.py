@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +23,12 @@ import requests
 from conftest import TEST_CONFIG
 from private_postgres import PrivatePostgres
 from processes import ServeProcess, cli_env, run_cli
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from kms_service.outage import DatabaseState, OutageWindow
 from kms_service.seal import MasterKey
+from kms_service.storage.engine import connection_lost
 
 pytestmark = pytest.mark.postgresql
 
@@ -114,7 +119,7 @@ def health(node: ServeProcess, query: str = "") -> requests.Response:
 
 
 def crypto_round(node: ServeProcess, token: str) -> None:
-    """sign, verify and hmac on warm keys (each node has used them before)."""
+    """sign, verify, hmac and rewrap on warm keys (each node has used them before)."""
     signed = post(node, "transit/sign/vault-sign", token, {"input": SECRET})
     assert signed.status_code == 200, signed.text
     verified = post(
@@ -126,6 +131,9 @@ def crypto_round(node: ServeProcess, token: str) -> None:
     assert verified.status_code == 200 and verified.json()["data"]["valid"] is True, verified.text
     hmac = post(node, "transit/hmac/vault-enc", token, {"input": SECRET})
     assert hmac.status_code == 200, hmac.text
+    made = post(node, "transit/encrypt/vault-enc", token, {"plaintext": SECRET})
+    rewrapped = post(node, "transit/rewrap/vault-enc", token, {"ciphertext": made.json()["data"]["ciphertext"]})
+    assert rewrapped.status_code == 200, rewrapped.text
 
 
 def stored_encryptions(url: str) -> int:
@@ -246,3 +254,38 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
     # nodes gave back their unused reservations as they stopped, so the count is close to exact).
     stored = stored_encryptions(postgres.url)
     assert stored >= acknowledged, (stored, acknowledged)
+
+
+# -- the rules, without a database -------------------------------------------------------------------------
+
+
+def test_the_window_counts_from_the_first_failure_and_ends_when_the_database_answers():
+    window = OutageWindow(10.0)
+    assert window.state(0.0) is DatabaseState.AVAILABLE
+    assert window.trusts(4.9, 5.0, 0.0) and not window.trusts(5.0, 5.0, 0.0)
+    assert window.failed(100.0) is True
+    assert window.failed(105.0) is False  # later failures do not move the start
+    assert window.state(109.9) is DatabaseState.STALE and window.trusts(3600.0, 5.0, 109.9)
+    assert window.stale_until() == 110.0
+    assert window.state(110.0) is DatabaseState.DOWN and not window.trusts(0.0, 5.0, 110.0)
+    assert window.answered(120.0) == 20.0
+    assert window.state(120.0) is DatabaseState.AVAILABLE and window.answered(121.0) is None
+    closed = OutageWindow(0.0)
+    closed.failed(1.0)
+    assert closed.state(1.0) is DatabaseState.DOWN  # --stale-while-down 0: fail closed at once
+
+
+def test_only_a_server_that_went_away_starts_an_outage():
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert connection_lost(refused)
+    assert connection_lost(OperationalError("SELECT 1", {}, asyncpg.CannotConnectNowError("starting up")))
+    wrapped = DBAPIError("SELECT 1", {}, Exception("adapter"), connection_invalidated=False)
+    wrapped.orig.__cause__ = asyncpg.ConnectionDoesNotExistError("connection was closed")
+    assert connection_lost(wrapped)
+    assert connection_lost(DBAPIError("SELECT 1", {}, Exception("closed"), connection_invalidated=True))
+    # A failing statement, a locked or missing SQLite file, a busy pool: not an outage.
+    assert not connection_lost(OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked")))
+    assert not connection_lost(OperationalError("SELECT 1", {}, sqlite3.OperationalError("no such table: keys")))
+    assert not connection_lost(DBAPIError("SELECT 1", {}, asyncpg.UndefinedTableError("no table")))
+    assert not connection_lost(PoolTimeout("QueuePool limit reached"))
+    assert not connection_lost(FileNotFoundError(2, "No such file", "/data/kms.db"))

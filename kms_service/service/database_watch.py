@@ -1,11 +1,12 @@
 """A serving node's view of its database: noticing it go away, serving from memory for a bounded time
 (``--stale-while-down``), and noticing it come back.
 
-- A failure that says the database cannot be used (``storage.engine.unavailable_reason``: refused, reset,
-  unreachable; not a busy pool) starts an outage: from then on the node answers from its caches only what
-  they already hold, however old (``trusts``), and ``check`` refuses every other database access at once
-  with a 503, so no request waits on a dead connection. After the window, caches are trusted no longer and
-  everything is a 503 (fail closed).
+- A failure that says the database server is gone (``storage.engine.connection_lost``: refused, reset,
+  unreachable, shutting down; not a failing statement, a locked SQLite file or a busy pool) starts an
+  outage: from then on the node answers from its caches only what they already hold, however old
+  (``trusts``), and ``check`` refuses every other database access at once with a 503, so no request waits
+  on a dead connection. After the window, caches are trusted no longer and everything is a 503 (fail
+  closed).
 - While down, a prober tries ``SELECT 1`` every ``PROBE_INTERVAL``. When it answers, the outage ends and
   every cache is dropped: other nodes may have changed things that this node never heard of.
 
@@ -20,13 +21,12 @@ import logging
 import time
 
 from sqlalchemy import text
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.errors import DatabaseUnavailable
 from kms_service.outage import DatabaseState, OutageWindow
 from kms_service.service.invalidation import Invalidator
-from kms_service.storage.engine import unavailable_reason
+from kms_service.storage.engine import connection_lost, unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,15 @@ class DatabaseWatch:
             )
 
     def noticed(self, exc: BaseException) -> bool:
-        """Record ``exc`` if it says the database cannot be used; True if a cache may then answer with what it
-        holds (within the window)."""
+        """Record ``exc`` if it says the database server is gone (``connection_lost``: not a failing
+        statement, a locked SQLite file or a busy pool); True if a cache may then answer with what it holds
+        (the window allows it)."""
         if isinstance(exc, DatabaseUnavailable):
-            return self.state() is DatabaseState.STALE
-        if isinstance(exc, PoolTimeout):
-            return False  # busy, not gone
-        reason = unavailable_reason(exc)
-        if reason is None:
+            pass  # refused by ``check``: the outage is known
+        elif connection_lost(exc):
+            self.failed(unavailable_reason(exc) or type(exc).__name__)
+        else:
             return False
-        self.failed(reason)
         return self.state() is DatabaseState.STALE
 
     def trusts(self, age: float, ttl: float) -> bool:

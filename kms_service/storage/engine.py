@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
@@ -35,6 +36,31 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, (ConnectionError, TimeoutError)) or (isinstance(exc, OSError) and exc.filename is None):
         return f"{type(exc).__name__}: {exc.strerror or exc}"
     return None
+
+
+# What a server that went away (stopped, restarting, unreachable) raises, as opposed to a failing statement.
+_SERVER_GONE = (
+    OSError,  # refused, reset, unreachable, timed out
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or does not exist
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database server cannot be reached or dropped the connection (an outage), as
+    opposed to a failing statement, a locked or missing SQLite file, or a busy pool."""
+    for _ in range(8):  # the driver's error, SQLAlchemy's adapter of it, SQLAlchemy's wrapper
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, _SERVER_GONE) and not (isinstance(exc, OSError) and exc.filename is not None):
+            return True
+        following = exc.orig if isinstance(exc, DBAPIError) else exc.__cause__
+        if following is None:
+            return False
+        exc = following
+    return False
 
 
 def default_database_url(data_dir: Path) -> str:
