@@ -136,6 +136,15 @@ def crypto_round(node: ServeProcess, token: str) -> None:
     assert rewrapped.status_code == 200, rewrapped.text
 
 
+def database_metrics(node: ServeProcess, token: str) -> tuple[float, float]:
+    """(kms_database_available, kms_database_outages_total) from the node's Prometheus text."""
+    text = requests.get(
+        f"{node.url}/v1/sys/metrics?format=prometheus", headers={"X-Vault-Token": token}, timeout=30
+    ).text
+    values = dict(line.split() for line in text.splitlines() if line.startswith("kms_database_"))
+    return float(values["kms_database_available"]), float(values["kms_database_outages_total"])
+
+
 def stored_encryptions(url: str) -> int:
     async def query() -> int:
         conn = await asyncpg.connect(url)
@@ -189,6 +198,7 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
                 assert state.json()["database"] == "unavailable, serving from cache"
                 assert state.json()["serving_from_cache_until"] > time.time()
                 assert health(node, "?standbyok=true").status_code == 200
+                assert database_metrics(node, root) == (0.0, 1.0)
                 on_credit = post(node, "transit/encrypt/vault-enc", root, {"batch_input": batch})
                 assert on_credit.status_code == 200, on_credit.text
                 load.acknowledged += [item["ciphertext"] for item in on_credit.json()["data"]["batch_results"]]
@@ -231,6 +241,7 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
             record_property("recovered_after_s", round(took, 1))
             after = time.monotonic()
             until(lambda: all(load.served(n.url, after) >= 5 for n in nodes), 30, "load after recovery")
+            assert [database_metrics(n, root) for n in nodes] == [(1.0, 1.0)] * 2
         assert time.monotonic() - started < 60
 
         # Writes work on both nodes again, and what one makes the other sees.
