@@ -166,12 +166,18 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
     args = ("--stale-while-down", str(WINDOW), "--cache-ttl", str(CACHE_TTL))
     a_node = ServeProcess(TEST_CONFIG, env, *args)
     b_node = ServeProcess(TEST_CONFIG, env, *args)
+    c_node = ServeProcess(TEST_CONFIG, env, *args)  # stopped during the outage
     nodes = [a_node, b_node]
     try:
         root = run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout.strip().splitlines()[-1]
         made = post(a_node, "auth/token/create", root, {"policies": ["root"], "ttl": "1h"})
         cold_token = made.json()["auth"]["client_token"]  # never used on either node
-        for node in nodes:
+        bad_code = health(a_node, "?standbycode=99")
+        assert (bad_code.status_code, bad_code.json()) == (
+            400,
+            {"errors": ["standbycode must be an HTTP status code from 200 to 599"]},
+        )
+        for node in [*nodes, c_node]:
             assert health(node).json()["database"] == "available"
             crypto_round(node, root)
         batch = [{"plaintext": SECRET}] * 1500  # more than one usage block (1024): answered on credit below
@@ -198,10 +204,15 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
                 assert state.json()["database"] == "unavailable, serving from cache"
                 assert state.json()["serving_from_cache_until"] > time.time()
                 assert health(node, "?standbyok=true").status_code == 200
+                assert health(node, "?standbycode=473").status_code == 473
                 assert database_metrics(node, root) == (0.0, 1.0)
                 on_credit = post(node, "transit/encrypt/vault-enc", root, {"batch_input": batch})
                 assert on_credit.status_code == 200, on_credit.text
                 load.acknowledged += [item["ciphertext"] for item in on_credit.json()["data"]["batch_results"]]
+            # A node stopped now cannot give back its usage reservations: one line says so, no traceback.
+            stopped_during = c_node.stop()
+            assert c_node.proc.returncode == 0, stopped_during[-3000:]
+            assert "Traceback" not in stopped_during and "stopping during a database outage" in stopped_during
             during = time.monotonic()
             until(lambda: all(load.served(n.url, during) >= 5 for n in nodes), WINDOW, "warm load in the window")
 
@@ -258,6 +269,7 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
         acknowledged = len(load.acknowledged)
     finally:
         outputs = [node.stop() for node in nodes]
+        c_node.stop()
     for output in outputs:
         assert "Traceback" not in output, output[-3000:]
         assert "lost the database" in output and "the database is back" in output, output[-3000:]

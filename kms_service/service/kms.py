@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
-from kms_service.errors import ConfigError, SealError
+from kms_service.errors import ConfigError, DatabaseUnavailable, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import (
     MASTER_KEY_ENV,
@@ -201,6 +201,11 @@ class KMS:
     async def close(self) -> None:
         try:
             await self.usage.flush(idle_for=0)  # give back every unused reservation: stored counts exact
+        except DatabaseUnavailable:
+            log.warning(
+                "stopping during a database outage: unused usage reservations stay counted, and uses answered "
+                "on credit meanwhile are not stored"
+            )
         except Exception:
             log.exception("could not give back unused usage reservations; the stored counts stay high")
         if self.cluster is not None:

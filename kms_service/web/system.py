@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from kms_service import __version__
+from kms_service.errors import InvalidRequest
 from kms_service.outage import DatabaseState
 from kms_service.web import openapi
 from kms_service.web.framework import Call, Field, Operation, Path
@@ -16,6 +17,11 @@ from kms_service.web.replies import Reply
 # whose database is down but which still answers from memory is like a standby; past --stale-while-down it
 # serves nothing, like a sealed one.
 STATUS_FOR_STATE = {DatabaseState.AVAILABLE: 200, DatabaseState.STALE: 429, DatabaseState.DOWN: 503}
+
+
+def _status_code(code: int) -> None:
+    if not 200 <= code <= 599:
+        raise InvalidRequest("standbycode must be an HTTP status code from 200 to 599")
 
 
 async def health(call: Call, args: dict[str, Any]) -> Reply:
@@ -70,7 +76,7 @@ PATHS = (
                 "200 instead of 429 while the database is down and this node serves from "
                 "memory (Vault's standby code).",
             ),
-            Field("standbycode", T.INT, "The status for that state (default 429)."),
+            Field("standbycode", T.INT, "The status for that state (default 429).", check=_status_code),
         ),
         operations={"GET": Operation(health, bare=True), "HEAD": Operation(health, bare=True)},
         authenticated=False,
