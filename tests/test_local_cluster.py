@@ -7,6 +7,7 @@ import asyncio
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -128,3 +129,33 @@ def test_local_cluster_up_used_through_nginx_with_hvac_then_down(tmp_path: Path,
         purged = script("down", "--purge")
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert not database_exists(name) and not state.exists()
+
+
+def test_an_up_that_fails_stops_what_it_started(tmp_path: Path):
+    assert nginx_installed()
+    name = f"kms_lc_{uuid.uuid4().hex[:12]}"
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    ports = [free_port() for _ in range(3)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_")}
+    env.update(
+        KMS_CLUSTER_DIR=str(tmp_path / "cluster"),
+        KMS_CLUSTER_PORT=str(ports[0]),
+        KMS_CLUSTER_NODE_PORTS=f"{ports[1]} {ports[2]}",
+        KMS_DATABASE_URL=f"{base}/{name}",
+        KMS_SERVICE=f"{sys.executable} -m kms_service",
+    )
+    taken = socket.socket()  # nginx cannot listen on its port: up fails after starting both nodes
+    try:
+        taken.bind(("127.0.0.1", ports[0]))
+        taken.listen()
+        up = subprocess.run([str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=180)
+        assert up.returncode != 0
+        assert "up failed; stopping what it started" in up.stderr, up.stderr
+        assert "stopped node1" in up.stderr and "stopped node2" in up.stderr, up.stderr
+        for port in ports[1:]:
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=5)
+    finally:
+        taken.close()
+        subprocess.run([str(SCRIPT), "down", "--purge"], env=env, capture_output=True, text=True, timeout=180)
+    assert not database_exists(name)
