@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import hvac
+import hvac.exceptions
 import pytest
 import requests
 from conftest import TEST_CONFIG
@@ -206,6 +208,11 @@ def test_postgresql_stopped_under_load_serves_warm_crypto_for_the_window_then_fa
                 assert health(node, "?standbyok=true").status_code == 200
                 assert health(node, "?standbycode=473").status_code == 473
                 assert database_metrics(node, root) == (0.0, 1.0)
+                # hvac with its defaults: warm encryption works, a write raises its VaultDown (503).
+                client = hvac.Client(url=node.url, token=root)
+                assert client.secrets.transit.encrypt_data("vault-enc", SECRET)["data"]["ciphertext"]
+                with pytest.raises(hvac.exceptions.VaultDown, match="database unavailable"):
+                    client.secrets.transit.rotate_key("vault-enc")
                 on_credit = post(node, "transit/encrypt/vault-enc", root, {"batch_input": batch})
                 assert on_credit.status_code == 200, on_credit.text
                 load.acknowledged += [item["ciphertext"] for item in on_credit.json()["data"]["batch_results"]]
