@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import socket
 import sqlite3
 import threading
 import time
@@ -24,7 +26,7 @@ import pytest
 import requests
 from conftest import TEST_CONFIG
 from private_postgres import PrivatePostgres
-from processes import ServeProcess, cli_env, run_cli
+from processes import ServeProcess, cli_env, free_port, run_cli
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -319,3 +321,106 @@ def test_only_a_server_that_went_away_starts_an_outage():
     assert not connection_lost(DBAPIError("SELECT 1", {}, asyncpg.UndefinedTableError("no table")))
     assert not connection_lost(PoolTimeout("QueuePool limit reached"))
     assert not connection_lost(FileNotFoundError(2, "No such file", "/data/kms.db"))
+
+
+# -- one node cut off while the other still reaches the database --------------------------------------------
+
+
+class CuttableProxy:
+    """A TCP proxy to PostgreSQL that a test can cut (every connection dropped, new ones refused) and
+    restore on the same port: one node loses its database while the others keep theirs."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown first: a close alone leaves the thread blocked in accept() listening (Linux).
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for pair in self._pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        self._pairs.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._pairs.append((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_node_cut_off_serves_what_it_holds_and_sees_what_changed_meanwhile_once_back(
+    postgres: PrivatePostgres, tmp_path: Path
+):
+    proxy = CuttableProxy(postgres.port)
+    master_key = MasterKey.generate().export()
+    direct = cli_env(postgres.url, tmp_path / "b", KMS_MASTER_KEY=master_key)
+    via_proxy = cli_env(
+        f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", tmp_path / "a", KMS_MASTER_KEY=master_key
+    )
+    args = ("--stale-while-down", "60", "--cache-ttl", "60")
+    b_node = ServeProcess(TEST_CONFIG, direct, *args)
+    a_node = ServeProcess(TEST_CONFIG, via_proxy, *args)
+    try:
+        root = run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], direct).stdout.strip().splitlines()[-1]
+        body = {"plaintext": SECRET}
+        assert ":v1:" in post(a_node, "transit/encrypt/vault-enc", root, body).json()["data"]["ciphertext"]
+        proxy.cut()
+        until(lambda: health(a_node).status_code == 429, 10, "node A noticing it is cut off")
+        assert health(b_node).status_code == 200
+        rotated = post(b_node, "transit/keys/vault-enc/rotate", root)
+        assert rotated.status_code == 200, rotated.text
+        newer = post(b_node, "transit/encrypt/vault-enc", root, body).json()["data"]["ciphertext"]
+        assert ":v2:" in newer
+        # A cannot hear of the rotation: it goes on with what it holds (bounded by the window), and a
+        # ciphertext newer than its key is a 503, not a wrong "invalid version".
+        assert ":v1:" in post(a_node, "transit/encrypt/vault-enc", root, body).json()["data"]["ciphertext"]
+        too_new = post(a_node, "transit/decrypt/vault-enc", root, {"ciphertext": newer})
+        assert (too_new.status_code, too_new.json()) == (503, UNAVAILABLE)
+        proxy.restore()
+        back = until(lambda: health(a_node).status_code == 200, 15, "node A back")
+        # Back: the cache it kept is dropped (--cache-ttl 60 would otherwise keep version 1 for a minute).
+        made = post(a_node, "transit/encrypt/vault-enc", root, body).json()["data"]["ciphertext"]
+        assert ":v2:" in made, made
+        reply = post(a_node, "transit/decrypt/vault-enc", root, {"ciphertext": newer})
+        assert reply.status_code == 200 and reply.json()["data"]["plaintext"] == SECRET
+        print(f"\nnode A serving current keys {back:.1f} s after its connection was restored")
+    finally:
+        output = a_node.stop()
+        b_node.stop()
+        proxy.cut()
+    assert "Traceback" not in output, output[-3000:]
+    assert "lost the database" in output and "the database is back" in output
