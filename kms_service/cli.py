@@ -291,6 +291,16 @@ def _load_config(path: Path) -> ServiceConfig:
     help="Seconds a cached key or token is trusted before the database is asked again.",
 )
 @click.option(
+    "--stale-while-down",
+    envvar="KMS_STALE_WHILE_DOWN",
+    show_envvar=True,
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a node keeps serving encrypt/decrypt/sign/verify/hmac from memory (keys and tokens it already "
+    "holds) once the database is unreachable; then everything is a 503 until it is back. 0: at once.",
+)
+@click.option(
     "--header-read-timeout",
     envvar="KMS_HEADER_READ_TIMEOUT",
     show_envvar=True,

@@ -62,6 +62,14 @@ class InternalError(KMSError):
     """Something on our side failed; the request may succeed later."""
 
 
+class DatabaseUnavailable(KMSError):
+    """The database cannot be reached and the request needs it (a write, a lookup nothing cached answers, or
+    anything once the --stale-while-down window has passed): 503, and the client may retry later."""
+
+    def __init__(self, message: str = "database unavailable") -> None:
+        super().__init__(message)
+
+
 class ConfigError(KMSError):
     """The services or app YAML is invalid, or conflicts with what the database holds."""
 

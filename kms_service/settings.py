@@ -11,6 +11,8 @@ from kms_service.storage.engine import default_database_url
 
 DEFAULT_CACHE_TTL = 5.0
 DEFAULT_REAP_INTERVAL = 60.0
+# How long a node serves from memory (keys and tokens it holds) once its database is unreachable.
+DEFAULT_STALE_WHILE_DOWN = 300.0
 # How often keys are checked for auto-rotation (Vault checks at most once an hour).
 DEFAULT_ROTATE_CHECK_INTERVAL = 3600.0
 DEFAULT_MAX_BATCH_ITEMS = 10_000
@@ -49,6 +51,9 @@ class Settings:
     # does not name (serve --prune); otherwise the start is refused.
     prune: bool = False
     cache_ttl: float = DEFAULT_CACHE_TTL
+    # Seconds a serving node answers crypto requests from its caches after its database became unreachable;
+    # then it fails closed (503) until the database is back.
+    stale_while_down: float = DEFAULT_STALE_WHILE_DOWN
     reap_interval: float = DEFAULT_REAP_INTERVAL
     rotate_check_interval: float = DEFAULT_ROTATE_CHECK_INTERVAL
     # The most items one batch_input may carry (each is parsed and answered in memory).

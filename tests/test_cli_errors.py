@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from private_postgres import PrivatePostgres
 from processes import ServeProcess, cli_env, free_port, run_cli, serve_exit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,39 +171,11 @@ def test_token_ttls_over_http_are_capped(start_server):
 # -- a database that goes away at runtime: our own PostgreSQL cluster, on its own port ----------------------
 
 
-class Cluster:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="kms-pg-"))
-        shutil.chown(self.dir, "postgres")
-        self.port = free_port()
-        self._as_postgres(["initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust"])
-
-    def _as_postgres(self, args: list[str]) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run(prefix + args, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-        self._as_postgres(
-            ["pg_ctl", "-D", str(self.dir / "data"), "-o", options, "-w", "start", "-l", str(self.dir / "log")]
-        )
-
-    def stop(self) -> None:
-        self._as_postgres(["pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"])
-
-    def remove(self) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", "pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def test_database_down_at_runtime_is_a_503_with_one_log_line(tmp_path):
-    cluster = Cluster()
+    cluster = PrivatePostgres()
     try:
         cluster.start()
-        env = cli_env(f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres", tmp_path)
+        env = cli_env(cluster.url, tmp_path)
         server = ServeProcess(CONFIG, env)
         try:
             token = run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout.strip().splitlines()[-1]

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -125,8 +125,17 @@ def application_name(node: str) -> str:
 class PgCluster:
     """The dedicated connection: LISTEN for other nodes' changes, and hold the background jobs' locks."""
 
-    def __init__(self, engine: AsyncEngine, invalidator: Invalidator, node: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        invalidator: Invalidator,
+        node: str,
+        on_unreachable: Callable[[str], None] | None = None,
+    ) -> None:
         self._connect_args = asyncpg_connect_args(engine)
+        # Told when PostgreSQL cannot be reached at all (the node's DatabaseWatch): the listener is often the
+        # first to know, before any request needs the database.
+        self._on_unreachable = on_unreachable
         self._invalidator = invalidator
         self.node = node
         self._conn: asyncpg.Connection | None = None
@@ -191,6 +200,8 @@ class PgCluster:
                 raise
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("change listener: %s: %s; retrying in %.1f s", type(exc).__name__, exc, delay)
+                if isinstance(exc, OSError) and self._on_unreachable is not None:  # TimeoutError is one too
+                    self._on_unreachable(f"{type(exc).__name__}: {exc.strerror or exc}")
             except Exception:
                 # Never let the listener end: without it this node would only see changes within --cache-ttl.
                 log.exception("change listener failed; retrying in %.1f s", delay)

@@ -29,6 +29,7 @@ from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
 from kms_service.seal import MasterKey, key_material_aad
 from kms_service.service.caching import CacheStats, SingleFlight
+from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
@@ -71,11 +72,14 @@ class KeyService:
         cache_ttl: float,
         mount: Mount,
         invalidator: Invalidator,
+        watch: DatabaseWatch,
         cache_stats: CacheStats | None = None,
     ) -> None:
         self._db = db
         self._master_key = master_key
         self._cache_ttl = cache_ttl
+        # During a database outage it says how long cached keys may still answer (--stale-while-down).
+        self._watch = watch
         self.mount = mount
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
@@ -135,11 +139,20 @@ class KeyService:
         now = time.monotonic()
         if need_version > entry.key.latest_version and now - entry.probed_at >= TOO_NEW_PROBE_INTERVAL:
             return None
-        return entry.key if now - entry.checked_at < self._cache_ttl else None
+        return entry.key if self._watch.trusts(now - entry.checked_at, self._cache_ttl) else None
 
     async def _refresh(self, name: str, need_version: int) -> Key | None:
-        epoch = self._invalidator.epoch
         entry = self._cache.get(name)
+        try:
+            return await self._load_due(name, need_version, entry)
+        except Exception as exc:
+            # The database went away as this entry came due: within --stale-while-down it still answers.
+            if entry is None or need_version > entry.key.latest_version or not self._watch.noticed(exc):
+                raise
+            return entry.key
+
+    async def _load_due(self, name: str, need_version: int, entry: _CachedKey | None) -> Key | None:
+        epoch = self._invalidator.epoch
         if entry is not None:
             # Stale but maybe unchanged: one cheap generation check before reloading every version.
             async with self._db.reading() as session:

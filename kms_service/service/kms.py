@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
-from kms_service.errors import ConfigError, SealError
+from kms_service.errors import ConfigError, DatabaseUnavailable, SealError
 from kms_service.keyring import KeySettings
 from kms_service.seal import (
     MASTER_KEY_ENV,
@@ -41,6 +41,7 @@ from kms_service.service.cluster import (
     SqlitePoller,
     new_node_id,
 )
+from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.mounts import MountService
@@ -83,20 +84,39 @@ class KMS:
             self.invalidator.transports.append(PgNotify(self.node_id))
         else:
             self.invalidator.transports.append(SqliteChangeLog(self.node_id))
-        self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
+        # A serving node notices the database going away, serves what it holds for --stale-while-down, and
+        # refuses the rest at once (``start_cluster`` starts it; CLI commands never do).
+        self.watch = DatabaseWatch(engine, self.invalidator, settings.stale_while_down)
+        self.db = Database(
+            engine,
+            on_commit=self.invalidator.publish,
+            before_commit=self.invalidator.before_commit,
+            gate=self.watch.check,
+        )
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
         # Every key cache's hits and misses, in one place for the metrics.
         self.key_cache_stats = CacheStats()
         self.mounts = MountService(
-            self.db, master_key, settings.cache_ttl, self.invalidator, cache_stats=self.key_cache_stats
+            self.db,
+            master_key,
+            settings.cache_ttl,
+            self.invalidator,
+            cache_stats=self.key_cache_stats,
+            watch=self.watch,
         )
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(
-            self.db, secrets, self.policies, settings.cache_ttl, self.invalidator, settings.max_token_ttl
+            self.db,
+            secrets,
+            self.policies,
+            settings.cache_ttl,
+            self.invalidator,
+            settings.max_token_ttl,
+            watch=self.watch,
         )
         self.wrapping = WrappingKeyService(self.db, master_key)
-        self.usage = UsageCounter(self.db, settings.nonce_warning_at, settings.nonce_rotation_at)
+        self.usage = UsageCounter(self.db, settings.nonce_warning_at, settings.nonce_rotation_at, watch=self.watch)
         self.service: ServiceConfig | None = None
         # Errors the database raised, by SQLAlchemy's class for them (OperationalError, IntegrityError, ...:
         # the same names on both databases), for the metrics endpoint.
@@ -106,6 +126,8 @@ class KMS:
     def _on_database_error(self, context: Any) -> None:
         error = context.sqlalchemy_exception or context.original_exception
         self.database_errors[type(error).__name__] += 1
+        if not context.is_pre_ping:  # a failed pre-ping is followed by a fresh connection: not yet an outage
+            self.watch.noticed(error)
 
     @classmethod
     async def open(cls, settings: Settings, create: bool = True) -> KMS:
@@ -160,8 +182,9 @@ class KMS:
         in choosing which node runs each background job."""
         if self.cluster is not None:
             return
+        await self.watch.start()
         if self.engine.dialect.name == "postgresql":
-            self.cluster = PgCluster(self.engine, self.invalidator, self.node_id)
+            self.cluster = PgCluster(self.engine, self.invalidator, self.node_id, on_unreachable=self.watch.failed)
         elif self.engine.url.database not in (None, "", ":memory:"):  # an in-memory database has one process
             self.cluster = SqlitePoller(self.engine, self.invalidator, self.node_id)
         else:
@@ -178,11 +201,17 @@ class KMS:
     async def close(self) -> None:
         try:
             await self.usage.flush(idle_for=0)  # give back every unused reservation: stored counts exact
+        except DatabaseUnavailable:
+            log.warning(
+                "stopping during a database outage: unused usage reservations stay counted, and uses answered "
+                "on credit meanwhile are not stored"
+            )
         except Exception:
             log.exception("could not give back unused usage reservations; the stored counts stay high")
         if self.cluster is not None:
             await self.cluster.stop()
             self.cluster = None
+        await self.watch.stop()
         if self.job_lock is not None:
             self.job_lock.release()
         await self.engine.dispose()

@@ -21,6 +21,7 @@ from kms_service.errors import InvalidRequest
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
 from kms_service.seal import MasterKey
 from kms_service.service.caching import CacheStats, SingleFlight
+from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.storage import models as m
@@ -58,9 +59,12 @@ class MountService:
         cache_ttl: float,
         invalidator: Invalidator,
         cache_stats: CacheStats | None = None,
+        *,
+        watch: DatabaseWatch,
     ) -> None:
         self._db = db
         self._cache_stats = cache_stats
+        self._watch = watch
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._invalidator = invalidator
@@ -110,8 +114,13 @@ class MountService:
         self._loaded_at = self._probed_at = time.monotonic() if fresh else float("-inf")
 
     async def _current(self) -> dict[str, Mount]:
-        if time.monotonic() - self._loaded_at >= self._cache_ttl:
-            await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl)
+        if not self._watch.trusts(time.monotonic() - self._loaded_at, self._cache_ttl):
+            try:
+                await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl)
+            except Exception as exc:
+                # The database went away as the table came due: within --stale-while-down it still answers.
+                if not self._mounts or not self._watch.noticed(exc):
+                    raise
         return self._mounts
 
     async def _reload_unless(self, fresh: Callable[[], bool]) -> None:
@@ -136,7 +145,7 @@ class MountService:
         engine = self._engines.get(mount.id)
         if engine is None or engine.mount != mount:
             engine = KeyService(
-                self._db, self._master_key, self._cache_ttl, mount, self._invalidator, self._cache_stats
+                self._db, self._master_key, self._cache_ttl, mount, self._invalidator, self._watch, self._cache_stats
             )
             self._engines[mount.id] = engine
         return engine

@@ -18,6 +18,7 @@ from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
 from kms_service.service.caching import CacheStats, SingleFlight
+from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
 from kms_service.storage import repository as repo
@@ -100,8 +101,12 @@ class TokenService:
         cache_ttl: float,
         invalidator: Invalidator,
         max_ttl: int = 365 * 24 * 3600,
+        *,
+        watch: DatabaseWatch,
     ) -> None:
         self._db = db
+        # During a database outage it says how long cached tokens may still answer (--stale-while-down).
+        self._watch = watch
         # The longest life auth/token/create gives a token (seconds): longer asks are capped, with a warning.
         self.max_ttl = max_ttl
         self._hmac_key = secrets.token_hmac_key
@@ -144,16 +149,26 @@ class TokenService:
         else:
             self.cache_stats.misses += 1
             async with self._loading(digest):
-                entry = self._fresh(digest) or await self._lookup(token, digest)
+                entry = self._fresh(digest) or await self._lookup_or_stale(token, digest)
         if entry.principal is None or entry.principal.info.expired(utcnow()):
             return None
         return entry.principal
 
     def _fresh(self, digest: bytes) -> _CachedToken | None:
         entry = self._cache.get(digest)
-        if entry is None or time.monotonic() - entry.checked_at >= self._cache_ttl:
+        if entry is None or not self._watch.trusts(time.monotonic() - entry.checked_at, self._cache_ttl):
             return None
         return entry
+
+    async def _lookup_or_stale(self, token: str, digest: bytes) -> _CachedToken:
+        try:
+            return await self._lookup(token, digest)
+        except Exception as exc:
+            # The database went away as this entry came due: within --stale-while-down it still answers.
+            stale = self._cache.get(digest)
+            if stale is None or not self._watch.noticed(exc):
+                raise
+            return stale
 
     async def _lookup(self, token: str, digest: bytes) -> _CachedToken:
         epoch = self._invalidator.epoch

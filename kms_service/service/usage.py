@@ -4,8 +4,13 @@ No request writes to the database once warm: a process reserves counts in blocks
 uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
 what it did not use once a version has been idle for ``IDLE_GIVE_BACK`` seconds, and at shutdown. A use is
 answered only once a durable reservation covers it, so a crash loses at most the unused part of a block:
-the stored count can only be too high, never too low. A key read shows the stored count less this process's
-unused reservations (exact on one process; other processes' unused blocks count until they give them back).
+the stored count can only be too high, never too low. The exception is a database outage: within
+``--stale-while-down`` a use that needs a new block is answered on credit (``_Slot.unused`` goes below 0),
+and the flush stores the debt once the database is back; a process that dies before then loses those
+counts (at most the window's traffic, far below the margin between the rotation point and 2^32).
+
+A key read shows the stored count less this process's unused reservations (exact on one process; other
+processes' unused blocks count until they give them back).
 
 Key ids are never reused (``keys`` is AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so a slot never
 outlives its key's row into another key's.
@@ -28,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import Key
+from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.keys import KeyService
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
@@ -66,8 +72,9 @@ class _Slot:
 
 
 class UsageCounter:
-    def __init__(self, db: Database, nonce_warning_at: int, nonce_rotation_at: int) -> None:
+    def __init__(self, db: Database, nonce_warning_at: int, nonce_rotation_at: int, *, watch: DatabaseWatch) -> None:
         self._db = db
+        self._watch = watch
         self._slots: dict[tuple[int, int, str], _Slot] = {}
         self.nonce_warning_at = nonce_warning_at
         self.nonce_rotation_at = nonce_rotation_at
@@ -91,7 +98,12 @@ class UsageCounter:
             async with self._reserving:
                 short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
                 if short:
-                    await self._reserve(key.key_id, count, {v: slots[v] for v in short}, short, now)
+                    try:
+                        await self._reserve(key.key_id, count, {v: slots[v] for v in short}, short, now)
+                    except Exception as exc:
+                        # The database is away: within --stale-while-down, count on credit (flush stores it).
+                        if not self._watch.noticed(exc):
+                            raise
         moment = time.monotonic()
         warnings = []
         for version, n in per_version.items():
@@ -161,16 +173,37 @@ class UsageCounter:
         now = time.monotonic()
         returned = []
         for slot_key, slot in list(self._slots.items()):
-            if now - slot.last_used < idle_for:
-                continue
+            if now - slot.last_used < idle_for or slot.unused < 0:
+                continue  # in use, or owing uses made on credit (stored below)
             if slot.unused > 0:
                 returned.append((*slot_key, slot.unused, slot.last_used_at or utcnow()))
             del self._slots[slot_key]
-        if not returned:
+        if returned:
+            async with self._db.writing() as session:
+                for key_id, version, count, unused, last_used_at in returned:
+                    await repo.give_back_usage(session, key_id, version, count, unused, last_used_at)
+        await self._settle_credit()
+
+    async def _settle_credit(self) -> None:
+        """Store the uses answered on credit during a database outage, one version per transaction (rare:
+        after an outage); a slot owes until its write commits."""
+        if not any(slot.unused < 0 for slot in self._slots.values()):
             return
-        async with self._db.writing() as session:
-            for key_id, version, count, unused, last_used_at in returned:
-                await repo.give_back_usage(session, key_id, version, count, unused, last_used_at)
+        async with self._reserving:  # no reservation of spend's counts the same uses meanwhile
+            for (key_id, version, count), slot in list(self._slots.items()):
+                debt = -slot.unused
+                if debt <= 0:
+                    continue
+                try:
+                    async with self._db.writing() as session:
+                        stored = await repo.reserve_usage(
+                            session, key_id, version, count, debt, slot.last_used_at or utcnow()
+                        )
+                except IntegrityError:
+                    stored = None  # the version was deleted meanwhile: nothing left to count
+                slot.reserved += debt
+                if stored is not None:
+                    slot.stored = stored
 
     async def of(self, key: Key) -> dict[str, dict[str, object]]:
         """The key's counts by version: stored, less this process's unused reservations (no write)."""

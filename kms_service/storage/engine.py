@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
@@ -35,6 +36,31 @@ def unavailable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, (ConnectionError, TimeoutError)) or (isinstance(exc, OSError) and exc.filename is None):
         return f"{type(exc).__name__}: {exc.strerror or exc}"
     return None
+
+
+# What a server that went away (stopped, restarting, unreachable) raises, as opposed to a failing statement.
+_SERVER_GONE = (
+    OSError,  # refused, reset, unreachable, timed out
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or does not exist
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database server cannot be reached or dropped the connection (an outage), as
+    opposed to a failing statement, a locked or missing SQLite file, or a busy pool."""
+    for _ in range(8):  # the driver's error, SQLAlchemy's adapter of it, SQLAlchemy's wrapper
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, _SERVER_GONE) and not (isinstance(exc, OSError) and exc.filename is not None):
+            return True
+        following = exc.orig if isinstance(exc, DBAPIError) else exc.__cause__
+        if following is None:
+            return False
+        exc = following
+    return False
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -114,26 +140,33 @@ class Database:
     """Sessions for reads and for write transactions (the latter serialise with other writers).
 
     A writer records what it changes with ``changed``; after the commit, ``writing`` hands the changes to
-    ``on_commit`` (the service's invalidator), before the caller sees the result."""
+    ``on_commit`` (the service's invalidator), before the caller sees the result. ``gate`` runs before every
+    session and may refuse it (a serving node during a database outage raises at once)."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         on_commit: Callable[[list[Any]], None] | None = None,
         before_commit: Callable[[Any, list[Any]], Awaitable[None]] | None = None,
+        gate: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self._readers = async_sessionmaker(engine, expire_on_commit=False)
         self._writers = async_sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
         self._on_commit = on_commit
         self._before_commit = before_commit
+        self._gate = gate
 
     def reading(self) -> AsyncSession:
+        if self._gate is not None:
+            self._gate()
         return self._readers()
 
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """One transaction, committed on exit (rolled back on error)."""
+        if self._gate is not None:
+            self._gate()
         async with self._writers() as session:
             async with session.begin():
                 yield session

@@ -24,6 +24,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from kms_service.errors import (
     ClientGone,
+    DatabaseUnavailable,
     InternalError,
     KMSError,
     NotFound,
@@ -64,6 +65,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
     (UnsupportedOperation, 405),
     (PayloadTooLarge, 413),
     (RefusedAsServerError, 500),
+    (DatabaseUnavailable, 503),
     (UserError, 400),
     (InternalError, 500),
 )
@@ -181,6 +183,8 @@ def background_job(
             try:
                 if every_node or await kms.leads(name):
                     await job(kms)
+            except DatabaseUnavailable:
+                pass  # an outage this node knows of and has logged; the next run tries again
             except Exception as exc:
                 reason = unavailable_reason(exc)
                 if reason is None:

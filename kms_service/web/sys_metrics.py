@@ -14,6 +14,8 @@ Metric names (the README lists them too):
   sign, verify, hmac and datakey
 - ``kms_cache_lookups_total{cache, result}``: cache ``key`` or ``token``, result ``hit`` or ``miss``
 - ``kms_database_errors_total{error}``: errors the database raised, by SQLAlchemy's class name
+- ``kms_database_available``: 1, or 0 during a database outage (``--stale-while-down``)
+- ``kms_database_outages_total``: outages this process has seen begin
 - ``kms_build_info{version}``: always 1
 """
 
@@ -25,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kms_service import __version__
 from kms_service.errors import InvalidRequest
+from kms_service.outage import DatabaseState
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
@@ -150,6 +153,15 @@ class _ServiceCollector(Collector):
         for error, count in sorted(self._kms.database_errors.items()):
             errors.add_metric([error], count)
         yield errors
+        watch = self._kms.watch
+        yield GaugeMetricFamily(
+            "kms_database_available",
+            "1 while the database answers; 0 during an outage (serving from memory, then failing closed).",
+            value=1 if watch.state() is DatabaseState.AVAILABLE else 0,
+        )
+        yield CounterMetricFamily(
+            "kms_database_outages", "Database outages this process has seen begin.", value=watch.outages
+        )
 
 
 METRICS_KEY = web.AppKey("metrics", Metrics)

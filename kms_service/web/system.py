@@ -6,11 +6,39 @@ import time
 from typing import Any
 
 from kms_service import __version__
+from kms_service.errors import InvalidRequest
+from kms_service.outage import DatabaseState
 from kms_service.web import openapi
-from kms_service.web.framework import Call, Operation, Path
+from kms_service.web.framework import Call, Field, Operation, Path
+from kms_service.web.framework import FieldType as T
+from kms_service.web.replies import Reply
+
+# Vault's codes: 200 active; 429 standby (up, but not taking writes); 503 sealed (serving nothing). A node
+# whose database is down but which still answers from memory is like a standby; past --stale-while-down it
+# serves nothing, like a sealed one.
+STATUS_FOR_STATE = {DatabaseState.AVAILABLE: 200, DatabaseState.STALE: 429, DatabaseState.DOWN: 503}
 
 
-async def health(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+def _status_code(code: int) -> None:
+    if not 200 <= code <= 599:
+        raise InvalidRequest("standbycode must be an HTTP status code from 200 to 599")
+
+
+async def health(call: Call, args: dict[str, Any]) -> Reply:
+    state = call.kms.watch.state()
+    status = STATUS_FOR_STATE[state]
+    if state is DatabaseState.STALE:
+        status = 200 if args["standbyok"] else args["standbycode"] or status
+    body = _health_body(call)
+    body["database"] = state.value
+    stale_until = call.kms.watch.outage.stale_until()
+    if stale_until is not None:
+        body["database_down_seconds"] = round(time.monotonic() - call.kms.watch.outage.down_since, 1)
+        body["serving_from_cache_until"] = int(time.time() + max(0.0, stale_until - time.monotonic()))
+    return Reply(body, status=status, bare=True)
+
+
+def _health_body(call: Call) -> dict[str, Any]:
     service = call.kms.service
     name = service.name if service else "kms-service"
     return {
@@ -38,8 +66,18 @@ _OPENAPI = Operation(openapi_document, bare=True)
 PATHS = (
     Path(
         "sys/health",
-        "Health: initialised, unsealed, active (the bare object, not Vault's envelope).",
-        fields=(),
+        "Health (the bare object, not Vault's envelope): 200 when the database is available, 429 while it is "
+        "down and this node serves from memory (--stale-while-down), 503 once that window has passed; "
+        "'database' says which.",
+        fields=(
+            Field(
+                "standbyok",
+                T.BOOL,
+                "200 instead of 429 while the database is down and this node serves from "
+                "memory (Vault's standby code).",
+            ),
+            Field("standbycode", T.INT, "The status for that state (default 429).", check=_status_code),
+        ),
         operations={"GET": Operation(health, bare=True), "HEAD": Operation(health, bare=True)},
         authenticated=False,
     ),
