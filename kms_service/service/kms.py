@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
+from kms_service.audit import AuditKeys
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, SealError
 from kms_service.keyring import KeySettings
@@ -86,6 +87,7 @@ class KMS:
         self.db = Database(engine, on_commit=self.invalidator.publish, before_commit=self.invalidator.before_commit)
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
+        self.audit_keys = AuditKeys(secrets.audit_key)
         # Every key cache's hits and misses, in one place for the metrics.
         self.key_cache_stats = CacheStats()
         self.mounts = MountService(
