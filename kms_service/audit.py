@@ -190,6 +190,9 @@ class ChainReport:
     anchor: Anchor | None = None
     # How the end of the chain compares with its anchor.
     tail: str = ""
+    # Records missing at the break, and the seqs met after it (a missing record found later was moved).
+    gap: tuple[int, int] | None = None
+    seen_after: set[int] = field(default_factory=set, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -239,6 +242,7 @@ def verify(
         if report.first_seq is None:
             report.first_seq = chain["seq"]
         if report.problem is not None:
+            report.seen_after.add(chain["seq"])
             continue
         expected = hmac.new(chain_key, match["body"], hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, match["hash"].decode()):
@@ -249,6 +253,8 @@ def verify(
             seq, head = previous
             if chain["seq"] != seq + 1:
                 what = "missing" if chain["seq"] > seq + 1 else "out of order"
+                if what == "missing":
+                    report.gap = (seq + 1, chain["seq"] - 1)
                 report.problem = f"line {number}: seq {chain['seq']} follows seq {seq}: record(s) {what}" + (
                     f" (seq {seq + 1}..{chain['seq'] - 1})" if what == "missing" else ""
                 )
@@ -266,6 +272,8 @@ def verify(
         report.verified_seq, report.verified_line = chain["seq"], number
         report.ended = record.get("type") == CHAIN_END
     for chain_id, report in result.chains.items():
+        if report.gap is not None and set(range(report.gap[0], report.gap[1] + 1)) <= report.seen_after:
+            report.problem = f"{report.problem}, found further on: records out of order"
         anchor = anchors.get(chain_id)
         report.anchor = anchor
         if anchor is None:

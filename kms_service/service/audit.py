@@ -183,25 +183,29 @@ class AuditLog:
         """fsync the file, store the database sink's lines and anchor every chain's head, in that order: an
         anchor never names a record a crash could still lose."""
         async with self._flush_lock:
-            heads = [(sink.name, self.chains[sink.name]) for sink in self.sinks]
-            heads = [(name, chain.id, chain.seq, chain.head) for name, chain in heads]
+            files = [sink for sink in self.sinks if isinstance(sink, FileSink)]
+            # A file's head is taken before its fsync, which then covers every record up to it.
+            heads = [(s.name, self.chains[s.name].id, self.chains[s.name].seq, self.chains[s.name].head) for s in files]
+            synced = True
+            for sink in files:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, sink.sync)
+                except SinkUnavailable as exc:
+                    synced = False
+                    self.last_error = f"audit file: {exc}"
+            if not synced:
+                heads = []
+            # The database sink's lines and head, taken together (no await in between).
             rows: list[tuple[str, int, str]] = []
             for sink in self.sinks:
                 if isinstance(sink, DatabaseSink):
                     rows = sink.take()
-            loop = asyncio.get_running_loop()
-            synced = True
-            for sink in self.sinks:
-                if isinstance(sink, FileSink):
-                    try:
-                        await loop.run_in_executor(None, sink.sync)
-                    except SinkUnavailable as exc:
-                        synced = False
-                        self.last_error = f"audit file: {exc}"
+                    chain = self.chains[sink.name]
+                    heads.append((sink.name, chain.id, chain.seq, chain.head))
             to_anchor = [
                 (name, chain_id, seq, head)
                 for name, chain_id, seq, head in heads
-                if seq > 0 and (closed or seq > self._anchored.get(chain_id, 0)) and (synced or name != "file")
+                if seq > 0 and (closed or seq > self._anchored.get(chain_id, 0))
             ]
             if not rows and not to_anchor:
                 return
