@@ -162,6 +162,30 @@ def test_audit_hash_finds_the_record_of_a_plaintext(start_server, env, tmp_path)
     assert {json.loads(line)["request"]["path"] for line in holding} == {"transit/encrypt/vault-enc"}
 
 
+def test_vaults_audit_api_lists_the_devices_and_hashes_as_the_log_does(start_server, tmp_path):
+    from baocli import bao
+
+    log = tmp_path / "audit.log"
+    server = start_server(audit_file=log, audit_db=True)
+    root = server.root_token()
+    client = server.client(root)
+    devices = client.sys.list_enabled_audit_devices()["data"]
+    assert {path: device["type"] for path, device in devices.items()} == {"file/": "file", "db/": "db"}
+    assert devices["file/"]["options"] == {"file_path": str(log)}
+    assert sorted(json.loads(bao(server, root, "audit", "list", "-format=json").stdout)) == ["db/", "file/"]
+    hashed = client.sys.calculate_hash(path="file", input_to_hash=PLAINTEXT)["data"]["hash"]
+    assert hashed == server.kms.audit_keys.hash(PLAINTEXT)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="unknown audit backend"):
+        client.sys.calculate_hash(path="syslog", input_to_hash=PLAINTEXT)
+    # Only a token with sudo on sys/audit lists the devices.
+    crypto = server.client(server.endpoint_token("crypto"))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        crypto.sys.list_enabled_audit_devices()
+    server.stop()
+    assert hashed in log.read_text()  # the hash request's own input, as recorded
+    assert PLAINTEXT not in log.read_text()
+
+
 @pytest.fixture
 def closed_log(start_server, tmp_path) -> Path:
     """A log of a dozen requests from a server that has stopped (its chain ended and anchored)."""
