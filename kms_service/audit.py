@@ -19,7 +19,6 @@ type ``chain-end``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
@@ -47,7 +46,7 @@ class AuditKeys:
 
     def hash(self, value: str | bytes) -> str:
         raw = value.encode() if isinstance(value, str) else value
-        return HASH_PREFIX + hmac.new(self._hash_key, raw, hashlib.sha256).hexdigest()
+        return HASH_PREFIX + hmac.digest(self._hash_key, raw, "sha256").hex()
 
     def redact(self, value: Any) -> Any:
         """``value`` with every string (and bytes) hashed, at any depth; numbers, booleans and null kept."""
@@ -137,6 +136,11 @@ def entry(
     return record
 
 
+def serialize(record: Mapping[str, Any]) -> bytes:
+    """A record as one line of JSON (without its chain fields; ``Chain.link`` adds them)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
 @dataclass
 class Chain:
     """One writer's chain in one sink: the next record's sequence number and the last record's hash."""
@@ -146,18 +150,15 @@ class Chain:
     seq: int = 0
     head: str = ""
 
-    def link(self, record: Mapping[str, Any]) -> tuple[bytes, int, str]:
-        """The line (with its newline) ``record`` is written as next, its seq and hash. The chain moves on
-        only by ``advance`` once the line was written, so a record that failed to write leaves no gap."""
+    def link(self, record: bytes) -> tuple[bytes, int, str]:
+        """The line (with its newline) ``record`` (``serialize``'s JSON object) is written as next, its seq
+        and hash. The chain moves on only by ``advance`` once the line was written, so a record that failed
+        to write leaves no gap."""
         seq = self.seq + 1
-        body = json.dumps(
-            {**record, "chain": {"id": self.id, "seq": seq, "prev": self.head}},
-            separators=(",", ":"),
-            ensure_ascii=False,
-            default=str,
-        ).encode()
-        digest = hmac.new(self.key, body[:-1], hashlib.sha256).hexdigest()
-        return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', seq, digest
+        chain = json.dumps({"id": self.id, "seq": seq, "prev": self.head}, separators=(",", ":")).encode()
+        body = record[:-1] + b',"chain":' + chain
+        digest = hmac.digest(self.key, body, "sha256").hex()
+        return body + b',"hash":"' + digest.encode() + b'"}\n', seq, digest
 
     def advance(self, seq: int, digest: str) -> None:
         self.seq, self.head = seq, digest
@@ -203,6 +204,8 @@ class ChainReport:
 class Verification:
     chains: dict[str, ChainReport] = field(default_factory=dict)
     unreadable: list[int] = field(default_factory=list)  # line numbers that are no record
+    # The last line, when it is part of a record: a write cut short by a crash (not counted as a fault).
+    torn_end: int | None = None
     absent: list[str] = field(default_factory=list)  # chains anchored in the database, not in these lines
 
     @property
@@ -223,6 +226,7 @@ def verify(
     anchors = anchors or {}
     known_heads = known_heads or {}
     result = Verification()
+    number, raw = 0, b""
     heads: dict[str, tuple[int, str]] = dict(known_heads)
     anchored_hashes: dict[str, str] = {}  # the hash of the record at each chain's anchored seq
     for number, raw in enumerate(lines, start=1):
@@ -244,7 +248,7 @@ def verify(
         if report.problem is not None:
             report.seen_after.add(chain["seq"])
             continue
-        expected = hmac.new(chain_key, match["body"], hashlib.sha256).hexdigest()
+        expected = hmac.digest(chain_key, match["body"], "sha256").hex()
         if not hmac.compare_digest(expected, match["hash"].decode()):
             report.problem = f"line {number} (seq {chain['seq']}): edited (its hash does not match its content)"
             continue
@@ -271,6 +275,8 @@ def verify(
             anchored_hashes[chain["id"]] = match["hash"].decode()
         report.verified_seq, report.verified_line = chain["seq"], number
         report.ended = record.get("type") == CHAIN_END
+    if result.unreadable and result.unreadable[-1] == number and not raw.endswith(b"\n"):
+        result.torn_end = result.unreadable.pop()
     for chain_id, report in result.chains.items():
         if report.gap is not None and set(range(report.gap[0], report.gap[1] + 1)) <= report.seen_after:
             report.problem = f"{report.problem}, found further on: records out of order"
@@ -283,7 +289,7 @@ def verify(
         if report.ok and head is not None and head[0] < anchor.seq:
             report.problem = (
                 f"records seq {head[0] + 1}..{anchor.seq} are missing from the end (the database anchored seq "
-                f"{anchor.seq})"
+                f"{anchor.seq}): cut off, or in a later file not given"
             )
         elif report.ok and not hmac.compare_digest(anchored_hashes.get(chain_id, anchor.hash), anchor.hash):
             report.problem = f"the record at anchored seq {anchor.seq} differs from the one the database anchored"

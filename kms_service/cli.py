@@ -937,6 +937,8 @@ def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | Non
             )
     for number in result.unreadable:
         click.echo(f"line {number}: not an audit record (a torn write, or an edit)")
+    if result.torn_end is not None:
+        click.echo(f"line {result.torn_end}: the last record is incomplete (cut short by a crash)")
     for chain_id in result.absent:
         click.echo(f"chain {chain_id}: anchored in the database, no record here (in another file?)")
     if not result.chains and not result.absent:

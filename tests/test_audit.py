@@ -386,3 +386,12 @@ def test_a_file_that_cannot_be_opened_stops_serve_in_one_line(env, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: --audit-file: cannot open"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_last_record_cut_short_by_a_crash_is_reported_but_breaks_nothing(closed_log, env):
+    # A crash while writing a record after the anchored ones: part of a line, no newline.
+    rewrite(closed_log, lambda lines: [*lines, lines[3][:40]])
+    code, out = verify(env, str(closed_log))
+    assert code == 0, out
+    assert "line 14: the last record is incomplete (cut short by a crash)" in out, out
+    assert "intact, 13 record(s), seq 1..13" in out, out

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kms_service.audit import CHAIN_END, AuditKeys, Chain
+from kms_service.audit import CHAIN_END, AuditKeys, Chain, serialize
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
 
@@ -156,9 +156,10 @@ class AuditLog:
         """Write ``entry`` to every sink; True if at least one took it (the chain of a sink that failed stays
         where it was: its file shows no gap, only a later timestamp)."""
         taken = False
+        serialized = serialize(entry)
         for sink in self.sinks:
             chain = self.chains[sink.name]
-            line, seq, digest = chain.link(entry)
+            line, seq, digest = chain.link(serialized)
             try:
                 sink.write(line, chain.id, seq)
             except SinkUnavailable as exc:
