@@ -95,6 +95,9 @@ def test_every_request_via_hvac_is_recorded_in_file_and_table_with_no_secret_in_
     backup = transit.backup_key("audit-enc")["data"]["backup"]
     datakey = transit.generate_data_key("audit-enc", key_type="plaintext")["data"]
     random_bytes = transit.generate_random_bytes(n_bytes=32)["data"]["random_bytes"]
+    # A large batch: its records are built off the event loop; every item hashed all the same.
+    batch = [{"plaintext": base64.b64encode(f"batch item {i} {uuid.uuid4()}".encode()).decode()} for i in range(1000)]
+    batch_results = transit.encrypt_data("audit-enc", batch_input=batch)["data"]["batch_results"]
     stranger = "hvs." + uuid.uuid4().hex
     with pytest.raises(hvac.exceptions.Forbidden):
         server.client(stranger).secrets.transit.encrypt_data("audit-enc", plaintext=PLAINTEXT)
@@ -114,6 +117,9 @@ def test_every_request_via_hvac_is_recorded_in_file_and_table_with_no_secret_in_
         "data key": datakey["plaintext"],
         "wrapped data key": datakey["ciphertext"],
         "random bytes": random_bytes,
+        "first batch plaintext": batch[0]["plaintext"],
+        "last batch plaintext": batch[-1]["plaintext"],
+        "last batch ciphertext": batch_results[-1]["ciphertext"],
     }
     file_bytes = log.read_bytes()
     lines = table_lines(database_url)
@@ -141,6 +147,16 @@ def test_every_request_via_hvac_is_recorded_in_file_and_table_with_no_secret_in_
     assert encrypt["response"]["data"]["ciphertext"] == hashes.hash(ciphertext)
     assert encrypt["response"]["status"] == 200 and encrypt["error"] == ""
     assert responses["transit/keys/audit-enc"]["request"]["operation"] == "create"
+    batch_records = [
+        r for r in found if r["type"] == "response" and r["request"]["path"] == "transit/encrypt/audit-enc"
+    ]
+    batch_record = next(
+        r for r in batch_records if r["type"] == "response" and "batch_results" in r["response"]["data"]
+    )
+    assert batch_record["request"]["data"]["batch_input"][-1] == {"plaintext": hashes.hash(batch[-1]["plaintext"])}
+    assert batch_record["response"]["data"]["batch_results"][-1]["ciphertext"] == hashes.hash(
+        batch_results[-1]["ciphertext"]
+    )
     # The stranger's request: denied before any handler ran, so one response record, with the error.
     denied = [r for r in found if r["type"] == "response" and r["auth"] == {}]
     assert [(r["response"]["status"], r["error"]) for r in denied] == [(403, "permission denied")]

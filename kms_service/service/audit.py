@@ -25,7 +25,6 @@ import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from kms_service.audit import CHAIN_END, AuditKeys, Chain, serialize
 from kms_service.storage import repository as repo
@@ -152,11 +151,10 @@ class AuditLog:
     def devices(self) -> list[str]:
         return [sink.name for sink in self.sinks]
 
-    def record(self, entry: dict[str, Any]) -> bool:
-        """Write ``entry`` to every sink; True if at least one took it (the chain of a sink that failed stays
-        where it was: its file shows no gap, only a later timestamp)."""
+    def record(self, serialized: bytes) -> bool:
+        """Write a record (``audit.serialize``'s JSON) to every sink; True if at least one took it (the chain
+        of a sink that failed stays where it was: its file shows no gap, only a later timestamp)."""
         taken = False
-        serialized = serialize(entry)
         for sink in self.sinks:
             chain = self.chains[sink.name]
             line, seq, digest = chain.link(serialized)
@@ -227,7 +225,7 @@ class AuditLog:
     async def close(self) -> None:
         """End every chain with a chain-end record, flush and anchor it as closed, close the file."""
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        self.record({"time": now, "type": CHAIN_END})
+        self.record(serialize({"time": now, "type": CHAIN_END}))
         try:
             await self.flush(closed=True)
         except Exception as exc:  # the database is gone: the chain stays open, as after a crash

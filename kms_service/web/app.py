@@ -88,7 +88,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     call = request.get(CALL_KEY)
     audit = request.app.get(AUDIT_KEY)
     if audit is not None and audited(call):
-        if not record_response(audit, request, call, request_id, response.status, reply, error):
+        if not await record_response(audit, request, call, request_id, response.status, reply, error):
             # The answer must not leave unrecorded: refuse it, even though the operation ran.
             request.app[FAULTS_KEY].log(logging.ERROR, "audit", "%s; refusing requests", audit.last_error)
             response = replies.error(503, [REFUSED])

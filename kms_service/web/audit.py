@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from kms_service.audit import Caller, Exchange, entry
+from kms_service.audit import Caller, Exchange, entry, serialize
 from kms_service.errors import AuditUnavailable, ConfigError
 from kms_service.service.audit import AuditLog, DatabaseSink, FileSink, Sink, SinkUnavailable
 from kms_service.settings import Settings
 from kms_service.storage.engine import unavailable_reason
-from kms_service.web.framework import Call
+from kms_service.web.framework import PARSE_INLINE_BYTES, Call, in_heavy_lane
 from kms_service.web.replies import Reply
 from kms_service.web.routing import KMS_KEY
 
@@ -83,15 +83,38 @@ def exchange(request: web.Request, call: Call | None, request_id: str) -> Exchan
     )
 
 
-def record_request(audit: AuditLog, request_id: str, call: Call) -> None:
+# Past this many batch items (or a body parsed off the event loop), a record is built off it too.
+LARGE_BATCH_ITEMS = 256
+
+
+def _large(request: web.Request, call: Call | None) -> bool:
+    items = call.body.get("batch_input") if call is not None and call.body is not None else None
+    return (request.content_length or 0) > PARSE_INLINE_BYTES or (
+        isinstance(items, list) and len(items) > LARGE_BATCH_ITEMS
+    )
+
+
+async def _serialized(request: web.Request, call: Call | None, build: Callable[[], dict[str, Any]]) -> bytes:
+    """A record as its JSON line; a large request's (thousands of values to hash) in the heavy lane, as its
+    body was parsed, so it never holds the event loop."""
+    if not _large(request, call):
+        return serialize(build())
+    from kms_service.web.app import ROUTER_KEY  # app.py imports this module
+
+    return await in_heavy_lane(request.app[ROUTER_KEY].heavy_lane, lambda: serialize(build()))
+
+
+async def record_request(audit: AuditLog, request_id: str, call: Call) -> None:
     """The router's hook: the request record, before the handler runs; refused when no sink takes it."""
     if not audited(call):
         return
-    if not audit.record(entry(audit.keys, "request", exchange(call.request, call, request_id))):
+    found = exchange(call.request, call, request_id)
+    line = await _serialized(call.request, call, lambda: entry(audit.keys, "request", found))
+    if not audit.record(line):
         raise AuditUnavailable(REFUSED)
 
 
-def record_response(
+async def record_response(
     audit: AuditLog,
     request: web.Request,
     call: Call | None,
@@ -106,10 +129,11 @@ def record_response(
         response = dict(reply.data) if reply.data is not None else None
         if reply.auth is not None:
             response = {**(response or {}), "auth": reply.auth}
-    record = entry(
-        audit.keys, "response", exchange(request, call, request_id), response=response, status=status, error=error
+    found = exchange(request, call, request_id)
+    line = await _serialized(
+        request, call, lambda: entry(audit.keys, "response", found, response=response, status=status, error=error)
     )
-    return audit.record(record)
+    return audit.record(line)
 
 
 def _sinks(settings: Settings) -> list[Sink]:
@@ -142,7 +166,7 @@ def audit_context(settings: Settings):
                     raise ConfigError(f"--audit-file: {exc}") from None
         app[AUDIT_KEY] = audit
         router = app[ROUTER_KEY]
-        router.on_request = lambda call: record_request(audit, call.request[REQUEST_ID_KEY], call)
+        router.on_request = lambda call: record_request(audit, call.request[REQUEST_ID_KEY], call)  # a coroutine
         faults = app[FAULTS_KEY]
 
         async def flush_forever() -> None:

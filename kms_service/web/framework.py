@@ -426,12 +426,16 @@ async def read_fields(
     content_type = request.headers.get("Content-Type")
     if sum(map(len, chunks)) <= PARSE_INLINE_BYTES:
         return _parse_chunks(chunks, content_type, limits.json, tokens)
+    return await in_heavy_lane(heavy_lane, _parse_chunks, chunks, content_type, limits.json, tokens)
+
+
+async def in_heavy_lane(heavy_lane: asyncio.Lock, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, one at a time, then a pause ``HEAVY_PAUSE`` times as long (see
+    ``read_fields``): for work on a large body (its parse, its audit record)."""
     async with heavy_lane:
         start = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, _parse_chunks, chunks, content_type, limits.json, tokens
-            )
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         finally:
             await asyncio.sleep((time.perf_counter() - start) * HEAVY_PAUSE)
 
@@ -452,7 +456,7 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     if operation.body:
         call._warnings = ignored_field_warnings(body, path.body_names, call.params)
     if operation.batch is None:
-        _before_handler(call)
+        await _before_handler(call)
         reply = _as_reply(await operation.handler(call, args), operation)
         call.crypto_count = 1 if operation.crypto else 0
         return reply
@@ -463,7 +467,7 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
         items = _parse_items(path, raw_items)
     else:
         items = Items([single], [None], batched=False)
-    _before_handler(call)
+    await _before_handler(call)
     await operation.handler(call, args, items)
     if operation.crypto:
         call.crypto_count = sum(
@@ -474,11 +478,11 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     return _batch_reply(operation.batch, args, items, [item.get("reference", "") for item in items.values])
 
 
-def _before_handler(call: Call) -> None:
+async def _before_handler(call: Call) -> None:
     """The router's hook once the request is read and valid, before it can change anything (the audit
     log's request record; it raises to refuse the request)."""
     if call.router.on_request is not None:
-        call.router.on_request(call)
+        await call.router.on_request(call)
 
 
 def _parse_top_level(path: Path, body: dict[str, Any], batched: bool) -> tuple[dict[str, Any], dict[str, Any]]:

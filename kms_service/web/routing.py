@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -67,7 +67,7 @@ class Router:
         # Large bodies are parsed one at a time (framework.read_fields).
         self.heavy_lane = asyncio.Lock()
         # Called with each request about to run its handler (framework.run): the audit log's request record.
-        self.on_request: Callable[[Call], None] | None = None
+        self.on_request: Callable[[Call], Awaitable[None]] | None = None
         for path in paths:
             self.add(path)
 
