@@ -457,6 +457,15 @@ def _load_config(path: Path) -> ServiceConfig:
     type=click.FloatRange(0.05, 60),
     help="Seconds between fsyncs of the audit file, writes of the audit table and anchors of the chains.",
 )
+@click.option(
+    "--audit-db-queue",
+    envvar="KMS_AUDIT_DB_QUEUE",
+    show_envvar=True,
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Audit records that may wait for the database (--audit-db); past it the table refuses them.",
+)
 @database_options
 @click.pass_context
 def serve(
@@ -467,6 +476,7 @@ def serve(
     audit_file: Path | None,
     audit_db: bool,
     audit_flush_interval: float,
+    audit_db_queue: int,
     reap_interval: float,
     rotate_check_interval: float,
     max_batch_items: int,
@@ -505,6 +515,7 @@ def serve(
         audit_file=audit_file.absolute() if audit_file is not None else None,
         audit_db=audit_db,
         audit_flush_interval=audit_flush_interval,
+        audit_db_queue=audit_db_queue,
         **limits,
     )
     json_logs = ctx.meta.get("kms_log_format") == "json"

@@ -4,6 +4,7 @@ record, rotation on SIGHUP, fail-closed when the file cannot be written, and a S
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -22,6 +23,7 @@ from processes import COMMAND, ServeProcess, cli_env, run_cli
 from test_caching import StatementCounter
 
 from kms_service.audit import HASH_PREFIX
+from kms_service.web.audit import REFUSED
 
 PLAINTEXT_BYTES = b"the audit log must never show this " + uuid.uuid4().hex.encode()
 PLAINTEXT = base64.b64encode(PLAINTEXT_BYTES).decode()
@@ -45,8 +47,6 @@ def table_lines(database_url: str) -> list[str]:
             return [row["line"] for row in await conn.fetch("SELECT line FROM audit_records ORDER BY id")]
         finally:
             await conn.close()
-
-    import asyncio
 
     return asyncio.run(fetch())
 
@@ -409,3 +409,76 @@ def test_a_last_record_cut_short_by_a_crash_is_reported_but_breaks_nothing(close
     assert code == 0, out
     assert "line 14: the last record is incomplete (cut short by a crash)" in out, out
     assert "intact, 13 record(s), seq 1..13" in out, out
+
+
+class TableLock:
+    """Holds audit_records locked from another connection, as a stuck or down database would (SQLite: the
+    whole file's write lock; PostgreSQL: that table only)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._release = threading.Event()
+        self._held = threading.Event()
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+
+    def __enter__(self) -> TableLock:
+        self._thread.start()
+        assert self._held.wait(30), "could not lock audit_records"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._thread.join(30)
+
+    def _hold(self) -> None:
+        if self.database_url.startswith("sqlite"):
+            import sqlite3
+
+            conn = sqlite3.connect(self.database_url.removeprefix("sqlite:///"), isolation_level=None)
+            conn.execute("BEGIN EXCLUSIVE")
+            self._held.set()
+            self._release.wait(120)
+            conn.execute("ROLLBACK")
+            conn.close()
+            return
+
+        async def hold() -> None:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                async with conn.transaction():
+                    await conn.execute("LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE")
+                    self._held.set()
+                    await asyncio.to_thread(self._release.wait, 120)
+            finally:
+                await conn.close()
+
+        asyncio.run(hold())
+
+
+def test_with_only_the_table_requests_are_refused_once_its_queue_is_full_and_served_again_after(
+    start_server, database_url, env
+):
+    server = start_server(audit_db=True, audit_flush_interval=0.1, audit_db_queue=10)
+    headers = {"X-Vault-Token": server.root_token()}
+    random = f"{server.url}/v1/transit/random/16"  # no database on its path: only the audit table waits
+    assert requests.post(random, headers=headers, timeout=10).status_code == 200
+    time.sleep(0.5)  # flushed
+    statuses: list[int] = []
+    with TableLock(database_url):
+        for _ in range(30):
+            answer = requests.post(random, headers=headers, timeout=10)
+            statuses.append(answer.status_code)
+            if answer.status_code == 503:
+                assert answer.json() == {"errors": [REFUSED]}
+            time.sleep(0.02)
+    # The queue holds ten records (five requests), and the one flush that took its lines waits on the lock
+    # with them: at most ten requests get through, then every one is refused until the table takes records.
+    assert statuses.count(200) <= 10 and statuses[-10:] == [503] * 10, statuses
+    deadline = time.monotonic() + 30
+    while requests.post(random, headers=headers, timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the table did not take records again"
+        time.sleep(0.1)
+    server.stop()
+    code, out = verify(env, "--db")
+    assert code == 0, out
+    assert "tail: complete (the chain was closed)" in out, out

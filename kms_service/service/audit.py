@@ -32,10 +32,6 @@ from kms_service.storage.engine import Database
 
 log = logging.getLogger(__name__)
 
-# The database sink keeps at most this many lines waiting for the next flush; past it (the database is
-# down), it refuses records, and with no other sink the requests are refused.
-MAX_PENDING_LINES = 20_000
-
 
 class SinkUnavailable(Exception):
     """A sink could not take a record (the reason is the message, one line)."""
@@ -115,7 +111,9 @@ class FileSink:
 class DatabaseSink:
     name = "db"
 
-    def __init__(self, max_pending: int = MAX_PENDING_LINES) -> None:
+    def __init__(self, max_pending: int) -> None:
+        """``max_pending``: lines it holds waiting for the database at most; past it (the database is down)
+        it refuses records, and with no other sink the requests are refused."""
         self.pending: list[tuple[str, int, str]] = []
         self.max_pending = max_pending
 

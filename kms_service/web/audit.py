@@ -141,7 +141,7 @@ def _sinks(settings: Settings) -> list[Sink]:
     if settings.audit_file is not None:
         sinks.append(FileSink(settings.audit_file))
     if settings.audit_db:
-        sinks.append(DatabaseSink())
+        sinks.append(DatabaseSink(settings.audit_db_queue))
     return sinks
 
 
@@ -176,7 +176,7 @@ def audit_context(settings: Settings):
                     await audit.flush()
                 except Exception as exc:
                     reason = unavailable_reason(exc) or type(exc).__name__
-                    faults.log(logging.ERROR, "audit", "audit log: cannot flush to the database: %s", reason)
+                    faults.log(logging.ERROR, "audit-flush", "audit log: cannot flush to the database: %s", reason)
 
         task = asyncio.create_task(flush_forever(), name="audit flush")
         yield
