@@ -19,7 +19,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -930,9 +930,7 @@ def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | Non
                 while page := await repo.audit_record_lines(session, after, 10_000):
                     lines.extend(line.encode() + b"\n" for _, line in page)
                     after = page[-1][0]
-        if not from_db:
-            lines = [line for path in files for line in path.read_bytes().splitlines(keepends=True)]
-        result = audit_rules.verify(lines, kms.audit_keys.chain_key, anchors)
+        result = audit_rules.verify(lines if from_db else _lines_of(files), kms.audit_keys.chain_key, anchors)
         result.absent = sorted(set(anchors) - set(result.chains))
         return result
 
@@ -956,6 +954,13 @@ def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | Non
         click.echo("no audit records")
     if not result.ok:
         raise SystemExit(1)
+
+
+def _lines_of(files: tuple[Path, ...]) -> Iterator[bytes]:
+    """The lines of ``files`` in order, read as they are checked (a log may be larger than memory)."""
+    for path in files:
+        with path.open("rb") as fh:
+            yield from fh
 
 
 @main.group()

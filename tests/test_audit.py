@@ -187,6 +187,9 @@ def test_vaults_audit_api_lists_the_devices_and_hashes_as_the_log_does(start_ser
     assert {path: device["type"] for path, device in devices.items()} == {"file/": "file", "db/": "db"}
     assert devices["file/"]["options"] == {"file_path": str(log)}
     assert sorted(json.loads(bao(server, root, "audit", "list", "-format=json").stdout)) == ["db/", "file/"]
+    enabling = bao(server, root, "audit", "enable", "file", f"file_path={tmp_path / 'other.log'}", check=False)
+    assert enabling.returncode != 0 and "serve --audit-file PATH" in enabling.stderr, enabling.stderr
+    assert not (tmp_path / "other.log").exists()
     hashed = client.sys.calculate_hash(path="file", input_to_hash=PLAINTEXT)["data"]["hash"]
     assert hashed == server.kms.audit_keys.hash(PLAINTEXT)
     with pytest.raises(hvac.exceptions.InvalidRequest, match="unknown audit backend"):

@@ -33,6 +33,14 @@ async def list_devices(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return _devices(call)
 
 
+async def change_device(call: Call, args: dict[str, Any]) -> None:
+    # `bao audit enable file file_path=...` / `bao audit disable`: say where devices are chosen instead.
+    raise InvalidRequest(
+        "audit devices are chosen when the server starts: serve --audit-file PATH (device file/) and "
+        "--audit-db (device db/)"
+    )
+
+
 async def audit_hash(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     path = call.params["path"].strip("/") + "/"
     if path not in _devices(call):
@@ -48,6 +56,21 @@ PATHS = (
         "The audit devices this server writes (serve --audit-file: file/, --audit-db: db/).",
         fields=(),
         operations={"GET": Operation(list_devices, capability=Capability.SUDO)},
+    ),
+    Path(
+        "sys/audit/:path",
+        "Enabling or disabling an audit device over HTTP is refused: devices are serve's flags.",
+        fields=(
+            Field("path", T.STRING, "The audit device's path."),
+            Field("type", T.STRING, "Vault's device type (file, ...)."),
+            Field("description", T.STRING, "Vault's device description."),
+            Field("options", T.MAP, "Vault's device options (file_path, ...)."),
+            Field("local", T.BOOL, "Vault's replication flag."),
+        ),
+        operations={
+            "POST": Operation(change_device, capability=Capability.SUDO),
+            "DELETE": Operation(change_device, capability=Capability.SUDO),
+        },
     ),
     Path(
         "sys/audit-hash/:path",
