@@ -485,3 +485,25 @@ def test_with_only_the_table_requests_are_refused_once_its_queue_is_full_and_ser
     code, out = verify(env, "--db")
     assert code == 0, out
     assert "tail: complete (the chain was closed)" in out, out
+
+
+def test_verify_of_the_table_detects_a_deleted_row(closed_log, database_url, env):
+    delete = "DELETE FROM audit_records WHERE seq = 5"
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(delete)
+    else:
+
+        async def run() -> None:
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute(delete)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+    code, out = verify(env, "--db")
+    assert code == 1, out
+    assert "seq 6 follows seq 4: record(s) missing (seq 5..5); intact up to seq 4" in out, out

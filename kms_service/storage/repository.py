@@ -659,11 +659,12 @@ async def count_tokens(session: AsyncSession) -> int:
 
 
 async def add_audit_records(session: AsyncSession, rows: Sequence[tuple[str, int, str]]) -> None:
-    """Records of the database sink: (chain id, seq, line)."""
+    """Records of the database sink: (chain id, seq, line). A record already stored (a batch retried after a
+    commit whose answer was lost) is left as it is."""
     if rows:
-        await session.execute(
-            m.AuditRecord.__table__.insert(), [{"chain_id": c, "seq": s, "line": line} for c, s, line in rows]
-        )
+        insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(m.AuditRecord).on_conflict_do_nothing(index_elements=["chain_id", "seq"])
+        await session.execute(statement, [{"chain_id": c, "seq": s, "line": line} for c, s, line in rows])
 
 
 async def anchor_audit_chain(

@@ -173,7 +173,8 @@ def audit_context(settings: Settings):
             while True:
                 await asyncio.sleep(settings.audit_flush_interval)
                 try:
-                    await audit.flush()
+                    # Shielded: stopping never cuts a flush in half (close waits for it, then flushes the rest).
+                    await asyncio.shield(audit.flush())
                 except Exception as exc:
                     reason = unavailable_reason(exc) or type(exc).__name__
                     faults.log(logging.ERROR, "audit-flush", "audit log: cannot flush to the database: %s", reason)
