@@ -679,6 +679,7 @@ def _serve_worker(
     """A worker process of ``serve --workers`` (started by multiprocessing's spawn)."""
     from kms_service import workers
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP passed on while starting must not end it
     workers.die_with_parent(parent)
     logs.setup(*log_options)
     try:
