@@ -19,7 +19,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ from kms_service.errors import ConfigError, KMSError
 from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, open_database, provisioning
 from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
+from kms_service.storage import repository as repo
 from kms_service.storage.engine import (
     Database,
     create_engine,
@@ -48,6 +49,7 @@ from kms_service.storage.engine import (
     unavailable_reason,
 )
 from kms_service.web.app import create_app
+from kms_service.web.audit import AUDIT_KEY
 from kms_service.web.routing import KMS_KEY
 from kms_service.web.server import AppRunner
 
@@ -440,6 +442,40 @@ def _load_config(path: Path) -> ServiceConfig:
     type=click.IntRange(min=1),
     help="Processes serving the port (SO_REUSEPORT), one database and master key.  [default: one per core]",
 )
+@click.option(
+    "--audit-file",
+    envvar="KMS_AUDIT_FILE",
+    show_envvar=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Audit log: one JSON line per request and response, secrets hashed (reopened on SIGHUP; the workers "
+    "of --workers share it).",
+)
+@click.option(
+    "--audit-db/--no-audit-db",
+    envvar="KMS_AUDIT_DB",
+    show_envvar=True,
+    default=False,
+    show_default=True,
+    help="Audit log in the database's audit_records table (written in batches).",
+)
+@click.option(
+    "--audit-flush-interval",
+    envvar="KMS_AUDIT_FLUSH_INTERVAL",
+    show_envvar=True,
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 60),
+    help="Seconds between fsyncs of the audit file, writes of the audit table and anchors of the chains.",
+)
+@click.option(
+    "--audit-db-queue",
+    envvar="KMS_AUDIT_DB_QUEUE",
+    show_envvar=True,
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Audit records that may wait for the database (--audit-db); past it the table refuses them.",
+)
 @database_options
 @click.pass_context
 def serve(
@@ -447,6 +483,10 @@ def serve(
     config_path: Path,
     host: str,
     port: int,
+    audit_file: Path | None,
+    audit_db: bool,
+    audit_flush_interval: float,
+    audit_db_queue: int,
     reap_interval: float,
     rotate_check_interval: float,
     max_batch_items: int,
@@ -482,6 +522,10 @@ def serve(
         rotate_check_interval=rotate_check_interval,
         max_batch_items=max_batch_items,
         access_log=access_log,
+        audit_file=audit_file.absolute() if audit_file is not None else None,
+        audit_db=audit_db,
+        audit_flush_interval=audit_flush_interval,
+        audit_db_queue=audit_db_queue,
         **limits,
     )
     json_logs = ctx.meta.get("kms_log_format") == "json"
@@ -554,6 +598,8 @@ async def _serve(
 ) -> None:
     """One serving process; ``ready`` (a worker of ``--workers``): share the port, print nothing, call it
     once listening. ``tls``: serve HTTPS."""
+    # SIGHUP reopens the audit file once serving; until then it must not end the process (its default).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The access log is the application's own line (web/app.py), not aiohttp's (which shows query strings).
     runner = AppRunner(create_app(settings, announce=ready is None), access_log=None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
@@ -562,6 +608,9 @@ async def _serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        audit = runner.app.get(AUDIT_KEY)
+        # logrotate's signal: reopen the audit file (without an audit file, SIGHUP does nothing).
+        loop.add_signal_handler(signal.SIGHUP, audit.reopen if audit is not None else lambda: None)
         site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=True if ready is not None else None)
         await site.start()
         if ready is not None:
@@ -640,6 +689,7 @@ def _serve_worker(
     """A worker process of ``serve --workers`` (started by multiprocessing's spawn)."""
     from kms_service import workers
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP passed on while starting must not end it
     workers.die_with_parent(parent)
     logs.setup(*log_options)
     try:
@@ -845,6 +895,83 @@ def policy_delete(name: str, database_url: str | None, data_dir: Path) -> None:
     """Delete policy NAME (tokens that name it keep the name; it grants nothing until written again)."""
     _with_kms(database_url, data_dir, lambda kms: kms.policies.delete(name))
     click.echo(f"Success! Deleted policy: {name}")
+
+
+@main.group()
+def audit() -> None:
+    """The audit log: hash a value to search for it, verify a log's chains."""
+
+
+@audit.command("hash")
+@click.argument("value")
+@database_options
+def audit_hash(value: str, database_url: str | None, data_dir: Path) -> None:
+    """Print VALUE as the audit log shows it (hmac-sha256:...), to search the log for it. A plaintext or
+    context is hashed as sent: its base64."""
+
+    async def hashed(kms: KMS) -> str:
+        return kms.audit_keys.hash(value)
+
+    click.echo(_with_kms(database_url, data_dir, hashed))
+
+
+@audit.command("verify")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--db", "from_db", is_flag=True, default=False, help="Verify the audit_records table instead.")
+@database_options
+def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | None, data_dir: Path) -> None:
+    """Check the chains of audit log FILES (a rotated log: every file, oldest first) against the anchors
+    in the database: a record removed, moved or edited, and records cut off the end, are reported with the
+    last record up to which the log is intact. Exit status 1 when anything is wrong."""
+    from kms_service import audit as audit_rules
+
+    if bool(files) == from_db:
+        raise click.UsageError("give the audit log's FILES, or --db")
+
+    async def check(kms: KMS) -> audit_rules.Verification:
+        async with kms.db.reading() as session:
+            anchors = {
+                row.chain_id: audit_rules.Anchor(row.seq, row.hash, row.closed)
+                for row in await repo.audit_anchors(session)
+                if row.sink == ("db" if from_db else "file")
+            }
+            lines: list[bytes] = []
+            if from_db:
+                after = 0
+                while page := await repo.audit_record_lines(session, after, 10_000):
+                    lines.extend(line.encode() + b"\n" for _, line in page)
+                    after = page[-1][0]
+        result = audit_rules.verify(lines if from_db else _lines_of(files), kms.audit_keys.chain_key, anchors)
+        result.absent = sorted(set(anchors) - set(result.chains))
+        return result
+
+    result = _with_kms(database_url, data_dir, check)
+    for report in result.chains.values():
+        span = f"seq {report.first_seq}..{report.verified_seq}" if report.verified_seq else "no record"
+        if report.ok:
+            click.echo(f"chain {report.id}: intact, {report.records} record(s), {span}; tail: {report.tail}")
+        else:
+            click.echo(
+                f"chain {report.id}: BROKEN: {report.problem}; intact up to seq {report.verified_seq} "
+                f"(line {report.verified_line})"
+            )
+    for number in result.unreadable:
+        click.echo(f"line {number}: not an audit record (a torn write, or an edit)")
+    if result.torn_end is not None:
+        click.echo(f"line {result.torn_end}: the last record is incomplete (cut short by a crash)")
+    for chain_id in result.absent:
+        click.echo(f"chain {chain_id}: anchored in the database, no record here (in another file?)")
+    if not result.chains and not result.absent:
+        click.echo("no audit records")
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _lines_of(files: tuple[Path, ...]) -> Iterator[bytes]:
+    """The lines of ``files`` in order, read as they are checked (a log may be larger than memory)."""
+    for path in files:
+        with path.open("rb") as fh:
+            yield from fh
 
 
 @main.group()

@@ -58,6 +58,10 @@ class ClientGone(KMSError):
     """The client went away before its request was read; nobody is left to answer."""
 
 
+class AuditUnavailable(KMSError):
+    """No audit sink could record the request: it is refused (fail closed, as Vault)."""
+
+
 class InternalError(KMSError):
     """Something on our side failed; the request may succeed later."""
 

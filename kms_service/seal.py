@@ -1,7 +1,7 @@
 """The master key and the server's keyring under it. Pure.
 
 The master key only seals: key material, and the server's own random secrets (token HMAC key, endpoint
-token key, cluster id), which live sealed in the database. Nothing is derived from the master key, so
+token key, cluster id, audit key), which live sealed in the database. Nothing is derived from the master key, so
 rotating it (re-sealing every row) changes no token and no key. Sealing is XChaCha20-Poly1305 (libsodium):
 192-bit random nonces have no practical usage limit. Every sealed value is bound to where it lives
 (``associated_data``), so a sealed row copied to another key, version or secret fails to open.
@@ -143,11 +143,14 @@ class ServerSecrets:
     token_hmac_key: bytes
     endpoint_token_key: bytes
     cluster_id: str
+    # Hashes secrets in audit records and chains the records (kms_service/audit.py); shared by every node.
+    audit_key: bytes
 
     # Row names, and (for databases made before the keyring) the purpose the old release derived them for.
     TOKEN_HMAC_KEY = "token-hmac-key"  # noqa: S105 (row names, not secrets)
     ENDPOINT_TOKEN_KEY = "endpoint-token-key"  # noqa: S105
     CLUSTER_ID = "cluster-id"
+    AUDIT_KEY = "audit-key"
     LEGACY_PURPOSES = {TOKEN_HMAC_KEY: "kms-service token hmac", ENDPOINT_TOKEN_KEY: "kms-service endpoint token"}
 
     @classmethod
@@ -156,6 +159,7 @@ class ServerSecrets:
             cls.TOKEN_HMAC_KEY: os.urandom(32),
             cls.ENDPOINT_TOKEN_KEY: os.urandom(32),
             cls.CLUSTER_ID: str(uuid.uuid4()).encode("ascii"),
+            cls.AUDIT_KEY: os.urandom(32),
         }
 
     @classmethod
@@ -164,6 +168,7 @@ class ServerSecrets:
             token_hmac_key=values[cls.TOKEN_HMAC_KEY],
             endpoint_token_key=values[cls.ENDPOINT_TOKEN_KEY],
             cluster_id=values[cls.CLUSTER_ID].decode("ascii"),
+            audit_key=values[cls.AUDIT_KEY],
         )
 
 

@@ -38,6 +38,9 @@ DEFAULT_MAX_JSON_DEPTH = 32
 DEFAULT_MAX_JSON_STRING_LENGTH = 1024 * 1024
 DEFAULT_MAX_JSON_ENTRIES = 10_000
 DEFAULT_MAX_JSON_TOKENS = 200_000
+# How often the audit file is fsynced and the audit chains' heads anchored in the database.
+DEFAULT_AUDIT_FLUSH_INTERVAL = 1.0
+DEFAULT_AUDIT_DB_QUEUE = 20_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,12 @@ class Settings:
     nonce_rotation_at: int = DEFAULT_NONCE_ROTATION_AT
     # One log line per request (kms_service.access): request id, route, status, latency, token accessor.
     access_log: bool = False
+    # The audit log's sinks (none: no audit log): a JSON-lines file, and the database's audit_records table.
+    audit_file: Path | None = None
+    audit_db: bool = False
+    audit_flush_interval: float = DEFAULT_AUDIT_FLUSH_INTERVAL
+    # Records the database sink may hold waiting for the database; past it, it refuses them.
+    audit_db_queue: int = DEFAULT_AUDIT_DB_QUEUE
     # A worker of `serve --workers N`: its parent has migrated and provisioned already, so the worker only
     # checks the schema is current and loads what is there (workers never race a migration or provisioning).
     prepared: bool = False

@@ -159,7 +159,8 @@ def supervise(workers: list[Worker], stopping: Callable[[], bool]) -> None:
 
 
 class Signals:
-    """SIGTERM/SIGINT in the parent: remember it and pass SIGTERM on to every worker started so far."""
+    """SIGTERM/SIGINT in the parent: remember it and pass SIGTERM on to every worker started so far;
+    SIGHUP is passed on as it is."""
 
     def __init__(self) -> None:
         self.received = False
@@ -167,6 +168,7 @@ class Signals:
         self._previous = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._reopen)
 
     def _handle(self, _sig: int, _frame: Any) -> None:
         self.received = True
@@ -174,6 +176,13 @@ class Signals:
             with contextlib.suppress(ProcessLookupError, ValueError, AttributeError):
                 if worker.process.is_alive():
                     os.kill(worker.process.pid, signal.SIGTERM)
+
+    def _reopen(self, _sig: int, _frame: Any) -> None:
+        """SIGHUP (logrotate): every worker reopens the audit file."""
+        for worker in self.workers:
+            with contextlib.suppress(ProcessLookupError, ValueError, AttributeError):
+                if worker.process.is_alive():
+                    os.kill(worker.process.pid, signal.SIGHUP)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

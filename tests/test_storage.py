@@ -30,6 +30,8 @@ TABLES = {
     "mounts",
     "key_version_usage",
     "change_log",
+    "audit_anchors",
+    "audit_records",
 }
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
+from kms_service.audit import AuditKeys
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, DatabaseUnavailable, SealError
 from kms_service.keyring import KeySettings
@@ -95,6 +96,7 @@ class KMS:
         )
         self.master_key = master_key
         self.cluster_id = secrets.cluster_id
+        self.audit_keys = AuditKeys(secrets.audit_key)
         # Every key cache's hits and misses, in one place for the metrics.
         self.key_cache_stats = CacheStats()
         self.mounts = MountService(

@@ -361,3 +361,37 @@ class ChangeLog(Base):
     # that finds a gap knows it missed pruned rows.
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     payload: Mapped[str] = mapped_column(Text, comment="JSON: the writing process's node id and its changes")
+
+
+class AuditAnchor(Base):
+    __tablename__ = "audit_anchors"
+    __table_args__ = (
+        {
+            "comment": "The head of each audit chain (one writer process, one sink), recorded periodically: "
+            "'kms-service audit verify' shows records cut off before it"
+        },
+    )
+
+    chain_id: Mapped[str] = mapped_column(String(64), primary_key=True, comment="The chain's id (in its records)")
+    sink: Mapped[str] = mapped_column(String(16), comment="file or db")
+    seq: Mapped[int] = mapped_column(BigInteger, comment="The last record written and flushed")
+    hash: Mapped[str] = mapped_column(String(64), comment="That record's hash (HMAC-SHA256, hex)")
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, comment="The writer ended the chain cleanly")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_records"
+    __table_args__ = (
+        UniqueConstraint("chain_id", "seq"),
+        {
+            "comment": "The database audit sink (serve --audit-db): one JSON line per record, secrets hashed",
+            "sqlite_autoincrement": True,
+        },
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    chain_id: Mapped[str] = mapped_column(String(64), comment="The writer's chain")
+    seq: Mapped[int] = mapped_column(BigInteger, comment="Its place in the chain, from 1")
+    line: Mapped[str] = mapped_column(Text, comment="The record as the file sink writes it (JSON)")

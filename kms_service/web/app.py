@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from kms_service.errors import (
+    AuditUnavailable,
     ClientGone,
     DatabaseUnavailable,
     InternalError,
@@ -41,10 +42,12 @@ from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
 from kms_service.storage.engine import unavailable_reason
 from kms_service.web import replies
+from kms_service.web.audit import AUDIT_KEY, REFUSED, REQUEST_ID_KEY, audit_context, audited, record_response
 from kms_service.web.faults import RateLimitedLog
 from kms_service.web.fields import JsonLimits
 from kms_service.web.framework import Call, RequestLimits
 from kms_service.web.paths import TABLE
+from kms_service.web.replies import Reply
 from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
 from kms_service.web.server import LISTENER_KEY, ListenerLimits
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
@@ -82,11 +85,17 @@ def error_response(exc: KMSError) -> web.Response:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = str(uuid.uuid4())
-    response = await _answer(request, request_id)
+    request_id = request[REQUEST_ID_KEY] = str(uuid.uuid4())
+    response, reply, error = await _answer(request, request_id)
+    call = request.get(CALL_KEY)
+    audit = request.app.get(AUDIT_KEY)
+    if audit is not None and audited(call):
+        if not await record_response(audit, request, call, request_id, response.status, reply, error):
+            # The answer must not leave unrecorded: refuse it, even though the operation ran.
+            request.app[FAULTS_KEY].log(logging.ERROR, "audit", "%s; refusing requests", audit.last_error)
+            response = replies.error(503, [REFUSED])
     response.headers["X-Request-Id"] = request_id
     elapsed = time.perf_counter() - started
-    call = request.get(CALL_KEY)
     route = call.path.pattern if call is not None and call.path is not None else None
     request.app[METRICS_KEY].observe(route, request.method, response.status, elapsed, call)
     if request.app[ACCESS_LOG_KEY]:
@@ -94,7 +103,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _answer(request: web.Request, request_id: str) -> web.StreamResponse:
+async def _answer(request: web.Request, request_id: str) -> tuple[web.StreamResponse, Reply | None, str]:
+    """The answer, and for the audit log: the reply it was made of, or the error it reports."""
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
     except ClientGone as exc:
@@ -102,26 +112,32 @@ async def _answer(request: web.Request, request_id: str) -> web.StreamResponse:
         request.app[FAULTS_KEY].log(
             logging.INFO, "client-gone", "a client went away before its request was read (%s)", exc.message
         )
-        return replies.error(400, ["request body incomplete"])
+        return replies.error(400, ["request body incomplete"]), None, "request body incomplete"
+    except AuditUnavailable as exc:
+        audit = request.app.get(AUDIT_KEY)
+        reason = audit.last_error if audit is not None else None
+        request.app[FAULTS_KEY].log(logging.ERROR, "audit", "%s; refusing requests", reason)
+        return replies.error(503, [exc.message]), None, exc.message
     except KMSError as exc:
         if isinstance(exc, InternalError):
             log.error("%s %s failed: %s", request.method, request.path, exc.message, extra={"request_id": request_id})
-        return error_response(exc)
+        return error_response(exc), None, exc.message or ""
     except web.HTTPRequestEntityTooLarge:
-        return error_response(PayloadTooLarge())
+        exc = PayloadTooLarge()
+        return error_response(exc), None, exc.message
     except Exception as exc:
         reason = unavailable_reason(exc)
         if reason is not None:
             # Every request meets it at once: one line, rate-limited, and Vault's 503.
             request.app[FAULTS_KEY].log(logging.ERROR, "database", "database unavailable: %s", reason)
-            return replies.error(503, ["database unavailable"])
+            return replies.error(503, ["database unavailable"]), None, "database unavailable"
         # Log the failure, never the request body: it may hold plaintext.
         log.exception("%s %s failed", request.method, request.path, extra={"request_id": request_id})
-        return replies.error(500, ["internal error"])
+        return replies.error(500, ["internal error"]), None, "internal error"
     response = replies.success(reply, call.warnings() if call else [], request_id)
     if request.method == "HEAD":
-        return web.Response(status=response.status, headers=replies.JSON_HEADERS)
-    return response
+        return web.Response(status=response.status, headers=replies.JSON_HEADERS), reply, ""
+    return response, reply, ""
 
 
 def _log_access(
@@ -260,5 +276,7 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
     app[METRICS_KEY] = Metrics()
     app[ACCESS_LOG_KEY] = settings.access_log
     app[FAULTS_KEY] = RateLimitedLog(log)
-    app.cleanup_ctx.extend([service_context(settings, announce), token_reaper, key_auto_rotation, usage_flush])
+    app.cleanup_ctx.extend(
+        [service_context(settings, announce), audit_context(settings), token_reaper, key_auto_rotation, usage_flush]
+    )
     return app

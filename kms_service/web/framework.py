@@ -327,6 +327,9 @@ class Call:
     # The type of the key a crypto operation used, and how many items it answered (metrics).
     key_type: str | None = None
     crypto_count: int = 0
+    # The request's method as routed (a GET with ?list=true is LIST) and its data once read (the audit log).
+    method: str = ""
+    body: dict[str, Any] | None = None
     _warnings: list[str] = field(default_factory=list, repr=False)
 
     @property
@@ -423,12 +426,16 @@ async def read_fields(
     content_type = request.headers.get("Content-Type")
     if sum(map(len, chunks)) <= PARSE_INLINE_BYTES:
         return _parse_chunks(chunks, content_type, limits.json, tokens)
+    return await in_heavy_lane(heavy_lane, _parse_chunks, chunks, content_type, limits.json, tokens)
+
+
+async def in_heavy_lane(heavy_lane: asyncio.Lock, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread, one at a time, then a pause ``HEAVY_PAUSE`` times as long (see
+    ``read_fields``): for work on a large body (its parse, its audit record)."""
     async with heavy_lane:
         start = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, _parse_chunks, chunks, content_type, limits.json, tokens
-            )
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
         finally:
             await asyncio.sleep((time.perf_counter() - start) * HEAVY_PAUSE)
 
@@ -443,11 +450,13 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     else:
         # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
         body = {name: value for name, value in call.request.query.items() if name in path.body_names}
+    call.body = body
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)
     if operation.body:
         call._warnings = ignored_field_warnings(body, path.body_names, call.params)
     if operation.batch is None:
+        await _before_handler(call)
         reply = _as_reply(await operation.handler(call, args), operation)
         call.crypto_count = 1 if operation.crypto else 0
         return reply
@@ -458,6 +467,7 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
         items = _parse_items(path, raw_items)
     else:
         items = Items([single], [None], batched=False)
+    await _before_handler(call)
     await operation.handler(call, args, items)
     if operation.crypto:
         call.crypto_count = sum(
@@ -466,6 +476,13 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     if not batched:
         return Reply(_answered(items.results[0]))
     return _batch_reply(operation.batch, args, items, [item.get("reference", "") for item in items.values])
+
+
+async def _before_handler(call: Call) -> None:
+    """The router's hook once the request is read and valid, before it can change anything (the audit
+    log's request record; it raises to refuse the request)."""
+    if call.router.on_request is not None:
+        await call.router.on_request(call)
 
 
 def _parse_top_level(path: Path, body: dict[str, Any], batched: bool) -> tuple[dict[str, Any], dict[str, Any]]:

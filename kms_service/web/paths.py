@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kms_service.web import (
     auth_token,
+    sys_audit,
     sys_metrics,
     sys_mounts,
     sys_operator,
@@ -21,6 +22,7 @@ from kms_service.web.framework import Path
 TABLE: tuple[Path, ...] = (
     *system.PATHS,
     *sys_operator.PATHS,
+    *sys_audit.PATHS,
     *sys_mounts.PATHS,
     *sys_metrics.PATHS,
     *auth_token.PATHS,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -66,6 +66,8 @@ class Router:
         self.limits = limits or RequestLimits()
         # Large bodies are parsed one at a time (framework.read_fields).
         self.heavy_lane = asyncio.Lock()
+        # Called with each request about to run its handler (framework.run): the audit log's request record.
+        self.on_request: Callable[[Call], Awaitable[None]] | None = None
         for path in paths:
             self.add(path)
 
@@ -125,7 +127,7 @@ class Router:
         if listing and path is not None and not _lists_at(path, params):
             path, params = None, {}
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
-        call = Call(request, kms, self, params, mount=mount, path=path, operation=operation)
+        call = Call(request, kms, self, params, mount=mount, path=path, operation=operation, method=method)
         request[CALL_KEY] = call  # for the metrics and the access log, whatever happens next
         if path is None or path.authenticated:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
