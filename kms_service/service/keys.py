@@ -27,7 +27,7 @@ from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings, 
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
-from kms_service.seal import MasterKey, key_material_aad
+from kms_service.seal import Sealer, key_material_aad
 from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
@@ -67,7 +67,7 @@ class KeyService:
     def __init__(
         self,
         db: Database,
-        master_key: MasterKey,
+        master_key: Sealer,
         cache_ttl: float,
         mount: Mount,
         invalidator: Invalidator,

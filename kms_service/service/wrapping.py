@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from kms_service.seal import MasterKey, server_secret_aad
+from kms_service.seal import Sealer, server_secret_aad
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
 
@@ -22,7 +22,7 @@ WRAPPING_KEY_BITS = 4096
 
 
 class WrappingKeyService:
-    def __init__(self, db: Database, master_key: MasterKey) -> None:
+    def __init__(self, db: Database, master_key: Sealer) -> None:
         self._db = db
         self._master_key = master_key
         self._key: rsa.RSAPrivateKey | None = None
