@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -138,6 +139,10 @@ class MasterKey:
         except (CryptoError, ValueError, TypeError):
             raise SealError("sealed value does not open with this master key") from None
 
+    async def catch_up(self) -> bool:
+        """One key is all it has: nothing to catch up with (see ``MasterKeyring.catch_up``)."""
+        return False
+
     def wrap(self, other: MasterKey) -> bytes:
         """``other`` sealed under this key: how a master-key rollover hands the new key to nodes holding the
         old one (and the old to nodes already given the new one)."""
@@ -166,6 +171,8 @@ class Sealer(Protocol):
 
     def unseal(self, sealed: bytes, associated_data: bytes) -> bytes: ...
 
+    async def catch_up(self) -> bool: ...
+
 
 class MasterKeyring:
     """The master keys this process accepts: the newest seals, every one opens. It holds one key, and two
@@ -176,6 +183,8 @@ class MasterKeyring:
         self.loaded = key  # the key this process was given (KMS_MASTER_KEY or master.key)
         self._sealing = key
         self._keys = {key.key_id: key}
+        # Set by the service: looks in the database for a rotation this process has not seen yet.
+        self.follow_database: Callable[[], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"MasterKeyring(sealing={self.key_id!r}, accepted={self.key_ids!r})"
@@ -211,6 +220,15 @@ class MasterKeyring:
 
     def seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
         return self._sealing.seal(plaintext, associated_data)
+
+    async def catch_up(self) -> bool:
+        """A row did not open: it may have been re-sealed under a key this process has not picked up yet
+        (it looks every second). Look now; whether the keyring changed, so the caller tries once more."""
+        if self.follow_database is None:
+            return False
+        before = (self.key_id, self.key_ids)
+        await self.follow_database()
+        return (self.key_id, self.key_ids) != before
 
     def unseal(self, sealed: bytes, associated_data: bytes) -> bytes:
         # The sealing key first: every row but those not yet re-sealed. A wrong key fails its tag check fast.

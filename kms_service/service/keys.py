@@ -63,6 +63,10 @@ class _CachedKey:
     probed_at: float = float("-inf")
 
 
+class UnopenedMaterial(InternalError):
+    """A version's sealed material does not open with any master key this process holds."""
+
+
 class KeyService:
     def __init__(
         self,
@@ -180,7 +184,12 @@ class KeyService:
         if epoch is None:
             epoch = self._invalidator.epoch
         entry = self._cache.get(stored.row.name)
-        key = await asyncio.to_thread(self._build, stored, entry)
+        try:
+            key = await asyncio.to_thread(self._build, stored, entry)
+        except UnopenedMaterial:
+            if not await self._master_key.catch_up():  # re-sealed under a master key this process lacked?
+                raise
+            key = await asyncio.to_thread(self._build, stored, entry)
         entry = self._cache.get(key.name)
         if entry is None or entry.key.generation <= key.generation:
             sealed = {sv.version: sv.sealed_material for sv in stored.versions}
@@ -225,7 +234,7 @@ class KeyService:
         try:
             sealed = self._master_key.unseal(sv.sealed_material, key_material_aad(ref, sv.version, sv.material_format))
         except SealError:
-            raise InternalError(f"key {ref} version {sv.version} does not open with the master key") from None
+            raise UnopenedMaterial(f"key {ref} version {sv.version} does not open with the master key") from None
         return KeyMaterial.from_bytes(sealed)
 
     def _seal(self, name: str, version: int, material: KeyMaterial, now: datetime) -> repo.StoredVersion:

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL = 1.0
 # ... so well within this bound every node seals under the new key; --finish waits for it.
 ADOPTION_BOUND = 10.0
+# The re-seal starts this long after the rotation, when serving nodes have the new key (a node that has not
+# yet opens a re-sealed row anyway: a row that fails to open makes it look at once, ``catch_up``).
+RESEAL_DELAY = 3 * CHECK_INTERVAL
 DEFAULT_BATCH_SIZE = 500
 # Passes --finish makes before it gives up on rows that keep appearing under the old key.
 FINISH_ATTEMPTS = 5
@@ -85,6 +88,7 @@ class MasterKeys:
     def __init__(self, db: Database, keyring: MasterKeyring) -> None:
         self._db = db
         self.keyring = keyring
+        keyring.follow_database = self.refresh
         self._warned_retired = False
 
     async def refresh(self) -> None:
@@ -154,6 +158,8 @@ class MasterKeys:
             accepted = set(await repo.seal_check_ids(session))
             rollover = _rollover(row, resumed)
         self.follow(row, accepted)
+        if not resumed:
+            await asyncio.sleep(RESEAL_DELAY)
         return rollover
 
     async def reseal(self, batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[Progress], None] | None = None):
