@@ -17,7 +17,8 @@ import pytest
 from conftest import TEST_CONFIG
 from processes import COMMAND, ServeProcess, cli_env, run_cli, serve_exit
 
-from kms_service.seal import MasterKey
+from kms_service.errors import SealError
+from kms_service.seal import MasterKey, MasterKeyring
 
 SECRET = base64.b64encode(b"sealed under one master key, read under the next").decode()
 
@@ -60,6 +61,30 @@ def decrypts(client: hvac.Client, ciphertexts: list[str]) -> bool:
     batch = [{"ciphertext": c} for c in ciphertexts]
     results = client.secrets.transit.decrypt_data("vault-enc", batch_input=batch)["data"]["batch_results"]
     return [r.get("plaintext") for r in results] == [SECRET] * len(ciphertexts)
+
+
+def test_a_keyring_seals_under_the_newest_key_and_opens_rows_of_every_key_it_holds():
+    old, new = MasterKey.generate(), MasterKey.generate()
+    under_old = old.seal(b"material", b"aad")
+    keyring = MasterKeyring(old)
+    # A node holding the old key gets the new one from the rollover row, and the reverse.
+    keyring.adopt(old.unwrap(old.wrap(new), new.key_id))
+    keyring.accept(new.unwrap(new.wrap(old), old.key_id))
+    assert keyring.key_id == new.key_id and keyring.key_ids == sorted([old.key_id, new.key_id])
+    assert keyring.unseal(under_old, b"aad") == b"material"
+    under_new = keyring.seal(b"material", b"aad")
+    assert new.unseal(under_new, b"aad") == b"material"
+    with pytest.raises(SealError):
+        old.unseal(under_new, b"aad")
+    with pytest.raises(SealError):
+        keyring.unseal(under_old, b"another row")  # still bound to where it lives
+    with pytest.raises(SealError):
+        old.unwrap(old.wrap(new), old.key_id)  # a wrapped key is bound to its id
+    keyring.retire(old.key_id)
+    keyring.retire(new.key_id)  # the sealing key stays
+    assert keyring.key_ids == [new.key_id]
+    with pytest.raises(SealError):
+        keyring.unseal(under_old, b"aad")
 
 
 def test_rotation_while_two_nodes_serve_changes_no_token_or_ciphertext_and_retires_the_old_key(database_url, data_dir):
