@@ -18,7 +18,11 @@ from conftest import TEST_CONFIG
 from processes import COMMAND, ServeProcess, cli_env, run_cli, serve_exit
 
 from kms_service.errors import SealError
+from kms_service.keyring import KeySettings
+from kms_service.keytypes import EncryptOptions
 from kms_service.seal import MasterKey, MasterKeyring
+from kms_service.service import KMS
+from kms_service.settings import Settings
 
 SECRET = base64.b64encode(b"sealed under one master key, read under the next").decode()
 
@@ -85,6 +89,24 @@ def test_a_keyring_seals_under_the_newest_key_and_opens_rows_of_every_key_it_hol
     assert keyring.key_ids == [new.key_id]
     with pytest.raises(SealError):
         keyring.unseal(under_old, b"aad")
+
+
+async def test_a_process_that_has_not_looked_yet_opens_a_row_resealed_under_the_new_key(database_url, data_dir):
+    """Between two of a node's once-a-second looks, a row may be re-sealed under a key it lacks: failing to
+    open it makes the node look at once (``MasterKeyring.catch_up``), so the request succeeds."""
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    async with KMS.session(settings) as lagging:  # no background job here: it never looks by itself
+        async with KMS.session(settings) as rotating:
+            await rotating.keys.upsert("made-before", "chacha20-poly1305", KeySettings())
+            await rotating.wrapping.public_key_pem()  # the wrapping key: a server secret, re-sealed too
+            rollover = await rotating.master_keys.start()
+            await rotating.master_keys.reseal(batch_size=1)
+        assert lagging.master_key.key_ids == [rollover.old_key_id]
+        key = await lagging.keys.get("made-before")  # never loaded here: read from rows under the new key
+        assert key is not None and lagging.master_key.key_id == rollover.new_key_id
+        ciphertext, _ = key.encrypt(b"after", EncryptOptions())
+        assert (await lagging.keys.get("made-before", [1])).decrypt(ciphertext, EncryptOptions()) == b"after"
+        assert await lagging.wrapping.public_key_pem()
 
 
 def test_rotation_while_two_nodes_serve_changes_no_token_or_ciphertext_and_retires_the_old_key(database_url, data_dir):
