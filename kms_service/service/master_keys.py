@@ -169,6 +169,7 @@ class MasterKeys:
         while True:
             async with self._db.writing() as session:
                 items = await repo.versions_not_sealed_with(session, target, batch_size)
+                resealed = []
                 for item in items:
                     aad = key_material_aad(key_ref(item.mount_path, item.key_name), item.version, item.material_format)
                     try:
@@ -178,8 +179,8 @@ class MasterKeys:
                             f"key {key_ref(item.mount_path, item.key_name)} version {item.version} opens with no "
                             f"master key this process holds ({', '.join(self.keyring.key_ids)})"
                         ) from None
-                    if await repo.reseal_version_if_unchanged(session, item, self.keyring.seal(plaintext, aad), target):
-                        progress.versions += 1
+                    resealed.append((item, self.keyring.seal(plaintext, aad)))
+                progress.versions += await repo.reseal_versions_if_unchanged(session, resealed, target)
             if not items:
                 break
             progress.batches += 1

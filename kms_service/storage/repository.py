@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -712,21 +712,30 @@ async def versions_not_sealed_with(session: AsyncSession, master_key_id: str, li
     return [SealedVersion(*row) for row in rows]
 
 
-async def reseal_version_if_unchanged(
-    session: AsyncSession, item: SealedVersion, sealed: bytes, master_key_id: str
-) -> bool:
-    """Replace the version's sealed bytes only if they are still those read (a concurrent write wins, and
-    the next pass looks at its row again). Whether it replaced them."""
-    result = await session.execute(
-        update(m.KeyVersion)
+async def reseal_versions_if_unchanged(
+    session: AsyncSession, resealed: Sequence[tuple[SealedVersion, bytes]], master_key_id: str
+) -> int:
+    """Replace each version's sealed bytes only if they are still those read (a concurrent write wins, and
+    the next pass looks at its row again), in one executemany. How many it replaced, where the driver
+    tells (asyncpg does not: then every row given)."""
+    if not resealed:
+        return 0
+    table = m.KeyVersion.__table__
+    query = (
+        update(table)
         .where(
-            m.KeyVersion.key_id == item.key_id,
-            m.KeyVersion.version == item.version,
-            m.KeyVersion.sealed_material == item.sealed_material,
+            table.c.key_id == bindparam("b_key_id"),
+            table.c.version == bindparam("b_version"),
+            table.c.sealed_material == bindparam("b_old"),
         )
-        .values(sealed_material=sealed, master_key_id=master_key_id)
+        .values(sealed_material=bindparam("b_new"), master_key_id=master_key_id)
     )
-    return result.rowcount == 1
+    params = [
+        {"b_key_id": item.key_id, "b_version": item.version, "b_old": item.sealed_material, "b_new": sealed}
+        for item, sealed in resealed
+    ]
+    result = await session.execute(query, params)
+    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(params)
 
 
 async def secrets_not_sealed_with(session: AsyncSession, master_key_id: str) -> list[m.ServerSecret]:
