@@ -219,6 +219,7 @@ class MasterKeys:
             await self.reseal(batch_size, on_batch)
             async with self._db.writing() as session:
                 await repo.serialize_writers(session)
+                await repo.hold_sealed_rows(session)
                 rows = await repo.rows_by_master_key(session)
                 if rows_left(rows, rollover.new_key_id) == 0:
                     await repo.end_rollover(session, rollover.new_key_id, rollover.old_key_id)

@@ -754,6 +754,14 @@ async def reseal_secret_if_unchanged(
     return result.rowcount == 1
 
 
+async def hold_sealed_rows(session: AsyncSession) -> None:
+    """Until this transaction ends, no other writes a sealed row (PostgreSQL: SHARE locks, which wait for
+    writers under way; SQLite's BEGIN IMMEDIATE already holds every other writer off), so what it counts
+    stays true when it commits."""
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("LOCK TABLE key_versions, server_secrets IN SHARE MODE"))
+
+
 async def rows_by_master_key(session: AsyncSession) -> dict[str, dict[str, int]]:
     """How many sealed rows each master key id sealed: {"key_versions": {id: n}, "server_secrets": {id: n}}."""
     counts: dict[str, dict[str, int]] = {}
