@@ -123,6 +123,7 @@ def rotate(finish: bool, batch_size: int, database_url: str | None, data_dir: Pa
 
 def _finish(database_url: str | None, data_dir: Path, batch_size: int) -> None:
     async def run(kms: KMS) -> tuple[str, str, MasterKey]:
+        click.echo(f"finishing: no sooner than {ADOPTION_BOUND:g} s after the start (every node has the new key)")
         old_key_id = await kms.master_keys.finish(batch_size, _progress_line)
         return old_key_id, kms.master_key.key_id, kms.master_key.loaded
 

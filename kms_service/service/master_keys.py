@@ -162,7 +162,9 @@ class MasterKeys:
             await asyncio.sleep(RESEAL_DELAY)
         return rollover
 
-    async def reseal(self, batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[Progress], None] | None = None):
+    async def reseal(
+        self, batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[Progress], None] | None = None
+    ) -> Progress:
         """Re-seal every row not sealed under the keyring's sealing key, ``batch_size`` rows a transaction."""
         target = self.keyring.key_id
         progress = Progress()
@@ -204,13 +206,14 @@ class MasterKeys:
                 break
         return progress
 
-    async def finish(self, batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[Progress], None] | None = None):
+    async def finish(
+        self, batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[Progress], None] | None = None
+    ) -> str:
         """End the rotation under way: a last re-seal, then retire the old key. Returns the retired key's id."""
         status = await self.status()
         rollover = status.rollover
         if rollover is None:
             raise ConfigError("no master-key rotation is under way ('kms-service master-key rotate' starts one)")
-        self.follow(await self._rollover_row(), set(status.accepted))
         # Every serving node checks every CHECK_INTERVAL: past this bound, none still seals under the old key.
         wait = (rollover.started_at.timestamp() + ADOPTION_BOUND) - datetime.now(UTC).timestamp()
         if wait > 0:
@@ -231,10 +234,6 @@ class MasterKeys:
             )
         await self.refresh()
         return rollover.old_key_id
-
-    async def _rollover_row(self) -> m.MasterKeyRollover | None:
-        async with self._db.reading() as session:
-            return await repo.get_rollover(session)
 
 
 def _rollover(row: m.MasterKeyRollover | None, resumed: bool = False) -> Rollover | None:
