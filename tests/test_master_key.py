@@ -166,6 +166,9 @@ def test_rotation_while_two_nodes_serve_changes_no_token_or_ciphertext_and_retir
             assert old_key not in rotated.stdout + rotated.stderr and new_key not in rotated.stdout + rotated.stderr
             in_progress = status(env)
             assert f"rotation: {old_id} → {new_id}" in in_progress
+            # Under load, before --finish: both nodes already seal under the new key (the rotator's new
+            # versions), and the pass left nothing under the old one.
+            assert key_ids(in_progress) == {new_id}, in_progress
             finished = run_cli(["master-key", "rotate", "--finish"], env)
             assert f"master key {old_id} is retired" in finished.stdout
         finally:
@@ -288,3 +291,22 @@ def test_a_node_started_with_either_key_during_a_rotation_serves(database_url, d
             node.stop()
     after = status(env)
     assert key_ids(after) == {MasterKey.from_text(new_key, "new").key_id}, after
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_every_worker_of_a_serve_seals_under_the_new_key(database_url, data_dir):
+    env = cli_env(database_url, data_dir)
+    server = ServeProcess(TEST_CONFIG, env, "--workers", "2")
+    try:
+        token = root_token(env)
+        before = make_versions(hvac.Client(url=server.url, token=token), 3)
+        run_cli(["master-key", "rotate"], env)
+        new_id = MasterKey.from_text((data_dir / "master.key").read_text(), "new").key_id
+        # A new connection each time: the kernel spreads them over both workers (SO_REUSEPORT).
+        for _ in range(20):
+            hvac.Client(url=server.url, token=token).secrets.transit.rotate_key("vault-enc")
+        in_progress = status(env)
+        assert key_ids(in_progress) == {new_id}, in_progress
+        assert decrypts(hvac.Client(url=server.url, token=token), before)
+    finally:
+        server.stop()
