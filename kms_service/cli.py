@@ -1,5 +1,6 @@
 """The ``kms-service`` command: serve, relationships, token create/revoke/list, policy, migrate,
-migrate-from/-to; and (from ``cli_inspect.py``) keys list/show, endpoints list, inspect.
+migrate-from/-to; and (from ``cli_inspect.py``) keys list/show, endpoints list, inspect; (from
+``cli_master_key.py``) master-key rotate/status.
 
 Every flag also reads a ``KMS_*`` environment variable (``migrate-from``/``migrate-to``: ``--addr`` and ``--token``
 read Vault's and OpenBao's own variables). Commands talk to the database directly (never through HTTP), so
@@ -1204,10 +1205,12 @@ def migrate_to(
 
 # The read-only operator commands (keys, endpoints, inspect) live in cli_inspect.py, which uses the helpers above.
 from kms_service.cli_inspect import endpoints, inspect, keys  # noqa: E402
+from kms_service.cli_master_key import master_key  # noqa: E402
 
 main.add_command(keys)
 main.add_command(endpoints)
 main.add_command(inspect)
+main.add_command(master_key)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,8 +15,10 @@ import hashlib
 import hmac
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -105,6 +107,24 @@ class MasterKey:
             tmp.unlink(missing_ok=True)
         return True
 
+    def write_file(self, path: Path) -> None:
+        """Write this key to ``path`` (0600), whole or not at all: a temporary file, synced, renamed over."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(self.export() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
     def export(self) -> str:
         return base64.b64encode(self._key).decode("ascii")
 
@@ -119,10 +139,111 @@ class MasterKey:
         except (CryptoError, ValueError, TypeError):
             raise SealError("sealed value does not open with this master key") from None
 
+    async def catch_up(self) -> bool:
+        """One key is all it has: nothing to catch up with (see ``MasterKeyring.catch_up``)."""
+        return False
+
+    def wrap(self, other: MasterKey) -> bytes:
+        """``other`` sealed under this key: how a master-key rollover hands the new key to nodes holding the
+        old one (and the old to nodes already given the new one)."""
+        return self.seal(other._key, master_key_aad(other.key_id, self.key_id))
+
+    def unwrap(self, sealed: bytes, key_id: str) -> MasterKey:
+        """The master key ``key_id`` that ``wrap`` sealed under this key."""
+        key = MasterKey(self.unseal(sealed, master_key_aad(key_id, self.key_id)))
+        if not hmac.compare_digest(key.key_id, key_id):
+            raise SealError(f"the sealed master key is not key id {key_id}")
+        return key
+
     def legacy_subkey(self, purpose: str) -> bytes:
         """How releases before the keyring derived their token keys from the master key. Used once, to
         carry an existing database's keys into ``server_secrets`` so its tokens keep working."""
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(self._key)
+
+
+class Sealer(Protocol):
+    """What seals and opens rows: one ``MasterKey``, or a ``MasterKeyring`` during a rollover."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> bytes: ...
+
+    def unseal(self, sealed: bytes, associated_data: bytes) -> bytes: ...
+
+    async def catch_up(self) -> bool: ...
+
+
+class MasterKeyring:
+    """The master keys this process accepts: the newest seals, every one opens. It holds one key, and two
+    during a master-key rollover (``kms-service master-key rotate`` until ``--finish``), so rows sealed
+    under either open while they are re-sealed. The service shares one keyring between all its parts."""
+
+    def __init__(self, key: MasterKey) -> None:
+        self.loaded = key  # the key this process was given (KMS_MASTER_KEY or master.key)
+        self._sealing = key
+        self._keys = {key.key_id: key}
+        # Set by the service: looks in the database for a rotation this process has not seen yet.
+        self.follow_database: Callable[[], Awaitable[None]] | None = None
+
+    def __repr__(self) -> str:
+        return f"MasterKeyring(sealing={self.key_id!r}, accepted={self.key_ids!r})"
+
+    @property
+    def key_id(self) -> str:
+        return self._sealing.key_id
+
+    @property
+    def origin(self) -> str:
+        return self.loaded.origin
+
+    @property
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def get(self, key_id: str) -> MasterKey | None:
+        return self._keys.get(key_id)
+
+    def adopt(self, key: MasterKey) -> None:
+        """Seal under ``key`` from now on; keep opening rows sealed under the others."""
+        self._keys = {**self._keys, key.key_id: key}
+        self._sealing = key
+
+    def accept(self, key: MasterKey) -> None:
+        """Open rows sealed under ``key`` too (an older key whose rows are still being re-sealed)."""
+        self._keys = {**self._keys, key.key_id: key}
+
+    def retire(self, key_id: str) -> None:
+        """Stop accepting ``key_id`` (its rows are all re-sealed). The sealing key is never retired."""
+        if key_id != self._sealing.key_id:
+            self._keys = {k: v for k, v in self._keys.items() if k != key_id}
+
+    def seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        return self._sealing.seal(plaintext, associated_data)
+
+    async def catch_up(self) -> bool:
+        """A row did not open: it may have been re-sealed under a key this process has not picked up yet
+        (it looks every second). Look now; whether the keyring changed, so the caller tries once more."""
+        if self.follow_database is None:
+            return False
+        before = (self.key_id, self.key_ids)
+        await self.follow_database()
+        return (self.key_id, self.key_ids) != before
+
+    def unseal(self, sealed: bytes, associated_data: bytes) -> bytes:
+        # The sealing key first: every row but those not yet re-sealed. A wrong key fails its tag check fast.
+        sealing = self._sealing
+        keys = self._keys  # one snapshot: adopt/retire replace the dict, never change it
+        for key in (sealing, *(k for k in keys.values() if k is not sealing)):
+            try:
+                return key.unseal(sealed, associated_data)
+            except SealError:
+                continue
+        raise SealError("sealed value does not open with the master key")
+
+
+def master_key_aad(sealed_key_id: str, under_key_id: str) -> bytes:
+    return f"kms-service/master-key/{sealed_key_id}/under/{under_key_id}".encode()
 
 
 def key_material_aad(key_name: str, version: int, material_format: int) -> bytes:

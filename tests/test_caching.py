@@ -72,7 +72,9 @@ async def _revoke_from_another_process(server, accessor):
     from kms_service.service import KMS
     from kms_service.settings import Settings
 
-    settings = Settings(data_dir=server.data_dir, database_url=server.database_url, master_key=server.kms.master_key)
+    settings = Settings(
+        data_dir=server.data_dir, database_url=server.database_url, master_key=server.kms.master_key.loaded
+    )
     async with KMS.session(settings) as other:
         return await other.tokens.revoke(accessor)
 

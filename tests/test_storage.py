@@ -25,6 +25,7 @@ TABLES = {
     "tokens",
     "token_policies",
     "seal_check",
+    "master_key_rollover",
     "server_secrets",
     "engine_settings",
     "mounts",
@@ -81,7 +82,7 @@ def _secrets(server, tokens: list[str]) -> dict[str, bytes]:
 
     secrets = {f"token {i}": token.encode() for i, token in enumerate(tokens)}
     secrets.update(server.call(material()))
-    secrets["master key"] = base64.b64decode(server.kms.master_key.export())
+    secrets["master key"] = base64.b64decode(server.kms.master_key.loaded.export())
     # Each secret also in the text forms a dump would show it in.
     for name, value in list(secrets.items()):
         secrets[f"{name} (hex)"] = value.hex().encode()

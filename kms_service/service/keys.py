@@ -27,7 +27,7 @@ from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings, 
 from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
-from kms_service.seal import MasterKey, key_material_aad
+from kms_service.seal import Sealer, key_material_aad
 from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
@@ -64,11 +64,15 @@ class _CachedKey:
     probed_at: float = float("-inf")
 
 
+class UnopenedMaterial(InternalError):
+    """A version's sealed material does not open with any master key this process holds."""
+
+
 class KeyService:
     def __init__(
         self,
         db: Database,
-        master_key: MasterKey,
+        master_key: Sealer,
         cache_ttl: float,
         mount: Mount,
         invalidator: Invalidator,
@@ -193,7 +197,12 @@ class KeyService:
         if epoch is None:
             epoch = self._invalidator.epoch
         entry = self._cache.get(stored.row.name)
-        key = await asyncio.to_thread(self._build, stored, entry)
+        try:
+            key = await asyncio.to_thread(self._build, stored, entry)
+        except UnopenedMaterial:
+            if not await self._master_key.catch_up():  # re-sealed under a master key this process lacked?
+                raise
+            key = await asyncio.to_thread(self._build, stored, entry)
         entry = self._cache.get(key.name)
         if entry is None or entry.key.generation <= key.generation:
             sealed = {sv.version: sv.sealed_material for sv in stored.versions}
@@ -238,7 +247,7 @@ class KeyService:
         try:
             sealed = self._master_key.unseal(sv.sealed_material, key_material_aad(ref, sv.version, sv.material_format))
         except SealError:
-            raise InternalError(f"key {ref} version {sv.version} does not open with the master key") from None
+            raise UnopenedMaterial(f"key {ref} version {sv.version} does not open with the master key") from None
         return KeyMaterial.from_bytes(sealed)
 
     def _seal(self, name: str, version: int, material: KeyMaterial, now: datetime) -> repo.StoredVersion:

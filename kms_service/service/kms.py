@@ -29,6 +29,7 @@ from kms_service.seal import (
     SEAL_CHECK_AAD,
     SEAL_CHECK_PLAINTEXT,
     MasterKey,
+    MasterKeyring,
     ServerSecrets,
     server_secret_aad,
 )
@@ -45,6 +46,7 @@ from kms_service.service.cluster import (
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
+from kms_service.service.master_keys import MasterKeys
 from kms_service.service.mounts import MountService
 from kms_service.service.policies import PolicyService
 from kms_service.service.tokens import TokenService
@@ -65,7 +67,9 @@ def utcnow() -> datetime:
 class KMS:
     """The service's state. Built by ``open`` (migrate, unlock, upgrade stored material), ended by ``close``."""
 
-    def __init__(self, engine: AsyncEngine, master_key: MasterKey, secrets: ServerSecrets, settings: Settings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, master_key: MasterKeyring, secrets: ServerSecrets, settings: Settings
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.invalidator = Invalidator()
@@ -94,7 +98,9 @@ class KMS:
             before_commit=self.invalidator.before_commit,
             gate=self.watch.check,
         )
+        # Every part seals and opens through this one keyring, so a master-key rotation reaches them all.
         self.master_key = master_key
+        self.master_keys = MasterKeys(self.db, master_key)
         self.cluster_id = secrets.cluster_id
         self.audit_keys = AuditKeys(secrets.audit_key)
         # Every key cache's hits and misses, in one place for the metrics.
@@ -165,8 +171,9 @@ class KMS:
                     "set KMS_MASTER_KEY to the file's content (base64) instead of keeping the file.",
                     master_key.created_file,
                 )
-            secrets = await _unlock(Database(engine), master_key)
-            kms = cls(engine, master_key, secrets, settings)
+            keyring = MasterKeyring(master_key)
+            secrets = await _unlock(Database(engine), keyring)
+            kms = cls(engine, keyring, secrets, settings)
             await kms.mounts.load()
             if settings.prepared:  # the parent process did both (serve --workers)
                 kms.service = settings.service
@@ -342,13 +349,15 @@ async def open_database(settings: Settings) -> Database:
     return Database(engine)
 
 
-async def _unlock(db: Database, master_key: MasterKey) -> ServerSecrets:
+async def _unlock(db: Database, keyring: MasterKeyring) -> ServerSecrets:
     """Check the master key against the database and unseal the server's secrets, creating what is missing.
 
     A new database records a check value for this master key and random secrets. A database made before
     the keyring existed gets the secrets that release derived from the master key, so its tokens keep
-    working. Several rows of ``seal_check`` may exist during a master-key rollover; this key needs its own.
+    working. Several rows of ``seal_check`` may exist during a master-key rollover; this key needs its own,
+    and the keyring gets the other key of the rollover (``MasterKeys.follow``).
     """
+    master_key = keyring.loaded
     async with db.writing() as session:
         await repo.serialize_writers(session)
         now = utcnow()
@@ -369,10 +378,11 @@ async def _unlock(db: Database, master_key: MasterKey) -> ServerSecrets:
                     f"the master key (id {master_key.key_id}) does not open this database, which was sealed with "
                     f"master key id {', '.join(known)}: set KMS_MASTER_KEY or <data-dir>/master.key to that key"
                 )
+            MasterKeys(db, keyring).follow(await repo.get_rollover(session), set(known))
         values = {}
         for secret in await repo.server_secrets(session):
             try:
-                values[secret.name] = master_key.unseal(secret.sealed_value, server_secret_aad(secret.name))
+                values[secret.name] = keyring.unseal(secret.sealed_value, server_secret_aad(secret.name))
             except SealError:
                 raise SealError(
                     f"server secret '{secret.name}' does not open with master key {master_key.key_id}"
@@ -385,7 +395,7 @@ async def _unlock(db: Database, master_key: MasterKey) -> ServerSecrets:
             if not new_database and purpose is not None:
                 value = master_key.legacy_subkey(purpose)
             await repo.add_server_secret(
-                session, name, master_key.seal(value, server_secret_aad(name)), master_key.key_id, now
+                session, name, keyring.seal(value, server_secret_aad(name)), keyring.key_id, now
             )
             values[name] = value
     return ServerSecrets.from_values(values)

@@ -19,7 +19,7 @@ from typing import Any
 
 from kms_service.errors import InvalidRequest
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
-from kms_service.seal import MasterKey
+from kms_service.seal import Sealer
 from kms_service.service.caching import CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
@@ -55,7 +55,7 @@ class MountService:
     def __init__(
         self,
         db: Database,
-        master_key: MasterKey,
+        master_key: Sealer,
         cache_ttl: float,
         invalidator: Invalidator,
         cache_stats: CacheStats | None = None,

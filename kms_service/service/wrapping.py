@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from kms_service.seal import MasterKey, server_secret_aad
+from kms_service.errors import SealError
+from kms_service.seal import Sealer, server_secret_aad
 from kms_service.storage import repository as repo
 from kms_service.storage.engine import Database
 
@@ -22,7 +23,7 @@ WRAPPING_KEY_BITS = 4096
 
 
 class WrappingKeyService:
-    def __init__(self, db: Database, master_key: MasterKey) -> None:
+    def __init__(self, db: Database, master_key: Sealer) -> None:
         self._db = db
         self._master_key = master_key
         self._key: rsa.RSAPrivateKey | None = None
@@ -68,7 +69,13 @@ class WrappingKeyService:
         secret = secrets.get(WRAPPING_KEY_SECRET)
         if secret is None:
             return None
-        der = self._master_key.unseal(secret.sealed_value, server_secret_aad(WRAPPING_KEY_SECRET))
+        aad = server_secret_aad(WRAPPING_KEY_SECRET)
+        try:
+            der = self._master_key.unseal(secret.sealed_value, aad)
+        except SealError:
+            if not await self._master_key.catch_up():  # re-sealed under a master key this process lacked?
+                raise
+            der = self._master_key.unseal(secret.sealed_value, aad)
         key = await asyncio.to_thread(serialization.load_der_private_key, der, None)
         assert isinstance(key, rsa.RSAPrivateKey)
         return key

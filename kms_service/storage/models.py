@@ -332,6 +332,22 @@ class ServerSecret(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class MasterKeyRollover(Base):
+    __tablename__ = "master_key_rollover"
+    __table_args__ = (
+        {
+            "comment": "A master-key rotation in progress (at most one row): the new key sealed under the old "
+            "and the old under the new, so a node holding either key opens every row until the re-seal ends"
+        },
+    )
+
+    new_key_id: Mapped[str] = mapped_column(String(16), primary_key=True, comment="The key that seals from now on")
+    old_key_id: Mapped[str] = mapped_column(String(16), comment="The key being retired")
+    new_key_sealed: Mapped[bytes] = mapped_column(LargeBinary, comment="The new master key sealed under the old")
+    old_key_sealed: Mapped[bytes] = mapped_column(LargeBinary, comment="The old master key sealed under the new")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class EngineSetting(Base):
     __tablename__ = "engine_settings"
     __table_args__ = ({"comment": "The transit engine's own settings (config/keys, cache-config), one row each"},)

@@ -38,6 +38,7 @@ from kms_service.errors import (
 )
 from kms_service.service import KMS
 from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
+from kms_service.service.master_keys import CHECK_INTERVAL as MASTER_KEY_CHECK_INTERVAL
 from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
 from kms_service.storage.engine import unavailable_reason
@@ -227,6 +228,10 @@ key_auto_rotation = background_job(
 usage_flush = background_job(
     "usage flush", lambda s: USAGE_FLUSH_INTERVAL, lambda kms: kms.usage.flush(), every_node=True
 )
+# Each process follows a master-key rotation: seal under the new key, drop the old once it is retired.
+master_key_check = background_job(
+    "master-key check", lambda s: MASTER_KEY_CHECK_INTERVAL, lambda kms: kms.master_keys.refresh(), every_node=True
+)
 
 
 class RedactMalformedRequests(logging.Filter):
@@ -277,6 +282,13 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
     app[ACCESS_LOG_KEY] = settings.access_log
     app[FAULTS_KEY] = RateLimitedLog(log)
     app.cleanup_ctx.extend(
-        [service_context(settings, announce), audit_context(settings), token_reaper, key_auto_rotation, usage_flush]
+        [
+            service_context(settings, announce),
+            audit_context(settings),
+            token_reaper,
+            key_auto_rotation,
+            usage_flush,
+            master_key_check,
+        ]
     )
     return app

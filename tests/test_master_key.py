@@ -1,0 +1,312 @@
+"""``kms-service master-key rotate`` while real servers serve, on SQLite and PostgreSQL: nothing fails, no token
+or ciphertext changes, a second node follows, a command killed mid-way finishes when run again, and after
+``--finish`` only the new key opens the database."""
+
+from __future__ import annotations
+
+import base64
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import hvac
+import pytest
+from conftest import TEST_CONFIG
+from processes import COMMAND, ServeProcess, cli_env, run_cli, serve_exit
+
+from kms_service.errors import SealError
+from kms_service.keyring import KeySettings
+from kms_service.keytypes import EncryptOptions
+from kms_service.seal import MasterKey, MasterKeyring
+from kms_service.service import KMS
+from kms_service.settings import Settings
+
+SECRET = base64.b64encode(b"sealed under one master key, read under the next").decode()
+
+
+def root_token(env: dict[str, str]) -> str:
+    return run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout.strip().splitlines()[-1]
+
+
+def status(env: dict[str, str]) -> str:
+    return run_cli(["master-key", "status"], env).stdout
+
+
+def key_ids(text: str) -> set[str]:
+    """The master key ids a ``master-key status`` shows as sealing rows."""
+    ids: set[str] = set()
+    for line in text.splitlines():
+        if "sealed by master key:" in line:
+            ids |= set(re.findall(r"([0-9a-f]{16}): \d+", line))
+    return ids
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def make_versions(client: hvac.Client, count: int) -> list[str]:
+    """``count`` rotations of vault-enc, a ciphertext under each version."""
+    made = []
+    for _ in range(count):
+        client.secrets.transit.rotate_key("vault-enc")
+        made.append(client.secrets.transit.encrypt_data("vault-enc", SECRET)["data"]["ciphertext"])
+    return made
+
+
+def decrypts(client: hvac.Client, ciphertexts: list[str]) -> bool:
+    batch = [{"ciphertext": c} for c in ciphertexts]
+    results = client.secrets.transit.decrypt_data("vault-enc", batch_input=batch)["data"]["batch_results"]
+    return [r.get("plaintext") for r in results] == [SECRET] * len(ciphertexts)
+
+
+def test_a_keyring_seals_under_the_newest_key_and_opens_rows_of_every_key_it_holds():
+    old, new = MasterKey.generate(), MasterKey.generate()
+    under_old = old.seal(b"material", b"aad")
+    keyring = MasterKeyring(old)
+    # A node holding the old key gets the new one from the rollover row, and the reverse.
+    keyring.adopt(old.unwrap(old.wrap(new), new.key_id))
+    keyring.accept(new.unwrap(new.wrap(old), old.key_id))
+    assert keyring.key_id == new.key_id and keyring.key_ids == sorted([old.key_id, new.key_id])
+    assert keyring.unseal(under_old, b"aad") == b"material"
+    under_new = keyring.seal(b"material", b"aad")
+    assert new.unseal(under_new, b"aad") == b"material"
+    with pytest.raises(SealError):
+        old.unseal(under_new, b"aad")
+    with pytest.raises(SealError):
+        keyring.unseal(under_old, b"another row")  # still bound to where it lives
+    with pytest.raises(SealError):
+        old.unwrap(old.wrap(new), old.key_id)  # a wrapped key is bound to its id
+    keyring.retire(old.key_id)
+    keyring.retire(new.key_id)  # the sealing key stays
+    assert keyring.key_ids == [new.key_id]
+    with pytest.raises(SealError):
+        keyring.unseal(under_old, b"aad")
+
+
+async def test_a_process_that_has_not_looked_yet_opens_a_row_resealed_under_the_new_key(database_url, data_dir):
+    """Between two of a node's once-a-second looks, a row may be re-sealed under a key it lacks: failing to
+    open it makes the node look at once (``MasterKeyring.catch_up``), so the request succeeds."""
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    async with KMS.session(settings) as lagging:  # no background job here: it never looks by itself
+        async with KMS.session(settings) as rotating:
+            await rotating.keys.upsert("made-before", "chacha20-poly1305", KeySettings())
+            await rotating.wrapping.public_key_pem()  # the wrapping key: a server secret, re-sealed too
+            rollover = await rotating.master_keys.start()
+            await rotating.master_keys.reseal(batch_size=1)
+        assert lagging.master_key.key_ids == [rollover.old_key_id]
+        key = await lagging.keys.get("made-before")  # never loaded here: read from rows under the new key
+        assert key is not None and lagging.master_key.key_id == rollover.new_key_id
+        ciphertext, _ = key.encrypt(b"after", EncryptOptions())
+        assert (await lagging.keys.get("made-before", [1])).decrypt(ciphertext, EncryptOptions()) == b"after"
+        assert await lagging.wrapping.public_key_pem()
+
+
+def test_rotation_while_two_nodes_serve_changes_no_token_or_ciphertext_and_retires_the_old_key(database_url, data_dir):
+    env = cli_env(database_url, data_dir)
+    a_node = ServeProcess(TEST_CONFIG, env)
+    b_node = ServeProcess(TEST_CONFIG, env)  # a second node on the same database (or SQLite file)
+    nodes = [a_node, b_node]
+    try:
+        token = root_token(env)
+        clients = [hvac.Client(url=node.url, token=token) for node in nodes]
+        before = make_versions(clients[0], 12)
+        signature = clients[0].secrets.transit.sign_data("vault-sign", hash_input=SECRET)["data"]["signature"]
+        old_key = (data_dir / "master.key").read_text().strip()
+        old_id = MasterKey.from_text(old_key, "old").key_id
+
+        failures: list[str] = []
+        done = {"crypto": 0, "rotations": 0}
+        stop = threading.Event()
+
+        def crypto(n: int) -> None:
+            client = hvac.Client(url=nodes[n % 2].url, token=token)
+            while not stop.is_set():
+                try:
+                    made = client.secrets.transit.encrypt_data("vault-enc", SECRET)["data"]["ciphertext"]
+                    plain = client.secrets.transit.decrypt_data("vault-enc", made)["data"]["plaintext"]
+                    signed = client.secrets.transit.sign_data("vault-sign", hash_input=SECRET)["data"]["signature"]
+                    valid = client.secrets.transit.verify_signed_data("vault-sign", SECRET, signature=signed)
+                    if plain != SECRET or not valid["data"]["valid"]:
+                        failures.append("wrong result")
+                    done["crypto"] += 1
+                except Exception as exc:  # noqa: BLE001 - every failure is what this test counts
+                    failures.append(repr(exc))
+
+        def rotator() -> None:
+            # Rows written during the re-seal: new versions from both nodes.
+            i = 0
+            while not stop.is_set():
+                try:
+                    clients[i % 2].secrets.transit.rotate_key("vault-enc")
+                    done["rotations"] += 1
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(repr(exc))
+                i += 1
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=crypto, args=(n,)) for n in range(4)] + [threading.Thread(target=rotator)]
+        for thread in threads:
+            thread.start()
+        try:
+            rotated = run_cli(["master-key", "rotate", "--batch-size", "4"], env)
+            new_key = (data_dir / "master.key").read_text().strip()
+            new_id = MasterKey.from_text(new_key, "new").key_id
+            assert new_id != old_id
+            assert f"master-key rotation {old_id} → {new_id}: started" in rotated.stdout
+            assert (data_dir / f"master.key.{old_id}.old").read_text().strip() == old_key
+            assert "Next:" in rotated.stdout and "master-key rotate --finish" in rotated.stdout
+            assert old_key not in rotated.stdout + rotated.stderr and new_key not in rotated.stdout + rotated.stderr
+            in_progress = status(env)
+            assert f"rotation: {old_id} → {new_id}" in in_progress
+            # Under load, before --finish: both nodes already seal under the new key (the rotator's new
+            # versions), and the pass left nothing under the old one.
+            assert key_ids(in_progress) == {new_id}, in_progress
+            finished = run_cli(["master-key", "rotate", "--finish"], env)
+            assert f"master key {old_id} is retired" in finished.stdout
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+        assert failures == []
+        assert done["crypto"] > 0 and done["rotations"] > 0, done
+
+        # Both nodes seal under the new key: versions they make now are sealed under it, and nothing is left
+        # under the old one.
+        for client in clients:
+            client.secrets.transit.rotate_key("vault-enc")
+        after = status(env)
+        assert "rotation: none under way" in after
+        assert key_ids(after) == {new_id}, after
+        # Nothing a client holds changed: the token, ciphertexts and signature from before.
+        for client in clients:
+            assert decrypts(client, before)
+            assert client.secrets.transit.verify_signed_data("vault-sign", SECRET, signature=signature)["data"]["valid"]
+    finally:
+        for node in nodes:
+            node.stop()
+
+    # The old key opens the database no more: one clear line; the new one does.
+    refused = serve_exit(TEST_CONFIG, {**env, "KMS_MASTER_KEY": old_key})
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr + refused.stdout
+    assert f"the master key (id {old_id}) does not open this database" in refused.stderr + refused.stdout
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        assert decrypts(hvac.Client(url=server.url, token=token), before)
+    finally:
+        server.stop()
+
+
+def test_a_rotation_killed_after_its_first_batch_finishes_when_run_again(database_url, data_dir):
+    old_key = MasterKey.generate().export()
+    env = cli_env(database_url, data_dir, KMS_MASTER_KEY=old_key)  # the operator's key in the environment
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        token = root_token(env)
+        client = hvac.Client(url=server.url, token=token)
+        before = make_versions(client, 10)
+        for _ in range(120):  # enough one-row batches that the kill lands long before the last
+            client.secrets.transit.rotate_key("vault-sign")
+    finally:
+        server.stop()
+
+    # One version per batch, killed as soon as the first batch is reported.
+    with subprocess.Popen(
+        [*COMMAND, "master-key", "rotate", "--batch-size", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as command:
+        for line in command.stdout:
+            if line.startswith("re-sealed 1 key version(s) in 1 batch(es)"):
+                command.send_signal(signal.SIGKILL)
+                break
+        command.wait(60)
+    assert command.returncode == -signal.SIGKILL
+    halfway = status(env)
+    assert int(re.search(r"(\d+) row\(s\) left to re-seal", halfway).group(1)) > 0, halfway
+    assert len(key_ids(halfway)) == 2, halfway  # part under the new key, part under the old: killed mid-way
+
+    # The new key waits in a file (KMS_MASTER_KEY is the operator's); the old key resumes the rotation.
+    new_files = list(data_dir.glob("master.key.*.new"))
+    assert len(new_files) == 1
+    new_key = new_files[0].read_text().strip()
+    assert new_files[0].stat().st_mode & 0o077 == 0
+    resumed = run_cli(["master-key", "rotate", "--batch-size", "7"], env)
+    assert "resumed" in resumed.stdout and "KMS_MASTER_KEY" in resumed.stdout
+    assert "0 row(s) left" in status(env)
+    finished = run_cli(["master-key", "rotate", "--finish"], env)
+    assert "retired" in finished.stdout
+    assert "was given the retired key" in finished.stderr  # KMS_MASTER_KEY still holds the old one
+
+    assert "does not open this database" in one_line_error(run_cli(["master-key", "status"], env, check=False))
+    env = {**env, "KMS_MASTER_KEY": new_key}
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        assert decrypts(hvac.Client(url=server.url, token=token), before)
+    finally:
+        server.stop()
+
+
+def test_bad_inputs_are_one_clear_line_and_change_nothing(database_url, data_dir, tmp_path: Path):
+    missing = cli_env("sqlite:///" + str(tmp_path / "nowhere" / "kms.db"), tmp_path / "nowhere")
+    assert "no database" in one_line_error(run_cli(["master-key", "rotate"], missing, check=False))
+    assert not (tmp_path / "nowhere" / "master.key").exists()
+
+    env = cli_env(database_url, data_dir)
+    ServeProcess(TEST_CONFIG, env).stop()
+    before = status(env)
+    wrong = {**env, "KMS_MASTER_KEY": MasterKey.generate().export()}
+    assert "does not open this database" in one_line_error(run_cli(["master-key", "rotate"], wrong, check=False))
+    no_rotation = one_line_error(run_cli(["master-key", "rotate", "--finish"], env, check=False))
+    assert "no master-key rotation is under way" in no_rotation
+    usage = run_cli(["master-key", "rotate", "--batch-size", "0"], env, check=False)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert status(env) == before
+    assert sorted(p.name for p in data_dir.iterdir() if p.name.startswith("master.key")) == ["master.key"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_node_started_with_either_key_during_a_rotation_serves(database_url, data_dir):
+    env = cli_env(database_url, data_dir)
+    ServeProcess(TEST_CONFIG, env).stop()
+    old_key = (data_dir / "master.key").read_text().strip()
+    token = root_token(env)
+    run_cli(["master-key", "rotate"], env)
+    new_key = (data_dir / "master.key").read_text().strip()
+    for key in (old_key, new_key):
+        node = ServeProcess(TEST_CONFIG, {**env, "KMS_MASTER_KEY": key})
+        try:
+            client = hvac.Client(url=node.url, token=token)
+            assert decrypts(client, make_versions(client, 2))
+        finally:
+            node.stop()
+    after = status(env)
+    assert key_ids(after) == {MasterKey.from_text(new_key, "new").key_id}, after
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_every_worker_of_a_serve_seals_under_the_new_key(database_url, data_dir):
+    env = cli_env(database_url, data_dir)
+    server = ServeProcess(TEST_CONFIG, env, "--workers", "2")
+    try:
+        token = root_token(env)
+        before = make_versions(hvac.Client(url=server.url, token=token), 3)
+        run_cli(["master-key", "rotate"], env)
+        new_id = MasterKey.from_text((data_dir / "master.key").read_text(), "new").key_id
+        # A new connection each time: the kernel spreads them over both workers (SO_REUSEPORT).
+        for _ in range(20):
+            hvac.Client(url=server.url, token=token).secrets.transit.rotate_key("vault-enc")
+        in_progress = status(env)
+        assert key_ids(in_progress) == {new_id}, in_progress
+        assert decrypts(hvac.Client(url=server.url, token=token), before)
+    finally:
+        server.stop()
