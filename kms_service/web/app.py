@@ -183,6 +183,10 @@ async def announce_keys(kms: KMS) -> None:
     )
 
 
+# The names of the background jobs' tasks, so a statement can be told apart from the request path's.
+BACKGROUND_JOBS: set[str] = set()
+
+
 def background_job(
     name: str,
     interval: Callable[[Settings], float],
@@ -208,6 +212,8 @@ def background_job(
                     log.exception("%s failed; retrying in %s s", name, period)
                 else:
                     faults.log(logging.ERROR, "database", "%s: database unavailable: %s", name, reason)
+
+    BACKGROUND_JOBS.add(name)
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(run_forever(app[KMS_KEY], app[FAULTS_KEY]), name=name)
