@@ -839,7 +839,7 @@ def policy_delete(name: str, database_url: str | None, data_dir: Path) -> None:
 
 @main.group()
 def token() -> None:
-    """Operator tokens: create, list, revoke."""
+    """Operator tokens: create, list, lookup, revoke."""
 
 
 @token.command("create")
@@ -967,8 +967,45 @@ def _check_source(addr: str, token: str, mount: str) -> None:
     _run(check())
 
 
-def _progress(line: str) -> None:
-    click.echo(line, err=True)
+class Progress:
+    """Progress of a long command on standard error: a bar (rich.progress) when stderr is a terminal, else
+    plain lines a log keeps (``[3/10] name: ...``), or none (``lines=False``). Use as a context manager."""
+
+    def __init__(self, description: str, total: int, lines: bool = True) -> None:
+        self._bar: Any = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self._bar = Bar(*columns, console=Console(stderr=True), transient=False)
+            self._task = self._bar.add_task(description, total=total)
+        elif lines:
+            click.echo(description, err=True)
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def step(self, index: int, total: int, text: str, finished: bool) -> None:
+        """One key of migrate-from/-to (``migration.Progress``): finished ones print their line above the bar."""
+        if self._bar is None:
+            click.echo(f"[{index}/{total}] {text}", err=True)
+        elif finished:
+            self._bar.console.print(f"[{index}/{total}] {text}", markup=False, highlight=False)
+            self._bar.advance(self._task)
+        else:
+            self._bar.update(self._task, description=text)
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
 
 
 def _report(reports: list[Any], dry_run: bool) -> None:
@@ -1013,10 +1050,11 @@ def migrate_from(
         async with migration.VaultClient(addr, token) as client:
             listed = await client.check(mount)
             names = list(key_names) or listed
-            _progress(f"{len(names)} key(s) in {client.shown}/v1/{mount}/ ({client.flavor}) → {to_mount}/ here")
-            return await migration.migrate_from(
-                client, engine, mount, names, dry_run, _progress, kms.wrapping.private_key
-            )
+            what = f"{len(names)} key(s) in {client.shown}/v1/{mount}/ ({client.flavor}) → {to_mount}/ here"
+            with Progress(what, len(names)) as progress:
+                return await migration.migrate_from(
+                    client, engine, mount, names, dry_run, progress.step, kms.wrapping.private_key
+                )
 
     reports = _with_kms(database_url, data_dir, run)
     if print_yaml:
@@ -1059,18 +1097,24 @@ def migrate_to(
         async with migration.VaultClient(addr, token) as client:
             await client.check(mount)
             names = list(key_names) or await engine.names()
-            _progress(f"{len(names)} key(s) in {from_mount}/ here → {client.shown}/v1/{mount}/ ({client.flavor})")
-            return await migration.migrate_to(client, engine, mount, names, dry_run, _progress)
+            what = f"{len(names)} key(s) in {from_mount}/ here → {client.shown}/v1/{mount}/ ({client.flavor})"
+            with Progress(what, len(names)) as progress:
+                return await migration.migrate_to(client, engine, mount, names, dry_run, progress.step)
 
     _report(_with_kms(database_url, data_dir, run), dry_run)
 
 
 # The read-only operator commands (keys, endpoints, inspect) live in cli_inspect.py, which uses the helpers above.
-from kms_service.cli_inspect import endpoints, inspect, keys  # noqa: E402
+from kms_service.cli_inspect import endpoints, inspect, keys, token_lookup  # noqa: E402
+
+# And the writing ones (keys rotate, keys config, rewrap), through the service, in cli_keys.py.
+from kms_service.cli_keys import rewrap  # noqa: E402
 
 main.add_command(keys)
 main.add_command(endpoints)
 main.add_command(inspect)
+main.add_command(rewrap)
+token.add_command(token_lookup)
 
 
 if __name__ == "__main__":  # pragma: no cover
