@@ -15,10 +15,12 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +52,7 @@ from kms_service.storage.engine import (
 from kms_service.web.app import create_app
 from kms_service.web.routing import KMS_KEY
 from kms_service.web.server import AppRunner
+from kms_service.web.sys_metrics import MULTIPROC_DIR_ENV
 
 try:
     import uvloop
@@ -597,6 +600,10 @@ def _serve_workers(
         raise click.ClickException(str(exc)) from None
     origin = _run(prepare())
     signals = workers.Signals()
+    # prometheus-client's multiprocess mode: each worker's metrics in files here, merged by every scrape. Set
+    # before the workers start (they read it when they import prometheus_client); removed when serve ends.
+    metrics_dir = tempfile.mkdtemp(prefix=f"kms-service-metrics-{os.getpid()}-")
+    os.environ[MULTIPROC_DIR_ENV] = metrics_dir
     try:
         args = (replace(settings, prepared=True), config_path, host, bound, json_logs, log_options, tls_files)
         signals.workers = started = workers.start(count, _serve_worker, args)
@@ -613,6 +620,7 @@ def _serve_workers(
             raise click.ClickException(f"{exc}; stopped the other workers") from None
     finally:
         signals.restore()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _serve_worker(
@@ -628,6 +636,8 @@ def _serve_worker(
     parent: int,
 ) -> None:
     """A worker process of ``serve --workers`` (started by multiprocessing's spawn)."""
+    from dataclasses import replace
+
     from kms_service import workers
 
     workers.die_with_parent(parent)
@@ -635,6 +645,7 @@ def _serve_worker(
     try:
         tls = tls_context(*tls_files) if tls_files else None
         ready = lambda: workers.report_ready(writer)  # noqa: E731
+        settings = replace(settings, worker=index)
         _run(_serve(settings, config_path, host, port, json_logs, ready=ready, tls=tls))
     except click.ClickException as exc:
         workers.report_error(writer, f"worker {index}: {exc.message}")
