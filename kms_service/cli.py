@@ -251,11 +251,25 @@ def _load_config(path: Path) -> ServiceConfig:
 
 @main.command()
 @click.option(
-    "--config", "config_path", envvar="KMS_CONFIG", show_envvar=True, required=True, type=click.Path(path_type=Path)
+    "--config",
+    "config_path",
+    envvar="KMS_CONFIG",
+    show_envvar=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The services YAML (the platform's .platform/services.yaml) to provision and serve.",
 )
-@click.option("--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True)
 @click.option(
-    "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(0, 65535)
+    "--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True, help="Address to listen on."
+)
+@click.option(
+    "--port",
+    envvar="KMS_PORT",
+    show_envvar=True,
+    default=8200,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: a free one, shown in the banner).",
 )
 @click.option(
     "--reap-interval",
@@ -659,7 +673,13 @@ def _serve_worker(
 
 @main.command()
 @click.option(
-    "--config", "config_path", envvar="KMS_CONFIG", show_envvar=True, required=True, type=click.Path(path_type=Path)
+    "--config",
+    "config_path",
+    envvar="KMS_CONFIG",
+    show_envvar=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The services YAML that serve runs with.",
 )
 @click.option(
     "--app",
@@ -670,9 +690,22 @@ def _serve_worker(
     type=click.Path(path_type=Path),
     help="The app's YAML with its 'relationships'.",
 )
-@click.option("--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True)
 @click.option(
-    "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(1, 65535)
+    "--host",
+    envvar="KMS_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="The server's address, as the app reaches it (goes into the relationship).",
+)
+@click.option(
+    "--port",
+    envvar="KMS_PORT",
+    show_envvar=True,
+    default=8200,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="The server's port (goes into the relationship).",
 )
 @click.option(
     "--tls-cert",
@@ -871,7 +904,14 @@ def token() -> None:
     show_default=True,
     help="Lifetime, e.g. 2s, 1h, 8760h.",
 )
-@click.option("--display-name", envvar="KMS_DISPLAY_NAME", show_envvar=True, default="token", show_default=True)
+@click.option(
+    "--display-name",
+    envvar="KMS_DISPLAY_NAME",
+    show_envvar=True,
+    default="token",
+    show_default=True,
+    help="A name for the token, shown by token list and lookup.",
+)
 @max_token_ttl_option
 @database_options
 def token_create(
