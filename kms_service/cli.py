@@ -1,5 +1,6 @@
 """The ``kms-service`` command: serve, relationships, token create/revoke/list, policy, migrate,
-migrate-from/-to; and (from ``cli_inspect.py``) keys list/show, endpoints list, inspect.
+migrate-from/-to; from ``cli_inspect.py`` keys list/show, endpoints list, token lookup, inspect (read-only);
+from ``cli_keys.py`` keys rotate/config and rewrap (writes through the service).
 
 Every flag also reads a ``KMS_*`` environment variable (``migrate-from``/``migrate-to``: ``--addr`` and ``--token``
 read Vault's and OpenBao's own variables). Commands talk to the database directly (never through HTTP), so

@@ -194,23 +194,11 @@ def test_rewrap_a_file_of_ciphertexts(database_url, data_dir, tmp_path):
         server.stop()
 
 
-def test_rewrap_shows_a_progress_bar_on_a_terminal(database_url, data_dir, tmp_path):
-    env = cli_env(database_url, data_dir)
-    server = ServeProcess(TEST_CONFIG, env)
-    try:
-        token, _ = root_token(env)
-        source = tmp_path / "ciphertexts.txt"
-        source.write_text("\n".join(_encrypt_many(server, token, [b"x"] * 1500)) + "\n")
-    finally:
-        server.stop()
+def on_a_terminal(command: list[str], env: dict[str, str], stdout) -> tuple[int, str]:
+    """Run ``command`` with standard error on a pseudo-terminal (as an operator's shell); its exit status
+    and what the terminal showed."""
     primary, secondary = pty.openpty()
-    with open(tmp_path / "out.txt", "w") as out:
-        proc = subprocess.Popen(
-            [*COMMAND, "rewrap", "--key", "vault-enc", str(source)],
-            env={**env, "COLUMNS": "100"},
-            stdout=out,
-            stderr=secondary,
-        )
+    proc = subprocess.Popen(command, env={**env, "COLUMNS": "100"}, stdout=stdout, stderr=secondary)
     os.close(secondary)
     shown = b""
     while True:
@@ -221,12 +209,54 @@ def test_rewrap_shows_a_progress_bar_on_a_terminal(database_url, data_dir, tmp_p
         if not chunk:
             break
         shown += chunk
-    assert proc.wait(timeout=120) == 0, shown
     os.close(primary)
-    text = shown.decode("utf-8", "replace")
+    return proc.wait(timeout=120), shown.decode("utf-8", "replace")
+
+
+def test_rewrap_shows_a_progress_bar_on_a_terminal(database_url, data_dir, tmp_path):
+    env = cli_env(database_url, data_dir)
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        token, _ = root_token(env)
+        source = tmp_path / "ciphertexts.txt"
+        source.write_text("\n".join(_encrypt_many(server, token, [b"x"] * 1500)) + "\n")
+    finally:
+        server.stop()
+    with open(tmp_path / "out.txt", "w") as out:
+        code, text = on_a_terminal([*COMMAND, "rewrap", "--key", "vault-enc", str(source)], env, out)
+    assert code == 0, text
     assert "rewrapping 1500 ciphertext(s) with transit/vault-enc" in text
     assert "1500/1500" in text and "━" in text, text  # rich's bar, complete
     assert len((tmp_path / "out.txt").read_text().splitlines()) == 1500
+
+
+def test_migrate_from_shows_a_progress_bar_on_a_terminal(database_url, data_dir, tmp_path):
+    from openbao import dev_server
+
+    env = cli_env(database_url, data_dir)
+    run_cli(["migrate"], env)
+    secret = "progress-bar-test-token"  # noqa: S105 (the dev server's token)
+    with dev_server(secret) as url:
+        mounted = requests.post(
+            f"{url}/v1/sys/mounts/transit", json={"type": "transit"}, headers={"X-Vault-Token": secret}, timeout=30
+        )
+        assert mounted.status_code == 204, mounted.text
+        for name in ("one", "two", "three"):
+            made = requests.post(
+                f"{url}/v1/transit/keys/{name}",
+                json={"exportable": True, "allow_plaintext_backup": True},
+                headers={"X-Vault-Token": secret},
+                timeout=30,
+            )
+            assert made.status_code in (200, 204), made.text
+        with open(tmp_path / "report.txt", "w") as out:
+            code, text = on_a_terminal([*COMMAND, "migrate-from", "--addr", url, "--token", secret], env, out)
+    assert code == 0, text
+    assert "3/3" in text and "━" in text, text  # rich's bar, complete
+    assert all(f"[{i}/3] " in text for i in (1, 2, 3)), text  # each key's outcome, above the bar
+    assert secret not in text  # the token is never shown
+    report = (tmp_path / "report.txt").read_text()
+    assert report.count("moved") >= 3, report
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()):
