@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -50,10 +49,6 @@ from kms_service.storage.engine import (
     normalize_database_url,
     unavailable_reason,
 )
-from kms_service.web.app import create_app
-from kms_service.web.routing import KMS_KEY
-from kms_service.web.server import AppRunner
-from kms_service.web.sys_metrics import MULTIPROC_DIR_ENV
 
 try:
     import uvloop
@@ -562,6 +557,13 @@ async def _serve(
 ) -> None:
     """One serving process; ``ready`` (a worker of ``--workers``): share the port, print nothing, call it
     once listening. ``tls``: serve HTTPS."""
+    # The HTTP side is imported here, by serve alone: the other commands start faster without it.
+    from aiohttp import web
+
+    from kms_service.web.app import create_app
+    from kms_service.web.routing import KMS_KEY
+    from kms_service.web.server import AppRunner
+
     # The access log is the application's own line (web/app.py), not aiohttp's (which shows query strings).
     runner = AppRunner(create_app(settings, announce=ready is None), access_log=None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
@@ -600,6 +602,7 @@ def _serve_workers(
 
     from kms_service import workers
     from kms_service.web.app import announce_keys
+    from kms_service.web.sys_metrics import MULTIPROC_DIR_ENV
 
     if settings.url.startswith("sqlite") and make_url(settings.url).database in (None, "", ":memory:"):
         raise click.ClickException("an in-memory SQLite database lives in one process: use --workers 1")
