@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 import click
 
-from kms_service.cli import Progress, _duration_option, _with_kms, database_options
+from kms_service.cli import Progress, _with_kms, database_options
 from kms_service.cli_inspect import _console, _print_json, _table, json_option, keys
+from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, KMSError
 from kms_service.keyring import Key, KeyConfigChange, parse_versioned
 from kms_service.keytypes import EncryptOptions
@@ -73,6 +74,14 @@ def keys_rotate(name: str, mount: str, as_json: bool, database_url: str | None, 
     _show(key, as_json, f"rotated key {name} in {mount}/ to version {key.latest_version}")
 
 
+def _period(value: str) -> int:
+    """A duration as Vault's config reads it (0 allowed: no auto-rotation)."""
+    try:
+        return parse_seconds(value)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @keys.command("config")
 @click.argument("name")
 @mount_option
@@ -87,7 +96,7 @@ def keys_rotate(name: str, mount: str, as_json: bool, database_url: str | None, 
 )
 @click.option(
     "--auto-rotate-period",
-    callback=lambda _ctx, _param, value: None if value is None else _duration_option(value),
+    callback=lambda _ctx, _param, value: None if value is None else _period(value),
     help="Rotate automatically after this long (e.g. 720h, 30d; 0: never; at least 1h).",
 )
 @click.option("--retain-versions", type=int, help="Keep only the newest N versions decryptable (0: all).")

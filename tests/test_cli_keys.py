@@ -86,8 +86,11 @@ def test_keys_rotate_and_config_reach_the_running_server(database_url, data_dir)
         seen = key_body(server, token, "vault-enc", lambda b: b["min_decryption_version"] == 2)
         assert {k: seen[k] for k in expected} == expected
         assert sorted(seen["keys"]) == ["2", "3"]  # version 1 no longer decrypts
-        text = run_cli(["keys", "config", "vault-enc", "--deletion-allowed", "false"], env).stdout
-        assert "configured key vault-enc in transit/: deletion_allowed=False" in text
+        text = run_cli(
+            ["keys", "config", "vault-enc", "--deletion-allowed", "false", "--auto-rotate-period", "0"], env
+        ).stdout
+        assert "configured key vault-enc in transit/: deletion_allowed=False, auto_rotate_period=0" in text
+        assert key_body(server, token, "vault-enc", lambda b: b["auto_rotate_period"] == 0)["auto_rotate_period"] == 0
 
         # Mistakes are one line each and change nothing.
         one_line_error(run_cli(["keys", "rotate", "missing"], env, check=False), 1, "no key named missing in transit/")
