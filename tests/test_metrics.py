@@ -260,6 +260,13 @@ def test_workers_metrics_are_totals_of_every_worker_with_a_worker_label(database
         assert seen_workers == {"0", "1"}, "the kernel sent every connection to one worker"
         response = requests.get(f"{server.url}/v1/sys/metrics", params={"format": "prometheus"}, headers=headers)
         assert len(re.findall(r'^kms_build_info\{version="[^"]+"\} 1\.0$', response.text, re.M)) == 1
+        # Vault's JSON form shows the same totals.
+        document = requests.get(f"{server.url}/v1/sys/metrics", headers=headers, timeout=30).json()
+        labels = {"route": ENCRYPT_ROUTE, "method": "POST", "status": "200"}
+        counted = [
+            c["Count"] for c in document["Counters"] if c["Name"] == "kms.http.requests" and c["Labels"] == labels
+        ]
+        assert counted == [40.0], document["Counters"]
     finally:
         server.stop()
     assert server.proc.returncode == 0
