@@ -1,6 +1,7 @@
 """The ``kms-service`` command: serve, relationships, token create/revoke/list, policy, migrate,
-migrate-from/-to; and (from ``cli_inspect.py``) keys list/show, endpoints list, inspect; (from
-``cli_master_key.py``) master-key rotate/status.
+migrate-from/-to, audit hash/verify; from ``cli_inspect.py`` keys list/show, endpoints list, token lookup,
+inspect (read-only); from ``cli_keys.py`` keys rotate/config and rewrap (writes through the service); from
+``cli_master_key.py`` master-key rotate/status.
 
 Every flag also reads a ``KMS_*`` environment variable (``migrate-from``/``migrate-to``: ``--addr`` and ``--token``
 read Vault's and OpenBao's own variables). Commands talk to the database directly (never through HTTP), so
@@ -16,17 +17,18 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -49,10 +51,6 @@ from kms_service.storage.engine import (
     normalize_database_url,
     unavailable_reason,
 )
-from kms_service.web.app import create_app
-from kms_service.web.audit import AUDIT_KEY
-from kms_service.web.routing import KMS_KEY
-from kms_service.web.server import AppRunner
 
 try:
     import uvloop
@@ -251,11 +249,25 @@ def _load_config(path: Path) -> ServiceConfig:
 
 @main.command()
 @click.option(
-    "--config", "config_path", envvar="KMS_CONFIG", show_envvar=True, required=True, type=click.Path(path_type=Path)
+    "--config",
+    "config_path",
+    envvar="KMS_CONFIG",
+    show_envvar=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The services YAML (the platform's .platform/services.yaml) to provision and serve.",
 )
-@click.option("--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True)
 @click.option(
-    "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(0, 65535)
+    "--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True, help="Address to listen on."
+)
+@click.option(
+    "--port",
+    envvar="KMS_PORT",
+    show_envvar=True,
+    default=8200,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: a free one, shown in the banner).",
 )
 @click.option(
     "--reap-interval",
@@ -601,6 +613,15 @@ async def _serve(
     once listening. ``tls``: serve HTTPS."""
     # SIGHUP reopens the audit file once serving; until then it must not end the process (its default).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    # The HTTP side is imported here, by serve alone: the other commands start faster without it.
+    from aiohttp import web
+
+    from kms_service.web.app import create_app
+    from kms_service.web.audit import AUDIT_KEY
+    from kms_service.web.routing import KMS_KEY
+    from kms_service.web.server import AppRunner
+
     # The access log is the application's own line (web/app.py), not aiohttp's (which shows query strings).
     runner = AppRunner(create_app(settings, announce=ready is None), access_log=None)
     await runner.setup()  # opens the service: migrate, unlock, provision (errors end here, before listening)
@@ -642,6 +663,7 @@ def _serve_workers(
 
     from kms_service import workers
     from kms_service.web.app import announce_keys
+    from kms_service.web.sys_metrics import MULTIPROC_DIR_ENV
 
     if settings.url.startswith("sqlite") and make_url(settings.url).database in (None, "", ":memory:"):
         raise click.ClickException("an in-memory SQLite database lives in one process: use --workers 1")
@@ -657,6 +679,10 @@ def _serve_workers(
         raise click.ClickException(str(exc)) from None
     origin = _run(prepare())
     signals = workers.Signals()
+    # prometheus-client's multiprocess mode: each worker's metrics in files here, merged by every scrape. Set
+    # before the workers start (they read it when they import prometheus_client); removed when serve ends.
+    metrics_dir = tempfile.mkdtemp(prefix=f"kms-service-metrics-{os.getpid()}-")
+    os.environ[MULTIPROC_DIR_ENV] = metrics_dir
     try:
         args = (replace(settings, prepared=True), config_path, host, bound, json_logs, log_options, tls_files)
         signals.workers = started = workers.start(count, _serve_worker, args)
@@ -673,6 +699,7 @@ def _serve_workers(
             raise click.ClickException(f"{exc}; stopped the other workers") from None
     finally:
         signals.restore()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _serve_worker(
@@ -688,6 +715,8 @@ def _serve_worker(
     parent: int,
 ) -> None:
     """A worker process of ``serve --workers`` (started by multiprocessing's spawn)."""
+    from dataclasses import replace
+
     from kms_service import workers
 
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a SIGHUP passed on while starting must not end it
@@ -696,6 +725,7 @@ def _serve_worker(
     try:
         tls = tls_context(*tls_files) if tls_files else None
         ready = lambda: workers.report_ready(writer)  # noqa: E731
+        settings = replace(settings, worker=index)
         _run(_serve(settings, config_path, host, port, json_logs, ready=ready, tls=tls))
     except click.ClickException as exc:
         workers.report_error(writer, f"worker {index}: {exc.message}")
@@ -709,7 +739,13 @@ def _serve_worker(
 
 @main.command()
 @click.option(
-    "--config", "config_path", envvar="KMS_CONFIG", show_envvar=True, required=True, type=click.Path(path_type=Path)
+    "--config",
+    "config_path",
+    envvar="KMS_CONFIG",
+    show_envvar=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The services YAML that serve runs with.",
 )
 @click.option(
     "--app",
@@ -720,9 +756,22 @@ def _serve_worker(
     type=click.Path(path_type=Path),
     help="The app's YAML with its 'relationships'.",
 )
-@click.option("--host", envvar="KMS_HOST", show_envvar=True, default="127.0.0.1", show_default=True)
 @click.option(
-    "--port", envvar="KMS_PORT", show_envvar=True, default=8200, show_default=True, type=click.IntRange(1, 65535)
+    "--host",
+    envvar="KMS_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="The server's address, as the app reaches it (goes into the relationship).",
+)
+@click.option(
+    "--port",
+    envvar="KMS_PORT",
+    show_envvar=True,
+    default=8200,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="The server's port (goes into the relationship).",
 )
 @click.option(
     "--tls-cert",
@@ -977,7 +1026,7 @@ def _lines_of(files: tuple[Path, ...]) -> Iterator[bytes]:
 
 @main.group()
 def token() -> None:
-    """Operator tokens: create, list, revoke."""
+    """Operator tokens: create, list, lookup, revoke."""
 
 
 @token.command("create")
@@ -998,7 +1047,14 @@ def token() -> None:
     show_default=True,
     help="Lifetime, e.g. 2s, 1h, 8760h.",
 )
-@click.option("--display-name", envvar="KMS_DISPLAY_NAME", show_envvar=True, default="token", show_default=True)
+@click.option(
+    "--display-name",
+    envvar="KMS_DISPLAY_NAME",
+    show_envvar=True,
+    default="token",
+    show_default=True,
+    help="A name for the token, shown by token list and lookup.",
+)
 @max_token_ttl_option
 @database_options
 def token_create(
@@ -1105,8 +1161,45 @@ def _check_source(addr: str, token: str, mount: str) -> None:
     _run(check())
 
 
-def _progress(line: str) -> None:
-    click.echo(line, err=True)
+class Progress:
+    """Progress of a long command on standard error: a bar (rich.progress) when stderr is a terminal, else
+    plain lines a log keeps (``[3/10] name: ...``), or none (``lines=False``). Use as a context manager."""
+
+    def __init__(self, description: str, total: int, lines: bool = True) -> None:
+        self._bar: Any = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self._bar = Bar(*columns, console=Console(stderr=True), transient=False)
+            self._task = self._bar.add_task(description, total=total)
+        elif lines:
+            click.echo(description, err=True)
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def step(self, index: int, total: int, text: str, finished: bool) -> None:
+        """One key of migrate-from/-to (``migration.Progress``): finished ones print their line above the bar."""
+        if self._bar is None:
+            click.echo(f"[{index}/{total}] {text}", err=True)
+        elif finished:
+            self._bar.console.print(f"[{index}/{total}] {text}", markup=False, highlight=False)
+            self._bar.advance(self._task)
+        else:
+            self._bar.update(self._task, description=text)
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
 
 
 def _report(reports: list[Any], dry_run: bool) -> None:
@@ -1151,10 +1244,11 @@ def migrate_from(
         async with migration.VaultClient(addr, token) as client:
             listed = await client.check(mount)
             names = list(key_names) or listed
-            _progress(f"{len(names)} key(s) in {client.shown}/v1/{mount}/ ({client.flavor}) → {to_mount}/ here")
-            return await migration.migrate_from(
-                client, engine, mount, names, dry_run, _progress, kms.wrapping.private_key
-            )
+            what = f"{len(names)} key(s) in {client.shown}/v1/{mount}/ ({client.flavor}) → {to_mount}/ here"
+            with Progress(what, len(names)) as progress:
+                return await migration.migrate_from(
+                    client, engine, mount, names, dry_run, progress.step, kms.wrapping.private_key
+                )
 
     reports = _with_kms(database_url, data_dir, run)
     if print_yaml:
@@ -1197,20 +1291,26 @@ def migrate_to(
         async with migration.VaultClient(addr, token) as client:
             await client.check(mount)
             names = list(key_names) or await engine.names()
-            _progress(f"{len(names)} key(s) in {from_mount}/ here → {client.shown}/v1/{mount}/ ({client.flavor})")
-            return await migration.migrate_to(client, engine, mount, names, dry_run, _progress)
+            what = f"{len(names)} key(s) in {from_mount}/ here → {client.shown}/v1/{mount}/ ({client.flavor})"
+            with Progress(what, len(names)) as progress:
+                return await migration.migrate_to(client, engine, mount, names, dry_run, progress.step)
 
     _report(_with_kms(database_url, data_dir, run), dry_run)
 
 
 # The read-only operator commands (keys, endpoints, inspect) live in cli_inspect.py, which uses the helpers above.
-from kms_service.cli_inspect import endpoints, inspect, keys  # noqa: E402
+from kms_service.cli_inspect import endpoints, inspect, keys, token_lookup  # noqa: E402
+
+# And the writing ones (keys rotate, keys config, rewrap), through the service, in cli_keys.py.
+from kms_service.cli_keys import rewrap  # noqa: E402
 from kms_service.cli_master_key import master_key  # noqa: E402
 
 main.add_command(keys)
 main.add_command(endpoints)
 main.add_command(inspect)
 main.add_command(master_key)
+main.add_command(rewrap)
+token.add_command(token_lookup)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from rich.table import Table
 from kms_service.cli import _reading, database_options
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.storage import reports
+from kms_service.tokens import ACCESSOR_RE
 
 Row = dict[str, Any]
 
@@ -147,7 +148,7 @@ def _endpoints_table(entries: list[Row], title: str | None = None) -> Table:
 
 @click.group()
 def keys() -> None:
-    """Keys: list, show (read-only)."""
+    """Keys: list, show (read-only); rotate, config (cli_keys.py)."""
 
 
 @keys.command("list")
@@ -244,6 +245,39 @@ def endpoints_list(as_json: bool, database_url: str | None, data_dir: Path) -> N
         _print_json(entries)
         return
     _console().print(_endpoints_table(entries) if entries else "no endpoints")
+
+
+@click.command("lookup")
+@click.argument("accessor")
+@json_option
+@database_options
+def token_lookup(accessor: str, as_json: bool, database_url: str | None, data_dir: Path) -> None:
+    """Token ACCESSOR's stored values: name, policies, endpoint, creation, expiry, parent, uses, TTLs (never
+    the token). Expired tokens not yet reaped are shown as expired."""
+    if not ACCESSOR_RE.fullmatch(accessor):
+        raise click.BadParameter(
+            "not a token accessor (24 hexadecimal digits; see 'token list')", param_hint="ACCESSOR"
+        )
+
+    async def read(db: Any) -> Row | None:
+        async with db.reading() as session:
+            return await reports.token(session, accessor)
+
+    row = _reading(database_url, data_dir, read)
+    if row is None:
+        raise click.ClickException("no token with that accessor")
+    row["expired"] = row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC)
+    if as_json:
+        _print_json(row)
+        return
+    table = _table(f"token {accessor}", ("field", "value"))
+    for field, value in row.items():
+        if isinstance(value, datetime):
+            value = _when(value) + " UTC"
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        table.add_row(field, "-" if value is None or value == "" else str(value))
+    _console().print(table)
 
 
 @click.command()

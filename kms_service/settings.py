@@ -91,6 +91,9 @@ class Settings:
     # A worker of `serve --workers N`: its parent has migrated and provisioned already, so the worker only
     # checks the schema is current and loads what is there (workers never race a migration or provisioning).
     prepared: bool = False
+    # Which worker of `serve --workers N` this process is (0 to N-1; None: a single process). Its metrics
+    # then go to the files of prometheus-client's multiprocess mode, so any worker's scrape shows them all.
+    worker: int | None = None
 
     @property
     def url(self) -> str:

@@ -108,3 +108,47 @@ def test_requests_finding_the_mount_table_stale_together_read_it_once(start_serv
     finally:
         counter.close()
     assert len([s for s in counter.statements if "FROM mounts" in s]) == 1, counter.statements
+
+
+def test_a_token_without_a_grant_there_is_refused_without_a_key_lookup(start_server):
+    """Writes to keys/:name and encrypt/:name ask storage whether the key exists (Vault's existence check:
+    create or update?). A token allowed neither there is refused before that: no query, whatever the name."""
+    from datetime import timedelta
+
+    import requests
+    from test_caching import StatementCounter
+
+    server = start_server(cache_ttl=300)
+    root = server.root_token()
+    admin = server.client(root).sys
+    admin.create_or_update_acl_policy("metrics-only", 'path "sys/metrics" { capabilities = ["read"] }')
+    admin.create_or_update_acl_policy("create-keys", 'path "transit/keys/*" { capabilities = ["create"] }')
+    tokens = server.kms.tokens
+    nothing = server.call(tokens.create(["metrics-only"], timedelta(hours=1)))[0]
+    signer = server.call(tokens.create(["sign:vault-sign"], timedelta(hours=1)))[0]
+    creator = server.call(tokens.create(["create-keys"], timedelta(hours=1)))[0]
+
+    def post(token: str, path: str, body: dict) -> requests.Response:
+        return requests.post(f"{server.url}/v1/{path}", json=body, headers={"X-Vault-Token": token}, timeout=30)
+
+    for token in (nothing, signer):  # warm the token cache: authentication itself needs no query then
+        assert post(token, "transit/keys/warm-up", {}).status_code == 403
+    counter = StatementCounter(server.kms.engine)
+    try:
+        for i in range(20):
+            for token in (nothing, signer):
+                for path, body in ((f"transit/keys/k{i}", {}), (f"transit/encrypt/k{i}", {"plaintext": "AA=="})):
+                    answer = post(token, path, body)
+                    assert (answer.status_code, answer.json()) == (403, {"errors": ["permission denied"]})
+    finally:
+        counter.close()
+    assert counter.statements == [], counter.statements
+
+    # A token that may create still gets Vault's answers, which need the lookup: a new key is made, an
+    # existing one needs update (403).
+    assert post(creator, "transit/keys/made-by-creator", {}).status_code == 200
+    assert post(creator, "transit/keys/vault-enc", {}).status_code == 403
+    assert post(root, "transit/keys/vault-enc", {}).status_code == 200
+    # Nothing was made by the refused requests.
+    listed = requests.request("LIST", f"{server.url}/v1/transit/keys", headers={"X-Vault-Token": root}, timeout=30)
+    assert not [name for name in listed.json()["data"]["keys"] if name.startswith("k")]

@@ -173,3 +173,101 @@ def test_database_errors_are_counted(server, database_url, expected):
         asyncio.run(_rename(database_url, "engine_settings_moved", "engine_settings"))
     assert value(scrape(server, root), *errors, error=kind) == 1
     assert requests.get(url, headers=headers, timeout=30).status_code == 200
+
+
+def test_tokens_expiring_within_30_days_counted_at_scrape_at_most_once_a_minute(server, monkeypatch):
+    from test_caching import StatementCounter
+
+    from kms_service.web import sys_metrics
+
+    root = server.root_token()  # one hour: expires within 30 days
+    first = value(scrape(server, root), "kms_tokens_expiring", "kms_tokens_expiring", within="30d")
+    for ttl in ("10d", "29d", "31d", "8760h"):
+        created = requests.post(
+            f"{server.url}/v1/auth/token/create",
+            json={"policies": ["root"], "ttl": ttl},
+            headers={"X-Vault-Token": root},
+        )
+        assert created.status_code == 200, created.text
+    # Within the minute, a scrape reuses the last count: no query, however often Prometheus asks.
+    counter = StatementCounter(server.kms.engine)
+    try:
+        again = value(scrape(server, root), "kms_tokens_expiring", "kms_tokens_expiring", within="30d")
+        # Nor does any transit request ever count tokens.
+        crypto = server.client(server.endpoint_token("crypto")).secrets.transit
+        for _ in range(20):
+            crypto.encrypt_data("vault-enc", plaintext=b64(b"x"))
+    finally:
+        counter.close()
+    assert again == first >= 1
+    assert not [s for s in counter.statements if "FROM tokens" in s and "count(" in s.lower()], counter.statements
+    monkeypatch.setattr(sys_metrics, "TOKEN_GAUGE_MAX_AGE", 0.0)
+    counted = value(scrape(server, root), "kms_tokens_expiring", "kms_tokens_expiring", within="30d")
+    assert counted == first + 2  # 10d and 29d; not 31d nor one year
+
+
+def test_workers_metrics_are_totals_of_every_worker_with_a_worker_label(database_url, tmp_path):
+    """serve --workers 2 (real processes, SO_REUSEPORT): whichever worker a scrape reaches, it shows the
+    requests every worker answered, each worker's own count, and the shared directory is gone at exit."""
+    import re
+    import time
+    from pathlib import Path
+
+    from processes import ServeProcess, cli_env, run_cli
+
+    data_dir = tmp_path / "data"
+    scratch = tmp_path / "tmp"  # TMPDIR: where serve makes its PROMETHEUS_MULTIPROC_DIR
+    scratch.mkdir()
+    env = cli_env(database_url, data_dir, TMPDIR=str(scratch), KMS_WORKERS="2")
+    config = Path(__file__).resolve().parent / "data" / "services.yaml"
+    server = ServeProcess(config, env)
+    try:
+        token = run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout.strip().splitlines()[-1]
+        shared = list(scratch.glob(f"kms-service-metrics-{server.proc.pid}-*"))
+        assert len(shared) == 1 and shared[0].stat().st_mode & 0o077 == 0, shared
+        headers = {"X-Vault-Token": token}
+        url = f"{server.url}/v1/transit/encrypt/vault-enc"
+        for _ in range(40):  # a new connection each: the kernel spreads them over the workers
+            assert requests.post(url, json={"plaintext": b64(b"x")}, headers=headers, timeout=30).status_code == 200
+        time.sleep(2.5)  # each worker copies its cache counters into the shared files every second
+        seen_workers = set()
+        for _ in range(12):
+            families = scrape(server, token)
+            total = value(
+                families,
+                "kms_http_requests",
+                "kms_http_requests_total",
+                route=ENCRYPT_ROUTE,
+                method="POST",
+                status="200",
+            )
+            assert total == 40, families["kms_http_requests"]
+            per_worker = {labels[0][1]: v for (name, labels), v in families["kms_worker_http_requests"].items()}
+            assert set(per_worker) <= {"0", "1"} and sum(per_worker.values()) >= 40
+            seen_workers |= {w for w, v in per_worker.items() if v > 0}
+            crypto = value(
+                families,
+                "kms_crypto_operations",
+                "kms_crypto_operations_total",
+                key_type="chacha20-poly1305",
+                operation="encrypt",
+            )
+            assert crypto == 40
+            lookups = sum(
+                v for (name, labels), v in families["kms_cache_lookups"].items() if ("cache", "key") in labels
+            )
+            assert lookups >= 40
+        assert seen_workers == {"0", "1"}, "the kernel sent every connection to one worker"
+        response = requests.get(f"{server.url}/v1/sys/metrics", params={"format": "prometheus"}, headers=headers)
+        assert len(re.findall(r'^kms_build_info\{version="[^"]+"\} 1\.0$', response.text, re.M)) == 1
+        # Vault's JSON form shows the same totals.
+        document = requests.get(f"{server.url}/v1/sys/metrics", headers=headers, timeout=30).json()
+        labels = {"route": ENCRYPT_ROUTE, "method": "POST", "status": "200"}
+        counted = [
+            c["Count"] for c in document["Counters"] if c["Name"] == "kms.http.requests" and c["Labels"] == labels
+        ]
+        assert counted == [40.0], document["Counters"]
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+    assert not list(scratch.glob("kms-service-metrics-*"))

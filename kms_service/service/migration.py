@@ -61,6 +61,8 @@ NOT_MOVABLE = "not-movable"
 CONFLICT = "conflict"
 FAILED = "failed"
 PROBLEMS = (NOT_MOVABLE, CONFLICT, FAILED)
+# Told as each key starts and ends: (its index from 1, how many keys, what is happening, whether it ended).
+Progress = Callable[[int, int, str, bool], None]
 
 # The settings compared to decide that a key here is the same as the source's.
 COMPARED_SETTINGS = tuple(n for n in KeySettings.names() if n != "soft_deleted")
@@ -237,7 +239,7 @@ async def migrate_from(
     mount: str,
     names: list[str],
     dry_run: bool,
-    progress: Callable[[str], None],
+    progress: Progress,
     wrapping_key: WrappingKey,
 ) -> list[KeyReport]:
     """Move each key in ``names`` from the source's ``mount`` into ``engine`` (this service's mount).
@@ -254,13 +256,13 @@ async def _each_key(
     one: Callable[[str], Awaitable[KeyReport]],
     doing: str,
     dry_run: bool,
-    progress: Callable[[str], None],
+    progress: Progress,
 ) -> list[KeyReport]:
-    """``one`` for each key, in order, with progress lines; a key's own failure is its report, and the run
-    goes on (a MigrationError, the other server failing as a whole, ends it)."""
+    """``one`` for each key, in order, telling ``progress`` as each starts and ends; a key's own failure is its
+    report, and the run goes on (a MigrationError, the other server failing as a whole, ends it)."""
     reports = []
     for index, name in enumerate(names, 1):
-        progress(f"[{index}/{len(names)}] {name}: {doing}")
+        progress(index, len(names), f"{name}: {doing}", False)
         try:
             report = await one(name)
         except _Skip as skip:
@@ -270,7 +272,7 @@ async def _each_key(
         except KMSError as exc:
             report = KeyReport(name, FAILED, detail=exc.message)
         reports.append(report)
-        progress(f"[{index}/{len(names)}] {report.line(dry_run)}")
+        progress(index, len(names), report.line(dry_run), True)
     return reports
 
 
@@ -574,7 +576,7 @@ async def migrate_to(
     mount: str,
     names: list[str],
     dry_run: bool,
-    progress: Callable[[str], None],
+    progress: Progress,
 ) -> list[KeyReport]:
 
     async def one(name: str) -> KeyReport:

@@ -389,6 +389,12 @@ class TokenService:
     async def list(self) -> list[repo.TokenRecord]:
         return await list_tokens(self._db)
 
+    async def count_expiring(self, within: timedelta) -> int:
+        """Live tokens that expire within ``within`` from now (the metrics' gauge)."""
+        now = utcnow()
+        async with self._db.reading() as session:
+            return await repo.count_tokens_expiring(session, now, now + within)
+
     async def reap(self) -> int:
         async with self._db.writing() as session:
             accessors = await repo.delete_expired_tokens(session, utcnow())

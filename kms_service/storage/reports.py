@@ -116,6 +116,12 @@ async def tokens(session: AsyncSession, expiring_within: timedelta | None = None
     return await _rows(session, TOKENS, *where, order_by=(TOKENS.c.expires_at, TOKENS.c.accessor))
 
 
+async def token(session: AsyncSession, accessor: str) -> Row | None:
+    """One token by its accessor (None: unknown)."""
+    rows = await _rows(session, TOKENS, TOKENS.c.accessor == accessor)
+    return rows[0] if rows else None
+
+
 async def endpoint_grants(session: AsyncSession, key_name: str | None = None) -> list[Row]:
     where = (ENDPOINTS.c.key_name == key_name,) if key_name is not None else ()
     return await _rows(session, ENDPOINTS, *where, order_by=(ENDPOINTS.c.endpoint, ENDPOINTS.c.policy_name))

@@ -618,6 +618,12 @@ async def list_tokens(session: AsyncSession) -> list[TokenRecord]:
     return [await _record(session, token) for token in tokens]
 
 
+async def count_tokens_expiring(session: AsyncSession, now: datetime, until: datetime) -> int:
+    """Live tokens that expire after ``now`` and by ``until`` (never-expiring ones never do)."""
+    query = select(func.count()).select_from(m.Token).where(m.Token.expires_at > now, m.Token.expires_at <= until)
+    return int(await session.scalar(query) or 0)
+
+
 async def delete_expired_tokens(session: AsyncSession, now: datetime) -> list[str]:
     """Delete every expired token; returns their accessors."""
     query = delete(m.Token).where(m.Token.expires_at.is_not(None), m.Token.expires_at <= now)

@@ -230,7 +230,18 @@ token_reaper = background_job("token reaper", lambda s: s.reap_interval, lambda 
 key_auto_rotation = background_job(
     "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.mounts.rotate_due()
 )
+
+
 # Each process gives back its own unused usage reservations.
+async def metrics_sync(app: web.Application) -> AsyncIterator[None]:
+    """serve --workers: copy this worker's plain counters into the shared metrics files every second."""
+    task = asyncio.create_task(app[METRICS_KEY].sync_forever(), name="metrics sync")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 usage_flush = background_job(
     "usage flush", lambda s: USAGE_FLUSH_INTERVAL, lambda kms: kms.usage.flush(), every_node=True
 )
@@ -284,7 +295,7 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
     )
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
-    app[METRICS_KEY] = Metrics()
+    app[METRICS_KEY] = Metrics(settings.worker)
     app[ACCESS_LOG_KEY] = settings.access_log
     app[FAULTS_KEY] = RateLimitedLog(log)
     app.cleanup_ctx.extend(
@@ -297,4 +308,6 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
             master_key_check,
         ]
     )
+    if settings.worker is not None:
+        app.cleanup_ctx.append(metrics_sync)
     return app

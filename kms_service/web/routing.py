@@ -133,12 +133,17 @@ class Router:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:
                 raise PermissionDenied()
+        acl_path = "/".join(segments) + ("/" if listing else "")
+        checks_acl = call.principal is not None and (path is None or path.check_acl)
         if path is not None and operation is not None and operation.existence is not None:
             path.check_params(params)  # never ask storage about a malformed name
+            # The existence check (Vault's: create or update?) asks storage; a token allowed neither is refused
+            # either way, so it is refused before that (no query for tokens without a grant there).
+            if checks_acl and not any(call.principal.acl.allows(acl_path, c) for c in EXISTENCE_CAPABILITIES):
+                raise PermissionDenied()
             call.existed = await operation.existence(call)
-        if call.principal is not None and (path is None or path.check_acl):
+        if checks_acl:
             capability = _capability(method, operation, call.existed)
-            acl_path = "/".join(segments) + ("/" if listing else "")
             if capability is None or not call.principal.acl.allows(acl_path, capability):
                 raise PermissionDenied()
         # A token with limited uses spends one on each request it may make (at 0 it is gone).
@@ -167,6 +172,10 @@ def _lists_at(path: Path, params: dict[str, str]) -> bool:
     """Whether Vault's pattern for ``path`` matches the listed ``<path>/``: a path that lists, or one whose
     optional last parameter was given (and takes the slash)."""
     return "LIST" in path.operations or (len(path.patterns) == 2 and len(params) == len(path.params))
+
+
+# What an existence check decides between.
+EXISTENCE_CAPABILITIES = (Capability.CREATE, Capability.UPDATE)
 
 
 def _capability(method: str, operation: Operation | None, existed: bool | None) -> Capability | None:

@@ -6,6 +6,15 @@ process, as in the tests, each count their own). The request metrics are observe
 for every request; the service's counters (cache lookups, database errors) are read at scrape time.
 Labels are bounded: a route is the path table's template (``transit/encrypt/:name``), never a key name.
 
+With ``serve --workers N`` every worker's metrics are the totals of all workers, whichever worker a scrape
+reaches: prometheus-client's multiprocess mode (the parent makes a ``PROMETHEUS_MULTIPROC_DIR`` before it
+starts the workers and removes it at exit; each worker's values live in files there, and a scrape merges
+them). The service's plain counters are copied into those files every second (``sync``) and at each scrape,
+so another worker's cache lookups and database errors lag by a second at most. ``kms_worker_http_requests``
+counts each worker's requests on its own (label ``worker``). The expiring-tokens gauge is a database fact:
+the scraping worker counts it with one query, at most every ``TOKEN_GAUGE_MAX_AGE`` seconds; no transit
+request ever queries for it.
+
 Metric names (the README lists them too):
 
 - ``kms_http_requests_total{route, method, status}``
@@ -16,18 +25,25 @@ Metric names (the README lists them too):
 - ``kms_database_errors_total{error}``: errors the database raised, by SQLAlchemy's class name
 - ``kms_database_available``: 1, or 0 during a database outage (``--stale-while-down``)
 - ``kms_database_outages_total``: outages this process has seen begin
+- ``kms_tokens_expiring{within}``: live tokens that expire within ``within`` (``30d``)
+- ``kms_worker_http_requests_total{worker}``: requests each worker answered (``serve --workers N`` only)
 - ``kms_build_info{version}``: always 1
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+from collections import Counter as Tally
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from kms_service import __version__
@@ -46,40 +62,104 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "LIST", "PATCH", "O
 UNMATCHED_ROUTE = "unmatched"
 # From 0.5 ms (a warm encrypt) to 10 s (an RSA-4096 key generation).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The expiring-tokens gauge: its window, and how old its count may be before a scrape counts again.
+TOKEN_GAUGE_WINDOW = timedelta(days=30)
+TOKEN_GAUGE_MAX_AGE = 60.0
+# How often a worker copies its plain counters into the shared files.
+SYNC_INTERVAL = 1.0
 
 
 class Metrics:
     """The application's registry and the metrics it observes directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: int | None = None) -> None:
+        # What a scrape reads; with --workers, the metrics below are made in another registry (their values
+        # go to the shared files) and the scrape reads every worker's files instead.
         self.registry = CollectorRegistry()
+        self.worker = worker
+        shared_dir = os.environ.get(MULTIPROC_DIR_ENV) if worker is not None else None
+        own = CollectorRegistry() if shared_dir else self.registry
+        if shared_dir:
+            MultiProcessCollector(self.registry, shared_dir)
         self.requests = Counter(
             "kms_http_requests",
             "HTTP requests answered, by route template, method and status.",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "kms_http_request_duration_seconds",
             "Time from receiving a request to having its answer, by route template and method.",
             ["route", "method"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
         self.crypto = Counter(
             "kms_crypto_operations",
             "Successful crypto operations (each batch item counts), by key type and operation.",
             ["key_type", "operation"],
-            registry=self.registry,
+            registry=own,
         )
-        build = Gauge("kms_build_info", "This server's version.", ["version"], registry=self.registry)
+        build = Gauge(
+            "kms_build_info", "This server's version.", ["version"], registry=own, multiprocess_mode="livemax"
+        )
         build.labels(__version__).set(1)
+        self._worker_requests = None
+        self._shared_service_counters: tuple[Any, Any] | None = None
+        self._synced: Tally[tuple[str, ...]] = Tally()
+        if shared_dir:
+            self._worker_requests = Counter(
+                "kms_worker_http_requests", "HTTP requests this worker answered.", ["worker"], registry=own
+            ).labels(str(worker))
+            self._shared_service_counters = (
+                Counter("kms_cache_lookups", _CACHE_HELP, ["cache", "result"], registry=own),
+                Counter("kms_database_errors", _DATABASE_ERRORS_HELP, ["error"], registry=own),
+            )
+        self._kms: KMS | None = None
+        self._expiring: tuple[float, int] | None = None  # (monotonic time counted, count)
+        self._counting = asyncio.Lock()
         # The labelled children by (route, method, status): .labels() costs a few microseconds a request.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def watch(self, kms: KMS) -> None:
         """Expose the service's own counters (called once the service is open)."""
-        self.registry.register(_ServiceCollector(kms))
+        self._kms = kms
+        if self._shared_service_counters is None:
+            self.registry.register(_ServiceCollector(kms))
+        self.registry.register(_ExpiringTokens(self))
+
+    def sync(self) -> None:
+        """With --workers: add what the service's plain counters gained since the last call to the shared files."""
+        if self._shared_service_counters is None or self._kms is None:
+            return
+        cache, errors = self._shared_service_counters
+        now: Tally[tuple[str, ...]] = Tally()
+        for name, stats in (("key", self._kms.key_cache_stats), ("token", self._kms.tokens.cache_stats)):
+            now["cache", name, "hit"] = stats.hits
+            now["cache", name, "miss"] = stats.misses
+        for error, count in self._kms.database_errors.items():
+            now["error", error] = count
+        for labels, count in now.items():
+            if gained := count - self._synced[labels]:
+                (cache if labels[0] == "cache" else errors).labels(*labels[1:]).inc(gained)
+        self._synced = now
+
+    async def count_expiring_tokens(self) -> None:
+        """Count the tokens expiring within the window, unless the last count is recent (one query at most
+        every TOKEN_GAUGE_MAX_AGE seconds, whatever the scrape rate)."""
+        if self._kms is None:
+            return
+        async with self._counting:
+            if self._expiring is not None and time.monotonic() - self._expiring[0] < TOKEN_GAUGE_MAX_AGE:
+                return
+            count = await self._kms.tokens.count_expiring(TOKEN_GAUGE_WINDOW)
+            self._expiring = (time.monotonic(), count)
+
+    async def sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL)
+            self.sync()
 
     def observe(self, route: str | None, method: str, status: int, seconds: float, call: Call | None) -> None:
         key = (route or UNMATCHED_ROUTE, method if method in METHODS else "OTHER", status)
@@ -92,6 +172,8 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+        if self._worker_requests is not None:
+            self._worker_requests.inc()
         if call is not None and call.crypto_count and call.key_type and call.operation and call.operation.crypto:
             self.crypto.labels(call.key_type, call.operation.crypto).inc(call.crypto_count)
 
@@ -131,6 +213,27 @@ class Metrics:
         }
 
 
+_CACHE_HELP = "Lookups in the in-memory caches, answered from memory (hit) or from the database (miss)."
+_DATABASE_ERRORS_HELP = "Errors the database raised, by SQLAlchemy's class for them."
+
+
+class _ExpiringTokens(Collector):
+    """The last count of tokens expiring soon (absent until a scrape has counted once)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "kms_tokens_expiring",
+            "Live tokens that expire within the window (counted at most once a minute).",
+            labels=["within"],
+        )
+        if self._metrics._expiring is not None:
+            gauge.add_metric([f"{TOKEN_GAUGE_WINDOW.days}d"], self._metrics._expiring[1])
+        yield gauge
+
+
 class _ServiceCollector(Collector):
     """Counters the service keeps as plain integers, read at scrape time."""
 
@@ -138,18 +241,12 @@ class _ServiceCollector(Collector):
         self._kms = kms
 
     def collect(self) -> Iterator[Metric]:
-        cache = CounterMetricFamily(
-            "kms_cache_lookups",
-            "Lookups in the in-memory caches, answered from memory (hit) or from the database (miss).",
-            labels=["cache", "result"],
-        )
+        cache = CounterMetricFamily("kms_cache_lookups", _CACHE_HELP, labels=["cache", "result"])
         for name, stats in (("key", self._kms.key_cache_stats), ("token", self._kms.tokens.cache_stats)):
             cache.add_metric([name, "hit"], stats.hits)
             cache.add_metric([name, "miss"], stats.misses)
         yield cache
-        errors = CounterMetricFamily(
-            "kms_database_errors", "Errors the database raised, by SQLAlchemy's class for them.", labels=["error"]
-        )
+        errors = CounterMetricFamily("kms_database_errors", _DATABASE_ERRORS_HELP, labels=["error"])
         for error, count in sorted(self._kms.database_errors.items()):
             errors.add_metric([error], count)
         yield errors
@@ -169,6 +266,8 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 
 async def metrics(call: Call, args: dict[str, Any]) -> Reply:
     registry = call.request.app[METRICS_KEY]
+    await registry.count_expiring_tokens()
+    registry.sync()
     fmt = args["format"] or ""
     if fmt == "prometheus":
         return Reply(body=registry.prometheus(), content_type=PROMETHEUS_CONTENT_TYPE)

@@ -1,0 +1,188 @@
+"""The operator's key writes: ``keys rotate NAME``, ``keys config NAME ...`` and the bulk ``rewrap``.
+
+They go through the service (``KeyService``) as the HTTP paths do, so a rotation or a config change takes
+the same lock, obeys the same rules and reaches every running node and worker the same way (the change
+notification of its transaction). Readable output, or ``--json`` (Vault's key body) for scripts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from kms_service.cli import Progress, _with_kms, database_options
+from kms_service.cli_inspect import _console, _print_json, _table, json_option, keys
+from kms_service.durations import DurationError, parse_seconds
+from kms_service.errors import InvalidRequest, KMSError
+from kms_service.keyring import Key, KeyConfigChange, parse_versioned
+from kms_service.keytypes import EncryptOptions
+from kms_service.mounts import DEFAULT_MOUNT
+from kms_service.service import KMS
+from kms_service.service.keys import KeyService
+from kms_service.service.usage import ENCRYPTIONS
+
+# Ciphertexts rewrapped per key lookup and usage reservation (and per step of the progress bar).
+REWRAP_CHUNK = 1000
+
+
+def mount_option(func: Any) -> Any:
+    return click.option(
+        "--mount", default=DEFAULT_MOUNT, show_default=True, help="The transit mount holding the key (e.g. teams/eu)."
+    )(func)
+
+
+async def _engine(kms: KMS, mount: str) -> KeyService:
+    return kms.mounts.engine(await kms.mounts.read(mount))
+
+
+def _settings_table(key: Key, title: str) -> Any:
+    table = _table(title, ("setting", "value"))
+    for field, value in key.body().items():
+        if field != "keys":
+            table.add_row(field, str(value).lower() if isinstance(value, bool) else str(value))
+    return table
+
+
+def _show(key: Key, as_json: bool, headline: str, warnings: list[str] | None = None) -> None:
+    for warning in warnings or ():
+        click.echo(f"Warning: {warning}", err=True)
+    if as_json:
+        _print_json(key.body())
+        return
+    click.echo(headline)
+    _console().print(_settings_table(key, f"key {key.name}"))
+
+
+@keys.command("rotate")
+@click.argument("name")
+@mount_option
+@json_option
+@database_options
+def keys_rotate(name: str, mount: str, as_json: bool, database_url: str | None, data_dir: Path) -> None:
+    """Add a new version to key NAME (Vault's keys/NAME/rotate); new encryptions and signatures use it."""
+    mount = mount.strip("/")
+
+    async def rotate(kms: KMS) -> Key:
+        engine = await _engine(kms, mount)
+        if await engine.get(name, ()) is None:
+            raise InvalidRequest(f"no key named {name} in {mount}/")
+        return await engine.rotate(name)
+
+    key = _with_kms(database_url, data_dir, rotate)
+    _show(key, as_json, f"rotated key {name} in {mount}/ to version {key.latest_version}")
+
+
+def _period(value: str) -> int:
+    """A duration as Vault's config reads it (0 allowed: no auto-rotation)."""
+    try:
+        return parse_seconds(value)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@keys.command("config")
+@click.argument("name")
+@mount_option
+@click.option("--min-decryption-version", type=int, help="The oldest version that may still decrypt/verify.")
+@click.option(
+    "--min-encryption-version", type=int, help="The oldest version encrypt/sign may be asked for (0: latest)."
+)
+@click.option("--deletion-allowed", type=click.BOOL, help="true|false: whether the key may be deleted.")
+@click.option("--exportable", type=click.BOOL, help="true: the key may be exported (one-way: cannot be undone).")
+@click.option(
+    "--allow-plaintext-backup", type=click.BOOL, help="true: the key may be backed up in plaintext (one-way)."
+)
+@click.option(
+    "--auto-rotate-period",
+    callback=lambda _ctx, _param, value: None if value is None else _period(value),
+    help="Rotate automatically after this long (e.g. 720h, 30d; 0: never; at least 1h).",
+)
+@click.option("--retain-versions", type=int, help="Keep only the newest N versions decryptable (0: all).")
+@json_option
+@database_options
+def keys_config(
+    name: str,
+    mount: str,
+    as_json: bool,
+    database_url: str | None,
+    data_dir: Path,
+    **fields: Any,
+) -> None:
+    """Change key NAME's settings, as Vault's keys/NAME/config: only the options given change."""
+    change = KeyConfigChange(**fields)
+    if all(value is None for value in fields.values()):
+        raise click.UsageError("nothing to change: give at least one setting (see --help)")
+    mount = mount.strip("/")
+
+    async def configure(kms: KMS) -> tuple[Key, list[str]]:
+        return await (await _engine(kms, mount)).configure(name, change)
+
+    key, warnings = _with_kms(database_url, data_dir, configure)
+    changed = ", ".join(f"{field}={value}" for field, value in fields.items() if value is not None)
+    _show(key, as_json, f"configured key {name} in {mount}/: {changed}", warnings)
+
+
+def _rewrap_chunk(key: Key, lines: list[str], first_line: int) -> tuple[list[str], list[int]]:
+    """The rewrapped lines, and the version each new ciphertext was made with."""
+    out, used = [], []
+    for number, line in enumerate(lines, first_line):
+        if not line:
+            out.append("")  # a blank line stays blank, so output lines match input lines
+            continue
+        try:
+            ciphertext, version = key.rewrap(line, EncryptOptions())
+        except KMSError as exc:
+            # The domain's texts never echo the value they refuse; neither does this line.
+            raise InvalidRequest(f"line {number}: {exc.message}") from None
+        out.append(ciphertext)
+        used.append(version)
+    return out, used
+
+
+@click.command("rewrap")
+@click.option("--key", "name", required=True, help="The key the ciphertexts were made with.")
+@mount_option
+@click.argument("ciphertexts", metavar="FILE", type=click.File("r", encoding="utf-8"))
+@database_options
+def rewrap(name: str, mount: str, ciphertexts: TextIO, database_url: str | None, data_dir: Path) -> None:
+    """Rewrap every ciphertext in FILE (one per line, - for standard input) to key NAME's latest version,
+    as Vault's transit/rewrap does; the new ones go to standard output, line for line.
+
+    A line that does not rewrap stops the command (exit 1, naming its line number): standard output then
+    holds the ciphertexts of the lines before its chunk of 1,000. Derived (context) keys are not supported."""
+    mount = mount.strip("/")
+    lines = [line.strip() for line in ciphertexts.read().splitlines()]
+
+    async def run(kms: KMS) -> tuple[int, int]:
+        engine = await _engine(kms, mount)
+        done = 0
+        version = 0
+        what = f"rewrapping {len(lines)} ciphertext(s) with {mount}/{name}"
+        with Progress(what, len(lines), lines=False) as progress:
+            for start in range(0, len(lines), REWRAP_CHUNK):
+                chunk = lines[start : start + REWRAP_CHUNK]
+                versions = set()
+                for number, line in enumerate(chunk, start + 1):
+                    if line:
+                        try:
+                            versions.add(parse_versioned(line, "ciphertext").version)
+                        except KMSError as exc:
+                            raise InvalidRequest(f"line {number}: {exc.message}") from None
+                key = await engine.get(name, (0, *versions))
+                if key is None:
+                    raise InvalidRequest(f"no key named {name} in {mount}/")
+                if key.settings.soft_deleted:
+                    raise InvalidRequest(f"key {name} is soft-deleted")
+                rewrapped, used = _rewrap_chunk(key, chunk, start + 1)
+                for warning in await kms.usage.spend(key, ENCRYPTIONS, used, engine):
+                    click.echo(f"Warning: {warning}", err=True)
+                click.echo("\n".join(rewrapped))
+                done += len(used)
+                version = key.latest_version
+                progress.advance(len(chunk))
+        return done, version
+
+    done, version = _with_kms(database_url, data_dir, run)
+    click.echo(f"rewrapped {done} ciphertext(s) to {mount}/{name} version {version}", err=True)
