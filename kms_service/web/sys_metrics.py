@@ -47,8 +47,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from kms_service import __version__
-from kms_service.errors import InvalidRequest
+from kms_service.errors import DatabaseUnavailable, InvalidRequest
 from kms_service.outage import DatabaseState
+from kms_service.storage.engine import unavailable_reason
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
@@ -153,7 +154,14 @@ class Metrics:
         async with self._counting:
             if self._expiring is not None and time.monotonic() - self._expiring[0] < TOKEN_GAUGE_MAX_AGE:
                 return
-            count = await self._kms.tokens.count_expiring(TOKEN_GAUGE_WINDOW)
+            try:
+                count = await self._kms.tokens.count_expiring(TOKEN_GAUGE_WINDOW)
+            except Exception as exc:
+                # A database outage must not take the scrape down with it (the outage's own gauges are
+                # what an operator wants then): the last count stays.
+                if isinstance(exc, DatabaseUnavailable) or unavailable_reason(exc) is not None:
+                    return
+                raise
             self._expiring = (time.monotonic(), count)
 
     async def sync_forever(self) -> None:
