@@ -120,6 +120,11 @@ class Target:
             bodies[f"verify-{short}"] = (verify, {"input": PLAINTEXT, "signature": signature})
         self.bodies = {op: bodies[op] for op in ops}
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server: its process, its threads and its child processes (workers).
+        Unlike requests/s, CPU time per request hardly moves when other work loads the machine."""
+        return process_tree_cpu(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -130,6 +135,36 @@ class Target:
                 self.proc.wait()
         if self.log is not None:
             self.log.close()
+
+
+def process_tree_cpu(pid: int) -> float:
+    """Seconds on a CPU of ``pid``, its threads and its descendants (Linux: /proc/<pid>/task/*/schedstat, in
+    nanoseconds, finer than the clock ticks of /proc/<pid>/stat). A process gone meanwhile counts 0."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(children.get(current, ()))
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/schedstat") as stat:
+                    total += int(stat.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
 
 
 def start_kms(workdir: Path, name: str, workers: int | None) -> Target:
@@ -228,6 +263,7 @@ def run_wrk(target: Target, op: str, duration: float, connections: int, workdir:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "errors": sum(int(n) for n in errors.groups()) if errors else 0,
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
         "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
@@ -261,6 +297,7 @@ async def _python_load(url: str, headers: dict, body: bytes, duration: float, co
     latencies.sort()
     return {
         "errors": 0,
+        "requests": len(latencies),
         "rps": len(latencies) / elapsed,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
@@ -395,10 +432,16 @@ def main(argv: list[str] | None = None) -> Path:
                         order = serving[turn % len(serving) :] + serving[: turn % len(serving)] if serving else []
                         turn += 1
                         for target in order:
+                            cpu_before = target.cpu_seconds()
                             result = run(target, op, args.duration, conns, workdir)
+                            cpu = target.cpu_seconds() - cpu_before
+                            result["cpu_us"] = cpu / max(1, result["requests"]) * 1e6
                             raw.setdefault((op, conns, target.name), []).append(result)
                             load_max = max(load_max, os.getloadavg()[0])
-                            print(f"{op:<17} c={conns:<4} {target.name:<6} {result['rps']:>9.0f} req/s", flush=True)
+                            print(
+                                f"{op:<17} c={conns:<4} {target.name:<6} {result['rps']:>9.0f} req/s {result['cpu_us']:>7.0f} µs CPU/req",
+                                flush=True,
+                            )
         finally:
             for target in targets:
                 target.stop()

@@ -73,6 +73,7 @@ class Metrics:
         build.labels(__version__).set(1)
         # The labelled children by (route, method, status): .labels() costs a few microseconds a request.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._crypto_children: dict[tuple[str, str], Any] = {}  # by (key type, operation)
 
     def watch(self, kms: KMS) -> None:
         """Expose the service's own counters (called once the service is open)."""
@@ -90,7 +91,11 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
         if call is not None and call.crypto_count and call.key_type and call.operation and call.operation.crypto:
-            self.crypto.labels(call.key_type, call.operation.crypto).inc(call.crypto_count)
+            crypto_key = (call.key_type, call.operation.crypto)
+            counter = self._crypto_children.get(crypto_key)
+            if counter is None:
+                counter = self._crypto_children[crypto_key] = self.crypto.labels(*crypto_key)
+            counter.inc(call.crypto_count)
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
