@@ -6,6 +6,7 @@ import base64
 import binascii
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,3 +109,65 @@ def test_requests_finding_the_mount_table_stale_together_read_it_once(start_serv
     finally:
         counter.close()
     assert len([s for s in counter.statements if "FROM mounts" in s]) == 1, counter.statements
+
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),  # past 64 bits: the standard library's path
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=20),  # controls, non-ASCII, quotes
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(0, 99)), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(JSON_VALUES)
+def test_replies_are_the_bytes_the_standard_library_wrote(value):
+    import json
+
+    from kms_service.web.replies import encode
+
+    assert encode(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_reply_floats_read_back_as_sent(value):
+    """Floats (only sys/metrics' JSON has them) may be spelled as Go spells them (1e-05 → 0.00001): the same
+    number."""
+    import json
+
+    from kms_service.web.replies import encode
+
+    assert json.loads(encode({"v": value})) == {"v": value}
+
+
+def test_request_ids_are_version_4_uuids_and_unique():
+    import uuid
+
+    from kms_service.web.app import new_request_id
+
+    ids = [new_request_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for request_id in ids[:50] + ids[-50:]:
+        parsed = uuid.UUID(request_id)
+        assert str(parsed) == request_id and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_every_path_reaches_the_one_handler_without_aiohttps_url_walk(start_server):
+    """create_app's router holds one route; an aiohttp that stopped honouring the router argument fails here."""
+    from kms_service.web.app import _EveryPathToHandle, handle
+
+    server = start_server()
+    router = server._runner.app.router
+    assert isinstance(router, _EveryPathToHandle) and router.route is not None and router.route.handler is handle
+    for path in ("/v1/sys/health", "/nothing/here", "/v1/transit/keys/a%2Fb", "/"):
+        answer = requests.get(f"{server.url}{path}", timeout=10)
+        assert answer.headers["Content-Type"] == "application/json" and "X-Request-Id" in answer.headers, path
