@@ -3,7 +3,8 @@
 No request writes to the database once warm: a process reserves counts in blocks (one UPDATE per ``BLOCK``
 uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
 what it did not use once a version has been idle for ``IDLE_GIVE_BACK`` seconds, and at shutdown. A use is
-answered only once a durable reservation covers it, so a crash loses at most the unused part of a block:
+answered only once a durable reservation covers it, so a crash loses at most the unused part of a block (1,024
+uses, growing to MAX_BLOCK for a version that spends its block within FAST_BLOCK seconds):
 the stored count can only be too high, never too low. A key read shows the stored count less this process's
 unused reservations (exact on one process; other processes' unused blocks count until they give them back).
 
