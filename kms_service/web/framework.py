@@ -145,6 +145,11 @@ class Field:
     check: Callable[[Any], Any] | None = None
     deprecated: bool = False
 
+    @property
+    def absent(self) -> Any:
+        """What ``parse`` gives for an absent value of a field that is not required (no parsing needed)."""
+        return None if self.refuse is not None or self.ignored else self.default
+
     def is_missing(self, raw: Any) -> bool:
         return raw is None or (self.type is FieldType.STRING and raw == "")
 
@@ -538,6 +543,8 @@ def _parse_items(path: Path, raw_items: list[dict[str, Any]]) -> Items:
                 if f.missing_item is not None:
                     error = error or f.missing_item
                     continue
+                item[f.name] = f.absent  # most item fields are absent from most items
+                continue
             try:
                 item[f.name] = f.parse(raw.get(f.name))
             except FieldTypeError as exc:
