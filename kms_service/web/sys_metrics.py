@@ -19,14 +19,17 @@ Metric names (the README lists them too):
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from kms_service import __version__
 from kms_service.errors import InvalidRequest
@@ -46,56 +49,38 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Metrics:
-    """The application's registry and the metrics it observes directly."""
+    """The application's registry and the metrics it observes directly. Requests are counted in plain
+    dictionaries (the event loop is the only writer) and handed to Prometheus' formats at scrape time: a
+    ``prometheus_client`` counter or histogram takes a lock on every increment, on every request."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "kms_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "kms_http_request_duration_seconds",
-            "Time from receiving a request to having its answer, by route template and method.",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.crypto = Counter(
-            "kms_crypto_operations",
-            "Successful crypto operations (each batch item counts), by key type and operation.",
-            ["key_type", "operation"],
-            registry=self.registry,
-        )
         build = Gauge("kms_build_info", "This server's version.", ["version"], registry=self.registry)
         build.labels(__version__).set(1)
-        # The labelled children by (route, method, status): .labels() costs a few microseconds a request.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._crypto_children: dict[tuple[str, str], Any] = {}  # by (key type, operation)
+        # (route, method, status) → requests; (route, method) → [per-bucket counts (the last: +Inf), sum];
+        # (key type, operation) → items.
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], list[Any]] = {}
+        self.crypto: dict[tuple[str, str], int] = {}
+        self.registry.register(_RequestCollector(self))
 
     def watch(self, kms: KMS) -> None:
         """Expose the service's own counters (called once the service is open)."""
         self.registry.register(_ServiceCollector(kms))
 
     def observe(self, route: str | None, method: str, status: int, seconds: float, call: Call | None) -> None:
-        key = (route or UNMATCHED_ROUTE, method if method in METHODS else "OTHER", status)
-        children = self._children.get(key)
-        if children is None:
-            route, method, _ = key
-            children = self._children[key] = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route, method),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        route = route or UNMATCHED_ROUTE
+        method = method if method in METHODS else "OTHER"
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        latency = self.latency.get((route, method))
+        if latency is None:
+            latency = self.latency[(route, method)] = [[0] * (len(LATENCY_BUCKETS) + 1), 0.0]
+        latency[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with seconds <= le
+        latency[1] += seconds
         if call is not None and call.crypto_count and call.key_type and call.operation and call.operation.crypto:
             crypto_key = (call.key_type, call.operation.crypto)
-            counter = self._crypto_children.get(crypto_key)
-            if counter is None:
-                counter = self._crypto_children[crypto_key] = self.crypto.labels(*crypto_key)
-            counter.inc(call.crypto_count)
+            self.crypto[crypto_key] = self.crypto.get(crypto_key, 0) + call.crypto_count
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
@@ -131,6 +116,41 @@ class Metrics:
             "Counters": counters,
             "Samples": samples,
         }
+
+
+class _RequestCollector(Collector):
+    """The request metrics ``Metrics.observe`` counts, as Prometheus families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "kms_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in list(self._metrics.requests.items()):
+            requests.add_metric([route, method, str(status)], float(count))
+        yield requests
+        latency = HistogramMetricFamily(
+            "kms_http_request_duration_seconds",
+            "Time from receiving a request to having its answer, by route template and method.",
+            labels=["route", "method"],
+        )
+        for (route, method), (counts, total) in list(self._metrics.latency.items()):
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+            latency.add_metric([route, method], list(zip(bounds, cumulative, strict=True)), total)
+        yield latency
+        crypto = CounterMetricFamily(
+            "kms_crypto_operations",
+            "Successful crypto operations (each batch item counts), by key type and operation.",
+            labels=["key_type", "operation"],
+        )
+        for (key_type, operation), count in list(self._metrics.crypto.items()):
+            crypto.add_metric([key_type, operation], float(count))
+        yield crypto
 
 
 class _ServiceCollector(Collector):
