@@ -181,3 +181,42 @@ def test_an_absent_item_field_is_what_parsing_nothing_gives():
     assert len(fields) > 5
     for f in fields:
         assert f.absent == f.parse(None), f.name
+
+
+def test_acl_decisions_remembered_are_the_rules_answers_and_stay_bounded():
+    from kms_service import acl as acl_module
+    from kms_service.acl import ACL, PathRule, Policy
+
+    rules = (
+        PathRule("transit/encrypt/*", acl_module.Capability.UPDATE),
+        PathRule("transit/encrypt/secret", acl_module.Capability.DENY),
+        PathRule("transit/keys/+/config", acl_module.Capability.READ | acl_module.Capability.UPDATE),
+    )
+    remembering = ACL([Policy("p", rules)])
+    paths = [
+        f"transit/{kind}/{name}{tail}"
+        for kind in ("encrypt", "keys")
+        for name in ("a", "secret", "b.c")
+        for tail in ("", "/", "/config")
+    ]
+    for _ in range(2):  # decided, then remembered
+        for path in paths:
+            assert remembering.capabilities(path) == ACL([Policy("p", rules)])._decide(path), path
+    for i in range(acl_module.MAX_DECIDED_PATHS + 10):
+        remembering.allows(f"transit/encrypt/k{i}", acl_module.Capability.UPDATE)
+    assert len(remembering._decided) <= acl_module.MAX_DECIDED_PATHS
+
+
+def test_routes_found_are_remembered_with_their_own_parameters():
+    from kms_service.web.paths import TABLE
+    from kms_service.web.routing import MAX_FOUND_ROUTES, Router
+
+    router = Router(TABLE)
+    path, params = router.find(["transit", "encrypt", "one"])
+    params["name"] = "changed by a handler"
+    again, params_again = router.find(["transit", "encrypt", "one"])
+    assert again is path and params_again == {"name": "one"}
+    assert router.find(["transit", "nothing", "here", "at", "all"]) is None
+    for i in range(MAX_FOUND_ROUTES + 10):
+        router.find(["transit", "encrypt", f"k{i}"])
+    assert len(router._found) <= MAX_FOUND_ROUTES
