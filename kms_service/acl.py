@@ -85,6 +85,10 @@ class Policy:
     rules: tuple[PathRule, ...]
 
 
+# The most decisions one ACL remembers (then it starts again).
+MAX_DECIDED_PATHS = 4096
+
+
 class ACL:
     """The merged view of a token's policies."""
 
@@ -101,12 +105,22 @@ class ACL:
                 target[rule.pattern] = target.get(rule.pattern, NONE) | rule.capabilities
         self._exact = exact
         self._globs = sorted((PathRule(p, c) for p, c in globs.items()), key=PathRule.priority, reverse=True)
+        # path → capabilities, decided once per path (an ACL never changes: a policy change builds a new one).
+        self._decided: dict[str, Capability] = {}
 
     def capabilities(self, path: str) -> Capability:
         """The capabilities granted on ``path``. A path ending in ``/`` is a list (Vault lists ``<path>/``): an
         exact rule for the path without the slash applies first, then one with it, then the globs."""
         if self.root:
             return ALL
+        caps = self._decided.get(path)
+        if caps is None:
+            if len(self._decided) >= MAX_DECIDED_PATHS:  # paths are the caller's to choose: stay bounded
+                self._decided.clear()
+            caps = self._decided[path] = self._decide(path)
+        return caps
+
+    def _decide(self, path: str) -> Capability:
         caps = self._exact.get(path[:-1]) if path.endswith("/") else None
         if caps is None:
             caps = self._exact.get(path)

@@ -724,9 +724,13 @@ class Key:
 
     def _derivation(self, options: EncryptOptions) -> EncryptOptions:
         settings = self.settings
+        random_nonce = options.nonce_source == NonceSource.RANDOM  # then no copy is needed (most requests)
         if self.key_type.context_is_info:
-            return replace(options, nonce_source=NonceSource.RANDOM)  # HPKE's info, derived or not
+            # HPKE's info, derived or not
+            return options if random_nonce else replace(options, nonce_source=NonceSource.RANDOM)
         if not settings.derived:
+            if random_nonce and options.context is None:
+                return options
             return replace(options, context=None, nonce_source=NonceSource.RANDOM)
         if not options.context:
             raise InvalidRequest(MISSING_CONTEXT)

@@ -375,3 +375,38 @@ def test_the_batch_limit_is_a_setting(start_server):
     over = post(server, token, "encrypt/vault-enc", {"batch_input": [{"plaintext": SECRET}] * 6})
     assert over.status_code == 400 and "at most 5 are processed per request" in over.json()["errors"][0]
     assert post(server, token, "encrypt/vault-enc", {"batch_input": [{"plaintext": SECRET}] * 5}).status_code == 200
+
+
+def test_batches_past_the_offload_threshold_answer_every_item_on_every_batch_path(server, root):
+    """From OFFLOAD_ITEMS items on, a batch is answered in a worker thread: the same answers, item by item,
+    in order, for encrypt, decrypt, sign, verify and hmac (hvac, default settings), 1,000 items each."""
+    from kms_service.web.framework import OFFLOAD_ITEMS
+
+    count = 1000
+    assert count >= OFFLOAD_ITEMS
+    client = server.client(root)
+    texts = [b64(f"item {i}".encode()) for i in range(count)]
+    transit = client.secrets.transit
+    encrypted = transit.encrypt_data("vault-enc", plaintext="", batch_input=[{"plaintext": t} for t in texts])
+    ciphertexts = [item["ciphertext"] for item in encrypted["data"]["batch_results"]]
+    assert len(set(ciphertexts)) == count
+    decrypted = transit.decrypt_data("vault-enc", ciphertext="", batch_input=[{"ciphertext": c} for c in ciphertexts])
+    assert [item["plaintext"] for item in decrypted["data"]["batch_results"]] == texts
+
+    signed = transit.sign_data(
+        "vault-sign", batch_input=[{"input": t, "reference": str(i)} for i, t in enumerate(texts)]
+    )
+    signatures = signed["data"]["batch_results"]
+    assert [item["reference"] for item in signatures] == [str(i) for i in range(count)]
+    # Every signature verifies against its own input, and none against a neighbour's.
+    pairs = [{"input": t, "signature": s["signature"]} for t, s in zip(texts, signatures, strict=True)]
+    swapped = [{"input": texts[(i + 1) % count], "signature": s["signature"]} for i, s in enumerate(signatures)]
+    verified = post(server, root, "verify/vault-sign", {"batch_input": pairs + swapped})
+    assert verified.status_code == 200, verified.text[:300]
+    assert [item["valid"] for item in results(verified)] == [True] * count + [False] * count
+
+    macs = post(server, root, "hmac/vault-enc", {"batch_input": [{"input": t} for t in texts]})
+    assert macs.status_code == 200, macs.text[:300]
+    hmacs = [item["hmac"] for item in results(macs)]
+    single = post(server, root, "hmac/vault-enc", {"input": texts[count - 1]}).json()["data"]["hmac"]
+    assert hmacs[count - 1] == single and len(set(hmacs)) == count

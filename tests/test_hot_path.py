@@ -6,6 +6,7 @@ import base64
 import binascii
 
 import pytest
+import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -152,3 +153,114 @@ def test_a_token_without_a_grant_there_is_refused_without_a_key_lookup(start_ser
     # Nothing was made by the refused requests.
     listed = requests.request("LIST", f"{server.url}/v1/transit/keys", headers={"X-Vault-Token": root}, timeout=30)
     assert not [name for name in listed.json()["data"]["keys"] if name.startswith("k")]
+
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),  # past 64 bits: the standard library's path
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=20),  # controls, non-ASCII, quotes
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=8), st.integers(0, 99)), inner, max_size=4),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(JSON_VALUES)
+def test_replies_are_the_bytes_the_standard_library_wrote(value):
+    import json
+
+    from kms_service.web.replies import encode
+
+    assert encode(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_reply_floats_read_back_as_sent(value):
+    """Floats (only sys/metrics' JSON has them) may be spelled as Go spells them (1e-05 → 0.00001): the same
+    number."""
+    import json
+
+    from kms_service.web.replies import encode
+
+    assert json.loads(encode({"v": value})) == {"v": value}
+
+
+def test_request_ids_are_version_4_uuids_and_unique():
+    import uuid
+
+    from kms_service.web.app import new_request_id
+
+    ids = [new_request_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for request_id in ids[:50] + ids[-50:]:
+        parsed = uuid.UUID(request_id)
+        assert str(parsed) == request_id and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_every_path_reaches_the_one_handler_without_aiohttps_url_walk(start_server):
+    """create_app's router holds one route; an aiohttp that stopped honouring the router argument fails here."""
+    from kms_service.web.app import _EveryPathToHandle, handle
+
+    server = start_server()
+    router = server._runner.app.router
+    assert isinstance(router, _EveryPathToHandle) and router.route is not None and router.route.handler is handle
+    for path in ("/v1/sys/health", "/nothing/here", "/v1/transit/keys/a%2Fb", "/"):
+        answer = requests.get(f"{server.url}{path}", timeout=10)
+        assert answer.headers["Content-Type"] == "application/json" and "X-Request-Id" in answer.headers, path
+
+
+def test_an_absent_item_field_is_what_parsing_nothing_gives():
+    """_parse_items skips parsing for absent item fields (Field.absent): the same value as parse(None)."""
+    from kms_service.web.paths import TABLE
+
+    fields = {f for path in TABLE for f in path.item_fields if f.required is None}
+    assert len(fields) > 5
+    for f in fields:
+        assert f.absent == f.parse(None), f.name
+
+
+def test_acl_decisions_remembered_are_the_rules_answers_and_stay_bounded():
+    from kms_service import acl as acl_module
+    from kms_service.acl import ACL, PathRule, Policy
+
+    rules = (
+        PathRule("transit/encrypt/*", acl_module.Capability.UPDATE),
+        PathRule("transit/encrypt/secret", acl_module.Capability.DENY),
+        PathRule("transit/keys/+/config", acl_module.Capability.READ | acl_module.Capability.UPDATE),
+    )
+    remembering = ACL([Policy("p", rules)])
+    paths = [
+        f"transit/{kind}/{name}{tail}"
+        for kind in ("encrypt", "keys")
+        for name in ("a", "secret", "b.c")
+        for tail in ("", "/", "/config")
+    ]
+    for _ in range(2):  # decided, then remembered
+        for path in paths:
+            assert remembering.capabilities(path) == ACL([Policy("p", rules)])._decide(path), path
+    for i in range(acl_module.MAX_DECIDED_PATHS + 10):
+        remembering.allows(f"transit/encrypt/k{i}", acl_module.Capability.UPDATE)
+    assert len(remembering._decided) <= acl_module.MAX_DECIDED_PATHS
+
+
+def test_routes_found_are_remembered_with_their_own_parameters():
+    from kms_service.web.paths import TABLE
+    from kms_service.web.routing import MAX_FOUND_ROUTES, Router
+
+    router = Router(TABLE)
+    path, params = router.find(["transit", "encrypt", "one"])
+    params["name"] = "changed by a handler"
+    again, params_again = router.find(["transit", "encrypt", "one"])
+    assert again is path and params_again == {"name": "one"}
+    assert router.find(["transit", "nothing", "here", "at", "all"]) is None
+    for i in range(MAX_FOUND_ROUTES + 10):
+        router.find(["transit", "encrypt", f"k{i}"])
+    assert len(router._found) <= MAX_FOUND_ROUTES

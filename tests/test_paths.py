@@ -3,6 +3,7 @@ update) and batch error handling, with small paths that exist only in these test
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ import requests
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import validate_key_name
 from kms_service.web.app import ROUTER_KEY
-from kms_service.web.framework import Batch, Call, Field, FieldType, Items, Operation, Path
+from kms_service.web.framework import OFFLOAD_ITEMS, Batch, Call, Field, FieldType, Items, Operation, Path
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import Router
 
@@ -125,7 +126,7 @@ def test_field_parsing_rules():
     assert Field("v", FieldType.INT, "").parse("12") == 12
 
 
-def test_items_raise_without_batch_input_and_record_with_it():
+async def test_items_raise_without_batch_input_and_record_with_it():
     def double(item):
         if item["n"] < 0:
             raise InvalidRequest("negative")
@@ -133,12 +134,31 @@ def test_items_raise_without_batch_input_and_record_with_it():
 
     single = Items([{"n": -1}], [None], batched=False)
     with pytest.raises(InvalidRequest, match="negative"):
-        single.respond(double)
+        await single.respond(double)
     batch = Items([{"n": 1}, {"n": -1}, {"n": 3}, {"n": 4}], [None, None, None, "bad input"], batched=True)
     assert batch.map(lambda item: item["n"]) == [1, -1, 3]
-    batch.respond(double)
+    await batch.respond(double)
     assert batch.results == [{"n": 2}, None, {"n": 6}, None]
     assert batch.errors == [None, "negative", None, "bad input"]
+
+
+async def test_a_large_batch_is_answered_off_the_event_loop_with_the_same_results():
+    loop_thread = threading.get_ident()
+    threads = set()
+
+    def double(item):
+        threads.add(threading.get_ident())
+        if item["n"] % 7 == 0:
+            raise InvalidRequest("a multiple of 7")
+        return {"n": item["n"] * 2}
+
+    for count, off_loop in ((OFFLOAD_ITEMS - 1, False), (OFFLOAD_ITEMS, True), (10_000, True)):
+        threads.clear()
+        batch = Items([{"n": n} for n in range(count)], [None] * count, batched=True)
+        await batch.respond(double)
+        assert threads == ({loop_thread} if not off_loop else threads - {loop_thread}) and threads
+        assert batch.results == [None if n % 7 == 0 else {"n": n * 2} for n in range(count)]
+        assert batch.errors == ["a multiple of 7" if n % 7 == 0 else None for n in range(count)]
 
 
 # -- existence check and batch errors, on the real server ---------------------------------------------
@@ -177,7 +197,7 @@ async def _explode(call: Call, args: dict[str, Any], items: Items) -> None:
             raise InvalidRequest("bad item")
         return {"echo": item["text"]}
 
-    items.respond(one)
+    await items.respond(one)
 
 
 EXPLODE = Path(

@@ -281,6 +281,38 @@ class KeyService:
         log.info("created key %s (%s)", self._ref(name), key_type)
         return row.id
 
+    async def create_with_versions(
+        self,
+        session: AsyncSession,
+        name: str,
+        key_type: str,
+        materials: list[KeyMaterial],
+        settings: KeySettings,
+        source: str = SOURCE_API,
+    ) -> int:
+        """Insert a new key with versions 1..len(materials), inside the caller's transaction: a long-used
+        key's shape, written without one transaction per version (bench/scale_bench.py loads thousands)."""
+        now = utcnow()
+        first = materials[0]
+        row = await repo.create_key(
+            session,
+            self.mount.id,
+            name,
+            key_type,
+            now,
+            self._seal(name, 1, first, now),
+            _public_pem(first),
+            settings,
+            source,
+        )
+        for version, material in enumerate(materials[1:], start=2):
+            await repo.add_version(session, row, self._seal(name, version, material, now), _public_pem(material))
+        if len(materials) > 1:
+            latest = len(materials)
+            await repo.bump(session, row, now, latest_version=latest, **_retention_floors(row, latest))
+        self._db.changed(session, self._changed(name))
+        return row.id
+
     async def rotate(self, name: str, only_if_due: bool = False, only_if_latest: int = 0) -> Key | None:
         """Add a version. Committed before this returns; concurrent rotations (any node) serialize on the
         key row, so versions stay contiguous. Returns the key as this rotation left it. ``only_if_due``

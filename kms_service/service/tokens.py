@@ -36,6 +36,8 @@ from kms_service.tokens import (
 log = logging.getLogger(__name__)
 
 ENDPOINT_TOKEN_TTL = timedelta(days=365)
+# Emptied when full: each entry is a token and its digest, and only valid tokens go in.
+MAX_KNOWN_DIGESTS = 100_000
 # relationships re-issues an endpoint token when the current one has less than this left.
 ENDPOINT_TOKEN_RENEW_WITHIN = timedelta(days=30)
 
@@ -115,6 +117,8 @@ class TokenService:
         self._cache_ttl = cache_ttl
         self._cache: OrderedDict[bytes, _CachedToken] = OrderedDict()
         self._digest_by_accessor: dict[str, bytes] = {}
+        # Valid tokens seen → their HMAC, so a warm request costs dict lookups, no HMAC.
+        self._known_digests: dict[str, bytes] = {}
         self._loading = SingleFlight()
         self._invalidator = invalidator
         self.cache_stats = CacheStats()
@@ -142,7 +146,7 @@ class TokenService:
         """The principal for a token, or None (unknown, expired or revoked: the caller says 403)."""
         if not token:
             return None
-        digest = self.digest(token)
+        digest = self._known_digests.get(token) or self.digest(token)
         entry = self._fresh(digest)
         if entry is not None:
             self.cache_stats.hits += 1
@@ -152,6 +156,11 @@ class TokenService:
                 entry = self._fresh(digest) or await self._lookup_or_stale(token, digest)
         if entry.principal is None or entry.principal.info.expired(utcnow()):
             return None
+        if token not in self._known_digests:
+            # Valid tokens only (a flood of made-up ones never fills it); a token's digest never changes.
+            if len(self._known_digests) >= MAX_KNOWN_DIGESTS:
+                self._known_digests.clear()
+            self._known_digests[token] = digest
         return entry.principal
 
     def _fresh(self, digest: bytes) -> _CachedToken | None:

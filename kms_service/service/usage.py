@@ -3,11 +3,12 @@
 No request writes to the database once warm: a process reserves counts in blocks (one UPDATE per ``BLOCK``
 uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
 what it did not use once a version has been idle for ``IDLE_GIVE_BACK`` seconds, and at shutdown. A use is
-answered only once a durable reservation covers it, so a crash loses at most the unused part of a block:
-the stored count can only be too high, never too low. The exception is a database outage: within
-``--stale-while-down`` a use that needs a new block is answered on credit (``_Slot.unused`` goes below 0),
-and the flush stores the debt once the database is back; a process that dies before then loses those
-counts (at most the window's traffic, far below the margin between the rotation point and 2^32).
+answered only once a durable reservation covers it, so a crash loses at most the unused part of a block (1,024
+uses, growing to MAX_BLOCK for a version that spends its block within FAST_BLOCK seconds): the stored count
+can only be too high, never too low. The exception is a database outage: within ``--stale-while-down`` a use
+that needs a new block is answered on credit (``_Slot.unused`` goes below 0), and the flush stores the debt
+once the database is back; a process that dies before then loses those counts (at most the window's
+traffic, far below the margin between the rotation point and 2^32).
 
 A key read shows the stored count less this process's unused reservations (exact on one process; other
 processes' unused blocks count until they give them back).
@@ -41,6 +42,10 @@ from kms_service.storage.engine import Database
 log = logging.getLogger(__name__)
 
 BLOCK = 1024
+# A version whose block lasted under FAST_BLOCK seconds gets a block twice as large next time, up to MAX_BLOCK:
+# busy keys (large batches) then reserve about once a second, not once every few requests.
+MAX_BLOCK = 64 * 1024
+FAST_BLOCK = 1.0
 FLUSH_INTERVAL = 1.0
 # A version unused this long gives its unused reservation back (so steady traffic costs no write).
 IDLE_GIVE_BACK = 10.0
@@ -62,13 +67,19 @@ class _Slot:
     used: int = 0
     # The stored total after this process's last reservation (others' reservations add to it).
     stored: int = 0
-    last_used_at: datetime | None = None
+    last_used_wall: float | None = None  # time.time(): a datetime only when read (cheaper per use)
     last_used: float = 0.0  # monotonic, for the idle give-back
     warned_at: float = float("-inf")
+    block: int = BLOCK  # the next reservation's size
+    reserved_at: float = float("-inf")  # monotonic, of the last reservation
 
     @property
     def unused(self) -> int:
         return self.reserved - self.used
+
+    @property
+    def last_used_at(self) -> datetime | None:
+        return None if self.last_used_wall is None else datetime.fromtimestamp(self.last_used_wall, UTC)
 
 
 class UsageCounter:
@@ -92,12 +103,19 @@ class UsageCounter:
             per_version[version] = per_version.get(version, 0) + 1
         if not per_version:
             return []
-        slots = {v: self._slots.setdefault((key.key_id, v, count), _Slot()) for v in per_version}
-        now = utcnow()
+        key_id, found = key.key_id, self._slots
+        slots = {}
+        for version in per_version:
+            slot = found.get((key_id, version, count))
+            if slot is None:  # not setdefault: that would build a slot on every use
+                slot = found[(key_id, version, count)] = _Slot()
+            slots[version] = slot
+        wall = time.time()
         if any(slots[v].used + n > slots[v].reserved for v, n in per_version.items()):
             async with self._reserving:
                 short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
                 if short:
+                    now = datetime.fromtimestamp(wall, UTC)
                     try:
                         await self._reserve(key.key_id, count, {v: slots[v] for v in short}, short, now)
                     except Exception as exc:
@@ -106,11 +124,12 @@ class UsageCounter:
                             raise
         moment = time.monotonic()
         warnings = []
+        budget = count == ENCRYPTIONS and key.key_type.nonce_budget
         for version, n in per_version.items():
             slot = slots[version]
             slot.used += n
-            slot.last_used_at, slot.last_used = now, moment
-            if count == ENCRYPTIONS and key.key_type.nonce_budget:
+            slot.last_used_wall, slot.last_used = wall, moment
+            if budget:
                 total = slot.stored - slot.unused
                 warnings += self._nonce_budget(key, version, slot, total, engine)
         return warnings
@@ -119,7 +138,11 @@ class UsageCounter:
         self, key_id: int, count: str, slots: dict[int, _Slot], needs: dict[int, int], now: datetime
     ) -> None:
         """One transaction reserving a block for every version that is short (``now``: the use's time)."""
-        blocks = {v: max(BLOCK, slots[v].used + needs[v] - slots[v].reserved) for v in slots}
+        moment = time.monotonic()
+        for slot in slots.values():
+            if moment - slot.reserved_at < FAST_BLOCK:
+                slot.block = min(MAX_BLOCK, slot.block * 2)
+        blocks = {v: max(slots[v].block, slots[v].used + needs[v] - slots[v].reserved) for v in slots}
         try:
             async with self._db.writing() as session:
                 stored = {
@@ -131,6 +154,7 @@ class UsageCounter:
         for version, block in blocks.items():
             slots[version].reserved += block
             slots[version].stored = stored[version]
+            slots[version].reserved_at = moment
 
     def _nonce_budget(self, key: Key, version: int, slot: _Slot, total: int, engine: KeyService | None) -> list[str]:
         if total < self.nonce_warning_at:

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
 from kms_service.errors import (
     AuditUnavailable,
@@ -84,9 +88,25 @@ def error_response(exc: KMSError) -> web.Response:
     return replies.error(status, [exc.message or "internal error"])
 
 
+# Request ids look like Vault's (a UUID, version 4 and variant bits set): a random prefix per process and a
+# counter, unique without a uuid4 (16 random bytes and a UUID object) per request. They identify, never
+# authorise, so being predictable within a process costs nothing.
+def _request_id_prefix() -> str:
+    """A random version-4 UUID's text up to its last group (8-4-4-4-), made once per process."""
+    return str(uuid.uuid4())[:24]
+
+
+_REQUEST_ID_PREFIX = _request_id_prefix()
+_request_numbers = itertools.count(secrets.randbelow(1 << 40))
+
+
+def new_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFFFFFF:012x}"
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = request[REQUEST_ID_KEY] = str(uuid.uuid4())
+    request_id = request[REQUEST_ID_KEY] = new_request_id()
     response, reply, error = await _answer(request, request_id)
     call = request.get(CALL_KEY)
     audit = request.app.get(AUDIT_KEY)
@@ -278,6 +298,17 @@ def request_limits(settings: Settings) -> RequestLimits:
     )
 
 
+class _EveryPathToHandle(web.UrlDispatcher):
+    """aiohttp's router holding one route (every path, every method → ``handle``), answered without
+    aiohttp's per-request URL walk and regex match: our router (``routing.py``) does the matching."""
+
+    route: AbstractRoute | None = None
+
+    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
+        assert self.route is not None
+        return UrlMappingMatchInfo({}, self.route)
+
+
 def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
     """``announce``: log the served keys once open (``serve --workers``: the parent does, not every worker)."""
     server_log = logging.getLogger("aiohttp.server")
@@ -285,7 +316,13 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
         server_log.addFilter(RedactMalformedRequests())
     limits = request_limits(settings)
     # The framework reads bodies itself, within each path's limit; this is aiohttp's own cap.
-    app = web.Application(client_max_size=max(limits.max_body, limits.max_large_body))
+    router = _EveryPathToHandle()
+    with warnings.catch_warnings():
+        # aiohttp deprecates its router argument ("router argument is deprecated"); it still honours it, and
+        # a release that drops it fails create_app at once (tests/test_hot_path.py).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(client_max_size=max(limits.max_body, limits.max_large_body), router=router)
+    assert app.router is router
     app[ROUTER_KEY] = Router(TABLE, limits)
     app[LISTENER_KEY] = ListenerLimits(
         header_read_timeout=settings.header_read_timeout,
@@ -293,7 +330,7 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
         idle_timeout=settings.idle_timeout,
         max_connections=settings.max_connections,
     )
-    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
+    router.route = app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     app[JOBS_KEY] = []
     app[METRICS_KEY] = Metrics(settings.worker)
     app[ACCESS_LOG_KEY] = settings.access_log

@@ -122,7 +122,9 @@ def parse_body(
     except UnicodeDecodeError:
         raise InvalidRequest("failed to decode JSON input: body is not UTF-8") from None
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # what json.loads checks before decoding
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        document = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"failed to decode JSON input: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -135,6 +137,10 @@ def parse_body(
         raise InvalidRequest("failed to decode JSON input: expected a JSON object")
     _check(document, 0, limits)
     return document
+
+
+# One decoder for every body (json.loads would build one per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
 
 
 def is_form_type(content_type: str | None) -> bool:

@@ -44,6 +44,9 @@ CALL_KEY = web.RequestKey("kms_call", Call)
 
 # The most segments a ``*param`` takes (mount paths have at most four).
 MAX_GLOB_SEGMENTS = 8
+# The most lookups Router.find remembers (then it starts again).
+MAX_FOUND_ROUTES = 10_000
+_UNSEEN = object()
 # The first segments no mount can take: the router looks these up as they are.
 SYSTEM_PREFIXES = frozenset({"sys", "auth"})
 
@@ -64,6 +67,8 @@ class Router:
         self._paths: list[Path] = []
         self._depth = 0
         self.limits = limits or RequestLimits()
+        # Segments → what find answered: the table never changes once built (add() empties it anyway).
+        self._found: dict[tuple[str, ...], tuple[Path, dict[str, str]] | None] = {}
         # Large bodies are parsed one at a time (framework.read_fields).
         self.heavy_lane = asyncio.Lock()
         # Called with each request about to run its handler (framework.run): the audit log's request record.
@@ -99,11 +104,18 @@ class Router:
             globs = sum(segment.startswith("*") for segment in pattern)
             self._depth = max(self._depth, len(pattern) + globs * (MAX_GLOB_SEGMENTS - 1))
         self._paths.append(path)
+        self._found.clear()
 
     def find(self, segments: list[str]) -> tuple[Path, dict[str, str]] | None:
         if len(segments) > self._depth:
             return None
-        return _match(self._root, segments, 0, {})
+        key = tuple(segments)
+        found = self._found.get(key, _UNSEEN)
+        if found is _UNSEEN:
+            if len(self._found) >= MAX_FOUND_ROUTES:  # key names are the caller's to choose: stay bounded
+                self._found.clear()
+            found = self._found[key] = _match(self._root, segments, 0, {})
+        return None if found is None else (found[0], dict(found[1]))  # a copy: a Call's params are its own
 
     async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
         method = request.method.upper()

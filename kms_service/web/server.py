@@ -138,8 +138,9 @@ class _Protocol(web_protocol.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._awaiting_headers and self._header_timer is None and self._request_timer is None:
-            self._start_request_timers()  # the first byte of the next request on a kept-alive connection
+        # The first byte of the next request on a kept-alive connection. Its clocks start only if this read
+        # leaves it incomplete: a request that arrives in one read (nearly all) costs no timer.
+        starting = self._awaiting_headers and self._header_timer is None and self._request_timer is None
         count = self._request_count
         super().data_received(data)
         if self._request_count != count:  # a request's headers are complete
@@ -152,9 +153,12 @@ class _Protocol(web_protocol.RequestHandler):
             self._cancel_timers()  # the whole request is in; the next one's timers start at its first byte
             self._awaiting_headers = True
             self._payload = None
+        elif starting and not self._refused and self.transport is not None:
+            self._start_request_timers(headers=self._awaiting_headers)
 
-    def _start_request_timers(self) -> None:
-        self._header_timer = self._loop.call_later(self._limits.header_read_timeout, self._timed_out, "headers")
+    def _start_request_timers(self, headers: bool = True) -> None:
+        if headers:
+            self._header_timer = self._loop.call_later(self._limits.header_read_timeout, self._timed_out, "headers")
         self._request_timer = self._loop.call_later(self._limits.request_read_timeout, self._timed_out, "request")
 
     def _cancel_timers(self) -> None:

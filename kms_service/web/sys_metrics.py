@@ -33,6 +33,8 @@ Metric names (the README lists them too):
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
 import time
 from collections import Counter as Tally
@@ -42,9 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from kms_service import __version__
 from kms_service.errors import DatabaseUnavailable, InvalidRequest
@@ -75,53 +78,40 @@ class Metrics:
     """The application's registry and the metrics it observes directly."""
 
     def __init__(self, worker: int | None = None) -> None:
-        # What a scrape reads; with --workers, the metrics below are made in another registry (their values
-        # go to the shared files) and the scrape reads every worker's files instead.
+        # What a scrape reads. One process: requests are counted in plain dictionaries (the event loop is
+        # the only writer) and handed to Prometheus' formats at scrape time, since a ``prometheus_client``
+        # counter or histogram takes a lock on every increment. With --workers, the request metrics are
+        # prometheus_client's in another registry (their values go to the shared files) and the scrape reads
+        # every worker's files instead.
         self.registry = CollectorRegistry()
         self.worker = worker
         shared_dir = os.environ.get(MULTIPROC_DIR_ENV) if worker is not None else None
-        own = CollectorRegistry() if shared_dir else self.registry
-        if shared_dir:
-            MultiProcessCollector(self.registry, shared_dir)
-        self.requests = Counter(
-            "kms_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
-            registry=own,
-        )
-        self.latency = Histogram(
-            "kms_http_request_duration_seconds",
-            "Time from receiving a request to having its answer, by route template and method.",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=own,
-        )
-        self.crypto = Counter(
-            "kms_crypto_operations",
-            "Successful crypto operations (each batch item counts), by key type and operation.",
-            ["key_type", "operation"],
-            registry=own,
-        )
-        build = Gauge(
-            "kms_build_info", "This server's version.", ["version"], registry=own, multiprocess_mode="livemax"
-        )
-        build.labels(__version__).set(1)
-        self._worker_requests = None
+        # (route, method, status) → requests; (route, method) → [per-bucket counts (the last: +Inf), sum];
+        # (key type, operation) → items.
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], list[Any]] = {}
+        self.crypto: dict[tuple[str, str], int] = {}
+        self._shared: _SharedRequestMetrics | None = None
         self._shared_service_counters: tuple[Any, Any] | None = None
         self._synced: Tally[tuple[str, ...]] = Tally()
         if shared_dir:
-            self._worker_requests = Counter(
-                "kms_worker_http_requests", "HTTP requests this worker answered.", ["worker"], registry=own
-            ).labels(str(worker))
+            MultiProcessCollector(self.registry, shared_dir)
+            own = CollectorRegistry()
+            self._shared = _SharedRequestMetrics(own, str(worker))
             self._shared_service_counters = (
                 Counter("kms_cache_lookups", _CACHE_HELP, ["cache", "result"], registry=own),
                 Counter("kms_database_errors", _DATABASE_ERRORS_HELP, ["error"], registry=own),
             )
+            build = Gauge(
+                "kms_build_info", "This server's version.", ["version"], registry=own, multiprocess_mode="livemax"
+            )
+        else:
+            self.registry.register(_RequestCollector(self))
+            build = Gauge("kms_build_info", "This server's version.", ["version"], registry=self.registry)
+        build.labels(__version__).set(1)
         self._kms: KMS | None = None
         self._expiring: tuple[float, int] | None = None  # (monotonic time counted, count)
         self._counting = asyncio.Lock()
-        # The labelled children by (route, method, status): .labels() costs a few microseconds a request.
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def watch(self, kms: KMS) -> None:
         """Expose the service's own counters (called once the service is open)."""
@@ -170,20 +160,23 @@ class Metrics:
             self.sync()
 
     def observe(self, route: str | None, method: str, status: int, seconds: float, call: Call | None) -> None:
-        key = (route or UNMATCHED_ROUTE, method if method in METHODS else "OTHER", status)
-        children = self._children.get(key)
-        if children is None:
-            route, method, _ = key
-            children = self._children[key] = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route, method),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-        if self._worker_requests is not None:
-            self._worker_requests.inc()
+        route = route or UNMATCHED_ROUTE
+        method = method if method in METHODS else "OTHER"
+        crypto = None
         if call is not None and call.crypto_count and call.key_type and call.operation and call.operation.crypto:
-            self.crypto.labels(call.key_type, call.operation.crypto).inc(call.crypto_count)
+            crypto = (call.key_type, call.operation.crypto)
+        if self._shared is not None:
+            self._shared.observe(route, method, status, seconds, crypto, call.crypto_count if crypto else 0)
+            return
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        latency = self.latency.get((route, method))
+        if latency is None:
+            latency = self.latency[(route, method)] = [[0] * (len(LATENCY_BUCKETS) + 1), 0.0]
+        latency[0][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bucket with seconds <= le
+        latency[1] += seconds
+        if crypto is not None:
+            self.crypto[crypto] = self.crypto.get(crypto, 0) + call.crypto_count
 
     def prometheus(self) -> bytes:
         return generate_latest(self.registry)
@@ -219,6 +212,87 @@ class Metrics:
             "Counters": counters,
             "Samples": samples,
         }
+
+
+class _RequestCollector(Collector):
+    """The request metrics ``Metrics.observe`` counts, as Prometheus families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "kms_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in list(self._metrics.requests.items()):
+            requests.add_metric([route, method, str(status)], float(count))
+        yield requests
+        latency = HistogramMetricFamily(
+            "kms_http_request_duration_seconds",
+            "Time from receiving a request to having its answer, by route template and method.",
+            labels=["route", "method"],
+        )
+        for (route, method), (counts, total) in list(self._metrics.latency.items()):
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [floatToGoString(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+            latency.add_metric([route, method], list(zip(bounds, cumulative, strict=True)), total)
+        yield latency
+        crypto = CounterMetricFamily(
+            "kms_crypto_operations",
+            "Successful crypto operations (each batch item counts), by key type and operation.",
+            labels=["key_type", "operation"],
+        )
+        for (key_type, operation), count in list(self._metrics.crypto.items()):
+            crypto.add_metric([key_type, operation], float(count))
+        yield crypto
+
+
+class _SharedRequestMetrics:
+    """With --workers: the request metrics as prometheus_client's, whose values live in the shared files."""
+
+    def __init__(self, registry: CollectorRegistry, worker: str) -> None:
+        self.requests = Counter(
+            "kms_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "kms_http_request_duration_seconds",
+            "Time from receiving a request to having its answer, by route template and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.crypto = Counter(
+            "kms_crypto_operations",
+            "Successful crypto operations (each batch item counts), by key type and operation.",
+            ["key_type", "operation"],
+            registry=registry,
+        )
+        self.worker_requests = Counter(
+            "kms_worker_http_requests", "HTTP requests this worker answered.", ["worker"], registry=registry
+        ).labels(worker)
+        # The labelled children by (route, method, status): .labels() costs a few microseconds a request.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(
+        self, route: str, method: str, status: int, seconds: float, crypto: tuple[str, str] | None, items: int
+    ) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        self.worker_requests.inc()
+        if crypto is not None:
+            self.crypto.labels(*crypto).inc(items)
 
 
 _CACHE_HELP = "Lookups in the in-memory caches, answered from memory (hit) or from the database (miss)."

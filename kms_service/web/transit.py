@@ -168,7 +168,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
-    items.respond(one)
+    await items.respond(one)
     await count_uses(call, key, ENCRYPTIONS, used)
 
 
@@ -183,7 +183,7 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     def one(item: dict[str, Any]) -> dict[str, Any]:
         return {"plaintext": b64encode(key.decrypt(item["ciphertext"], _encrypt_options(item)))}
 
-    items.respond(one)
+    await items.respond(one)
 
 
 async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
@@ -200,16 +200,20 @@ async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
         used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
-    items.respond(one)
+    await items.respond(one)
     await count_uses(call, key, ENCRYPTIONS, used)
 
 
+# An item with no associated data, context or padding scheme (most): one shared object, not one per item.
+NO_ENCRYPT_OPTIONS = EncryptOptions()
+
+
 def _encrypt_options(item: dict[str, Any], padding_scheme: str | None = None) -> EncryptOptions:
-    return EncryptOptions(
-        associated_data=item["associated_data"],
-        context=item["context"],
-        padding_scheme=padding_scheme if padding_scheme is not None else item.get("padding_scheme") or "",
-    )
+    padding = padding_scheme if padding_scheme is not None else item.get("padding_scheme") or ""
+    associated_data, context = item["associated_data"], item["context"]
+    if not associated_data and context is None and not padding:
+        return NO_ENCRYPT_OPTIONS
+    return EncryptOptions(associated_data=associated_data, context=context, padding_scheme=padding)
 
 
 def _context_everywhere_or_nowhere(items: list[dict[str, Any]]) -> None:
@@ -252,7 +256,7 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
             result["publickey" if items.batched else "public_key"] = public_key
         return result
 
-    items.respond(one)
+    await items.respond(one)
     await count_uses(call, key, SIGNATURES, used)
 
 
@@ -288,7 +292,7 @@ async def verify(call: Call, args: dict[str, Any], items: Items) -> None:
             return {"valid": key.verify_cmac(item["input"], item["cmac"], args["mac_length"])}
         return {"valid": key.verify(item["input"], item["signature"], replace(options, context=item["context"]))}
 
-    items.respond(one)
+    await items.respond(one)
 
 
 async def cmac(call: Call, args: dict[str, Any], items: Items) -> None:
@@ -303,7 +307,7 @@ async def cmac(call: Call, args: dict[str, Any], items: Items) -> None:
         value, version = key.cmac(item["input"], args["key_version"], mac_length)
         return {"cmac": value, "key_version": version}
 
-    items.respond(one)
+    await items.respond(one)
 
 
 async def hmac(call: Call, args: dict[str, Any], items: Items) -> None:
@@ -314,7 +318,7 @@ async def hmac(call: Call, args: dict[str, Any], items: Items) -> None:
         value, _version = key.hmac(item["input"], algorithm, args["key_version"])
         return {"hmac": value}
 
-    items.respond(one)
+    await items.respond(one)
 
 
 def _signature_in_every_item(items: list[dict[str, Any]]) -> None:
