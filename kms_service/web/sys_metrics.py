@@ -84,7 +84,6 @@ class Metrics:
         # prometheus_client's in another registry (their values go to the shared files) and the scrape reads
         # every worker's files instead.
         self.registry = CollectorRegistry()
-        self.worker = worker
         shared_dir = os.environ.get(MULTIPROC_DIR_ENV) if worker is not None else None
         # (route, method, status) → requests; (route, method) → [per-bucket counts (the last: +Inf), sum];
         # (key type, operation) → items.
