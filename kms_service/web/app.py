@@ -54,7 +54,7 @@ from kms_service.web.framework import Call, RequestLimits
 from kms_service.web.paths import TABLE
 from kms_service.web.replies import Reply
 from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
-from kms_service.web.server import LISTENER_KEY, ListenerLimits
+from kms_service.web.server import DIRECT_HANDLER_KEY, LISTENER_KEY, ListenerLimits
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
 
 log = logging.getLogger(__name__)
@@ -331,6 +331,7 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
         max_connections=settings.max_connections,
     )
     router.route = app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
+    app[DIRECT_HANDLER_KEY] = handle  # web/direct.py: the same handler, without aiohttp's request objects
     app[JOBS_KEY] = []
     app[METRICS_KEY] = Metrics(settings.worker)
     app[ACCESS_LOG_KEY] = settings.access_log

@@ -17,6 +17,11 @@ connection is closed after ``idle_timeout`` (aiohttp's keep-alive timer); past `
 connections a new one is answered 503 and closed at once. A timed-out connection is closed without an
 answer, as Go's server does, and logged as one line (rate-limited).
 
+A request that arrives whole on a kept-alive connection whose earlier requests are answered is answered on
+the direct lane (``direct.py``): the protocol calls the app's handler itself, in one task per run of such
+requests, and writes the response as one buffer. The connection's aiohttp task stays parked meanwhile; the
+first request that is not eligible (and everything behind it, in order) goes back to it.
+
 ``AppRunner`` is aiohttp's with this protocol; ``kms-service serve`` and the tests' server use it.
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +38,7 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.http_parser import HttpRequestParserPy
 
+from kms_service.web.direct import DirectRequest, eligible, serialize
 from kms_service.web.faults import RateLimitedLog
 
 LIST_REQUEST = b"LIST "
@@ -49,6 +56,10 @@ class ListenerLimits:
 
 
 LISTENER_KEY = web.AppKey("listener_limits", ListenerLimits)
+# The app's request handler, for the direct lane (``direct.py``); without it every request goes through aiohttp.
+DirectHandler = Callable[[Any], Awaitable[web.StreamResponse]]
+DIRECT_HANDLER_KEY = web.AppKey("direct_handler", object)
+_INTERNAL_ERROR = json.dumps({"errors": ["internal error"]}).encode()
 
 _TOO_MANY_BODY = json.dumps({"errors": ["too many open connections; try again later"]}).encode()
 TOO_MANY_CONNECTIONS = (
@@ -85,10 +96,28 @@ class _ParserWithListFallback:
 
 
 class _Protocol(web_protocol.RequestHandler):
-    __slots__ = ("_limits", "_faults", "_header_timer", "_request_timer", "_awaiting_headers", "_payload", "_refused")
+    __slots__ = (
+        "_limits",
+        "_faults",
+        "_header_timer",
+        "_request_timer",
+        "_awaiting_headers",
+        "_payload",
+        "_refused",
+        "_app",
+        "_direct_handler",
+        "_direct_run",
+    )
 
     def __init__(
-        self, manager: web_server.Server, *, loop: asyncio.AbstractEventLoop, limits: ListenerLimits, **kwargs: Any
+        self,
+        manager: web_server.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        limits: ListenerLimits,
+        app: web.Application | None = None,
+        direct_handler: DirectHandler | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         # The Python parser gets the arguments RequestHandler gives the C one.
@@ -110,6 +139,11 @@ class _Protocol(web_protocol.RequestHandler):
         self._awaiting_headers = True  # no request is being received (its headers are awaited)
         self._payload: Any = None  # the body of the request being received
         self._refused = False
+        self._app = app
+        self._direct_handler = direct_handler if app is not None else None
+        # The task answering requests on the direct lane, while there is one. Meanwhile the queue of parsed
+        # requests (aiohttp's ``_messages``) is its own, and aiohttp's task stays parked on its waiter.
+        self._direct_run: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
@@ -138,6 +172,32 @@ class _Protocol(web_protocol.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        # aiohttp's task is parked on its waiter when it has nothing to do. Then (and while the direct lane
+        # runs) the waiter is hidden from aiohttp's data_received, which queues what it parses without waking
+        # the task; the queue's head then decides the lane.
+        waiter = self._waiter
+        hidden = (
+            self._direct_handler is not None
+            and waiter is not None
+            and not waiter.done()
+            and (self._direct_run is not None or not self._messages)
+        )
+        if hidden:
+            self._waiter = None
+        try:
+            self._receive(data)
+        finally:
+            if hidden:
+                self._waiter = waiter
+        if hidden and self._messages and self._direct_run is None:
+            assert waiter is not None
+            message, payload = self._messages[0]
+            if eligible(message, payload) and not self._force_close:
+                self._direct_run = self._loop.create_task(self._answer_directly())
+            else:
+                waiter.set_result(None)
+
+    def _receive(self, data: bytes) -> None:
         # The first byte of the next request on a kept-alive connection. Its clocks start only if this read
         # leaves it incomplete: a request that arrives in one read (nearly all) costs no timer.
         starting = self._awaiting_headers and self._header_timer is None and self._request_timer is None
@@ -153,8 +213,92 @@ class _Protocol(web_protocol.RequestHandler):
             self._cancel_timers()  # the whole request is in; the next one's timers start at its first byte
             self._awaiting_headers = True
             self._payload = None
-        elif starting and not self._refused and self.transport is not None:
+        elif data and starting and not self._refused and self.transport is not None:
+            # (Not on the empty feed aiohttp makes to resume parsing after each body read: no byte came.)
             self._start_request_timers(headers=self._awaiting_headers)
+
+    async def _answer_directly(self) -> None:
+        """Answer the queue's eligible requests in order; hand the first other one (and the rest) back to
+        aiohttp's task."""
+        messages = self._messages
+        try:
+            while messages and not self._force_close and self.transport is not None:
+                message, payload = messages[0]
+                if not eligible(message, payload):
+                    break
+                messages.popleft()
+                if self._parser is not None:
+                    self._parser.message_consumed()
+                if self._buffer_paused and len(messages) <= self._msg_queue_resume_size:
+                    self._resume_reading_if_drained()
+                if not await self._answer_one(message, payload):
+                    return
+        finally:
+            self._direct_run = None
+            waiter = self._waiter
+            if messages and waiter is not None and not waiter.done():
+                waiter.set_result(None)  # aiohttp's task takes the rest, in order
+            if self._keepalive_timeout > 0 and not self._force_close and self.transport is not None:
+                self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+                if self._keepalive_handle is None:
+                    self._keepalive_handle = self._loop.call_at(
+                        self._next_keepalive_close_time, self._process_keepalive
+                    )
+
+    async def _answer_one(self, message: Any, payload: Any) -> bool:
+        """One request on the direct lane; False when the connection is to be closed."""
+        assert self._app is not None and self._direct_handler is not None
+        manager = self._manager
+        if manager is not None:
+            manager.requests_count += 1
+            manager.direct_answers += 1  # type: ignore[attr-defined]
+        try:
+            response = await self._direct_handler(DirectRequest(self._app, message, payload, self.transport))
+            data = serialize(response)
+            if data is None:
+                raise TypeError(f"a handler's {type(response).__name__} cannot be written on the direct lane")
+        except Exception:
+            # The handler maps every error to an answer itself; reaching here is a bug. Never the body: it
+            # may hold plaintext.
+            log.exception("%s %s failed", message.method, message.url.path)
+            data = (
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_INTERNAL_ERROR), _INTERNAL_ERROR)
+            )
+            self._write(data)
+            self.force_close()
+            return False
+        if not self._write(data):
+            return False
+        if self._paused:  # the client reads slower than we answer: wait for its buffer to drain
+            try:
+                await self._drain_helper()
+            except ConnectionError:
+                return False
+        return True
+
+    def _write(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
+    def _process_keepalive(self) -> None:
+        if self._direct_run is not None:  # answering on the direct lane: not idle
+            self._keepalive_handle = None
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
+            return
+        super()._process_keepalive()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
+        # Stop taking requests, let the direct lane finish the one it is answering, then aiohttp's shutdown.
+        self._force_close = True
+        run = self._direct_run
+        if run is not None and not run.done():
+            await asyncio.wait([run], timeout=timeout)
+        await super().shutdown(timeout)
 
     def _start_request_timers(self, headers: bool = True) -> None:
         if headers:
@@ -186,9 +330,19 @@ class _Protocol(web_protocol.RequestHandler):
 class _Server(web_server.Server):
     limits = ListenerLimits()
     faults = RateLimitedLog(log)
+    app: web.Application | None = None
+    direct_handler: DirectHandler | None = None
+    direct_answers = 0  # requests answered on the direct lane (of ``requests_count``, aiohttp's: all of them)
 
     def __call__(self) -> web_protocol.RequestHandler:
-        return _Protocol(self, loop=self._loop, limits=self.limits, **self._kwargs)
+        return _Protocol(
+            self,
+            loop=self._loop,
+            limits=self.limits,
+            app=self.app,
+            direct_handler=self.direct_handler,
+            **self._kwargs,
+        )
 
 
 class AppRunner(web.AppRunner):
@@ -207,4 +361,9 @@ class AppRunner(web.AppRunner):
         )
         result.limits = limits
         result.faults = RateLimitedLog(log)
+        handler = self.app.get(DIRECT_HANDLER_KEY)
+        # The direct lane skips aiohttp's handler chain: only for an app that adds nothing to it.
+        if handler is not None and not self.app.middlewares and not self.app.on_response_prepare:
+            result.app = self.app
+            result.direct_handler = handler  # type: ignore[assignment]
         return result

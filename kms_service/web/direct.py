@@ -1,0 +1,152 @@
+"""The direct lane: a request that arrived whole on a kept-alive HTTP/1.1 connection is answered without
+aiohttp's per-request objects.
+
+aiohttp's request path (a waiter woken per request, a second task, ``web.Request``, the application's
+handler chain, ``StreamResponse.prepare`` and its header writer) costs about as much CPU per request as
+everything kms-service itself does for an encrypt (bench/README). On the direct lane the connection's
+protocol (``server.py``) hands the parsed message to the app's handler in a ``DirectRequest``, which has the
+few parts of ``web.Request`` the service reads, and writes the ``web.Response`` it returns as one buffer.
+
+The lane changes nothing a client can see: the same handler answers, and the bytes written are those
+aiohttp writes for the same response (status line, the response's headers, Content-Length, Date, Server;
+``tests/web/test_direct.py`` compares the two lanes). Everything else (a body still arriving, HEAD, HTTP/1.0,
+``Connection: close``, an upgrade, a compressed body, a parse error, the first request of a connection)
+stays on aiohttp's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11, RawRequestMessage
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDictProxy, MultiDictProxy
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+_SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n\r\n"
+# Header names aiohttp would add itself; a response that sets one of them goes through aiohttp instead.
+_OWN_HEADERS = ("Content-Length", "Transfer-Encoding", "Date", "Server", "Connection")
+
+
+def eligible(message: Any, payload: StreamReader) -> bool:
+    """Whether a parsed request can be answered on the direct lane: complete, kept alive, plain."""
+    return (
+        type(message) is RawRequestMessage  # not aiohttp's parse-error record
+        and payload.is_eof()
+        and not message.should_close
+        and message.version == HttpVersion11
+        and not message.upgrade
+        and message.compression is None
+        and message.method != "HEAD"
+    )
+
+
+class _ReceivedBody:
+    """A body already received whole, read as ``read_body`` reads aiohttp's ``StreamReader``. Reading it
+    does not wake the connection's parser, as reading aiohttp's does (a feed of no bytes after each read)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, payload: StreamReader) -> None:
+        # Complete (eligible() checked is_eof) and never read before; no body: aiohttp's EmptyStreamReader.
+        chunks = getattr(payload, "_buffer", ())
+        self._data: bytes | None = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def is_eof(self) -> bool:
+        return True
+
+    def read_nowait(self, n: int = -1) -> bytes:
+        data, self._data = self._data or b"", b""
+        return data
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        data = self.read_nowait()
+        if data:
+            yield data
+
+
+class DirectRequest:
+    """The parts of ``aiohttp.web.Request`` the service reads, over a parsed message whose body is in."""
+
+    __slots__ = ("app", "content", "_message", "_transport", "_state")
+
+    def __init__(self, app: web.Application, message: RawRequestMessage, payload: StreamReader, transport: Any):
+        self.app = app
+        self.content = _ReceivedBody(payload)
+        self._message = message
+        self._transport = transport
+        self._state: dict[Any, Any] = {}
+
+    @property
+    def method(self) -> str:
+        return self._message.method
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._message.headers
+
+    @property
+    def raw_path(self) -> str:
+        return self._message.path
+
+    @property
+    def path(self) -> str:
+        return self._message.url.path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        return self._message.url.query
+
+    @property
+    def content_length(self) -> int | None:
+        value = self._message.headers.get("Content-Length")
+        return None if value is None else int(value)
+
+    @property
+    def remote(self) -> str | None:
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        if isinstance(peer, (list, tuple)):
+            return str(peer[0])
+        return None if peer is None else str(peer)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._state[key] = value
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._state
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+
+def serialize(response: web.StreamResponse) -> bytes | None:
+    """``response`` as the bytes aiohttp would write for it on a kept-alive HTTP/1.1 connection, or None
+    when it is not a plain ``web.Response`` with its body in memory (then aiohttp must write it)."""
+    if type(response) is not web.Response or response.compression or response.chunked:
+        return None
+    body = response.body
+    if body is not None and not isinstance(body, bytes):
+        return None
+    headers = response.headers
+    if any(name in headers for name in _OWN_HEADERS):
+        return None
+    status = response.status
+    head = [f"HTTP/1.1 {status} {response.reason}\r\n"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value:
+            return None  # aiohttp refuses such a header; let it
+        head.append(f"{name}: {value}\r\n")
+    if status in _NO_BODY_STATUSES or status < 200:
+        body = b""
+    else:
+        body = body or b""
+        head.append(f"Content-Length: {len(body)}\r\n")
+    head.append(f"Date: {rfc822_formatted_time()}\r\n")
+    head.append(_SERVER_HEADER)
+    return "".join(head).encode("latin-1") + body

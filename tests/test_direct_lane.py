@@ -1,0 +1,254 @@
+"""The direct lane (kms_service/web/direct.py): requests that arrive whole on a kept-alive connection are
+answered without aiohttp's request objects. A client must not be able to tell the lanes apart: same status,
+headers and body; pipelined requests answered in order whichever lane each takes; keep-alive, idle timeout
+and closing as before. Driven over raw sockets, so which lane answers is under the test's control (a request
+behind a HEAD in the same write goes through aiohttp, as does a body that arrives in pieces)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+
+import pytest
+
+PLAINTEXT = base64.b64encode(b"the direct lane").decode()
+
+
+class Connection:
+    """One HTTP/1.1 connection, read response by response (pipelining-safe: one buffer)."""
+
+    def __init__(self, server) -> None:
+        host, port = server.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.buffer = b""
+
+    def send(self, *requests: bytes) -> None:
+        self.sock.sendall(b"".join(requests))
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed by the server")
+        self.buffer += data
+
+    def response(self, head_only: bool = False) -> tuple[str, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, value = line.split(":", 1)
+            headers[name.strip()] = value.strip()
+        length = 0 if head_only else int(headers.get("Content-Length", "0"))
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def request(method: str, path: str, token: str, body: dict | None = None, **headers: str) -> bytes:
+    data = json.dumps(body).encode() if body is not None else b""
+    lines = [f"{method} /v1/{path} HTTP/1.1", "Host: kms", f"X-Vault-Token: {token}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    if body is not None or method in ("POST", "PUT"):
+        lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def comparable(response: tuple[str, dict[str, str], bytes]) -> tuple[str, list[tuple[str, str]], object]:
+    """What must be equal on both lanes: status, headers in order (not the Date's and request id's
+    values), and the body (without its request id)."""
+    status, headers, body = response
+    names = [(name, "" if name in ("Date", "X-Request-Id") else value) for name, value in headers.items()]
+    try:
+        document = json.loads(body) if body else None
+    except ValueError:
+        document = body
+    if isinstance(document, dict):
+        document.pop("request_id", None)
+        document.pop("server_time_utc", None)  # sys/health: the clock moves
+        if isinstance(document.get("data"), dict):
+            document["data"].pop("ciphertext", None)  # a fresh nonce each time
+    return status, names, document
+
+
+def direct_answers(server) -> int:
+    return server._runner.server.direct_answers
+
+
+@pytest.fixture
+def root(server) -> str:
+    token = server.root_token()
+    client = server.client(token)
+    client.secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    return token
+
+
+CASES = {
+    "encrypt 200": ("POST", "transit/encrypt/lane-key", {"plaintext": PLAINTEXT}, {}),
+    "encrypt, bad base64 400": ("POST", "transit/encrypt/lane-key", {"plaintext": "not base64!"}, {}),
+    "unknown key 400": ("POST", "transit/decrypt/absent-key", {"ciphertext": "vault:v1:AAAA"}, {}),
+    "read key 200": ("GET", "transit/keys/lane-key", None, {}),
+    "config 200": ("POST", "transit/keys/lane-key/config", {"deletion_allowed": False}, {}),
+    "policy write 204": ("POST", "sys/policies/acl/lane-policy", {"policy": 'path "x" {capabilities = ["read"]}'}, {}),
+    "unknown path 404": ("GET", "transit/nothing/here/at/all", None, {}),
+    "method 405": ("DELETE", "transit/encrypt/lane-key", None, {}),
+    "list with ?list=true": ("GET", "transit/keys?list=true", None, {}),
+    "health (bare reply)": ("GET", "sys/health", None, {}),
+    "metrics (text)": ("GET", "sys/metrics?format=prometheus", None, {}),
+    "malformed JSON 400": ("POST", "transit/encrypt/lane-key", None, {}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_both_lanes_give_the_same_answer(server, root, case):
+    method, path, body, headers = CASES[case]
+    raw = request(method, path, root, body, **headers)
+    if case == "malformed JSON 400":
+        raw = raw.replace(b"Content-Length: 0", b"Content-Length: 5") + b"{bad}"
+    conn = Connection(server)
+    try:
+        before = direct_answers(server)
+        # Behind a HEAD (never direct) in the same write: aiohttp's lane answers both, in order.
+        conn.send(request("HEAD", "sys/health", root), raw)
+        conn.response(head_only=True)
+        first = conn.response()
+        assert direct_answers(server) == before
+        time.sleep(0.05)  # aiohttp's task goes back to waiting for the next request
+        conn.send(raw)
+        second = conn.response()
+        assert direct_answers(server) == before + 1
+    finally:
+        conn.close()
+    if case.startswith("metrics"):  # the counts move between the two scrapes; the shape must not
+        assert first[0] == second[0] and list(first[1]) == list(second[1])
+        return
+    assert comparable(first) == comparable(second)
+    assert first[0].split()[1] == case.rsplit(" ", 1)[-1] or not case[-3:].isdigit()
+
+
+def test_pipelined_requests_are_answered_in_order_across_lanes(server, root):
+    conn = Connection(server)
+    try:
+        conn.send(request("GET", "sys/health", root))
+        conn.response()
+        before = direct_answers(server)
+        plaintexts = [base64.b64encode(f"item {i}".encode()).decode() for i in range(6)]
+        batch = [request("POST", "transit/encrypt/lane-key", root, {"plaintext": p}) for p in plaintexts]
+        # HEAD and Connection-less HTTP/1.0 are aiohttp's; a request behind them goes back to the direct lane.
+        batch.insert(2, request("HEAD", "sys/health", root))
+        batch.insert(4, request("GET", "transit/keys/lane-key", root))
+        conn.send(*batch)
+        answers = []
+        for raw in batch:
+            answers.append(conn.response(head_only=raw.startswith(b"HEAD")))
+        ciphertexts = [json.loads(body)["data"]["ciphertext"] for status, _, body in answers if b"ciphertext" in body]
+        assert len(ciphertexts) == len(plaintexts)
+        assert json.loads(answers[4][2])["data"]["name"] == "lane-key"
+        assert answers[2][0].startswith("HTTP/1.1 200") and answers[2][2] == b""
+        assert direct_answers(server) > before
+        # In order: each ciphertext decrypts to the plaintext sent in its place.
+        decrypts = [request("POST", "transit/decrypt/lane-key", root, {"ciphertext": c}) for c in ciphertexts]
+        conn.send(*decrypts)
+        got = [json.loads(conn.response()[2])["data"]["plaintext"] for _ in decrypts]
+        assert got == plaintexts
+    finally:
+        conn.close()
+
+
+def test_a_body_still_arriving_goes_through_aiohttp_and_the_connection_goes_on(server, root):
+    conn = Connection(server)
+    try:
+        conn.send(request("GET", "sys/health", root))
+        conn.response()
+        conn.send(request("GET", "sys/health", root))
+        conn.response()
+        before = direct_answers(server)
+        raw = request("POST", "transit/encrypt/lane-key", root, {"plaintext": PLAINTEXT})
+        head, body = raw.split(b"\r\n\r\n", 1)
+        conn.send(head + b"\r\n\r\n" + body[:5])
+        time.sleep(0.2)
+        conn.send(body[5:])
+        status, _, answer = conn.response()
+        assert status.startswith("HTTP/1.1 200"), answer
+        assert direct_answers(server) == before
+        time.sleep(0.05)
+        conn.send(raw)  # whole again: the direct lane again
+        assert conn.response()[0].startswith("HTTP/1.1 200")
+        assert direct_answers(server) == before + 1
+    finally:
+        conn.close()
+
+
+def test_connection_close_is_honoured_and_http_1_0_is_aiohttps(server, root):
+    conn = Connection(server)
+    try:
+        conn.send(request("GET", "sys/health", root))
+        conn.response()
+        before = direct_answers(server)
+        conn.send(request("GET", "sys/health", root, Connection="close"))
+        status, headers, _ = conn.response()
+        assert status.startswith("HTTP/1.1 200") and headers.get("Connection") == "close"
+        with pytest.raises(ConnectionError):
+            conn._fill()
+        assert direct_answers(server) == before
+    finally:
+        conn.close()
+    conn = Connection(server)
+    try:
+        conn.send(request("GET", "sys/health", root).replace(b"HTTP/1.1", b"HTTP/1.0"))
+        assert conn.response()[0].startswith("HTTP/1.0 200")
+    finally:
+        conn.close()
+
+
+def test_an_idle_connection_is_closed_after_direct_answers_too(start_server):
+    quick = start_server(idle_timeout=1.0)
+    token = quick.root_token()
+    conn = Connection(quick)
+    try:
+        for _ in range(3):
+            conn.send(request("GET", "sys/health", token))
+            conn.response()
+        assert direct_answers(quick) >= 2
+        started = time.monotonic()
+        conn.sock.settimeout(5)
+        with pytest.raises(ConnectionError):
+            conn._fill()
+        assert 0.5 < time.monotonic() - started < 3.5
+    finally:
+        conn.close()
+
+
+def test_a_busy_direct_connection_is_not_closed_as_idle(start_server):
+    quick = start_server(idle_timeout=1.0)
+    token = quick.root_token()
+    conn = Connection(quick)
+    try:
+        conn.send(request("GET", "sys/health", token))
+        conn.response()
+        until = time.monotonic() + 2.5  # longer than the idle timeout, never idle for long
+        while time.monotonic() < until:
+            conn.send(request("GET", "sys/health", token))
+            assert conn.response()[0].startswith("HTTP/1.1 200")
+            time.sleep(0.1)
+    finally:
+        conn.close()
+
+
+def test_a_client_gone_before_its_direct_answer_harms_no_one(server, root):
+    for _ in range(20):
+        conn = Connection(server)
+        conn.send(request("GET", "sys/health", root))
+        conn.response()
+        conn.send(*[request("POST", "transit/encrypt/lane-key", root, {"plaintext": PLAINTEXT})] * 5)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()  # a reset, with the answers unread
+    client = server.client(root)
+    assert client.secrets.transit.encrypt_data("lane-key", PLAINTEXT)["data"]["ciphertext"]
