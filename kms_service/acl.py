@@ -136,7 +136,8 @@ class ACL:
         return caps
 
     def allows(self, path: str, capability: Capability) -> bool:
-        return bool(self.capabilities(path) & capability)
+        # The flags' integers: Flag.__and__ builds a new member, measurably slower on every request.
+        return (self.capabilities(path)._value_ & capability._value_) != 0
 
 
 # policy kind → rules, with {key} bound to the grant's key. The sign/verify templates also grant the

@@ -122,7 +122,7 @@ def go_base64_error_offset(src: bytes) -> int | None:
 
 
 def b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")  # base64.b64encode, one call less
 
 
 @dataclass(frozen=True)

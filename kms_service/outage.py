@@ -52,10 +52,9 @@ class OutageWindow:
 
     def trusts(self, age: float, ttl: float, now: float) -> bool:
         """Whether a cache entry checked ``age`` seconds ago may answer a request without the database."""
-        state = self.state(now)
-        if state is DatabaseState.AVAILABLE:
+        if self.down_since is None:  # available: the common case, decided without the state's arithmetic
             return age < ttl
-        return state is DatabaseState.STALE
+        return self.state(now) is DatabaseState.STALE
 
     def stale_until(self) -> float | None:
         """When serving from cache stops (monotonic), if the database is down."""

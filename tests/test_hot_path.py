@@ -227,6 +227,62 @@ def test_an_absent_item_field_is_what_parsing_nothing_gives():
         assert f.absent == f.parse(None), f.name
 
 
+def test_absent_top_level_fields_are_what_parsing_nothing_gives():
+    """_parse_top_level skips parsing for absent fields that are not required (Path.top_level_plan)."""
+    from kms_service.web.framework import _NEEDS_PARSE, _parse_top_level
+    from kms_service.web.paths import TABLE
+
+    for path in TABLE:
+        for f, absent in path.top_level_plan:
+            if absent is _NEEDS_PARSE:
+                assert f.required is not None
+                with pytest.raises(InvalidRequest):
+                    f.parse(None)
+            else:
+                assert absent == f.parse(None), (path.pattern, f.name)
+        required = [f.name for f, absent in path.top_level_plan if absent is _NEEDS_PARSE]
+        if required:  # an absent required field is still refused, with its own text
+            with pytest.raises(InvalidRequest):
+                _parse_top_level(path, {}, batched=False)
+
+
+JSON_LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=12), st.sampled_from(["\ud800", "x" * 40])
+)
+JSON_DOCUMENTS = st.dictionaries(
+    st.sampled_from(["batch_input", "plaintext", "a", "\udfff"]),
+    st.recursive(
+        JSON_LEAVES,
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=3), inner, max_size=6),
+        max_leaves=30,
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(JSON_DOCUMENTS, st.integers(2, 6), st.integers(8, 400), st.integers(2, 8))
+def test_the_container_only_walk_refuses_what_the_full_walk_refuses(document, depth, string_length, entries):
+    """parse_body walks only the containers when no string can be too long or hold a lone surrogate; its
+    verdict is the full walk's (every string checked) on every document."""
+    import json as stdlib_json
+
+    from kms_service.web import fields
+
+    limits = fields.JsonLimits(depth=depth, string_length=string_length, entries=entries, tokens=10_000)
+    raw = stdlib_json.dumps(document).encode()
+
+    def verdict(check):
+        try:
+            check()
+            return None
+        except InvalidRequest as exc:
+            return exc.message
+
+    full = verdict(lambda: fields._check(stdlib_json.loads(raw), 0, limits))
+    assert verdict(lambda: fields.parse_body(raw, "application/json", limits)) == full
+
+
 def test_acl_decisions_remembered_are_the_rules_answers_and_stay_bounded():
     from kms_service import acl as acl_module
     from kms_service.acl import ACL, PathRule, Policy

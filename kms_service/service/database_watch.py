@@ -88,7 +88,10 @@ class DatabaseWatch:
 
     def trusts(self, age: float, ttl: float) -> bool:
         """Whether a cache entry checked ``age`` seconds ago answers without asking the database."""
-        return self.outage.trusts(age, ttl, time.monotonic())
+        outage = self.outage
+        if outage.down_since is None:  # available (the common case: no clock read)
+            return age < ttl
+        return outage.trusts(age, ttl, time.monotonic())
 
     def check(self) -> None:
         """Before any database access: refuse it at once during an outage (the prober looks for its end)."""

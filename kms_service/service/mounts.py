@@ -143,7 +143,7 @@ class MountService:
     def engine(self, mount: Mount) -> KeyService:
         """The keys and settings of ``mount`` (one KeyService per mount, made on first use)."""
         engine = self._engines.get(mount.id)
-        if engine is None or engine.mount != mount:
+        if engine is None or (engine.mount is not mount and engine.mount != mount):
             engine = KeyService(
                 self._db, self._master_key, self._cache_ttl, mount, self._invalidator, self._watch, self._cache_stats
             )

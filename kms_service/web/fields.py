@@ -77,10 +77,13 @@ def token_bound(raw: bytes) -> int:
     return 1 + raw.count(b"[") + raw.count(b"{") + raw.count(b",") + raw.count(b":")
 
 
-def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False) -> None:
+def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False, strings: bool = True) -> None:
+    """Depth, entries and (``strings``) each string's length and encodability, in the whole document."""
     if depth > limits.depth:
         raise InvalidRequest("failed to decode JSON input: nested too deeply")
     if isinstance(value, str):
+        if not strings:
+            return
         if len(value) > limits.string_length:
             raise InvalidRequest(
                 f"failed to decode JSON input: a string is longer than {limits.string_length} characters"
@@ -92,14 +95,21 @@ def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False
     elif isinstance(value, dict):
         if len(value) > limits.entries:
             raise InvalidRequest(f"failed to decode JSON input: an object has more than {limits.entries} entries")
+        if value and depth + 1 > limits.depth:  # its entries, leaves included, are too deep (leaves are not walked)
+            raise InvalidRequest("failed to decode JSON input: nested too deeply")
         for key, item in value.items():
-            _check(key, depth + 1, limits)
-            _check(item, depth + 1, limits, batch_input=depth == 0 and key == "batch_input")
+            if strings:
+                _check(key, depth + 1, limits)
+            if isinstance(item, (dict, list)) or strings:
+                _check(item, depth + 1, limits, depth == 0 and key == "batch_input", strings)
     elif isinstance(value, list):
         if len(value) > limits.entries and not batch_input:
             raise InvalidRequest(f"failed to decode JSON input: an array has more than {limits.entries} entries")
+        if value and depth + 1 > limits.depth:
+            raise InvalidRequest("failed to decode JSON input: nested too deeply")
         for item in value:
-            _check(item, depth + 1, limits)
+            if isinstance(item, (dict, list)) or strings:
+                _check(item, depth + 1, limits, False, strings)
 
 
 def too_many_tokens(limit: int) -> str:
@@ -135,7 +145,9 @@ def parse_body(
         return {}
     if not isinstance(document, dict):
         raise InvalidRequest("failed to decode JSON input: expected a JSON object")
-    _check(document, 0, limits)
+    # A string can only be too long if the body is, and can only hold a lone surrogate (which UTF-8 cannot
+    # encode) through a \u escape: without either, only the containers are walked, not every string.
+    _check(document, 0, limits, strings=len(raw) > limits.string_length or b"\\u" in raw)
     return document
 
 

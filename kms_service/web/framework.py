@@ -215,6 +215,8 @@ class Operation:
     media_types: tuple[str, ...] = ("application/json",)
 
 
+# A field whose absent value must go through Field.parse (it is required: absence is an error).
+_NEEDS_PARSE = object()
 _PATTERN_RE = re.compile(r"(?P<base>[^()]+?)(?:\(/:(?P<optional>[a-z_]+)\))?", re.ASCII)
 _SEGMENT_RE = re.compile(r"[:*]?[a-z0-9_.-]+", re.ASCII)
 
@@ -242,6 +244,11 @@ class Path:
     body_fields: tuple[Field, ...] = field(init=False, repr=False)
     body_names: frozenset[str] = field(init=False, repr=False)
     item_fields: tuple[Field, ...] = field(init=False, repr=False)  # a batch_input item's, with ``reference``
+    # The body fields but batch_input, each with what an absent value gives without parsing (``_NEEDS_PARSE``
+    # for a required field, whose absence is an error): most fields are absent from most requests.
+    top_level_plan: tuple[tuple[Field, Any], ...] = field(init=False, repr=False)
+    # ``item_fields`` with their names and absent values, for the loop over every item of a batch.
+    item_plan: tuple[tuple[Field, str, Any], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         match = _PATTERN_RE.fullmatch(self.pattern)
@@ -271,6 +278,11 @@ class Path:
         object.__setattr__(self, "body_fields", body_fields)
         object.__setattr__(self, "body_names", frozenset(f.name for f in body_fields))
         object.__setattr__(self, "item_fields", (*(f for f in body_fields if f.batch), REFERENCE))
+        plan = tuple(
+            (f, _NEEDS_PARSE if f.required is not None else f.absent) for f in body_fields if f is not BATCH_INPUT
+        )
+        object.__setattr__(self, "top_level_plan", plan)
+        object.__setattr__(self, "item_plan", tuple((f, f.name, f.absent) for f in self.item_fields))
 
         operations = {}
         for method, op in self.operations.items():
@@ -340,12 +352,15 @@ class Call:
     method: str = ""
     body: dict[str, Any] | None = None
     _warnings: list[str] = field(default_factory=list, repr=False)
+    _keys: KeyService | None = field(default=None, repr=False)
 
     @property
     def keys(self) -> KeyService:
-        """The keys and settings of the request's mount."""
-        assert self.mount is not None, "a transit path is always in a mount"
-        return self.kms.mounts.engine(self.mount)
+        """The keys and settings of the request's mount (looked up once per request)."""
+        if self._keys is None:
+            assert self.mount is not None, "a transit path is always in a mount"
+            self._keys = self.kms.mounts.engine(self.mount)
+        return self._keys
 
     def warnings(self) -> list[str]:
         """Vault's warnings for body fields the path ignored or took from the URL instead, and the handler's."""
@@ -380,7 +395,8 @@ class Items:
         return out
 
     async def respond(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """``fn`` of each item in play is that item's result; a user error is that item's error. From
+        """``fn`` of each item in play is that item's result, a new dict each time (the batch reply adds
+        the item's ``reference`` to it); a user error is that item's error. From
         ``OFFLOAD_ITEMS`` items on, in a worker thread: the event loop gets the interpreter at least every
         switch interval (5 ms) meanwhile, so other clients are answered during a large batch (and
         ``cryptography``'s AEAD, signature and HMAC calls release it while they run)."""
@@ -521,14 +537,18 @@ def _parse_top_level(path: Path, body: dict[str, Any], batched: bool) -> tuple[d
     the schema is the one reported."""
     args: dict[str, Any] = {}
     single: dict[str, Any] = {}
-    for f in path.body_fields:
-        if f is BATCH_INPUT:
-            continue
+    for f, absent in path.top_level_plan:
+        name = f.name
         if f.batch:
-            if not batched:
-                single[f.name] = f.parse(body.get(f.name))
+            if batched:
+                continue
+            values = single
         else:
-            args[f.name] = f.parse(body.get(f.name))
+            values = args
+        if absent is not _NEEDS_PARSE and name not in body:
+            values[name] = absent  # what f.parse(None) gives, without the call
+        else:
+            values[name] = f.parse(body.get(name))
     return args, single
 
 
@@ -548,22 +568,22 @@ def _raw_items(raw: Any, max_items: int) -> list[dict[str, Any]]:
 def _parse_items(path: Path, raw_items: list[dict[str, Any]]) -> Items:
     """Each item's values. A wrong type or an absent required field fails the whole request (Vault's
     decode errors, which Vault answers 500; bad input is a 400 here); a bad value fails that item."""
-    fields = path.item_fields
+    plan = path.item_plan
     values, errors = [], []
     for i, raw in enumerate(raw_items):
         item: dict[str, Any] = {}
         error = None
-        for f in fields:
-            if f.name not in raw:
+        for f, name, absent in plan:
+            if name not in raw:
                 if f.required is not None:
-                    raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {f.required}")
+                    raise InvalidRequest(f"failed to parse batch input: '[{i}].{name}' {f.required}")
                 if f.missing_item is not None:
                     error = error or f.missing_item
                     continue
-                item[f.name] = f.absent  # most item fields are absent from most items
+                item[name] = absent  # most item fields are absent from most items
                 continue
             try:
-                item[f.name] = f.parse(raw.get(f.name))
+                item[name] = f.parse(raw[name])
             except FieldTypeError as exc:
                 raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {exc.detail}") from None
             except UserError as exc:
@@ -579,7 +599,9 @@ def _batch_reply(batch: Batch, args: dict[str, Any], items: Items, references: l
         if error is not None:
             results.append({**batch.error_result, "error": error, "reference": reference})
         else:
-            results.append({**_answered(result), "reference": reference})
+            answered = _answered(result)  # the handler's own dict for this item: completed, not copied
+            answered["reference"] = reference
+            results.append(answered)
     status, warnings = 200, []
     failed = any(error is not None for error in items.errors)
     if batch.status_from_items and failed:
