@@ -207,11 +207,12 @@ def test_request_ids_are_version_4_uuids_and_unique():
 
 def test_every_path_reaches_the_one_handler_without_aiohttps_url_walk(start_server):
     """create_app's router holds one route; an aiohttp that stopped honouring the router argument fails here."""
-    from kms_service.web.app import _EveryPathToHandle, handle
+    from kms_service.web.app import _EveryPathToHandle, handle_for_aiohttp
 
     server = start_server()
     router = server._runner.app.router
-    assert isinstance(router, _EveryPathToHandle) and router.route is not None and router.route.handler is handle
+    route = router.route
+    assert isinstance(router, _EveryPathToHandle) and route is not None and route.handler is handle_for_aiohttp
     for path in ("/v1/sys/health", "/nothing/here", "/v1/transit/keys/a%2Fb", "/"):
         answer = requests.get(f"{server.url}{path}", timeout=10)
         assert answer.headers["Content-Type"] == "application/json" and "X-Request-Id" in answer.headers, path

@@ -52,7 +52,7 @@ from kms_service.web.faults import RateLimitedLog
 from kms_service.web.fields import JsonLimits
 from kms_service.web.framework import Call, RequestLimits
 from kms_service.web.paths import TABLE
-from kms_service.web.replies import Reply
+from kms_service.web.replies import Answer, Reply
 from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
 from kms_service.web.server import DIRECT_HANDLER_KEY, LISTENER_KEY, ListenerLimits
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
@@ -79,7 +79,7 @@ STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
 )
 
 
-def error_response(exc: KMSError) -> web.Response:
+def error_response(exc: KMSError) -> Answer:
     status = next((code for cls, code in STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
     if isinstance(exc, NotFound):
         return replies.error(404, [])  # Vault's "nothing here" carries no message
@@ -104,7 +104,8 @@ def new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFFFFFF:012x}"
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+async def handle(request: web.Request) -> Answer:
+    """Every request's answer, on either lane (``web/direct.py``; aiohttp's calls ``handle_for_aiohttp``)."""
     started = time.perf_counter()
     request_id = request[REQUEST_ID_KEY] = new_request_id()
     response, reply, error = await _answer(request, request_id)
@@ -124,7 +125,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _answer(request: web.Request, request_id: str) -> tuple[web.StreamResponse, Reply | None, str]:
+async def handle_for_aiohttp(request: web.Request) -> web.Response:
+    return (await handle(request)).to_response()
+
+
+async def _answer(request: web.Request, request_id: str) -> tuple[Answer, Reply | None, str]:
     """The answer, and for the audit log: the reply it was made of, or the error it reports."""
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
@@ -157,7 +162,7 @@ async def _answer(request: web.Request, request_id: str) -> tuple[web.StreamResp
         return replies.error(500, ["internal error"]), None, "internal error"
     response = replies.success(reply, call.warnings() if call else [], request_id)
     if request.method == "HEAD":
-        return web.Response(status=response.status, headers=replies.JSON_HEADERS), reply, ""
+        return Answer(response.status, {**replies.JSON_HEADERS}), reply, ""
     return response, reply, ""
 
 
@@ -330,7 +335,7 @@ def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
         idle_timeout=settings.idle_timeout,
         max_connections=settings.max_connections,
     )
-    router.route = app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
+    router.route = app.router.add_route("*", r"/{tail:[\s\S]*}", handle_for_aiohttp)
     app[DIRECT_HANDLER_KEY] = handle  # web/direct.py: the same handler, without aiohttp's request objects
     app[JOBS_KEY] = []
     app[METRICS_KEY] = Metrics(settings.worker)

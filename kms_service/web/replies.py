@@ -32,6 +32,21 @@ class Reply:
     content_type: str = "application/json"
 
 
+class Answer:
+    """A response ready to go: its status, headers and body. The direct lane (``direct.py``) writes it as it
+    is; aiohttp's lane gets it as a ``web.Response`` (``to_response``), which costs more to build."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes | None = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def to_response(self) -> web.Response:
+        return web.Response(body=self.body, status=self.status, headers=self.headers)
+
+
 def encode(payload: Any) -> bytes:
     """Compact JSON in UTF-8 and a newline: orjson's bytes, which are the standard library's for every
     value a reply holds (tests/test_replies.py); what orjson refuses (an integer past 64 bits) goes
@@ -42,17 +57,13 @@ def encode(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def json_response(payload: Any, status: int) -> web.Response:
-    return web.Response(body=encode(payload), status=status, headers=JSON_HEADERS)
+def json_response(payload: Any, status: int) -> Answer:
+    return Answer(status, {**JSON_HEADERS}, encode(payload))
 
 
-def success(reply: Reply, extra_warnings: list[str], request_id: str) -> web.Response:
+def success(reply: Reply, extra_warnings: list[str], request_id: str) -> Answer:
     if reply.body is not None:
-        return web.Response(
-            body=reply.body,
-            status=reply.status,
-            headers={"Content-Type": reply.content_type, "Cache-Control": "no-store"},
-        )
+        return Answer(reply.status, {"Content-Type": reply.content_type, "Cache-Control": "no-store"}, reply.body)
     if reply.auth is not None:
         envelope = {
             "request_id": request_id,
@@ -66,7 +77,7 @@ def success(reply: Reply, extra_warnings: list[str], request_id: str) -> web.Res
         }
         return json_response(envelope, reply.status)
     if reply.data is None:
-        return web.Response(status=204, headers=JSON_HEADERS)
+        return Answer(204, {**JSON_HEADERS})
     if reply.bare:
         return json_response(reply.data, reply.status)
     warnings = reply.warnings + extra_warnings
@@ -85,5 +96,5 @@ def success(reply: Reply, extra_warnings: list[str], request_id: str) -> web.Res
     return json_response(envelope, reply.status)
 
 
-def error(status: int, messages: list[str]) -> web.Response:
+def error(status: int, messages: list[str]) -> Answer:
     return json_response({"errors": messages}, status)

@@ -57,7 +57,7 @@ class ListenerLimits:
 
 LISTENER_KEY = web.AppKey("listener_limits", ListenerLimits)
 # The app's request handler, for the direct lane (``direct.py``); without it every request goes through aiohttp.
-DirectHandler = Callable[[Any], Awaitable[web.StreamResponse]]
+DirectHandler = Callable[[Any], Awaitable[Any]]  # DirectRequest → replies.Answer
 DIRECT_HANDLER_KEY = web.AppKey("direct_handler", object)
 _INTERNAL_ERROR = json.dumps({"errors": ["internal error"]}).encode()
 
@@ -253,10 +253,8 @@ class _Protocol(web_protocol.RequestHandler):
             manager.requests_count += 1
             manager.direct_answers += 1  # type: ignore[attr-defined]
         try:
-            response = await self._direct_handler(DirectRequest(self._app, message, payload, self.transport))
-            data = serialize(response)
-            if data is None:
-                raise TypeError(f"a handler's {type(response).__name__} cannot be written on the direct lane")
+            answer = await self._direct_handler(DirectRequest(self._app, message, payload, self.transport))
+            data = serialize(answer)
         except Exception:
             # The handler maps every error to an answer itself; reaching here is a bug. Never the body: it
             # may hold plaintext.
