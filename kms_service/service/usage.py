@@ -98,6 +98,14 @@ class UsageCounter:
         the response (a nonce budget running out); ``engine`` (the key's mount) rotates a key past it."""
         if not key.key_id:
             return []
+        if type(versions) is list and len(versions) == 1:  # one item, a reservation covering it: most requests
+            slot = self._slots.get((key.key_id, versions[0], count))
+            if slot is not None and slot.used < slot.reserved:
+                slot.used += 1
+                slot.last_used_wall, slot.last_used = time.time(), time.monotonic()
+                if count == ENCRYPTIONS and key.key_type.nonce_budget:
+                    return self._nonce_budget(key, versions[0], slot, slot.stored - slot.unused, engine)
+                return []
         per_version: dict[int, int] = {}
         for version in versions:
             per_version[version] = per_version.get(version, 0) + 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -69,6 +69,9 @@ class Router:
         self.limits = limits or RequestLimits()
         # Segments → what find answered: the table never changes once built (add() empties it anyway).
         self._found: dict[tuple[str, ...], tuple[Path, dict[str, str]] | None] = {}
+        # (raw path, listing) → its segments and the path the ACL sees (``_split_path`` decodes and checks
+        # each segment: the same answer every time).
+        self._split: dict[tuple[str, bool], tuple[tuple[str, ...], str]] = {}
         # Large bodies are parsed one at a time (framework.read_fields).
         self.heavy_lane = asyncio.Lock()
         # Called with each request about to run its handler (framework.run): the audit log's request record.
@@ -106,7 +109,7 @@ class Router:
         self._paths.append(path)
         self._found.clear()
 
-    def find(self, segments: list[str]) -> tuple[Path, dict[str, str]] | None:
+    def find(self, segments: Sequence[str]) -> tuple[Path, dict[str, str]] | None:
         if len(segments) > self._depth:
             return None
         key = tuple(segments)
@@ -122,9 +125,17 @@ class Router:
         if method == "GET" and _list_query(request):
             method = "LIST"
         listing = method == "LIST"
-        segments = _split_path(request.raw_path, trailing_slash_ok=listing)
-        if segments is None:
-            raise NotFound()
+        raw_path = request.raw_path
+        split = self._split.get((raw_path, listing))
+        if split is None:
+            found_segments = _split_path(raw_path, trailing_slash_ok=listing)  # a bad path raises: not kept
+            if found_segments is None:
+                raise NotFound()
+            split = (tuple(found_segments), "/".join(found_segments) + ("/" if listing else ""))
+            if len(self._split) >= MAX_FOUND_ROUTES:  # paths are the caller's to choose: stay bounded
+                self._split.clear()
+            self._split[(raw_path, listing)] = split
+        segments, acl_path = split
         kms = request.app[KMS_KEY]
         # A path in a transit mount (``transit/...``, ``payments/...``) is looked up as transit's: the
         # table's transit paths serve every mount, each with its own keys. The ACL sees the path as sent.
@@ -145,10 +156,11 @@ class Router:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:
                 raise PermissionDenied()
-        acl_path = "/".join(segments) + ("/" if listing else "")
         checks_acl = call.principal is not None and (path is None or path.check_acl)
+        params_checked = False
         if path is not None and operation is not None and operation.existence is not None:
             path.check_params(params)  # never ask storage about a malformed name
+            params_checked = True
             # The existence check (Vault's: create or update?) asks storage; a token allowed neither is refused
             # either way, so it is refused before that (no query for tokens without a grant there).
             if checks_acl and not any(call.principal.acl.allows(acl_path, c) for c in EXISTENCE_CAPABILITIES):
@@ -165,7 +177,8 @@ class Router:
             raise UnsupportedPath()
         if operation is None:
             raise UnsupportedOperation()
-        path.check_params(params)
+        if not params_checked:
+            path.check_params(params)
         return await run(path, operation, call, self.limits), call
 
 
