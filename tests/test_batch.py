@@ -342,8 +342,8 @@ def test_the_key_is_loaded_once_per_request_not_per_item(server, root, monkeypat
     post(server, root, "rewrap/vault-enc", {"batch_input": cts})
     sigs = [{"input": SECRET, "signature": item["signature"]} for item in signed]
     post(server, root, "verify/vault-sign", {"batch_input": sigs})
-    # Encrypt asks once more, from the cache, for Vault's existence check (create or update).
-    assert calls == ["vault-enc", "vault-enc", "vault-sign", "vault-enc", "vault-enc", "vault-sign"]
+    # Encrypt's one lookup is Vault's existence check (create or update); the handler reuses its key.
+    assert calls == ["vault-enc", "vault-sign", "vault-enc", "vault-enc", "vault-sign"]
 
 
 def test_curl_batch_as_in_vaults_docs(server):

@@ -133,7 +133,7 @@ class KeyService:
             async with self._loading(name):
                 key = self._fresh(name, need) or await self._refresh(name, need)
         if key is not None:
-            await self._prepare(key, wanted)
+            await self.prepare(key, wanted)
         return key
 
     def _fresh(self, name: str, need_version: int) -> Key | None:
@@ -178,7 +178,7 @@ class KeyService:
             cached.probed_at = time.monotonic()
         return key
 
-    async def _prepare(self, key: Key, versions: tuple[int, ...]) -> None:
+    async def prepare(self, key: Key, versions: tuple[int, ...]) -> None:
         """Build the crypto objects a request will use, in a worker thread (RSA takes long to load)."""
         pending = []
         for number in versions:

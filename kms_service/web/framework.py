@@ -51,6 +51,7 @@ from kms_service.web.fields import (
 from kms_service.web.replies import Reply
 
 if TYPE_CHECKING:
+    from kms_service.keyring import Key
     from kms_service.mounts import Mount
     from kms_service.service import KMS, Principal
     from kms_service.service.keys import KeyService
@@ -345,6 +346,8 @@ class Call:
     operation: Operation | None = None
     # The answer of the operation's existence check, when it has one (False: this POST is a create).
     existed: bool | None = None
+    # The key the existence check found (transit's key writes and encrypt), for the handler to reuse.
+    found_key: Key | None = None
     # The type of the key a crypto operation used, and how many items it answered (metrics).
     key_type: str | None = None
     crypto_count: int = 0
@@ -415,7 +418,10 @@ class Items:
                 self._fail(i, exc)
 
     def _in_play(self) -> list[int]:
-        return [i for i in range(len(self.values)) if self.errors[i] is None and self.results[i] is None]
+        errors, results = self.errors, self.results
+        if len(errors) == 1:  # one item (no batch_input): the common case
+            return [0] if errors[0] is None and results[0] is None else []
+        return [i for i in range(len(errors)) if errors[i] is None and results[i] is None]
 
     def _fail(self, i: int, exc: UserError) -> None:
         if not self.batched:

@@ -32,7 +32,12 @@ DEFAULT_KEY_TYPE = "aes256-gcm96"
 
 async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -> Key:
     """The path's key, with the crypto objects of ``versions`` built (0 = latest), loaded once per request."""
-    key = await call.keys.get(call.params["name"], tuple(versions) or (0,))
+    wanted = tuple(versions) or (0,)
+    key = call.found_key  # this request's existence check read it a moment ago
+    if key is None or key.name != call.params["name"] or max(wanted) > key.latest_version:
+        key = await call.keys.get(call.params["name"], wanted)
+    else:
+        await call.keys.prepare(key, wanted)
     if key is None:
         raise InvalidRequest(missing)
     call.key_type = key.key_type.name  # for the crypto operations metric
@@ -107,7 +112,8 @@ def duration_seconds(name: str, value: Any) -> int | None:
 
 async def key_exists(call: Call) -> bool:
     """Vault's existence check for key writes: a POST to a missing key is a create (needs `create`)."""
-    return await call.keys.get(call.params["name"], ()) is not None
+    call.found_key = await call.keys.get(call.params["name"], ())
+    return call.found_key is not None
 
 
 def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
