@@ -14,7 +14,7 @@ import binascii
 import hmac as hmac_lib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -477,12 +477,23 @@ class Key:
     def encrypt(self, plaintext: bytes, options: EncryptOptions, key_version: int = 0) -> tuple[str, int]:
         """``vault-kms:v<N>:<b64 body>`` and N. Derived keys need ``options.context``; convergent keys then
         give equal ciphertexts for equal (plaintext, context, version)."""
+        return self.encryptor(options, key_version)(plaintext)
+
+    def encryptor(self, options: EncryptOptions, key_version: int = 0) -> Callable[[bytes], tuple[str, int]]:
+        """``encrypt`` with its checks of ``options`` and ``key_version`` made once, for the items of a batch
+        that share them; raises what ``encrypt`` raises before it encrypts."""
         self._check_encrypt_options(options)
         if not self.key_type.supports_encryption:
             raise InvalidRequest(f"message encryption not supported for key type {self.key_type.name}")
         kv = self.version_for_encryption(key_version)
-        body = self.key_type.encrypt(kv.handle, plaintext, self._derivation(options))
-        return format_versioned(kv.version, body), kv.version
+        handle = kv.handle
+        derivation = self._derivation(options)
+        encrypt, version, prefix = self.key_type.encrypt, kv.version, f"{OUTPUT_PREFIX}:v{kv.version}:"
+
+        def encrypt_one(plaintext: bytes) -> tuple[str, int]:
+            return prefix + b64encode(encrypt(handle, plaintext, derivation)), version  # format_versioned's text
+
+        return encrypt_one
 
     def decrypt(self, ciphertext: str, options: EncryptOptions) -> bytes:
         self._check_encrypt_options(options)

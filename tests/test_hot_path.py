@@ -256,6 +256,11 @@ JSON_DOCUMENTS = st.dictionaries(
         JSON_LEAVES,
         lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=3), inner, max_size=6),
         max_leaves=30,
+    )
+    # batch_input's shape: a list of objects of scalars (and the odd list), walked inline.
+    | st.lists(
+        st.dictionaries(st.text(max_size=3), JSON_LEAVES | st.lists(JSON_LEAVES, max_size=3), max_size=10),
+        max_size=12,
     ),
     max_size=4,
 )

@@ -107,9 +107,23 @@ def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False
             raise InvalidRequest(f"failed to decode JSON input: an array has more than {limits.entries} entries")
         if value and depth + 1 > limits.depth:
             raise InvalidRequest("failed to decode JSON input: nested too deeply")
+        if strings:
+            for item in value:
+                _check(item, depth + 1, limits, False, True)
+            return
         for item in value:
-            if isinstance(item, (dict, list)) or strings:
-                _check(item, depth + 1, limits, False, strings)
+            if type(item) is dict:  # batch_input's items, inline: what _check(item, depth + 1) does to them
+                if len(item) > limits.entries:
+                    raise InvalidRequest(
+                        f"failed to decode JSON input: an object has more than {limits.entries} entries"
+                    )
+                if item and depth + 2 > limits.depth:
+                    raise InvalidRequest("failed to decode JSON input: nested too deeply")
+                for inner in item.values():
+                    if isinstance(inner, (dict, list)):
+                        _check(inner, depth + 2, limits, False, False)
+            elif isinstance(item, (dict, list)):
+                _check(item, depth + 1, limits, False, False)
 
 
 def too_many_tokens(limit: int) -> str:

@@ -7,7 +7,7 @@ response. Each path's schema and operations are in ``PATHS`` at the end (Vault's
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -168,9 +168,18 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
     used: list[int] = []
+    # Items with no options of their own share their checks, per requested version (Key.encryptor).
+    plain_encryptors: dict[int, Callable[[bytes], tuple[str, int]]] = {}
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        ciphertext, version = key.encrypt(item["plaintext"], _encrypt_options(item), item["key_version"])
+        options, requested = _encrypt_options(item), item["key_version"]
+        if options is NO_ENCRYPT_OPTIONS:
+            encrypt_one = plain_encryptors.get(requested)
+            if encrypt_one is None:
+                encrypt_one = plain_encryptors[requested] = key.encryptor(options, requested)
+        else:
+            encrypt_one = key.encryptor(options, requested)
+        ciphertext, version = encrypt_one(item["plaintext"])
         used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
