@@ -51,6 +51,17 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def health(self, token: str) -> None:
+        """One request answered, so the connection's aiohttp task has started and waits."""
+        self.send(request("GET", "sys/health", token))
+        self.response()
+
 
 def request(method: str, path: str, token: str, body: dict | None = None, **headers: str) -> bytes:
     data = json.dumps(body).encode() if body is not None else b""
@@ -112,8 +123,7 @@ def test_both_lanes_give_the_same_answer(server, root, case):
     raw = request(method, path, root, body, **headers)
     if case == "malformed JSON 400":
         raw = raw.replace(b"Content-Length: 0", b"Content-Length: 5") + b"{bad}"
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         before = direct_answers(server)
         # Behind a HEAD (never direct) in the same write: aiohttp's lane answers both, in order.
         conn.send(request("HEAD", "sys/health", root), raw)
@@ -124,8 +134,6 @@ def test_both_lanes_give_the_same_answer(server, root, case):
         conn.send(raw)
         second = conn.response()
         assert direct_answers(server) == before + 1
-    finally:
-        conn.close()
     if case.startswith("metrics"):  # the counts move between the two scrapes; the shape must not
         assert first[0] == second[0] and list(first[1]) == list(second[1])
         return
@@ -134,10 +142,8 @@ def test_both_lanes_give_the_same_answer(server, root, case):
 
 
 def test_pipelined_requests_are_answered_in_order_across_lanes(server, root):
-    conn = Connection(server)
-    try:
-        conn.send(request("GET", "sys/health", root))
-        conn.response()
+    with Connection(server) as conn:
+        conn.health(root)
         before = direct_answers(server)
         plaintexts = [base64.b64encode(f"item {i}".encode()).decode() for i in range(6)]
         batch = [request("POST", "transit/encrypt/lane-key", root, {"plaintext": p}) for p in plaintexts]
@@ -158,17 +164,12 @@ def test_pipelined_requests_are_answered_in_order_across_lanes(server, root):
         conn.send(*decrypts)
         got = [json.loads(conn.response()[2])["data"]["plaintext"] for _ in decrypts]
         assert got == plaintexts
-    finally:
-        conn.close()
 
 
 def test_a_body_still_arriving_goes_through_aiohttp_and_the_connection_goes_on(server, root):
-    conn = Connection(server)
-    try:
-        conn.send(request("GET", "sys/health", root))
-        conn.response()
-        conn.send(request("GET", "sys/health", root))
-        conn.response()
+    with Connection(server) as conn:
+        conn.health(root)
+        conn.health(root)
         before = direct_answers(server)
         raw = request("POST", "transit/encrypt/lane-key", root, {"plaintext": PLAINTEXT})
         head, body = raw.split(b"\r\n\r\n", 1)
@@ -182,15 +183,11 @@ def test_a_body_still_arriving_goes_through_aiohttp_and_the_connection_goes_on(s
         conn.send(raw)  # whole again: the direct lane again
         assert conn.response()[0].startswith("HTTP/1.1 200")
         assert direct_answers(server) == before + 1
-    finally:
-        conn.close()
 
 
 def test_connection_close_is_honoured_and_http_1_0_is_aiohttps(server, root):
-    conn = Connection(server)
-    try:
-        conn.send(request("GET", "sys/health", root))
-        conn.response()
+    with Connection(server) as conn:
+        conn.health(root)
         before = direct_answers(server)
         conn.send(request("GET", "sys/health", root, Connection="close"))
         status, headers, _ = conn.response()
@@ -198,55 +195,41 @@ def test_connection_close_is_honoured_and_http_1_0_is_aiohttps(server, root):
         with pytest.raises(ConnectionError):
             conn._fill()
         assert direct_answers(server) == before
-    finally:
-        conn.close()
-    conn = Connection(server)
-    try:
+    with Connection(server) as conn:
         conn.send(request("GET", "sys/health", root).replace(b"HTTP/1.1", b"HTTP/1.0"))
         assert conn.response()[0].startswith("HTTP/1.0 200")
-    finally:
-        conn.close()
 
 
 def test_an_idle_connection_is_closed_after_direct_answers_too(start_server):
     quick = start_server(idle_timeout=1.0)
     token = quick.root_token()
-    conn = Connection(quick)
-    try:
+    with Connection(quick) as conn:
         for _ in range(3):
-            conn.send(request("GET", "sys/health", token))
-            conn.response()
+            conn.health(token)
         assert direct_answers(quick) >= 2
         started = time.monotonic()
         conn.sock.settimeout(5)
         with pytest.raises(ConnectionError):
             conn._fill()
         assert 0.5 < time.monotonic() - started < 3.5
-    finally:
-        conn.close()
 
 
 def test_a_busy_direct_connection_is_not_closed_as_idle(start_server):
     quick = start_server(idle_timeout=1.0)
     token = quick.root_token()
-    conn = Connection(quick)
-    try:
-        conn.send(request("GET", "sys/health", token))
-        conn.response()
+    with Connection(quick) as conn:
+        conn.health(token)
         until = time.monotonic() + 2.5  # longer than the idle timeout, never idle for long
         while time.monotonic() < until:
             conn.send(request("GET", "sys/health", token))
             assert conn.response()[0].startswith("HTTP/1.1 200")
             time.sleep(0.1)
-    finally:
-        conn.close()
 
 
 def test_a_client_gone_before_its_direct_answer_harms_no_one(server, root):
     for _ in range(20):
         conn = Connection(server)
-        conn.send(request("GET", "sys/health", root))
-        conn.response()
+        conn.health(root)
         conn.send(*[request("POST", "transit/encrypt/lane-key", root, {"plaintext": PLAINTEXT})] * 5)
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         conn.close()  # a reset, with the answers unread
