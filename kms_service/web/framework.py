@@ -329,7 +329,7 @@ REFERENCE = Field(
 )
 
 
-@dataclass
+@dataclass(slots=True)  # one per request: slots make it cheaper to build and read
 class Call:
     """What a handler gets besides the body's values: the service, the caller and the path parameters."""
 
