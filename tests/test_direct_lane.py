@@ -235,3 +235,50 @@ def test_a_client_gone_before_its_direct_answer_harms_no_one(server, root):
         conn.close()  # a reset, with the answers unread
     client = server.client(root)
     assert client.secrets.transit.encrypt_data("lane-key", PLAINTEXT)["data"]["ciphertext"]
+
+
+@pytest.mark.parametrize(("expect", "status"), [("100-continue", "200"), ("something-else", "417")])
+def test_an_expect_header_is_aiohttps_on_both_lanes(server, root, expect, status):
+    """aiohttp answers Expect: 100-continue with an interim 100 and any other expectation with 417 (the
+    handler never runs); the direct lane leaves such requests to it."""
+    with Connection(server) as conn:
+        conn.health(root)
+        before = direct_answers(server)
+        conn.send(request("POST", "transit/encrypt/lane-key", root, {"plaintext": PLAINTEXT}, Expect=expect))
+        first = conn.response()
+        if first[0].startswith("HTTP/1.1 100"):
+            first = conn.response()
+        assert first[0].split()[1] == status, first
+        assert direct_answers(server) == before
+
+
+def test_a_request_begun_behind_complete_ones_in_one_read_gets_the_header_timeout(start_server):
+    quick = start_server(header_read_timeout=1.0, request_read_timeout=2.0, idle_timeout=20.0)
+    token = quick.root_token()
+    quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    encrypt = request("POST", "transit/encrypt/lane-key", token, {"plaintext": PLAINTEXT})
+    with Connection(quick) as conn:
+        conn.health(token)
+        conn.send(encrypt * 3 + b"POST /v1/transit/encrypt/lane-key HTTP/1.1\r\nHost: x\r\n")  # then nothing
+        for _ in range(3):
+            assert conn.response()[0].startswith("HTTP/1.1 200")
+        started = time.monotonic()
+        conn.sock.settimeout(10)
+        with pytest.raises(ConnectionError):
+            conn._fill()
+        assert time.monotonic() - started < 3.0  # the header timeout, not the idle one (20 s)
+
+
+def test_a_connection_idle_after_a_request_with_a_body_waits_for_the_idle_timeout(start_server):
+    quick = start_server(header_read_timeout=1.0, request_read_timeout=2.0, idle_timeout=3.0)
+    token = quick.root_token()
+    quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    with Connection(quick) as conn:
+        conn.health(token)
+        conn.send(request("POST", "transit/encrypt/lane-key", token, {"plaintext": PLAINTEXT}))
+        assert conn.response()[0].startswith("HTTP/1.1 200")
+        started = time.monotonic()
+        conn.sock.settimeout(10)
+        with pytest.raises(ConnectionError):
+            conn._fill()
+        assert 2.5 < time.monotonic() - started < 6.0  # idle: not the 1 s header timeout

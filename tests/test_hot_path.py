@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64decode_strict, go_base64_error_offset
+from kms_service.web.app import ROUTER_KEY as ROUTER_KEY_FOR_TESTS
 from kms_service.web.routing import _split_path
 
 
@@ -326,3 +327,17 @@ def test_routes_found_are_remembered_with_their_own_parameters():
     for i in range(MAX_FOUND_ROUTES + 10):
         router.find(["transit", "encrypt", f"k{i}"])
     assert len(router._found) <= MAX_FOUND_ROUTES
+    # A long path is answered, not kept: what a caller can make the router hold stays small.
+    router._found.clear()
+    assert router.find(["transit", "encrypt", "k" * 2000])[1] == {"name": "k" * 2000}
+    assert not router._found
+
+
+def test_path_splits_are_remembered_without_query_strings_and_only_when_short(start_server):
+    server = start_server()
+    router = server._runner.app[ROUTER_KEY_FOR_TESTS]
+    for i in range(20):
+        requests.get(f"{server.url}/v1/sys/health?n={i}", timeout=10)
+    requests.get(f"{server.url}/v1/nothing/{'a' * 4000}", timeout=10)
+    kept = [path for path, _listing in router._split]
+    assert "/v1/sys/health" in kept and not any("?" in path or len(path) > 512 for path in kept), kept

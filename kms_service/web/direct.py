@@ -11,8 +11,8 @@ writes the ``replies.Answer`` it returns as one buffer.
 The lane changes nothing a client can see: the same handler answers, and the bytes written are those
 aiohttp writes for the same answer (status line, the answer's headers, Content-Length, Date, Server;
 ``tests/test_direct_lane.py`` compares the two lanes). Everything else (a body still arriving, HEAD,
-HTTP/1.0, ``Connection: close``, an upgrade, a compressed body, a parse error, and what is queued behind
-any of them) stays on aiohttp's path.
+HTTP/1.0, ``Connection: close``, an ``Expect`` header, an upgrade, a compressed body, a parse error, and
+what is queued behind any of them) stays on aiohttp's path.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def eligible(message: Any, payload: StreamReader) -> bool:
         and not message.upgrade
         and message.compression is None
         and message.method != "HEAD"
+        and "Expect" not in message.headers  # 100-continue and 417 are aiohttp's (its expect handler)
     )
 
 

@@ -44,8 +44,10 @@ CALL_KEY = web.RequestKey("kms_call", Call)
 
 # The most segments a ``*param`` takes (mount paths have at most four).
 MAX_GLOB_SEGMENTS = 8
-# The most lookups Router.find remembers (then it starts again).
+# The most lookups Router.find (and the path splits) remember (then they start again), and the longest path
+# they keep: at most ~10 MB for each, however a caller picks its paths.
 MAX_FOUND_ROUTES = 10_000
+MAX_REMEMBERED_PATH = 512
 _UNSEEN = object()
 # The first segments no mount can take: the router looks these up as they are.
 SYSTEM_PREFIXES = frozenset({"sys", "auth"})
@@ -115,9 +117,12 @@ class Router:
         key = tuple(segments)
         found = self._found.get(key, _UNSEEN)
         if found is _UNSEEN:
-            if len(self._found) >= MAX_FOUND_ROUTES:  # key names are the caller's to choose: stay bounded
-                self._found.clear()
-            found = self._found[key] = _match(self._root, segments, 0, {})
+            found = _match(self._root, segments, 0, {})
+            # Key names are the caller's to choose: only short paths are kept, and so many.
+            if sum(map(len, segments)) <= MAX_REMEMBERED_PATH:
+                if len(self._found) >= MAX_FOUND_ROUTES:
+                    self._found.clear()
+                self._found[key] = found
         return None if found is None else (found[0], dict(found[1]))  # a copy: a Call's params are its own
 
     async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
@@ -125,16 +130,17 @@ class Router:
         if method == "GET" and _list_query(request):
             method = "LIST"
         listing = method == "LIST"
-        raw_path = request.raw_path
+        raw_path = request.raw_path.partition("?")[0]
         split = self._split.get((raw_path, listing))
         if split is None:
             found_segments = _split_path(raw_path, trailing_slash_ok=listing)  # a bad path raises: not kept
             if found_segments is None:
                 raise NotFound()
             split = (tuple(found_segments), "/".join(found_segments) + ("/" if listing else ""))
-            if len(self._split) >= MAX_FOUND_ROUTES:  # paths are the caller's to choose: stay bounded
-                self._split.clear()
-            self._split[(raw_path, listing)] = split
+            if len(raw_path) <= MAX_REMEMBERED_PATH:  # paths are the caller's to choose: stay small and bounded
+                if len(self._split) >= MAX_FOUND_ROUTES:
+                    self._split.clear()
+                self._split[(raw_path, listing)] = split
         segments, acl_path = split
         kms = request.app[KMS_KEY]
         # A path in a transit mount (``transit/...``, ``payments/...``) is looked up as transit's: the

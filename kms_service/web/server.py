@@ -40,6 +40,7 @@ from aiohttp.http_parser import HttpRequestParserPy
 
 from kms_service.web.direct import DirectRequest, eligible, serialize
 from kms_service.web.faults import RateLimitedLog
+from kms_service.web.replies import JSON_HEADERS, Answer
 
 LIST_REQUEST = b"LIST "
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ LISTENER_KEY = web.AppKey("listener_limits", ListenerLimits)
 # The app's request handler, for the direct lane (``direct.py``); without it every request goes through aiohttp.
 DirectHandler = Callable[[Any], Awaitable[Any]]  # DirectRequest → replies.Answer
 DIRECT_HANDLER_KEY = web.AppKey("direct_handler", object)
-_INTERNAL_ERROR = json.dumps({"errors": ["internal error"]}).encode()
+_INTERNAL_ERROR = json.dumps({"errors": ["internal error"]}, separators=(",", ":")).encode() + b"\n"
 
 _TOO_MANY_BODY = json.dumps({"errors": ["too many open connections; try again later"]}).encode()
 TOO_MANY_CONNECTIONS = (
@@ -95,6 +96,21 @@ class _ParserWithListFallback:
         return getattr(self._parser, name)
 
 
+def _read_ends_at_a_boundary(data: bytes, message: Any, payload: Any) -> bool:
+    """Whether ``data``, the read that completed ``message``, ends with it: no byte of a next request
+    behind it in the parser. Told from how the message ends (its header block; its body, whole in this read
+    right after the header block, or this read being only body; a chunked body's last chunk). When unsure,
+    no: the next request's timers start, and at worst an idle connection is closed after the header timeout
+    rather than the idle one."""
+    if getattr(message, "chunked", False):
+        return data.endswith(b"0\r\n\r\n")
+    chunks = getattr(payload, "_buffer", None)  # the body's bytes, unread yet (aiohttp's EmptyStreamReader: none)
+    if not chunks:
+        return data.endswith(b"\r\n\r\n")
+    body = b"".join(chunks)
+    return data.endswith(b"\r\n\r\n" + body) or body.endswith(data)
+
+
 class _Protocol(web_protocol.RequestHandler):
     __slots__ = (
         "_limits",
@@ -103,6 +119,7 @@ class _Protocol(web_protocol.RequestHandler):
         "_request_timer",
         "_awaiting_headers",
         "_payload",
+        "_message",
         "_refused",
         "_app",
         "_direct_handler",
@@ -138,6 +155,7 @@ class _Protocol(web_protocol.RequestHandler):
         self._request_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True  # no request is being received (its headers are awaited)
         self._payload: Any = None  # the body of the request being received
+        self._message: Any = None  # and its head
         self._refused = False
         self._app = app
         self._direct_handler = direct_handler if app is not None else None
@@ -208,11 +226,15 @@ class _Protocol(web_protocol.RequestHandler):
                 self._header_timer.cancel()
                 self._header_timer = None
             self._awaiting_headers = False
-            self._payload = self._messages[-1][1] if self._messages else None
+            self._message, self._payload = self._messages[-1] if self._messages else (None, None)
         if not self._awaiting_headers and (self._payload is None or self._payload.is_eof()):
             self._cancel_timers()  # the whole request is in; the next one's timers start at its first byte
+            behind = data and not _read_ends_at_a_boundary(data, self._message, self._payload)
             self._awaiting_headers = True
-            self._payload = None
+            self._message = self._payload = None
+            if behind and not self._refused and self.transport is not None:
+                # Bytes of the next request came in behind it, in this read: that request's clocks start now.
+                self._start_request_timers()
         elif data and starting and not self._refused and self.transport is not None:
             # (Not on the empty feed aiohttp makes to resume parsing after each body read: no byte came.)
             self._start_request_timers(headers=self._awaiting_headers)
@@ -259,11 +281,8 @@ class _Protocol(web_protocol.RequestHandler):
             # The handler maps every error to an answer itself; reaching here is a bug. Never the body: it
             # may hold plaintext.
             log.exception("%s %s failed", message.method, message.url.path)
-            data = (
-                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_INTERNAL_ERROR), _INTERNAL_ERROR)
-            )
-            self._write(data)
+            # Vault's envelope, and the connection closed after it: its state is not known.
+            self._write(serialize(Answer(500, {**JSON_HEADERS}, _INTERNAL_ERROR)))
             self.force_close()
             return False
         if not self._write(data):
@@ -294,8 +313,13 @@ class _Protocol(web_protocol.RequestHandler):
         # Stop taking requests, let the direct lane finish the one it is answering, then aiohttp's shutdown.
         self._force_close = True
         run = self._direct_run
+        started = self._loop.time()
         if run is not None and not run.done():
-            await asyncio.wait([run], timeout=timeout)
+            done, _ = await asyncio.wait([run], timeout=timeout)
+            if not done:
+                run.cancel()  # as aiohttp cancels its own handler past the timeout
+        if timeout is not None:
+            timeout = max(0.0, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)
 
     def _start_request_timers(self, headers: bool = True) -> None:
