@@ -48,11 +48,23 @@ def test_b64decode_strict_matches_the_byte_by_byte_reference(value):
 
 
 EDGES = ["", "QQ==", "QUI=", "QUJD", "QR==", "AAAA=", "QQ=", "Q===", "====", "QQ==QQ==", "QQ\n==", "QQ==\n"]
+# A padding-only quantum after whole ones: binascii's strict mode takes it, Go refuses it (found by review).
+EDGES += ["AAAA====", "AAAAAAAA====", "AAAA========", "QUI=====", "QUJD=", "AAAA==\n=="]
 
 
 @pytest.mark.parametrize("value", EDGES)
 def test_b64decode_strict_edges(value):
     assert outcome(b64decode_strict, value) == outcome(reference_b64decode, value)
+
+
+def test_b64decode_strict_matches_the_reference_on_every_short_padded_string():
+    """Every string of up to 8 characters over a letter pair, "/" and "=": padding anywhere, in any amount."""
+    import itertools
+
+    for length in range(9):
+        for chars in itertools.product("AQ/=", repeat=length):
+            value = "".join(chars)
+            assert outcome(b64decode_strict, value) == outcome(reference_b64decode, value), value
 
 
 def reference_split(raw_path: str) -> object:

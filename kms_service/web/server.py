@@ -107,8 +107,11 @@ def _read_ends_at_a_boundary(data: bytes, message: Any, payload: Any) -> bool:
     chunks = getattr(payload, "_buffer", None)  # the body's bytes, unread yet (aiohttp's EmptyStreamReader: none)
     if not chunks:
         return data.endswith(b"\r\n\r\n")
-    body = b"".join(chunks)
-    return data.endswith(b"\r\n\r\n" + body) or body.endswith(data)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    size = len(body)
+    if len(data) >= size + 4:  # the header block's end, then the whole body, then nothing
+        return data.endswith(body) and data[len(data) - size - 4 : len(data) - size] == b"\r\n\r\n"
+    return body.endswith(data)  # this read was body only
 
 
 class _Protocol(web_protocol.RequestHandler):
@@ -318,8 +321,8 @@ class _Protocol(web_protocol.RequestHandler):
             done, _ = await asyncio.wait([run], timeout=timeout)
             if not done:
                 run.cancel()  # as aiohttp cancels its own handler past the timeout
-        if timeout is not None:
-            timeout = max(0.0, timeout - (self._loop.time() - started))
+        if timeout is not None:  # what is left of it, never 0 (which aiohttp's ceil_timeout takes as no limit)
+            timeout = max(0.1, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)
 
     def _start_request_timers(self, headers: bool = True) -> None:
