@@ -86,7 +86,9 @@ def test_a_scrape_counts_requests_latency_crypto_operations_and_cache_lookups(se
     assert grew(*crypto, key_type="ecdsa-p256", operation="sign") == 1
 
     cache = ("kms_cache_lookups", "kms_cache_lookups_total")
-    assert grew(*cache, cache="key", result="hit") >= 3  # warm: decrypt and the decrypt batch
+    # Warm: decrypt and the decrypt batch (encrypt looks its key up once, for the existence check, and
+    # reuses it: the first use of the key may be that lookup's miss).
+    assert grew(*cache, cache="key", result="hit") >= 2
     assert grew(*cache, cache="token", result="hit") >= 1
     assert value(after, *cache, cache="key", result="miss") >= 1  # each key's first use
     assert value(after, *cache, cache="token", result="miss") >= 1
