@@ -154,7 +154,12 @@ def format_versioned(version: int, payload: bytes, urlsafe: bool = False) -> str
         text = base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
     else:
         text = b64encode(payload)
-    return f"{OUTPUT_PREFIX}:v{version}:{text}"
+    return versioned_prefix(version) + text
+
+
+def versioned_prefix(version: int) -> str:
+    """What every ciphertext, signature and HMAC of ``version`` starts with."""
+    return f"{OUTPUT_PREFIX}:v{version}:"
 
 
 MIN_AUTO_ROTATE_PERIOD = 3600
@@ -491,10 +496,10 @@ class Key:
         kv = self.version_for_encryption(key_version)
         handle = kv.handle
         derivation = self._derivation(options)
-        encrypt, version, prefix = self.key_type.encrypt, kv.version, f"{OUTPUT_PREFIX}:v{kv.version}:"
+        encrypt, version, prefix = self.key_type.encrypt, kv.version, versioned_prefix(kv.version)
 
         def encrypt_one(plaintext: bytes) -> tuple[str, int]:
-            return prefix + b64encode(encrypt(handle, plaintext, derivation)), version  # format_versioned's text
+            return prefix + b64encode(encrypt(handle, plaintext, derivation)), version  # as format_versioned
 
         return encrypt_one
 

@@ -51,6 +51,12 @@ def eligible(message: Any, payload: StreamReader) -> bool:
     )
 
 
+def received_body(payload: Any) -> bytes:
+    """The bytes a body's reader holds and nobody has read yet (none for aiohttp's EmptyStreamReader)."""
+    chunks = getattr(payload, "_buffer", ())
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class _ReceivedBody:
     """A body already received whole, read as ``read_body`` reads aiohttp's ``StreamReader``. Reading it
     does not wake the connection's parser, as reading aiohttp's does (a feed of no bytes after each read)."""
@@ -58,9 +64,7 @@ class _ReceivedBody:
     __slots__ = ("_data",)
 
     def __init__(self, payload: StreamReader) -> None:
-        # Complete (eligible() checked is_eof) and never read before; no body: aiohttp's EmptyStreamReader.
-        chunks = getattr(payload, "_buffer", ())
-        self._data: bytes | None = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._data: bytes | None = received_body(payload)  # complete: eligible() checked is_eof
 
     def is_eof(self) -> bool:
         return True

@@ -77,10 +77,18 @@ def token_bound(raw: bytes) -> int:
     return 1 + raw.count(b"[") + raw.count(b"{") + raw.count(b",") + raw.count(b":")
 
 
+_TOO_DEEP = "failed to decode JSON input: nested too deeply"
+
+
+def _too_many_entries(what: str, limits: JsonLimits) -> str:
+    """``what`` is "an object" or "an array": failed to decode JSON input: an object has more than N entries."""
+    return f"failed to decode JSON input: {what} has more than {limits.entries} entries"
+
+
 def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False, strings: bool = True) -> None:
     """Depth, entries and (``strings``) each string's length and encodability, in the whole document."""
     if depth > limits.depth:
-        raise InvalidRequest("failed to decode JSON input: nested too deeply")
+        raise InvalidRequest(_TOO_DEEP)
     if isinstance(value, str):
         if not strings:
             return
@@ -94,9 +102,9 @@ def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False
             raise InvalidRequest("failed to decode JSON input: invalid unicode escape") from None
     elif isinstance(value, dict):
         if len(value) > limits.entries:
-            raise InvalidRequest(f"failed to decode JSON input: an object has more than {limits.entries} entries")
+            raise InvalidRequest(_too_many_entries("an object", limits))
         if value and depth + 1 > limits.depth:  # its entries, leaves included, are too deep (leaves are not walked)
-            raise InvalidRequest("failed to decode JSON input: nested too deeply")
+            raise InvalidRequest(_TOO_DEEP)
         for key, item in value.items():
             if strings:
                 _check(key, depth + 1, limits)
@@ -104,9 +112,9 @@ def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False
                 _check(item, depth + 1, limits, depth == 0 and key == "batch_input", strings)
     elif isinstance(value, list):
         if len(value) > limits.entries and not batch_input:
-            raise InvalidRequest(f"failed to decode JSON input: an array has more than {limits.entries} entries")
+            raise InvalidRequest(_too_many_entries("an array", limits))
         if value and depth + 1 > limits.depth:
-            raise InvalidRequest("failed to decode JSON input: nested too deeply")
+            raise InvalidRequest(_TOO_DEEP)
         if strings:
             for item in value:
                 _check(item, depth + 1, limits, False, True)
@@ -114,11 +122,9 @@ def _check(value: Any, depth: int, limits: JsonLimits, batch_input: bool = False
         for item in value:
             if type(item) is dict:  # batch_input's items, inline: what _check(item, depth + 1) does to them
                 if len(item) > limits.entries:
-                    raise InvalidRequest(
-                        f"failed to decode JSON input: an object has more than {limits.entries} entries"
-                    )
+                    raise InvalidRequest(_too_many_entries("an object", limits))
                 if item and depth + 2 > limits.depth:
-                    raise InvalidRequest("failed to decode JSON input: nested too deeply")
+                    raise InvalidRequest(_TOO_DEEP)
                 for inner in item.values():
                     if isinstance(inner, (dict, list)):
                         _check(inner, depth + 2, limits, False, False)

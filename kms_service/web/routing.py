@@ -19,6 +19,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -118,11 +119,7 @@ class Router:
         found = self._found.get(key, _UNSEEN)
         if found is _UNSEEN:
             found = _match(self._root, segments, 0, {})
-            # Key names are the caller's to choose: only short paths are kept, and so many.
-            if sum(map(len, segments)) <= MAX_REMEMBERED_PATH:
-                if len(self._found) >= MAX_FOUND_ROUTES:
-                    self._found.clear()
-                self._found[key] = found
+            _remember(self._found, key, found, sum(map(len, segments)))
         return None if found is None else (found[0], dict(found[1]))  # a copy: a Call's params are its own
 
     async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
@@ -137,10 +134,7 @@ class Router:
             if found_segments is None:
                 raise NotFound()
             split = (tuple(found_segments), "/".join(found_segments) + ("/" if listing else ""))
-            if len(raw_path) <= MAX_REMEMBERED_PATH:  # paths are the caller's to choose: stay small and bounded
-                if len(self._split) >= MAX_FOUND_ROUTES:
-                    self._split.clear()
-                self._split[(raw_path, listing)] = split
+            _remember(self._split, (raw_path, listing), split, len(raw_path))
         segments, acl_path = split
         kms = request.app[KMS_KEY]
         # A path in a transit mount (``transit/...``, ``payments/...``) is looked up as transit's: the
@@ -186,6 +180,15 @@ class Router:
         if not params_checked:
             path.check_params(params)
         return await run(path, operation, call, self.limits), call
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any, path_length: int) -> None:
+    """Keep ``value`` for a path of ``path_length`` characters: paths are the caller's to choose, so only short
+    ones are kept, and at most MAX_FOUND_ROUTES of them (then the cache starts again)."""
+    if path_length <= MAX_REMEMBERED_PATH:
+        if len(cache) >= MAX_FOUND_ROUTES:
+            cache.clear()
+        cache[key] = value
 
 
 def _list_query(request: web.Request) -> bool:

@@ -38,9 +38,9 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.http_parser import HttpRequestParserPy
 
-from kms_service.web.direct import DirectRequest, eligible, serialize
+from kms_service.web import replies
+from kms_service.web.direct import DirectRequest, eligible, received_body, serialize
 from kms_service.web.faults import RateLimitedLog
-from kms_service.web.replies import JSON_HEADERS, Answer
 
 LIST_REQUEST = b"LIST "
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ LISTENER_KEY = web.AppKey("listener_limits", ListenerLimits)
 # The app's request handler, for the direct lane (``direct.py``); without it every request goes through aiohttp.
 DirectHandler = Callable[[Any], Awaitable[Any]]  # DirectRequest → replies.Answer
 DIRECT_HANDLER_KEY = web.AppKey("direct_handler", object)
-_INTERNAL_ERROR = json.dumps({"errors": ["internal error"]}, separators=(",", ":")).encode() + b"\n"
 
 _TOO_MANY_BODY = json.dumps({"errors": ["too many open connections; try again later"]}).encode()
 TOO_MANY_CONNECTIONS = (
@@ -104,10 +103,9 @@ def _read_ends_at_a_boundary(data: bytes, message: Any, payload: Any) -> bool:
     rather than the idle one."""
     if getattr(message, "chunked", False):
         return data.endswith(b"0\r\n\r\n")
-    chunks = getattr(payload, "_buffer", None)  # the body's bytes, unread yet (aiohttp's EmptyStreamReader: none)
-    if not chunks:
+    body = received_body(payload)
+    if not body:
         return data.endswith(b"\r\n\r\n")
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     size = len(body)
     if len(data) >= size + 4:  # the header block's end, then the whole body, then nothing
         return data.endswith(body) and data[len(data) - size - 4 : len(data) - size] == b"\r\n\r\n"
@@ -264,11 +262,7 @@ class _Protocol(web_protocol.RequestHandler):
             if messages and waiter is not None and not waiter.done():
                 waiter.set_result(None)  # aiohttp's task takes the rest, in order
             if self._keepalive_timeout > 0 and not self._force_close and self.transport is not None:
-                self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
-                if self._keepalive_handle is None:
-                    self._keepalive_handle = self._loop.call_at(
-                        self._next_keepalive_close_time, self._process_keepalive
-                    )
+                self._idle_from_now()
 
     async def _answer_one(self, message: Any, payload: Any) -> bool:
         """One request on the direct lane; False when the connection is to be closed."""
@@ -285,7 +279,7 @@ class _Protocol(web_protocol.RequestHandler):
             # may hold plaintext.
             log.exception("%s %s failed", message.method, message.url.path)
             # Vault's envelope, and the connection closed after it: its state is not known.
-            self._write(serialize(Answer(500, {**JSON_HEADERS}, _INTERNAL_ERROR)))
+            self._write(serialize(replies.error(500, ["internal error"])))
             self.force_close()
             return False
         if not self._write(data):
@@ -305,12 +299,18 @@ class _Protocol(web_protocol.RequestHandler):
         return True
 
     def _process_keepalive(self) -> None:
+        self._keepalive_handle = None
         if self._direct_run is not None:  # answering on the direct lane: not idle
-            self._keepalive_handle = None
-            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
-            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
+            self._idle_from_now()
             return
         super()._process_keepalive()
+
+    def _idle_from_now(self) -> None:
+        """The idle timeout counts from now (aiohttp's keep-alive timer, which reschedules itself when it
+        fires early)."""
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if self._keepalive_handle is None:
+            self._keepalive_handle = self._loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
         # Stop taking requests, let the direct lane finish the one it is answering, then aiohttp's shutdown.
