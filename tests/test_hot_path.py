@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 
 import pytest
 import requests
@@ -353,3 +354,79 @@ def test_path_splits_are_remembered_without_query_strings_and_only_when_short(st
     requests.get(f"{server.url}/v1/nothing/{'a' * 4000}", timeout=10)
     kept = [path for path, _listing in router._split]
     assert "/v1/sys/health" in kept and not any("?" in path or len(path) > 512 for path in kept), kept
+
+
+# -- slow operations and large payloads off the event loop ---------------------------------------------
+
+SLOW_CASES = [
+    # key type, operation, body of the request, whether it runs in a worker thread
+    ("rsa-2048", "sign", {"input": base64.b64encode(b"m").decode()}, True),
+    ("rsa-2048", "decrypt", None, True),
+    ("rsa-2048", "encrypt", {"plaintext": base64.b64encode(b"m").decode()}, False),  # the public key: fast
+    ("rsa-2048", "verify", None, False),
+    ("ml-dsa-44", "sign", {"input": base64.b64encode(b"m").decode()}, True),
+    ("ml-dsa-44", "verify", None, True),
+    ("ecdsa-p384", "sign", {"input": base64.b64encode(b"m").decode()}, True),
+    ("ecdsa-p256", "sign", {"input": base64.b64encode(b"m").decode()}, False),
+    ("chacha20-poly1305", "encrypt", {"plaintext": base64.b64encode(b"m" * 64).decode()}, False),
+    # A payload over 64 KiB, fast key or not.
+    ("chacha20-poly1305", "encrypt", {"plaintext": base64.b64encode(b"m" * 65536).decode()}, True),
+]
+
+
+@pytest.mark.parametrize(("type_name", "operation", "body", "off_loop"), SLOW_CASES)
+def test_slow_operations_and_large_payloads_run_off_the_event_loop(
+    start_server, monkeypatch, type_name, operation, body, off_loop
+):
+    """The key type's operation itself (not a stand-in) runs in a worker thread or on the loop's thread,
+    through the real HTTP path; the thread it ran on is recorded by a wrapper around it."""
+    from kms_service.keytypes import KEY_TYPES
+
+    server = start_server()
+    token = server.root_token()
+    headers = {"X-Vault-Token": token}
+    url = f"{server.url}/v1/transit"
+    assert requests.post(f"{url}/keys/k", json={"type": type_name}, headers=headers).status_code in (200, 204)
+    message = base64.b64encode(b"m").decode()
+    if operation == "decrypt":
+        made = requests.post(f"{url}/encrypt/k", json={"plaintext": message}, headers=headers).json()
+        body = {"ciphertext": made["data"]["ciphertext"]}
+    elif operation == "verify":
+        made = requests.post(f"{url}/sign/k", json={"input": message}, headers=headers).json()
+        body = {"input": message, "signature": made["data"]["signature"]}
+    key_type = KEY_TYPES[type_name]
+    original = getattr(key_type, operation)
+    threads: list[int] = []
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(key_type, operation, recorded)
+    answer = requests.post(f"{url}/{operation}/k", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    if operation == "verify":
+        assert answer.json()["data"]["valid"] is True
+    loop_thread = server._thread.ident
+    assert threads and all((thread != loop_thread) is off_loop for thread in threads), (threads, loop_thread)
+
+
+@pytest.mark.parametrize(("type_name", "off_loop"), [("rsa-2048", True), ("ecdsa-p256", False)])
+def test_a_csr_signed_with_a_slow_key_is_built_off_the_event_loop(start_server, monkeypatch, type_name, off_loop):
+    from kms_service import certificates
+
+    server = start_server()
+    headers = {"X-Vault-Token": server.root_token()}
+    url = f"{server.url}/v1/transit"
+    assert requests.post(f"{url}/keys/k", json={"type": type_name}, headers=headers).status_code in (200, 204)
+    original, threads = certificates.build_csr, []
+
+    def recorded(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(certificates, "build_csr", recorded)
+    answer = requests.post(f"{url}/keys/k/csr", json={}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert "BEGIN CERTIFICATE REQUEST" in answer.json()["data"]["csr"]
+    assert len(threads) == 1 and (threads[0] != server._thread.ident) is off_loop

@@ -377,11 +377,15 @@ class Items:
     """The items of one request: the top-level one, or each of batch_input. An item is in play until it
     has a result or an error."""
 
-    def __init__(self, values: list[dict[str, Any]], errors: list[str | None], batched: bool) -> None:
+    def __init__(
+        self, values: list[dict[str, Any]], errors: list[str | None], batched: bool, large: bool = False
+    ) -> None:
         self.values = values
         self.errors = errors
         self.results: list[dict[str, Any] | None] = [None] * len(values)
         self.batched = batched
+        # The body was over PARSE_INLINE_BYTES: its payloads are answered in a worker thread (respond).
+        self.large = large
 
     def __len__(self) -> int:
         return len(self.values)
@@ -397,14 +401,15 @@ class Items:
                 self._fail(i, exc)
         return out
 
-    async def respond(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    async def respond(self, fn: Callable[[dict[str, Any]], dict[str, Any]], slow: bool = False) -> None:
         """``fn`` of each item in play is that item's result, a new dict each time (the batch reply adds
-        the item's ``reference`` to it); a user error is that item's error. From
-        ``OFFLOAD_ITEMS`` items on, in a worker thread: the event loop gets the interpreter at least every
-        switch interval (5 ms) meanwhile, so other clients are answered during a large batch (and
-        ``cryptography``'s AEAD, signature and HMAC calls release it while they run)."""
+        the item's ``reference`` to it); a user error is that item's error. In a worker thread when ``fn``
+        is ``slow`` (the key type's ``slow_operations``), for a large body, and from ``OFFLOAD_ITEMS`` items
+        on: ``cryptography``'s AEAD, signature and HMAC calls release the interpreter while they run, and
+        the event loop gets it at least every switch interval (5 ms) otherwise, so other clients are
+        answered meanwhile."""
         in_play = self._in_play()
-        if len(in_play) >= OFFLOAD_ITEMS:
+        if slow or self.large or len(in_play) >= OFFLOAD_ITEMS:
             await asyncio.get_running_loop().run_in_executor(None, self._respond, fn, in_play)
         else:
             self._respond(fn, in_play)
@@ -468,8 +473,9 @@ def _parse_chunks(chunks: list[bytes], content_type: str | None, limits: JsonLim
 
 async def read_fields(
     request: web.Request, limits: RequestLimits, large: bool, heavy_lane: asyncio.Lock
-) -> dict[str, Any]:
-    """The body's fields, within ``limits``. A large body is parsed in a worker thread, one at a time, and
+) -> tuple[dict[str, Any], bool]:
+    """The body's fields, within ``limits``, and whether the body was over ``PARSE_INLINE_BYTES``. Such a
+    body is parsed in a worker thread, one at a time, and
     then waits ``HEAVY_PAUSE`` times as long as its parse took before going on: Python's parser holds the
     interpreter lock while it runs, so this keeps large bodies, from any number of clients, to at most a
     sixth of the process's time and the rest for everyone else."""
@@ -477,8 +483,8 @@ async def read_fields(
     chunks, tokens = await read_body(request, limit, limits.json.tokens)
     content_type = request.headers.get("Content-Type")
     if sum(map(len, chunks)) <= PARSE_INLINE_BYTES:
-        return _parse_chunks(chunks, content_type, limits.json, tokens)
-    return await in_heavy_lane(heavy_lane, _parse_chunks, chunks, content_type, limits.json, tokens)
+        return _parse_chunks(chunks, content_type, limits.json, tokens), False
+    return await in_heavy_lane(heavy_lane, _parse_chunks, chunks, content_type, limits.json, tokens), True
 
 
 async def in_heavy_lane(heavy_lane: asyncio.Lock, fn: Callable[..., T], *args: Any) -> T:
@@ -497,8 +503,9 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     limits = limits or RequestLimits()
     max_batch_items = limits.max_batch_items
     body: dict[str, Any] = {}
+    large = False
     if operation.body:
-        body = await read_fields(call.request, limits, bool(operation.large_body), call.router.heavy_lane)
+        body, large = await read_fields(call.request, limits, bool(operation.large_body), call.router.heavy_lane)
     else:
         # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
         body = {name: value for name, value in call.request.query.items() if name in path.body_names}
@@ -516,9 +523,9 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
         raw_items = _raw_items(body["batch_input"], max_batch_items)
         if operation.batch.check is not None:
             operation.batch.check(raw_items)
-        items = _parse_items(path, raw_items)
+        items = _parse_items(path, raw_items, large)
     else:
-        items = Items([single], [None], batched=False)
+        items = Items([single], [None], batched=False, large=large)
     await _before_handler(call)
     await operation.handler(call, args, items)
     if operation.crypto:
@@ -571,7 +578,7 @@ def _raw_items(raw: Any, max_items: int) -> list[dict[str, Any]]:
     return raw
 
 
-def _parse_items(path: Path, raw_items: list[dict[str, Any]]) -> Items:
+def _parse_items(path: Path, raw_items: list[dict[str, Any]], large: bool) -> Items:
     """Each item's values. A wrong type or an absent required field fails the whole request (Vault's
     decode errors, which Vault answers 500; bad input is a 400 here); a bad value fails that item."""
     plan = path.item_plan
@@ -596,7 +603,7 @@ def _parse_items(path: Path, raw_items: list[dict[str, Any]]) -> Items:
                 error = error or exc.message
         values.append(item)
         errors.append(error)
-    return Items(values, errors, batched=True)
+    return Items(values, errors, batched=True, large=large)
 
 
 def _batch_reply(batch: Batch, args: dict[str, Any], items: Items, references: list[str]) -> Reply:

@@ -198,7 +198,7 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     def one(item: dict[str, Any]) -> dict[str, Any]:
         return {"plaintext": b64encode(key.decrypt(item["ciphertext"], _encrypt_options(item)))}
 
-    await items.respond(one)
+    await items.respond(one, slow="decrypt" in key.key_type.slow_operations)
 
 
 async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
@@ -215,7 +215,7 @@ async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
         used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
-    await items.respond(one)
+    await items.respond(one, slow="decrypt" in key.key_type.slow_operations)
     await count_uses(call, key, ENCRYPTIONS, used)
 
 
@@ -271,7 +271,7 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
             result["publickey" if items.batched else "public_key"] = public_key
         return result
 
-    await items.respond(one)
+    await items.respond(one, slow="sign" in key.key_type.slow_operations)
     await count_uses(call, key, SIGNATURES, used)
 
 
@@ -307,7 +307,7 @@ async def verify(call: Call, args: dict[str, Any], items: Items) -> None:
             return {"valid": key.verify_cmac(item["input"], item["cmac"], args["mac_length"])}
         return {"valid": key.verify(item["input"], item["signature"], replace(options, context=item["context"]))}
 
-    await items.respond(one)
+    await items.respond(one, slow=bool(signatures) and "verify" in key.key_type.slow_operations)
 
 
 async def cmac(call: Call, args: dict[str, Any], items: Items) -> None:

@@ -5,6 +5,7 @@ Thin handlers over the key service and the Key model; their schemas are in ``PAT
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from typing import Any
@@ -98,7 +99,10 @@ async def csr(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     kv = key.version_for_encryption(version, "signing")
     if kv.handle.private is None:
         raise InvalidRequest("a public-key-only version cannot sign a CSR")
-    csr_pem = certificates.build_csr(kv.handle.private, args["csr"])
+    if "sign" in key.key_type.slow_operations:  # an RSA or ML-DSA private key: not on the event loop
+        csr_pem = await asyncio.to_thread(certificates.build_csr, kv.handle.private, args["csr"])
+    else:
+        csr_pem = certificates.build_csr(kv.handle.private, args["csr"])
     return {"name": key.name, "type": key.key_type.name, "csr": csr_pem}
 
 
