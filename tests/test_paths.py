@@ -4,6 +4,7 @@ update) and batch error handling, with small paths that exist only in these test
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,19 @@ import requests
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import validate_key_name
 from kms_service.web.app import ROUTER_KEY
-from kms_service.web.framework import OFFLOAD_ITEMS, Batch, Call, Field, FieldType, Items, Operation, Path
+from kms_service.web.framework import (
+    HEAVY_PAUSE,
+    LIGHT_WINDOW,
+    OFFLOAD_ITEMS,
+    Batch,
+    Call,
+    Field,
+    FieldType,
+    HeavyLane,
+    Items,
+    Operation,
+    Path,
+)
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import Router
 
@@ -285,3 +298,31 @@ def test_a_wrong_type_in_any_item_fails_the_request_before_any_item_runs(probed)
     response = _post(probed, root, "test/explode", {"batch_input": [{"text": "boom"}, {"text": 5}]})
     assert response.status_code == 400
     assert response.json() == {"errors": ["failed to parse batch input: '[1].text' must be a string"]}
+
+
+# -- the heavy lane ------------------------------------------------------------------------------------
+
+
+def test_the_heavy_lane_pauses_only_while_other_requests_are_served():
+    lane = HeavyLane()
+    assert not lane._contended(100.0)  # nobody else was ever served
+    lane.light_requests += 1
+    assert lane._contended(100.0)  # one was, just now
+    assert lane._contended(100.0 + LIGHT_WINDOW - 0.01)  # and within the window
+    assert not lane._contended(100.0 + LIGHT_WINDOW)  # none since: the window is over
+    lane.light_requests += 1
+    assert lane._contended(200.0)
+
+
+async def test_a_heavy_job_is_followed_by_a_pause_only_under_contention():
+    lane = HeavyLane()
+    job = 0.1
+    start = time.monotonic()
+    assert await lane.run(lambda: time.sleep(job) or "done") == "done"
+    alone = time.monotonic() - start
+    lane.light_requests += 1
+    start = time.monotonic()
+    await lane.run(time.sleep, job)
+    contended = time.monotonic() - start
+    assert contended >= job * (1 + HEAVY_PAUSE)  # the pause: a lower bound, whatever the machine's load
+    assert alone < job * (1 + HEAVY_PAUSE) / 2, alone  # no pause: well under half of that

@@ -23,7 +23,7 @@ from kms_service.errors import AuditUnavailable, ConfigError
 from kms_service.service.audit import AuditLog, DatabaseSink, FileSink, Sink, SinkUnavailable
 from kms_service.settings import Settings
 from kms_service.storage.engine import unavailable_reason
-from kms_service.web.framework import PARSE_INLINE_BYTES, Call, in_heavy_lane
+from kms_service.web.framework import PARSE_INLINE_BYTES, Call
 from kms_service.web.replies import Reply
 from kms_service.web.routing import KMS_KEY
 
@@ -101,7 +101,7 @@ async def _serialized(request: web.Request, call: Call | None, build: Callable[[
         return serialize(build())
     from kms_service.web.app import ROUTER_KEY  # app.py imports this module
 
-    return await in_heavy_lane(request.app[ROUTER_KEY].heavy_lane, lambda: serialize(build()))
+    return await request.app[ROUTER_KEY].heavy_lane.run(lambda: serialize(build()))
 
 
 async def record_request(audit: AuditLog, request_id: str, call: Call) -> None:

@@ -81,8 +81,11 @@ class RequestLimits:
     max_batch_items: int = MAX_BATCH_ITEMS
 
 
-# After parsing a large body, wait this many times as long as the parse took (see read_fields).
+# After parsing a large body, wait this many times as long as the parse took, while other requests are
+# being served (HeavyLane).
 HEAVY_PAUSE = 5.0
+# Other requests seen within this many seconds before a heavy job ends make it pause (HeavyLane).
+LIGHT_WINDOW = 1.0
 
 
 # Methods an operation may be declared for. PUT is POST (Vault: both are "update", or "create").
@@ -472,30 +475,49 @@ def _parse_chunks(chunks: list[bytes], content_type: str | None, limits: JsonLim
 
 
 async def read_fields(
-    request: web.Request, limits: RequestLimits, large: bool, heavy_lane: asyncio.Lock
+    request: web.Request, limits: RequestLimits, large: bool, heavy_lane: HeavyLane
 ) -> tuple[dict[str, Any], bool]:
-    """The body's fields, within ``limits``, and whether the body was over ``PARSE_INLINE_BYTES``. Such a
-    body is parsed in a worker thread, one at a time, and
-    then waits ``HEAVY_PAUSE`` times as long as its parse took before going on: Python's parser holds the
-    interpreter lock while it runs, so this keeps large bodies, from any number of clients, to at most a
-    sixth of the process's time and the rest for everyone else."""
+    """The body's fields, within ``limits``, and whether the body was over ``PARSE_INLINE_BYTES``: such a
+    body is parsed in the ``HeavyLane``."""
     limit = limits.max_large_body if large else limits.max_body
     chunks, tokens = await read_body(request, limit, limits.json.tokens)
     content_type = request.headers.get("Content-Type")
     if sum(map(len, chunks)) <= PARSE_INLINE_BYTES:
         return _parse_chunks(chunks, content_type, limits.json, tokens), False
-    return await in_heavy_lane(heavy_lane, _parse_chunks, chunks, content_type, limits.json, tokens), True
+    return await heavy_lane.run(_parse_chunks, chunks, content_type, limits.json, tokens), True
 
 
-async def in_heavy_lane(heavy_lane: asyncio.Lock, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in a worker thread, one at a time, then a pause ``HEAVY_PAUSE`` times as long (see
-    ``read_fields``): for work on a large body (its parse, its audit record)."""
-    async with heavy_lane:
-        start = time.perf_counter()
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-        finally:
-            await asyncio.sleep((time.perf_counter() - start) * HEAVY_PAUSE)
+class HeavyLane:
+    """Work on large bodies (their parse, their audit record), in a worker thread, one job at a time.
+
+    Python's JSON parser holds the interpreter for a whole parse, so a job holds up the event loop however
+    it is run. While other requests are being served (one was counted in ``light_requests`` within
+    ``LIGHT_WINDOW``), each job is followed by a pause ``HEAVY_PAUSE`` times as long: large bodies, from any
+    number of clients, get at most a sixth of the process's time and everyone else the rest. With nobody
+    else to serve, there is no pause: large batches alone get the whole process."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        # Requests answered without the lane (framework.run counts them): an increment, no clock read.
+        self.light_requests = 0
+        self._light_seen = 0
+        self._contended_until = 0.0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._lock:
+            start = time.monotonic()
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            finally:
+                end = time.monotonic()
+                if self._contended(end):
+                    await asyncio.sleep((end - start) * HEAVY_PAUSE)
+
+    def _contended(self, now: float) -> bool:
+        if self.light_requests != self._light_seen:
+            self._light_seen = self.light_requests
+            self._contended_until = now + LIGHT_WINDOW
+        return now < self._contended_until
 
 
 async def run(path: Path, operation: Operation, call: Call, limits: RequestLimits | None = None) -> Reply:
@@ -509,6 +531,8 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     else:
         # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
         body = {name: value for name, value in call.request.query.items() if name in path.body_names}
+    if not large:
+        call.router.heavy_lane.light_requests += 1
     call.body = body
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)

@@ -15,7 +15,6 @@ the slash into the parameter): listing any other known path is an unknown path, 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
 from kms_service.web.fields import parse_go_bool
-from kms_service.web.framework import CAPABILITY_FOR_METHOD, Call, Operation, Path, RequestLimits, run
+from kms_service.web.framework import CAPABILITY_FOR_METHOD, Call, HeavyLane, Operation, Path, RequestLimits, run
 from kms_service.web.replies import Reply
 
 KMS_KEY = web.AppKey("kms", KMS)
@@ -76,7 +75,7 @@ class Router:
         # each segment: the same answer every time).
         self._split: dict[tuple[str, bool], tuple[tuple[str, ...], str]] = {}
         # Large bodies are parsed one at a time (framework.read_fields).
-        self.heavy_lane = asyncio.Lock()
+        self.heavy_lane = HeavyLane()
         # Called with each request about to run its handler (framework.run): the audit log's request record.
         self.on_request: Callable[[Call], Awaitable[None]] | None = None
         for path in paths:
