@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import ipaddress
 import json
 import logging
@@ -635,6 +636,10 @@ async def _serve(
         loop.add_signal_handler(signal.SIGHUP, audit.reopen if audit is not None else lambda: None)
         site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=True if ready is not None else None)
         await site.start()
+        # What start-up made (modules, the app, its route table: ~150 k objects) lives as long as the process;
+        # out of the collector's sight, a full collection no longer walks it all (that cost a batch-1000
+        # request about a fifth of its time, and every request some).
+        gc.freeze()
         if ready is not None:
             ready()
         else:
