@@ -132,6 +132,35 @@ def test_one_bad_encrypt_item_fails_alone_and_makes_the_status_400(server, root)
     assert results(decrypted) == [{"plaintext": OTHER, "reference": ""}]
 
 
+def test_each_encrypt_item_answers_as_its_own_request_would(server, root):
+    """Items without options of their own are encrypted together per requested version (one draw of
+    nonces); the others one by one. Whatever the mix, each item's answer is its own request's."""
+    assert post(server, root, "keys/vault-enc/rotate", {}).status_code == 200  # versions 1 and 2
+    assert post(server, root, "keys/vault-enc/config", {"min_encryption_version": 2}).status_code == 200
+    batch = [
+        {"plaintext": SECRET},
+        {"plaintext": OTHER, "key_version": 2},
+        {"plaintext": SECRET, "associated_data": b64(b"header")},
+        {"plaintext": OTHER, "key_version": 1},  # under min_encryption_version: refused
+        {"plaintext": SECRET, "key_version": 7},  # no such version
+        {"plaintext": b64(b"")},
+        {"plaintext": SECRET, "key_version": 7},
+        {"plaintext": OTHER},
+    ]
+    answered = results(post(server, root, "encrypt/vault-enc", {"batch_input": batch}))
+    for item, answer in zip(batch, answered, strict=True):
+        alone = post(server, root, "encrypt/vault-enc", item).json()
+        if "errors" in alone:
+            assert answer == {"error": alone["errors"][0], "reference": ""}
+            continue
+        assert set(answer) == {"ciphertext", "key_version", "reference"}
+        assert answer["key_version"] == alone["data"]["key_version"] == 2
+        opened = post(server, root, "decrypt/vault-enc", {**item, "ciphertext": answer["ciphertext"]}).json()
+        assert opened["data"]["plaintext"] == item["plaintext"]
+    assert sum("error" in answer for answer in answered) == 3
+    assert len({answer.get("ciphertext") for answer in answered if "ciphertext" in answer}) == 5
+
+
 # (items' plaintexts, partial_failure_response_code, status, warning substring or None)
 PARTIAL_FAILURE_CASES = [
     ([SECRET, "%%%"], 207, 207, None),

@@ -51,6 +51,8 @@ def test_b64decode_strict_matches_the_byte_by_byte_reference(value):
 EDGES = ["", "QQ==", "QUI=", "QUJD", "QR==", "AAAA=", "QQ=", "Q===", "====", "QQ==QQ==", "QQ\n==", "QQ==\n"]
 # A padding-only quantum after whole ones: binascii's strict mode takes it, Go refuses it (found by review).
 EDGES += ["AAAA====", "AAAAAAAA====", "AAAA========", "QUI=====", "QUJD=", "AAAA==\n=="]
+# Characters past ASCII in whole quanta: binascii refuses the string, the slow path names the offset.
+EDGES += ["QUJé", "éééé", "QUJDQUJ\u00e9", "QQ=\u2028"]
 
 
 @pytest.mark.parametrize("value", EDGES)
@@ -430,3 +432,42 @@ def test_a_csr_signed_with_a_slow_key_is_built_off_the_event_loop(start_server, 
     assert answer.status_code == 200, answer.text
     assert "BEGIN CERTIFICATE REQUEST" in answer.json()["data"]["csr"]
     assert len(threads) == 1 and (threads[0] != server._thread.ident) is off_loop
+
+
+# -- batch items: the absent item with its present fields parsed, against the field-by-field loop -------
+
+ITEM_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=2**40),
+    st.sampled_from(["", "QQ==", "QUJD", "bad base64!", "v1", "latest", "pkcs1v15", "oaep", "é"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+def _outcome_of(parse):
+    try:
+        items = parse()
+    except InvalidRequest as exc:
+        return "request refused", exc.message
+    return items.values, items.errors
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_batch_items_parse_as_the_field_by_field_loop_does(data):
+    from kms_service.web.framework import Items, _parse_item, _parse_items
+    from kms_service.web.paths import TABLE
+
+    path = data.draw(st.sampled_from([p for p in TABLE if p.item_plan and len(p.item_plan) > 1]))
+    names = [name for _f, name, _absent in path.item_plan] + ["unknown"]
+    raw_items = data.draw(
+        st.lists(st.dictionaries(st.sampled_from(names), ITEM_VALUES, max_size=len(names)), min_size=1, max_size=4)
+    )
+
+    def reference():
+        parsed = [_parse_item(path.item_plan, i, raw) for i, raw in enumerate(raw_items)]
+        return Items([v for v, _ in parsed], [e for _, e in parsed], batched=True)
+
+    assert _outcome_of(lambda: _parse_items(path, raw_items, False)) == _outcome_of(reference)

@@ -277,6 +277,38 @@ def test_random_nonces_differ(type_name):
     assert len({key.encrypt(b"same", EncryptOptions())[0] for _ in range(20)}) == 20
 
 
+@pytest.mark.parametrize("aad", [b"", b"header"], ids=["no-aad", "aad"])
+@pytest.mark.parametrize("type_name", AEAD_TYPES)
+def test_encrypt_many_is_encrypt_of_each_with_its_own_random_nonce(type_name, aad):
+    """One draw of nonces for the batch: each body opens with the exported key on its own, and no two
+    bodies share a nonce."""
+    key = make_key(type_name, exportable=True)
+    plaintexts = [f"item {i}".encode() for i in range(300)] + [b""]
+    ciphertexts, version = key.encrypt_many(plaintexts, EncryptOptions(associated_data=aad))
+    assert version == 1 and len(ciphertexts) == len(plaintexts)
+    raw = base64.b64decode(exported(key, "encryption-key"))
+    size = NONCE_SIZES[type_name]
+    bodies = [payload(c) for c in ciphertexts]
+    assert len({body[:size] for body in bodies}) == len(bodies)
+    for plaintext, ciphertext, body in zip(plaintexts, ciphertexts, bodies, strict=True):
+        assert ciphertext.startswith("vault-kms:v1:")
+        assert len(body) == size + len(plaintext) + 16
+        assert open_independently(type_name, raw, body, aad or None) == plaintext
+        assert key.decrypt(ciphertext, EncryptOptions(associated_data=aad)) == plaintext
+
+
+@pytest.mark.parametrize("type_name", AEAD_TYPES)
+def test_encrypt_many_refuses_what_encrypt_refuses_and_keeps_convergence(type_name):
+    derived = make_key(type_name, derived=True, convergent_encryption=True)
+    with pytest.raises(InvalidRequest) as many_error:
+        derived.encrypt_many([b"a", b"b"], EncryptOptions())
+    with pytest.raises(InvalidRequest) as one_error:
+        derived.encrypt(b"a", EncryptOptions())
+    assert many_error.value.message == one_error.value.message
+    same, _ = derived.encrypt_many([b"a", b"a", b"b"], EncryptOptions(context=b"tenant"))
+    assert same[0] == same[1] == derived.encrypt(b"a", EncryptOptions(context=b"tenant"))[0] != same[2]
+
+
 # -- derived keys and convergent encryption ------------------------------------------------------------------
 
 

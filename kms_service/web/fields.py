@@ -228,8 +228,10 @@ def parse_string(name: str, value: Any) -> str:
 
 
 def parse_base64(name: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise FieldTypeError(f"field '{name}' must be a string", "must be a string")  # as parse_string
     try:
-        return b64decode_strict(parse_string(name, value))
+        return b64decode_strict(value)
     except ValueError:
         raise InvalidRequest(f"illegal base64 data in field '{name}'") from None
 

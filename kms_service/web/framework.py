@@ -149,6 +149,10 @@ class Field:
     check: Callable[[Any], Any] | None = None
     deprecated: bool = False
 
+    def __post_init__(self) -> None:
+        # The type's parser, found once (an enum member's hash is a Python call, on every lookup).
+        object.__setattr__(self, "_parser", PARSERS[self.type])
+
     @property
     def absent(self) -> Any:
         """What ``parse`` gives for an absent value of a field that is not required (no parsing needed)."""
@@ -170,7 +174,7 @@ class Field:
             raise InvalidRequest(self.required)
         if raw is None:
             return self.default
-        value = PARSERS[self.type](self.name, raw)
+        value = self._parser(self.name, raw)
         if self.check is not None:
             self.check(value)
         return value
@@ -253,6 +257,11 @@ class Path:
     top_level_plan: tuple[tuple[Field, Any], ...] = field(init=False, repr=False)
     # ``item_fields`` with their names and absent values, for the loop over every item of a batch.
     item_plan: tuple[tuple[Field, str, Any], ...] = field(init=False, repr=False)
+    # The same as an item with every field absent (copied for each item, then its present fields parsed),
+    # each item field by name, and the names an item must hold for that shortcut (required, missing_item).
+    item_absent: Mapping[str, Any] = field(init=False, repr=False)
+    item_field_named: Mapping[str, Field] = field(init=False, repr=False)
+    item_needed: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         match = _PATTERN_RE.fullmatch(self.pattern)
@@ -287,6 +296,10 @@ class Path:
         )
         object.__setattr__(self, "top_level_plan", plan)
         object.__setattr__(self, "item_plan", tuple((f, f.name, f.absent) for f in self.item_fields))
+        object.__setattr__(self, "item_absent", {f.name: f.absent for f in self.item_fields})
+        object.__setattr__(self, "item_field_named", {f.name: f for f in self.item_fields})
+        needed = frozenset(f.name for f in self.item_fields if f.required is not None or f.missing_item is not None)
+        object.__setattr__(self, "item_needed", needed)
 
         operations = {}
         for method, op in self.operations.items():
@@ -404,21 +417,37 @@ class Items:
                 self._fail(i, exc)
         return out
 
-    async def respond(self, fn: Callable[[dict[str, Any]], dict[str, Any]], slow: bool = False) -> None:
+    async def respond(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        slow: bool = False,
+        many: Callable[[list[dict[str, Any]]], list[dict[str, Any] | None]] | None = None,
+    ) -> None:
         """``fn`` of each item in play is that item's result, a new dict each time (the batch reply adds
-        the item's ``reference`` to it); a user error is that item's error. In a worker thread when ``fn``
+        the item's ``reference`` to it); a user error is that item's error. With more than one item in play,
+        ``many`` first answers those it can all at once (one result, or None, per item; it raises no user
+        error: an item it leaves is answered by ``fn``, with that item's error). In a worker thread when ``fn``
         is ``slow`` (the key type's ``slow_operations``), for a large body, and from ``OFFLOAD_ITEMS`` items
         on: ``cryptography``'s AEAD, signature and HMAC calls release the interpreter while they run, and
         the event loop gets it at least every switch interval (5 ms) otherwise, so other clients are
         answered meanwhile."""
         in_play = self._in_play()
         if slow or self.large or len(in_play) >= OFFLOAD_ITEMS:
-            await asyncio.get_running_loop().run_in_executor(None, self._respond, fn, in_play)
+            await asyncio.get_running_loop().run_in_executor(None, self._respond, fn, in_play, many)
         else:
-            self._respond(fn, in_play)
+            self._respond(fn, in_play, many)
 
-    def _respond(self, fn: Callable[[dict[str, Any]], dict[str, Any]], in_play: list[int]) -> None:
+    def _respond(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        in_play: list[int],
+        many: Callable[[list[dict[str, Any]]], list[dict[str, Any] | None]] | None,
+    ) -> None:
         values, results = self.values, self.results
+        if many is not None and len(in_play) > 1:
+            for i, result in zip(in_play, many([values[i] for i in in_play]), strict=True):
+                results[i] = result
+            in_play = [i for i in in_play if results[i] is None]
         for i in in_play:
             try:
                 results[i] = fn(values[i])
@@ -604,30 +633,56 @@ def _raw_items(raw: Any, max_items: int) -> list[dict[str, Any]]:
 
 def _parse_items(path: Path, raw_items: list[dict[str, Any]], large: bool) -> Items:
     """Each item's values. A wrong type or an absent required field fails the whole request (Vault's
-    decode errors, which Vault answers 500; bad input is a 400 here); a bad value fails that item."""
-    plan = path.item_plan
+    decode errors, which Vault answers 500; bad input is a 400 here); a bad value fails that item.
+
+    An item holding every needed field and nothing that fails to parse (most) is the absent item with its
+    present fields parsed; any other goes through ``_parse_item`` (declaration order: the first bad field
+    in the schema is the one reported), so both give the same values and errors."""
+    absent, named, needed = path.item_absent, path.item_field_named, path.item_needed
     values, errors = [], []
     for i, raw in enumerate(raw_items):
-        item: dict[str, Any] = {}
-        error = None
-        for f, name, absent in plan:
-            if name not in raw:
-                if f.required is not None:
-                    raise InvalidRequest(f"failed to parse batch input: '[{i}].{name}' {f.required}")
-                if f.missing_item is not None:
-                    error = error or f.missing_item
-                    continue
-                item[name] = absent  # most item fields are absent from most items
-                continue
+        item = None
+        if needed <= raw.keys():
+            item = absent.copy()
             try:
-                item[name] = f.parse(raw[name])
-            except FieldTypeError as exc:
-                raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {exc.detail}") from None
-            except UserError as exc:
-                error = error or exc.message
-        values.append(item)
-        errors.append(error)
+                for name, value in raw.items():
+                    f = named.get(name)
+                    if f is not None:  # other keys are ignored, as in the loop below
+                        item[name] = f.parse(value)
+            except UserError:
+                item = None
+        if item is not None:
+            values.append(item)
+            errors.append(None)
+        else:
+            item, error = _parse_item(path.item_plan, i, raw)
+            values.append(item)
+            errors.append(error)
     return Items(values, errors, batched=True, large=large)
+
+
+def _parse_item(
+    plan: tuple[tuple[Field, str, Any], ...], i: int, raw: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """Item ``i``'s values and its error, field by field in declaration order."""
+    item: dict[str, Any] = {}
+    error = None
+    for f, name, absent in plan:
+        if name not in raw:
+            if f.required is not None:
+                raise InvalidRequest(f"failed to parse batch input: '[{i}].{name}' {f.required}")
+            if f.missing_item is not None:
+                error = error or f.missing_item
+                continue
+            item[name] = absent  # most item fields are absent from most items
+            continue
+        try:
+            item[name] = f.parse(raw[name])
+        except FieldTypeError as exc:
+            raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {exc.detail}") from None
+        except UserError as exc:
+            error = error or exc.message
+    return item, error
 
 
 def _batch_reply(batch: Batch, args: dict[str, Any], items: Items, references: list[str]) -> Reply:

@@ -7,13 +7,13 @@ response. Each path's schema and operations are in ``PATHS`` at the end (Vault's
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 from kms_service.acl import Capability
 from kms_service.durations import DurationError, parse_seconds
-from kms_service.errors import InvalidRequest, NotFound
+from kms_service.errors import InvalidRequest, NotFound, UserError
 from kms_service.keyring import CMAC_MAX_LENGTH, Key, KeySettings, b64encode, parse_versioned, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
 from kms_service.mounts import DEFAULT_MOUNT
@@ -168,22 +168,33 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
 
     used: list[int] = []
-    # Items with no options of their own share their checks, per requested version (Key.encryptor).
-    plain_encryptors: dict[int, Callable[[bytes], tuple[str, int]]] = {}
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        options, requested = _encrypt_options(item), item["key_version"]
-        if options is NO_ENCRYPT_OPTIONS:
-            encrypt_one = plain_encryptors.get(requested)
-            if encrypt_one is None:
-                encrypt_one = plain_encryptors[requested] = key.encryptor(options, requested)
-        else:
-            encrypt_one = key.encryptor(options, requested)
-        ciphertext, version = encrypt_one(item["plaintext"])
+        ciphertext, version = key.encrypt(item["plaintext"], _encrypt_options(item), item["key_version"])
         used.append(version)
         return {"ciphertext": ciphertext, "key_version": version}
 
-    await items.respond(one)
+    def many(values: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """The items without options of their own, per requested version, encrypted together; the others
+        (and a version ``encrypt_many`` refuses: each item then gets that error from ``one``) are None."""
+        results: list[dict[str, Any] | None] = [None] * len(values)
+        plain: dict[int, list[int]] = {}
+        for position, item in enumerate(values):
+            if _encrypt_options(item) is NO_ENCRYPT_OPTIONS:
+                plain.setdefault(item["key_version"], []).append(position)
+        for requested, positions in plain.items():
+            try:
+                ciphertexts, version = key.encrypt_many(
+                    [values[p]["plaintext"] for p in positions], NO_ENCRYPT_OPTIONS, requested
+                )
+            except UserError:
+                continue
+            for position, ciphertext in zip(positions, ciphertexts, strict=True):
+                results[position] = {"ciphertext": ciphertext, "key_version": version}
+            used.extend([version] * len(positions))
+        return results
+
+    await items.respond(one, many=many)
     await count_uses(call, key, ENCRYPTIONS, used)
 
 
