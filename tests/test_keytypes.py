@@ -10,7 +10,7 @@ import hmac
 import os
 
 import pytest
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed, encode_dss_signature
@@ -720,6 +720,41 @@ def test_ed25519_pure_signatures(salt):
     private = ed25519.Ed25519PrivateKey.from_private_bytes(seed_and_public[:32])
     assert private.public_key().public_bytes_raw() == seed_and_public[32:]
     assert private.sign(b"message") == raw  # Ed25519 is deterministic
+
+
+ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493  # L
+
+
+def _sodium_and_openssl_agree(key, message: bytes, raw_signature: bytes) -> bool:
+    """The key's verify (libsodium for its own key pair) against OpenSSL's, on one signature."""
+    signature = "vault-kms:v1:" + base64.b64encode(raw_signature).decode()
+    ours = key.verify(message, signature, SignOptions())
+    try:
+        public_key_of(key).verify(raw_signature, message)
+        openssl = True
+    except InvalidSignature:
+        openssl = False
+    assert ours == openssl, (raw_signature.hex(), message)
+    return ours
+
+
+def test_ed25519_verify_answers_as_openssl_on_altered_signatures():
+    key = make_key("ed25519")
+    for message in (b"", b"message", os.urandom(1000)):
+        raw = payload(key.sign(message, SignOptions())[0])
+        assert _sodium_and_openssl_agree(key, message, raw) is True
+        assert _sodium_and_openssl_agree(key, message + b"!", raw) is False
+        for position in range(64):
+            for flip in (0x01, 0x80, 0xFF):
+                altered = bytearray(raw)
+                altered[position] ^= flip
+                assert _sodium_and_openssl_agree(key, message, bytes(altered)) is False
+        # S + L: the same point equation, a non-canonical scalar, refused by both.
+        s_value = int.from_bytes(raw[32:], "little") + ED25519_ORDER
+        assert _sodium_and_openssl_agree(key, message, raw[:32] + s_value.to_bytes(32, "little")) is False
+        for length in (0, 32, 63, 65, 128):
+            assert _sodium_and_openssl_agree(key, message, (raw * 2)[:length]) is False
+        assert _sodium_and_openssl_agree(key, message, bytes(64)) is False
 
 
 def test_ed25519_jws_is_urlsafe_base64():
