@@ -150,6 +150,7 @@ async def test_items_raise_without_batch_input_and_record_with_it():
         await single.respond(double)
     batch = Items([{"n": 1}, {"n": -1}, {"n": 3}, {"n": 4}], [None, None, None, "bad input"], batched=True)
     assert batch.map(lambda item: item["n"]) == [1, -1, 3]
+    assert batch.field("n") == [1, -1, 3]  # the items in play only, as map
     await batch.respond(double)
     assert batch.results == [{"n": 2}, None, {"n": 6}, None]
     assert batch.errors == [None, "negative", None, "bad input"]

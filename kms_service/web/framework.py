@@ -417,6 +417,11 @@ class Items:
                 self._fail(i, exc)
         return out
 
+    def field(self, name: str) -> list[Any]:
+        """The field ``name`` of each item in play (``map`` of a plain lookup, which cannot fail)."""
+        values = self.values
+        return [values[i][name] for i in self._in_play()]
+
     async def respond(
         self,
         fn: Callable[[dict[str, Any]], dict[str, Any]],
@@ -582,9 +587,8 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     await _before_handler(call)
     await operation.handler(call, args, items)
     if operation.crypto:
-        call.crypto_count = sum(
-            error is None and result is not None for error, result in zip(items.errors, items.results, strict=True)
-        )
+        # An item has a result only if it succeeded (a failed one keeps None beside its error).
+        call.crypto_count = len(items.results) - items.results.count(None)
     if not batched:
         return Reply(_answered(items.results[0]))
     return _batch_reply(operation.batch, args, items, [item.get("reference", "") for item in items.values])

@@ -156,7 +156,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         if (await call.keys.engine_settings())["disable_upsert"]:
             raise InvalidRequest("encryption key not found")
         # Vault makes the new key derived when the request carries a context (context is all or none).
-        derived = any(context is not None for context in items.map(lambda item: item["context"]))
+        derived = any(context is not None for context in items.field("context"))
         if args["convergent_encryption"] and not derived:
             raise InvalidRequest("convergent encryption requires derivation to be enabled, so context is required")
         upsert = {**args, "derived": derived}
@@ -165,7 +165,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
             # Vault and OpenBao upsert symmetric keys only (RSA generation is no side effect of encrypt).
             raise InvalidRequest("unknown key type for an encrypt upsert: aes128/aes256-gcm96 or (x)chacha20-poly1305")
         await call.keys.upsert(call.params["name"], type_name, settings, key_size)
-    key = await usable_key(call, "encryption key not found", set(items.map(lambda item: item["key_version"])))
+    key = await usable_key(call, "encryption key not found", set(items.field("key_version")))
 
     used: list[int] = []
 
@@ -214,7 +214,7 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
 
 async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
     versions = items.map(_ciphertext_version)
-    targets = items.map(lambda item: item["key_version"])
+    targets = items.field("key_version")
     key = await usable_key(call, "encryption key not found", {*versions, *targets})
 
     used: list[int] = []
