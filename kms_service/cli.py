@@ -639,6 +639,7 @@ async def _serve(
         # What start-up made (modules, the app, its route table: ~150 k objects) lives as long as the process;
         # out of the collector's sight, a full collection no longer walks it all (that cost a batch-1000
         # request about a fifth of its time, and every request some).
+        gc.collect()  # what start-up left as garbage is freed, not frozen with the rest
         gc.freeze()
         if ready is not None:
             ready()

@@ -360,51 +360,60 @@ def test_path_splits_are_remembered_without_query_strings_and_only_when_short(st
 
 # -- slow operations and large payloads off the event loop ---------------------------------------------
 
+MESSAGE = base64.b64encode(b"m").decode()
 SLOW_CASES = [
-    # key type, operation, body of the request, whether it runs in a worker thread
-    ("rsa-2048", "sign", {"input": base64.b64encode(b"m").decode()}, True),
-    ("rsa-2048", "decrypt", None, True),
-    ("rsa-2048", "encrypt", {"plaintext": base64.b64encode(b"m").decode()}, False),  # the public key: fast
-    ("rsa-2048", "verify", None, False),
-    ("ml-dsa-44", "sign", {"input": base64.b64encode(b"m").decode()}, True),
-    ("ml-dsa-44", "verify", None, True),
-    ("ecdsa-p384", "sign", {"input": base64.b64encode(b"m").decode()}, True),
-    ("ecdsa-p256", "sign", {"input": base64.b64encode(b"m").decode()}, False),
-    ("chacha20-poly1305", "encrypt", {"plaintext": base64.b64encode(b"m" * 64).decode()}, False),
+    # key type, path, the key type's method it calls, whether that runs in a worker thread
+    ("rsa-2048", "sign", "sign", True),
+    ("rsa-2048", "decrypt", "decrypt", True),
+    ("rsa-2048", "rewrap", "decrypt", True),
+    ("rsa-2048", "encrypt", "encrypt", False),  # the public key: fast
+    ("rsa-2048", "verify", "verify", False),
+    ("ml-dsa-44", "sign", "sign", True),
+    ("ml-dsa-44", "verify", "verify", True),
+    ("hybrid-ml-dsa-65-ed25519", "sign", "sign", True),
+    ("hybrid-ml-dsa-65-ecdsa-p256", "verify", "verify", True),
+    ("ecdsa-p384", "sign", "sign", True),
+    ("ecdsa-p521", "verify", "verify", True),
+    ("ecdsa-p256", "sign", "sign", False),
+    ("ed25519", "verify", "verify", False),
+    ("chacha20-poly1305", "encrypt", "encrypt", False),
     # A payload over 64 KiB, fast key or not.
-    ("chacha20-poly1305", "encrypt", {"plaintext": base64.b64encode(b"m" * 65536).decode()}, True),
+    ("chacha20-poly1305", "encrypt-large", "encrypt", True),
 ]
 
 
-@pytest.mark.parametrize(("type_name", "operation", "body", "off_loop"), SLOW_CASES)
+@pytest.mark.parametrize(("type_name", "operation", "method", "off_loop"), SLOW_CASES)
 def test_slow_operations_and_large_payloads_run_off_the_event_loop(
-    start_server, monkeypatch, type_name, operation, body, off_loop
+    start_server, monkeypatch, type_name, operation, method, off_loop
 ):
-    """The key type's operation itself (not a stand-in) runs in a worker thread or on the loop's thread,
+    """The key type's method itself (not a stand-in) runs in a worker thread or on the loop's thread,
     through the real HTTP path; the thread it ran on is recorded by a wrapper around it."""
     from kms_service.keytypes import KEY_TYPES
 
     server = start_server()
-    token = server.root_token()
-    headers = {"X-Vault-Token": token}
+    headers = {"X-Vault-Token": server.root_token()}
     url = f"{server.url}/v1/transit"
     assert requests.post(f"{url}/keys/k", json={"type": type_name}, headers=headers).status_code in (200, 204)
-    message = base64.b64encode(b"m").decode()
-    if operation == "decrypt":
-        made = requests.post(f"{url}/encrypt/k", json={"plaintext": message}, headers=headers).json()
+    body: dict = {"plaintext": MESSAGE}
+    if operation in ("decrypt", "rewrap"):
+        made = requests.post(f"{url}/encrypt/k", json={"plaintext": MESSAGE}, headers=headers).json()
         body = {"ciphertext": made["data"]["ciphertext"]}
+    elif operation == "sign":
+        body = {"input": MESSAGE}
     elif operation == "verify":
-        made = requests.post(f"{url}/sign/k", json={"input": message}, headers=headers).json()
-        body = {"input": message, "signature": made["data"]["signature"]}
+        made = requests.post(f"{url}/sign/k", json={"input": MESSAGE}, headers=headers).json()
+        body = {"input": MESSAGE, "signature": made["data"]["signature"]}
+    elif operation == "encrypt-large":
+        operation, body = "encrypt", {"plaintext": base64.b64encode(b"m" * 65536).decode()}
     key_type = KEY_TYPES[type_name]
-    original = getattr(key_type, operation)
+    original = getattr(key_type, method)
     threads: list[int] = []
 
     def recorded(*args, **kwargs):
         threads.append(threading.get_ident())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(key_type, operation, recorded)
+    monkeypatch.setattr(key_type, method, recorded)
     answer = requests.post(f"{url}/{operation}/k", json=body, headers=headers)
     assert answer.status_code == 200, answer.text
     if operation == "verify":
@@ -471,3 +480,20 @@ def test_batch_items_parse_as_the_field_by_field_loop_does(data):
         return Items([v for v, _ in parsed], [e for _, e in parsed], batched=True)
 
     assert _outcome_of(lambda: _parse_items(path, raw_items, False)) == _outcome_of(reference)
+
+
+def test_requests_are_counted_for_the_heavy_lane_as_they_arrive_unless_their_body_is_large(start_server):
+    """The heavy lane pauses only while other requests are served: the router counts each request with a
+    small body or none, before anything else; a large body is the lane's own work and is not counted."""
+    server = start_server()
+    lane = server._runner.app[ROUTER_KEY_FOR_TESTS].heavy_lane
+    headers = {"X-Vault-Token": server.root_token()}
+    url = f"{server.url}/v1/transit/encrypt/vault-enc"
+    before = lane.light_requests
+    assert requests.get(f"{server.url}/v1/sys/health").status_code == 200
+    assert requests.post(url, json={"plaintext": "QQ=="}, headers={"X-Vault-Token": "not a token"}).status_code == 403
+    assert requests.post(url, json={"plaintext": "QQ=="}, headers=headers).status_code == 200
+    assert lane.light_requests == before + 3
+    large = {"batch_input": [{"plaintext": "QUJD" * 64}] * 300}  # over 64 KiB
+    assert requests.post(url, json=large, headers=headers).status_code == 200
+    assert lane.light_requests == before + 3

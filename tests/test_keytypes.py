@@ -739,7 +739,7 @@ def _sodium_and_openssl_agree(key, message: bytes, raw_signature: bytes) -> bool
 
 
 def test_ed25519_verify_answers_as_openssl_on_altered_signatures():
-    key = make_key("ed25519")
+    key = make_key("ed25519", exportable=True)
     for message in (b"", b"message", os.urandom(1000)):
         raw = payload(key.sign(message, SignOptions())[0])
         assert _sodium_and_openssl_agree(key, message, raw) is True
@@ -755,6 +755,21 @@ def test_ed25519_verify_answers_as_openssl_on_altered_signatures():
         for length in (0, 32, 63, 65, 128):
             assert _sodium_and_openssl_agree(key, message, (raw * 2)[:length]) is False
         assert _sodium_and_openssl_agree(key, message, bytes(64)) is False
+        # R the identity and S = k·a: only the private key can make it; libsodium refuses it, OpenSSL and Go
+        # take it, and so does the service (found by review).
+        assert _sodium_and_openssl_agree(key, message, _identity_r_signature(key, message)) is True
+
+
+def _identity_r_signature(key, message: bytes) -> bytes:
+    seed = base64.b64decode(exported(key, "signing-key"))[:32]
+    digest = hashlib.sha512(seed).digest()
+    scalar = int.from_bytes(digest[:32], "little")
+    scalar &= (1 << 254) - 8
+    scalar |= 1 << 254  # RFC 8032's clamping
+    public = public_key_of(key).public_bytes_raw()
+    identity = (1).to_bytes(32, "little")
+    challenge = int.from_bytes(hashlib.sha512(identity + public + message).digest(), "little") % ED25519_ORDER
+    return identity + (challenge * scalar % ED25519_ORDER).to_bytes(32, "little")
 
 
 def test_ed25519_jws_is_urlsafe_base64():

@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,6 +67,11 @@ MAX_BATCH_ITEMS = 10_000
 # Batches of at least this many items are answered in a worker thread (Items.respond); smaller ones on the
 # event loop, where a thread's hand-off would cost more than it saves (100 items: about 2 ms).
 OFFLOAD_ITEMS = 250
+
+# Items answered off the event loop (slow operations, large bodies, large batches) run in these threads, not
+# the default executor's: they never queue ahead of a key's first load or of the heavy lane (which has its
+# own thread). ``cryptography`` releases the interpreter inside its calls, so they use every core.
+CRYPTO_THREADS = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="kms-crypto")
 
 # Bodies up to this size are parsed on the event loop (the values bound makes that at most ~1 ms); larger
 # ones in a worker thread, so other requests go on meanwhile.
@@ -438,7 +445,7 @@ class Items:
         answered meanwhile."""
         in_play = self._in_play()
         if slow or self.large or len(in_play) >= OFFLOAD_ITEMS:
-            await asyncio.get_running_loop().run_in_executor(None, self._respond, fn, in_play, many)
+            await asyncio.get_running_loop().run_in_executor(CRYPTO_THREADS, self._respond, fn, in_play, many)
         else:
             self._respond(fn, in_play, many)
 
@@ -521,31 +528,45 @@ async def read_fields(
     return await heavy_lane.run(_parse_chunks, chunks, content_type, limits.json, tokens), True
 
 
+# The heavy lane's one thread (HeavyLane.run holds its lock around each job, so nothing queues there).
+_HEAVY_LANE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-heavy-lane")
+
+
 class HeavyLane:
-    """Work on large bodies (their parse, their audit record), in a worker thread, one job at a time.
+    """Work on large bodies (their parse, their audit record), in the lane's own thread, one job at a time.
 
     Python's JSON parser holds the interpreter for a whole parse, so a job holds up the event loop however
-    it is run. While other requests are being served (one was counted in ``light_requests`` within
-    ``LIGHT_WINDOW``), each job is followed by a pause ``HEAVY_PAUSE`` times as long: large bodies, from any
-    number of clients, get at most a sixth of the process's time and everyone else the rest. With nobody
-    else to serve, there is no pause: large batches alone get the whole process."""
+    it is run. While other requests are being served (one arrived since the previous job, or within
+    ``LIGHT_WINDOW`` of when one was last seen), each job is followed by a pause ``HEAVY_PAUSE`` times as
+    long as the job itself ran: large bodies, from any number of clients, get at most a sixth of the
+    process's time and everyone else the rest. With nobody else to serve, there is no pause: large batches
+    alone get the whole process."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
-        # Requests answered without the lane (framework.run counts them): an increment, no clock read.
+        # Requests with a small body or none, counted as they arrive (Router.dispatch): an increment, no clock.
         self.light_requests = 0
         self._light_seen = 0
         self._contended_until = 0.0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         async with self._lock:
-            start = time.monotonic()
+            took = 0.0
+
+            def timed() -> T:
+                nonlocal took
+                start = time.monotonic()
+                try:
+                    return fn(*args)
+                finally:
+                    took = time.monotonic() - start  # the job's own time, not its wait for the thread
+
             try:
-                return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+                return await asyncio.get_running_loop().run_in_executor(_HEAVY_LANE_THREAD, timed)
             finally:
-                end = time.monotonic()
-                if self._contended(end):
-                    await asyncio.sleep((end - start) * HEAVY_PAUSE)
+                await asyncio.sleep(0)  # a request that arrived during the job is counted before deciding
+                if self._contended(time.monotonic()):
+                    await asyncio.sleep(took * HEAVY_PAUSE)
 
     def _contended(self, now: float) -> bool:
         if self.light_requests != self._light_seen:
@@ -565,8 +586,6 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     else:
         # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
         body = {name: value for name, value in call.request.query.items() if name in path.body_names}
-    if not large:
-        call.router.heavy_lane.light_requests += 1
     call.body = body
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)

@@ -35,7 +35,16 @@ from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
 from kms_service.web.fields import parse_go_bool
-from kms_service.web.framework import CAPABILITY_FOR_METHOD, Call, HeavyLane, Operation, Path, RequestLimits, run
+from kms_service.web.framework import (
+    CAPABILITY_FOR_METHOD,
+    PARSE_INLINE_BYTES,
+    Call,
+    HeavyLane,
+    Operation,
+    Path,
+    RequestLimits,
+    run,
+)
 from kms_service.web.replies import Reply
 
 KMS_KEY = web.AppKey("kms", KMS)
@@ -122,6 +131,8 @@ class Router:
         return None if found is None else (found[0], dict(found[1]))  # a copy: a Call's params are its own
 
     async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
+        if (request.content_length or 0) <= PARSE_INLINE_BYTES:  # not a large body: the heavy lane yields to it
+            self.heavy_lane.light_requests += 1
         method = request.method.upper()
         if method == "GET" and _list_query(request):
             method = "LIST"

@@ -194,7 +194,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
             used.extend([version] * len(positions))
         return results
 
-    await items.respond(one, many=many)
+    await items.respond(one, many=many if key.key_type.encrypts_many else None)
     await count_uses(call, key, ENCRYPTIONS, used)
 
 

@@ -17,7 +17,7 @@ from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keyring import MAX_VERSION, b64encode, new_datakey, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions
 from kms_service.service.usage import ENCRYPTIONS
-from kms_service.web.framework import Call, Field, Operation, Path
+from kms_service.web.framework import CRYPTO_THREADS, Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
 from kms_service.web.transit import count_uses, usable_key
@@ -100,7 +100,8 @@ async def csr(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     if kv.handle.private is None:
         raise InvalidRequest("a public-key-only version cannot sign a CSR")
     if "sign" in key.key_type.slow_operations:  # an RSA or ML-DSA private key: not on the event loop
-        csr_pem = await asyncio.to_thread(certificates.build_csr, kv.handle.private, args["csr"])
+        loop = asyncio.get_running_loop()
+        csr_pem = await loop.run_in_executor(CRYPTO_THREADS, certificates.build_csr, kv.handle.private, args["csr"])
     else:
         csr_pem = certificates.build_csr(kv.handle.private, args["csr"])
     return {"name": key.name, "type": key.key_type.name, "csr": csr_pem}
