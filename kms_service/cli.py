@@ -59,6 +59,10 @@ except ImportError:  # pragma: no cover - optional speed-up (not on every platfo
     uvloop = None
 
 log = logging.getLogger("kms_service")
+
+# Connections the kernel may hold for accept() (it caps this at net.core.somaxconn, as Go's servers ask
+# for). aiohttp's 128 made a burst of new connections past it wait for a SYN retry, a second or more.
+LISTEN_BACKLOG = 4096
 T = TypeVar("T")
 
 
@@ -634,7 +638,14 @@ async def _serve(
         audit = runner.app.get(AUDIT_KEY)
         # logrotate's signal: reopen the audit file (without an audit file, SIGHUP does nothing).
         loop.add_signal_handler(signal.SIGHUP, audit.reopen if audit is not None else lambda: None)
-        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=True if ready is not None else None)
+        site = web.TCPSite(
+            runner,
+            host,
+            port,
+            ssl_context=tls,
+            reuse_port=True if ready is not None else None,
+            backlog=LISTEN_BACKLOG,
+        )
         await site.start()
         # What start-up made (modules, the app, its route table: ~150 k objects) lives as long as the process;
         # out of the collector's sight, a full collection no longer walks it all (that cost a batch-1000

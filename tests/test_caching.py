@@ -169,3 +169,38 @@ def test_only_the_versions_a_request_uses_are_built(start_server):
     assert [key.versions[v].loaded for v in (1, 2, 3)] == [True, False, False]
     crypto.encrypt_data("vault-enc", plaintext=SECRET)
     assert [key.versions[v].loaded for v in (1, 2, 3)] == [True, False, True]
+
+
+def test_entries_past_half_their_ttl_answer_and_are_read_again_in_the_background(start_server):
+    """Token, mount table and key: a request finding an entry past REFRESH_AHEAD of --cache-ttl is answered
+    from it, and a background task reads it again; a request past the ttl then finds it fresh and sends no
+    SQL of its own (it used to wait for the read: seconds under load)."""
+    from kms_service.service.caching import REFRESH_AHEAD, REFRESH_TASK_NAME
+
+    ttl = 2.0
+    server = start_server(cache_ttl=ttl)
+    crypto = server.client(server.endpoint_token("crypto")).secrets.transit
+    by_task: list[tuple[str, str]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        task = asyncio.current_task()
+        by_task.append((task.get_name() if task is not None else "", statement))
+
+    crypto.encrypt_data("vault-enc", plaintext=SECRET)  # warms token, mount table and key
+    warmed = time.monotonic()
+    event.listen(server.kms.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        time.sleep(ttl * REFRESH_AHEAD + 0.1)
+        crypto.encrypt_data("vault-enc", plaintext=SECRET)  # from the caches; they are read again meanwhile
+        time.sleep(0.3)
+        refreshed = [s for name, s in by_task if name == REFRESH_TASK_NAME]
+        assert any("tokens" in s for s in refreshed) and any("mounts" in s for s in refreshed), refreshed
+        assert any("keys" in s for s in refreshed), refreshed
+        time.sleep(max(0.0, warmed + ttl + 0.05 - time.monotonic()))
+        by_task.clear()
+        crypto.encrypt_data("vault-enc", plaintext=SECRET)  # past the ttl of the warm-up, not of the refresh
+        time.sleep(0.2)
+        mine = [s for name, s in by_task if name not in (REFRESH_TASK_NAME, *BACKGROUND_JOBS)]
+        assert mine == [], mine
+    finally:
+        event.remove(server.kms.engine.sync_engine, "before_cursor_execute", record)

@@ -3,6 +3,7 @@ by a SIGKILL, and the nonce budget of 96-bit random-nonce keys; on SQLite and Po
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import signal
 import time
@@ -107,3 +108,38 @@ def test_the_nonce_budget_warns_then_rotates(start_server):
     # Signing keys and 192-bit-nonce keys have no such budget.
     for _ in range(9):
         assert client.write_data("transit/sign/vault-sign", data={"input": B64})["warnings"] is None
+
+
+def test_the_next_block_is_reserved_before_the_uses_run_out_and_kept_for_the_next_burst(start_server):
+    """Past half a block, the next one is reserved in the background (busy requests no longer wait for that
+    write); a version given back when idle starts its next burst with the block it had grown to. The
+    stored count stays exact."""
+    from kms_service.service.usage import BLOCK, ENCRYPTIONS
+
+    server = start_server()
+    usage = server.kms.usage
+    key = server.call(server.kms.keys.get("vault-enc"))
+
+    async def spend(n: int) -> None:
+        for _ in range(n):
+            await usage.spend(key, ENCRYPTIONS, [1])
+
+    async def settle() -> None:
+        await asyncio.sleep(0.3)  # the background reservation's turn
+
+    server.call(spend(BLOCK // 2))
+    server.call(settle())
+    slot = usage._slots[(key.key_id, 1, ENCRYPTIONS)]
+    assert slot.reserved == BLOCK  # half a block left: nothing more yet
+    server.call(spend(1))
+    server.call(settle())
+    assert slot.reserved > BLOCK and slot.used == BLOCK // 2 + 1 and not slot.refilling
+    grown = slot.block
+    assert grown > BLOCK  # the first block went in well under a second
+
+    server.call(usage.flush(idle_for=0))  # idle: given back, the slot forgotten
+    assert (key.key_id, 1, ENCRYPTIONS) not in usage._slots
+    server.call(spend(1))
+    assert usage._slots[(key.key_id, 1, ENCRYPTIONS)].reserved == grown  # the next burst's first block
+    server.call(usage.flush(idle_for=0))
+    assert server.call(usage.of(key))["1"]["encryptions"] == BLOCK // 2 + 2

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# An entry older than this share of --cache-ttl still answers, and is re-read in the background meanwhile
+# (BackgroundRefresh): under load a read waits behind every ready request on the event loop (up to seconds
+# at 256 connections), and requests that found the entry expired all waited for it. They wait now only if
+# the background read has not finished by the time the entry expires; the bound on staleness is unchanged.
+REFRESH_AHEAD = 0.5
+REFRESH_TASK_NAME = "kms cache refresh"
 
 
 @dataclass
@@ -15,6 +25,27 @@ class CacheStats:
 
     hits: int = 0
     misses: int = 0
+
+
+class BackgroundRefresh:
+    """At most one background refresh per cache key at a time; each task is held until it ends. A failure
+    is left to the request that then finds the entry expired: it reads itself and answers for the outcome."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[object, asyncio.Task[None]] = {}
+
+    def start(self, key: object, refresh: Callable[[], Awaitable[None]]) -> None:
+        if key not in self._tasks:
+            task = asyncio.get_running_loop().create_task(self._run(key, refresh), name=REFRESH_TASK_NAME)
+            self._tasks[key] = task
+
+    async def _run(self, key: object, refresh: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await refresh()
+        except Exception as exc:
+            log.debug("background cache refresh failed: %s", type(exc).__name__)
+        finally:
+            self._tasks.pop(key, None)
 
 
 class SingleFlight:

@@ -28,7 +28,7 @@ from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
 from kms_service.seal import Sealer, key_material_aad
-from kms_service.service.caching import CacheStats, SingleFlight
+from kms_service.service.caching import REFRESH_AHEAD, BackgroundRefresh, CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
@@ -87,6 +87,7 @@ class KeyService:
         self.mount = mount
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
+        self._ahead = BackgroundRefresh()
         # Changes reach this cache through MountService (forget); the epoch tells a read that raced one.
         self._invalidator = invalidator
         # Shared with the KMS (and so with every KeyService it makes), which the metrics read.
@@ -143,7 +144,18 @@ class KeyService:
         now = time.monotonic()
         if need_version > entry.key.latest_version and now - entry.probed_at >= TOO_NEW_PROBE_INTERVAL:
             return None
-        return entry.key if self._watch.trusts(now - entry.checked_at, self._cache_ttl) else None
+        age = now - entry.checked_at
+        if not self._watch.trusts(age, self._cache_ttl):
+            return None
+        if age >= self._cache_ttl * REFRESH_AHEAD and self._watch.outage.down_since is None:
+            self._ahead.start(name, lambda: self._refresh_ahead(name))
+        return entry.key
+
+    async def _refresh_ahead(self, name: str) -> None:
+        async with self._loading(name):
+            entry = self._cache.get(name)
+            if entry is not None and time.monotonic() - entry.checked_at >= self._cache_ttl * REFRESH_AHEAD:
+                await self._refresh(name, 0)
 
     async def _refresh(self, name: str, need_version: int) -> Key | None:
         entry = self._cache.get(name)

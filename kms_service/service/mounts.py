@@ -20,7 +20,7 @@ from typing import Any
 from kms_service.errors import InvalidRequest
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
 from kms_service.seal import Sealer
-from kms_service.service.caching import CacheStats, SingleFlight
+from kms_service.service.caching import REFRESH_AHEAD, BackgroundRefresh, CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
@@ -74,6 +74,7 @@ class MountService:
         self._depth = 1
         self._engines: dict[int, KeyService] = {}
         self._loading = SingleFlight()
+        self._ahead = BackgroundRefresh()
         invalidator.subscribe(Kind.MOUNT, self._on_mount_change)
         invalidator.subscribe(Kind.KEY, self._on_key_change)
 
@@ -114,14 +115,21 @@ class MountService:
         self._loaded_at = self._probed_at = time.monotonic() if fresh else float("-inf")
 
     async def _current(self) -> dict[str, Mount]:
-        if not self._watch.trusts(time.monotonic() - self._loaded_at, self._cache_ttl):
-            try:
-                await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl)
-            except Exception as exc:
-                # The database went away as the table came due: within --stale-while-down it still answers.
-                if not self._mounts or not self._watch.noticed(exc):
-                    raise
+        age = time.monotonic() - self._loaded_at
+        if self._watch.trusts(age, self._cache_ttl):
+            if age >= self._cache_ttl * REFRESH_AHEAD and self._watch.outage.down_since is None:
+                self._ahead.start("mounts", self._reload_ahead)  # it answers meanwhile
+            return self._mounts
+        try:
+            await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl)
+        except Exception as exc:
+            # The database went away as the table came due: within --stale-while-down it still answers.
+            if not self._mounts or not self._watch.noticed(exc):
+                raise
         return self._mounts
+
+    async def _reload_ahead(self) -> None:
+        await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl * REFRESH_AHEAD)
 
     async def _reload_unless(self, fresh: Callable[[], bool]) -> None:
         """Re-read the table, unless ``fresh()`` once this request's turn comes: the requests that found the

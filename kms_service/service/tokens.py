@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
-from kms_service.service.caching import CacheStats, SingleFlight
+from kms_service.service.caching import REFRESH_AHEAD, BackgroundRefresh, CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
@@ -120,6 +120,7 @@ class TokenService:
         # Valid tokens seen → their HMAC, so a warm request costs dict lookups, no HMAC.
         self._known_digests: dict[str, bytes] = {}
         self._loading = SingleFlight()
+        self._ahead = BackgroundRefresh()
         self._invalidator = invalidator
         self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
@@ -150,6 +151,8 @@ class TokenService:
         entry = self._fresh(digest)
         if entry is not None:
             self.cache_stats.hits += 1
+            if time.monotonic() - entry.checked_at >= self._cache_ttl * REFRESH_AHEAD:
+                self._refresh_ahead(token, digest)
         else:
             self.cache_stats.misses += 1
             async with self._loading(digest):
@@ -162,6 +165,19 @@ class TokenService:
                 self._known_digests.clear()
             self._known_digests[token] = digest
         return entry.principal
+
+    def _refresh_ahead(self, token: str, digest: bytes) -> None:
+        """Re-read a cached token in the background while its entry still answers (caching.REFRESH_AHEAD)."""
+        if self._watch.outage.down_since is not None:
+            return
+
+        async def refresh() -> None:
+            async with self._loading(digest):
+                entry = self._cache.get(digest)
+                if entry is not None and time.monotonic() - entry.checked_at >= self._cache_ttl * REFRESH_AHEAD:
+                    await self._lookup(token, digest)
+
+        self._ahead.start(digest, refresh)
 
     def _fresh(self, digest: bytes) -> _CachedToken | None:
         entry = self._cache.get(digest)

@@ -2,10 +2,14 @@
 
 No request writes to the database once warm: a process reserves counts in blocks (one UPDATE per ``BLOCK``
 uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
-what it did not use once a version has been idle for ``IDLE_GIVE_BACK`` seconds, and at shutdown. A use is
-answered only once a durable reservation covers it, so a crash loses at most the unused part of a block (1,024
-uses, growing to MAX_BLOCK for a version that spends its block within FAST_BLOCK seconds): the stored count
-can only be too high, never too low. The exception is a database outage: within ``--stale-while-down`` a use
+what it did not use once a version has been idle for ``IDLE_GIVE_BACK`` seconds, and at shutdown. Once half a
+version's block is spent, the next block is reserved in the background (``_refill``), so a busy version's
+requests do not wait for that write (under load, a database round trip waits behind every ready request on
+the event loop: hundreds of milliseconds at 256 connections). A use is answered only once a durable
+reservation covers it, so a crash loses at most the unused part of two blocks (1,024 uses each, growing
+BLOCK_GROWTH-fold up to MAX_BLOCK for a version that spends its block within FAST_BLOCK seconds; a version
+given back when idle starts its next burst with the block it had grown to): the stored count can only be
+too high, never too low. The exception is a database outage: within ``--stale-while-down`` a use
 that needs a new block is answered on credit (``_Slot.unused`` goes below 0), and the flush stores the debt
 once the database is back; a process that dies before then loses those counts (at most the window's
 traffic, far below the margin between the rotation point and 2^32).
@@ -42,10 +46,12 @@ from kms_service.storage.engine import Database
 log = logging.getLogger(__name__)
 
 BLOCK = 1024
-# A version whose block lasted under FAST_BLOCK seconds gets a block twice as large next time, up to MAX_BLOCK:
-# busy keys (large batches) then reserve about once a second, not once every few requests.
+# A version whose block lasted under FAST_BLOCK seconds gets a block BLOCK_GROWTH times as large next time, up to
+# MAX_BLOCK: a busy key reaches it in two reservations, then reserves every few seconds, not every few requests.
 MAX_BLOCK = 64 * 1024
 FAST_BLOCK = 1.0
+BLOCK_GROWTH = 8
+MAX_REMEMBERED_BLOCKS = 10_000
 FLUSH_INTERVAL = 1.0
 # A version unused this long gives its unused reservation back (so steady traffic costs no write).
 IDLE_GIVE_BACK = 10.0
@@ -72,6 +78,7 @@ class _Slot:
     warned_at: float = float("-inf")
     block: int = BLOCK  # the next reservation's size
     reserved_at: float = float("-inf")  # monotonic, of the last reservation
+    refilling: bool = False  # a background reservation is under way (UsageCounter._refill)
 
     @property
     def unused(self) -> int:
@@ -90,6 +97,9 @@ class UsageCounter:
         self.nonce_warning_at = nonce_warning_at
         self.nonce_rotation_at = nonce_rotation_at
         self._rotations: dict[tuple[int, int], asyncio.Task] = {}
+        self._refills: set[asyncio.Task] = set()  # background reservations under way (a reference each)
+        # The block a forgotten slot had grown to, for its next burst (bounded: MAX_REMEMBERED_BLOCKS).
+        self._blocks: dict[tuple[int, int, str], int] = {}
         # Reservations are rare (one per BLOCK uses): one at a time keeps each request to one transaction.
         self._reserving = asyncio.Lock()
 
@@ -103,6 +113,8 @@ class UsageCounter:
             if slot is not None and slot.used < slot.reserved:
                 slot.used += 1
                 slot.last_used_wall, slot.last_used = time.time(), time.monotonic()
+                if slot.reserved - slot.used < slot.block // 2 and not slot.refilling:
+                    self._start_refill(key.key_id, versions[0], count, slot)
                 if count == ENCRYPTIONS and key.key_type.nonce_budget:
                     return self._nonce_budget(key, versions[0], slot, slot.stored - slot.unused, engine)
                 return []
@@ -116,7 +128,9 @@ class UsageCounter:
         for version in per_version:
             slot = found.get((key_id, version, count))
             if slot is None:  # not setdefault: that would build a slot on every use
-                slot = found[(key_id, version, count)] = _Slot()
+                # A version busy before it went idle starts with the block it had grown to.
+                block = self._blocks.get((key_id, version, count), BLOCK)
+                slot = found[(key_id, version, count)] = _Slot(block=block)
             slots[version] = slot
         wall = time.time()
         if any(slots[v].used + n > slots[v].reserved for v, n in per_version.items()):
@@ -137,10 +151,36 @@ class UsageCounter:
             slot = slots[version]
             slot.used += n
             slot.last_used_wall, slot.last_used = wall, moment
+            if slot.reserved - slot.used < slot.block // 2 and not slot.refilling:
+                self._start_refill(key_id, version, count, slot)
             if budget:
                 total = slot.stored - slot.unused
                 warnings += self._nonce_budget(key, version, slot, total, engine)
         return warnings
+
+    def _start_refill(self, key_id: int, version: int, count: str, slot: _Slot) -> None:
+        if self._watch.outage.down_since is not None:
+            return  # the database is away: uses past the block go on credit (spend), not here
+        slot.refilling = True
+        task = asyncio.get_running_loop().create_task(self._refill(key_id, version, count, slot))
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _refill(self, key_id: int, version: int, count: str, slot: _Slot) -> None:
+        """Reserve ``slot``'s next block before its uses run out. A failure is left to the use that then
+        finds the block spent: it reserves itself and answers for the outcome."""
+        try:
+            async with self._reserving:
+                if self._slots.get((key_id, version, count)) is not slot:
+                    return  # given back meanwhile (idle): nothing to refill
+                if slot.reserved - slot.used >= slot.block // 2:
+                    return  # a use reserved meanwhile
+                await self._reserve(key_id, count, {version: slot}, {version: 1}, utcnow())
+        except Exception as exc:
+            self._watch.noticed(exc)
+            log.debug("background usage reservation failed: %s", type(exc).__name__)
+        finally:
+            slot.refilling = False
 
     async def _reserve(
         self, key_id: int, count: str, slots: dict[int, _Slot], needs: dict[int, int], now: datetime
@@ -149,7 +189,7 @@ class UsageCounter:
         moment = time.monotonic()
         for slot in slots.values():
             if moment - slot.reserved_at < FAST_BLOCK:
-                slot.block = min(MAX_BLOCK, slot.block * 2)
+                slot.block = min(MAX_BLOCK, slot.block * BLOCK_GROWTH)
         blocks = {v: max(slots[v].block, slots[v].used + needs[v] - slots[v].reserved) for v in slots}
         try:
             async with self._db.writing() as session:
@@ -200,6 +240,8 @@ class UsageCounter:
     async def flush(self, idle_for: float = IDLE_GIVE_BACK) -> None:
         """Give back the unused reservations of versions idle for ``idle_for`` seconds (0: all, at shutdown),
         in one transaction, and forget those slots (memory stays bounded by the versions in use)."""
+        if idle_for == 0 and self._refills:  # at shutdown: what they reserve is given back below too
+            await asyncio.gather(*self._refills, return_exceptions=True)
         # The local reservations shrink before the give-back is awaited: a use arriving meanwhile reserves a
         # new block instead of spending what is being given back (which would undercount).
         now = time.monotonic()
@@ -210,6 +252,10 @@ class UsageCounter:
             if slot.unused > 0:
                 returned.append((*slot_key, slot.unused, slot.last_used_at or utcnow()))
             del self._slots[slot_key]
+            if slot.block > BLOCK:
+                if len(self._blocks) >= MAX_REMEMBERED_BLOCKS:
+                    self._blocks.clear()
+                self._blocks[slot_key] = slot.block
         if returned:
             async with self._db.writing() as session:
                 for key_id, version, count, unused, last_used_at in returned:
