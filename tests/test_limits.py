@@ -323,3 +323,19 @@ def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_u
             attacker.kill()
             attacker.wait()
         server.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_listens_with_a_deep_backlog(database_url, data_dir, workers):
+    """A burst of new connections waits in the kernel's queue, not in SYN retries (a second or more): the
+    listening socket's backlog (ss's Send-Q) is 4096, or the kernel's cap if lower."""
+    cap = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    server = ServeProcess(TEST_CONFIG, cli_env(database_url, data_dir), "--workers", workers)
+    try:
+        listening = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+        backlogs = {int(line.split()[2]) for line in listening if line.strip()}
+        assert backlogs == {min(4096, cap)}, listening
+    finally:
+        server.stop()
