@@ -143,3 +143,33 @@ def test_the_next_block_is_reserved_before_the_uses_run_out_and_kept_for_the_nex
     assert usage._slots[(key.key_id, 1, ENCRYPTIONS)].reserved == grown  # the next burst's first block
     server.call(usage.flush(idle_for=0))
     assert server.call(usage.of(key))["1"]["encryptions"] == BLOCK // 2 + 2
+
+
+def test_a_use_waiting_for_a_reservation_keeps_its_other_versions_from_the_idle_give_back(start_server):
+    """A batch over two versions, one covered and idle for long, one short: while it waits for the
+    reservation, the idle give-back runs. The covered version is in use, not given back, so its use is
+    counted (found by review: it was answered on a slot already given back, an undercount)."""
+    from kms_service.service.usage import ENCRYPTIONS, IDLE_GIVE_BACK
+
+    server = start_server()
+    usage = server.kms.usage
+    root = server.root_token()
+    assert server.client(root).write_data("transit/keys/vault-enc/rotate", data={}) is not None
+    key = server.call(server.kms.keys.get("vault-enc", (1, 2)))
+
+    async def race() -> None:
+        await usage.spend(key, ENCRYPTIONS, [1])
+        usage._slots[(key.key_id, 1, ENCRYPTIONS)].last_used -= IDLE_GIVE_BACK * 2  # idle for long
+        await usage._reserving.acquire()
+        try:
+            waiting = asyncio.create_task(usage.spend(key, ENCRYPTIONS, [1, 2]))  # version 2 is short
+            await asyncio.sleep(0.05)
+            await usage.flush()  # the idle give-back, while the batch waits for the lock
+        finally:
+            usage._reserving.release()
+        await waiting
+        await usage.flush(idle_for=0)
+
+    server.call(race())
+    counts = server.call(usage.of(key))
+    assert counts["1"]["encryptions"] == 2 and counts["2"]["encryptions"] == 1, counts

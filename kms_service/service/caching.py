@@ -7,6 +7,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kms_service.service.database_watch import DatabaseWatch
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +33,18 @@ class CacheStats:
 
 class BackgroundRefresh:
     """At most one background refresh per cache key at a time; each task is held until it ends. A failure
-    is left to the request that then finds the entry expired: it reads itself and answers for the outcome."""
+    that says the database is gone is the watch's to hear (an outage then starts at once); any other is left
+    to the request that finds the entry expired: it reads itself and answers for the outcome."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: DatabaseWatch) -> None:
+        self._watch = watch
         self._tasks: dict[object, asyncio.Task[None]] = {}
 
+    def running(self, key: object) -> bool:
+        return key in self._tasks
+
     def start(self, key: object, refresh: Callable[[], Awaitable[None]]) -> None:
-        if key not in self._tasks:
+        if key not in self._tasks and self._watch.outage.down_since is None:
             task = asyncio.get_running_loop().create_task(self._run(key, refresh), name=REFRESH_TASK_NAME)
             self._tasks[key] = task
 
@@ -43,9 +52,17 @@ class BackgroundRefresh:
         try:
             await refresh()
         except Exception as exc:
+            self._watch.noticed(exc)
             log.debug("background cache refresh failed: %s", type(exc).__name__)
         finally:
             self._tasks.pop(key, None)
+
+    async def stop(self) -> None:
+        """Cancel the refreshes under way and wait for them (before the engine is disposed)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SingleFlight:

@@ -87,7 +87,8 @@ class KeyService:
         self.mount = mount
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh()
+        self._ahead = BackgroundRefresh(watch)
+        self._refresh_after = cache_ttl * REFRESH_AHEAD
         # Changes reach this cache through MountService (forget); the epoch tells a read that raced one.
         self._invalidator = invalidator
         # Shared with the KMS (and so with every KeyService it makes), which the metrics read.
@@ -147,15 +148,18 @@ class KeyService:
         age = now - entry.checked_at
         if not self._watch.trusts(age, self._cache_ttl):
             return None
-        if age >= self._cache_ttl * REFRESH_AHEAD and self._watch.outage.down_since is None:
+        if age >= self._refresh_after and not self._ahead.running(name):
             self._ahead.start(name, lambda: self._refresh_ahead(name))
         return entry.key
 
     async def _refresh_ahead(self, name: str) -> None:
         async with self._loading(name):
             entry = self._cache.get(name)
-            if entry is not None and time.monotonic() - entry.checked_at >= self._cache_ttl * REFRESH_AHEAD:
+            if entry is not None and time.monotonic() - entry.checked_at >= self._refresh_after:
                 await self._refresh(name, 0)
+
+    async def stop_refreshing(self) -> None:
+        await self._ahead.stop()
 
     async def _refresh(self, name: str, need_version: int) -> Key | None:
         entry = self._cache.get(name)

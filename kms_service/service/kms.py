@@ -217,6 +217,8 @@ class KMS:
             )
         except Exception:
             log.exception("could not give back unused usage reservations; the stored counts stay high")
+        await self.tokens.stop_refreshing()
+        await self.mounts.stop_refreshing()
         if self.cluster is not None:
             await self.cluster.stop()
             self.cluster = None

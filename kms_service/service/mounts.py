@@ -74,7 +74,8 @@ class MountService:
         self._depth = 1
         self._engines: dict[int, KeyService] = {}
         self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh()
+        self._ahead = BackgroundRefresh(watch)
+        self._refresh_after = cache_ttl * REFRESH_AHEAD
         invalidator.subscribe(Kind.MOUNT, self._on_mount_change)
         invalidator.subscribe(Kind.KEY, self._on_key_change)
 
@@ -117,7 +118,7 @@ class MountService:
     async def _current(self) -> dict[str, Mount]:
         age = time.monotonic() - self._loaded_at
         if self._watch.trusts(age, self._cache_ttl):
-            if age >= self._cache_ttl * REFRESH_AHEAD and self._watch.outage.down_since is None:
+            if age >= self._refresh_after:
                 self._ahead.start("mounts", self._reload_ahead)  # it answers meanwhile
             return self._mounts
         try:
@@ -129,7 +130,13 @@ class MountService:
         return self._mounts
 
     async def _reload_ahead(self) -> None:
-        await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl * REFRESH_AHEAD)
+        await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._refresh_after)
+
+    async def stop_refreshing(self) -> None:
+        """Cancel the background refreshes of the mount table and of every mount's keys (at close)."""
+        await self._ahead.stop()
+        for engine in list(self._engines.values()):
+            await engine.stop_refreshing()
 
     async def _reload_unless(self, fresh: Callable[[], bool]) -> None:
         """Re-read the table, unless ``fresh()`` once this request's turn comes: the requests that found the

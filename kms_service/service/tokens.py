@@ -120,7 +120,8 @@ class TokenService:
         # Valid tokens seen → their HMAC, so a warm request costs dict lookups, no HMAC.
         self._known_digests: dict[str, bytes] = {}
         self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh()
+        self._ahead = BackgroundRefresh(watch)
+        self._refresh_after = cache_ttl * REFRESH_AHEAD
         self._invalidator = invalidator
         self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
@@ -148,11 +149,9 @@ class TokenService:
         if not token:
             return None
         digest = self._known_digests.get(token) or self.digest(token)
-        entry = self._fresh(digest)
+        entry = self._fresh(digest, token)
         if entry is not None:
             self.cache_stats.hits += 1
-            if time.monotonic() - entry.checked_at >= self._cache_ttl * REFRESH_AHEAD:
-                self._refresh_ahead(token, digest)
         else:
             self.cache_stats.misses += 1
             async with self._loading(digest):
@@ -168,21 +167,29 @@ class TokenService:
 
     def _refresh_ahead(self, token: str, digest: bytes) -> None:
         """Re-read a cached token in the background while its entry still answers (caching.REFRESH_AHEAD)."""
-        if self._watch.outage.down_since is not None:
-            return
 
         async def refresh() -> None:
             async with self._loading(digest):
                 entry = self._cache.get(digest)
-                if entry is not None and time.monotonic() - entry.checked_at >= self._cache_ttl * REFRESH_AHEAD:
+                if entry is not None and time.monotonic() - entry.checked_at >= self._refresh_after:
                     await self._lookup(token, digest)
 
         self._ahead.start(digest, refresh)
 
-    def _fresh(self, digest: bytes) -> _CachedToken | None:
+    async def stop_refreshing(self) -> None:
+        await self._ahead.stop()
+
+    def _fresh(self, digest: bytes, token: str | None = None) -> _CachedToken | None:
+        """The cached entry if it may answer; past REFRESH_AHEAD of the ttl (and ``token`` given), it is
+        read again in the background meanwhile."""
         entry = self._cache.get(digest)
-        if entry is None or not self._watch.trusts(time.monotonic() - entry.checked_at, self._cache_ttl):
+        if entry is None:
             return None
+        age = time.monotonic() - entry.checked_at
+        if not self._watch.trusts(age, self._cache_ttl):
+            return None
+        if token is not None and age >= self._refresh_after and not self._ahead.running(digest):
+            self._refresh_ahead(token, digest)
         return entry
 
     async def _lookup_or_stale(self, token: str, digest: bytes) -> _CachedToken:

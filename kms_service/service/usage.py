@@ -7,7 +7,7 @@ version's block is spent, the next block is reserved in the background (``_refil
 requests do not wait for that write (under load, a database round trip waits behind every ready request on
 the event loop: hundreds of milliseconds at 256 connections). A use is answered only once a durable
 reservation covers it, so a crash loses at most the unused part of two blocks (1,024 uses each, growing
-BLOCK_GROWTH-fold up to MAX_BLOCK for a version that spends its block within FAST_BLOCK seconds; a version
+BLOCK_GROWTH-fold up to MAX_BLOCK for a version that spends half its block within FAST_BLOCK seconds; a version
 given back when idle starts its next burst with the block it had grown to): the stored count can only be
 too high, never too low. The exception is a database outage: within ``--stale-while-down`` a use
 that needs a new block is answered on credit (``_Slot.unused`` goes below 0), and the flush stores the debt
@@ -46,12 +46,18 @@ from kms_service.storage.engine import Database
 log = logging.getLogger(__name__)
 
 BLOCK = 1024
-# A version whose block lasted under FAST_BLOCK seconds gets a block BLOCK_GROWTH times as large next time, up to
-# MAX_BLOCK: a busy key reaches it in two reservations, then reserves every few seconds, not every few requests.
+# A version reserving again within FAST_BLOCK seconds of its last reservation (it spent half a block in that
+# time) gets a block BLOCK_GROWTH times as large, up to MAX_BLOCK: a busy key reaches it in two reservations,
+# then reserves every few seconds, not every few requests. Blocks never shrink while a slot lives, and a
+# forgotten slot's size is remembered: a version busy once reserves large blocks from then on (an overcount of
+# at most two blocks after a crash, as above).
 MAX_BLOCK = 64 * 1024
 FAST_BLOCK = 1.0
 BLOCK_GROWTH = 8
 MAX_REMEMBERED_BLOCKS = 10_000
+# After a background reservation failed, the next is tried this much later (a use that finds its block spent
+# reserves itself meanwhile, and answers for the outcome).
+REFILL_RETRY = 1.0
 FLUSH_INTERVAL = 1.0
 # A version unused this long gives its unused reservation back (so steady traffic costs no write).
 IDLE_GIVE_BACK = 10.0
@@ -79,6 +85,7 @@ class _Slot:
     block: int = BLOCK  # the next reservation's size
     reserved_at: float = float("-inf")  # monotonic, of the last reservation
     refilling: bool = False  # a background reservation is under way (UsageCounter._refill)
+    refill_failed_at: float = float("-inf")  # monotonic: no other background try for REFILL_RETRY seconds
 
     @property
     def unused(self) -> int:
@@ -134,6 +141,9 @@ class UsageCounter:
             slots[version] = slot
         wall = time.time()
         if any(slots[v].used + n > slots[v].reserved for v, n in per_version.items()):
+            waiting = time.monotonic()
+            for slot in slots.values():
+                slot.last_used = waiting  # in use: the idle give-back (flush) leaves them while this waits
             async with self._reserving:
                 short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
                 if short:
@@ -161,6 +171,8 @@ class UsageCounter:
     def _start_refill(self, key_id: int, version: int, count: str, slot: _Slot) -> None:
         if self._watch.outage.down_since is not None:
             return  # the database is away: uses past the block go on credit (spend), not here
+        if time.monotonic() - slot.refill_failed_at < REFILL_RETRY:
+            return
         slot.refilling = True
         task = asyncio.get_running_loop().create_task(self._refill(key_id, version, count, slot))
         self._refills.add(task)
@@ -177,6 +189,7 @@ class UsageCounter:
                     return  # a use reserved meanwhile
                 await self._reserve(key_id, count, {version: slot}, {version: 1}, utcnow())
         except Exception as exc:
+            slot.refill_failed_at = time.monotonic()
             self._watch.noticed(exc)
             log.debug("background usage reservation failed: %s", type(exc).__name__)
         finally:
@@ -247,8 +260,8 @@ class UsageCounter:
         now = time.monotonic()
         returned = []
         for slot_key, slot in list(self._slots.items()):
-            if now - slot.last_used < idle_for or slot.unused < 0:
-                continue  # in use, or owing uses made on credit (stored below)
+            if now - slot.last_used < idle_for or slot.unused < 0 or slot.refilling:
+                continue  # in use, owing uses made on credit (stored below), or its next block being reserved
             if slot.unused > 0:
                 returned.append((*slot_key, slot.unused, slot.last_used_at or utcnow()))
             del self._slots[slot_key]
@@ -284,8 +297,10 @@ class UsageCounter:
                     slot.stored = stored
 
     async def of(self, key: Key) -> dict[str, dict[str, object]]:
-        """The key's counts by version: stored, less this process's unused reservations (no write)."""
-        async with self._db.reading() as session:
+        """The key's counts by version: stored, less this process's unused reservations (no write). Read
+        under the reservations' lock: a reservation committing between the read and the subtraction would
+        count its block as unused without its stored part."""
+        async with self._reserving, self._db.reading() as session:
             rows = await repo.usage_of(session, key.key_id)
         result: dict[str, dict[str, object]] = {}
         for row in rows:
