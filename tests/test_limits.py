@@ -244,7 +244,9 @@ ATTACKER = textwrap.dedent(
         conn.request("POST", "/v1/transit/encrypt/vault-enc", body, {"X-Vault-Token": token})
         response = conn.getresponse()
         text = response.read()
-        print(response.status, text[:200].decode().strip(), flush=True)
+        # One write per answer: a kill between the pieces of a print left a line cut short ("400").
+        sys.stdout.write(f"{response.status} {text[:200].decode().strip()}\\n")
+        sys.stdout.flush()
     """
 )
 
@@ -305,7 +307,8 @@ def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_u
             if select.select([attacker.stdout], [], [], deadline - time.monotonic())[0]:
                 answers.append(attacker.stdout.readline())
         attacker.kill()
-        answers += attacker.communicate(timeout=30)[0].splitlines()
+        # Only whole lines: the kill may still cut the last one short.
+        answers += attacker.communicate(timeout=30)[0].split("\n")[:-1]
         idle_medians = [statistics.median(samples) for samples in idle]
         loaded_medians = [statistics.median(samples) for samples in loaded]
         print(
@@ -314,6 +317,7 @@ def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_u
             f"{loaded_medians[1] * 1000:.2f} ms; the attacker's answers: {len(answers)}, first: {first.strip()}"
         )
         # The attacker's bodies were read and parsed in full (refused for their items, not their size).
+        answers = [a for a in answers if a.strip()]  # an attacker that died early answers nothing: a failure
         assert len(answers) >= 4, answers
         assert all(a.startswith("400 ") and "failed to parse batch input" in a for a in answers if a), answers
         assert loaded_medians[0] <= 2 * idle_medians[0], (idle_medians, loaded_medians)
