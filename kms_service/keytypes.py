@@ -279,6 +279,9 @@ class KeyType:
     # machine kind (RSA's private key, ML-DSA, P-384/P-521): the service runs them in a worker thread, so a
     # client asking for them never holds up the others (``cryptography`` releases the interpreter meanwhile).
     slow_operations: ClassVar[frozenset[str]] = frozenset()
+    # encrypt_many is faster than one by one, and refuses only what every item would be refused (the options,
+    # never one plaintext): a batch's items without options of their own then go through it.
+    encrypts_many: ClassVar[bool] = False
 
     def cmac(self, handle: Any, data: bytes) -> bytes:
         raise InvalidRequest(f"CMAC is not supported for key type {self.name}")
@@ -313,10 +316,6 @@ class KeyType:
 
     def encrypt(self, handle: Any, plaintext: bytes, options: EncryptOptions) -> bytes:
         raise InvalidRequest(f"message encryption not supported for key type {self.name}")
-
-    # encrypt_many is faster than one by one, and refuses only what every item would be refused (the options,
-    # never one plaintext): a batch's items without options of their own then go through it.
-    encrypts_many: ClassVar[bool] = False
 
     def encrypt_many(self, handle: Any, plaintexts: list[bytes], options: EncryptOptions) -> list[bytes]:
         """``encrypt`` of each plaintext with the same options (a batch's items without options of their

@@ -36,12 +36,15 @@ class BackgroundRefresh:
     that says the database is gone is the watch's to hear (an outage then starts at once); any other is left
     to the request that finds the entry expired: it reads itself and answers for the outcome."""
 
-    def __init__(self, watch: DatabaseWatch) -> None:
+    def __init__(self, watch: DatabaseWatch, ttl: float) -> None:
         self._watch = watch
+        # An entry this old (seconds) is due for a background read (REFRESH_AHEAD of the ttl).
+        self.after = ttl * REFRESH_AHEAD
         self._tasks: dict[object, asyncio.Task[None]] = {}
 
-    def running(self, key: object) -> bool:
-        return key in self._tasks
+    def due(self, key: object, age: float) -> bool:
+        """Whether the entry ``key``, ``age`` seconds old, is to be read again now (none under way for it)."""
+        return age >= self.after and key not in self._tasks
 
     def start(self, key: object, refresh: Callable[[], Awaitable[None]]) -> None:
         if key not in self._tasks and self._watch.outage.down_since is None:

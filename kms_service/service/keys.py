@@ -28,7 +28,7 @@ from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import Mount, key_ref
 from kms_service.seal import Sealer, key_material_aad
-from kms_service.service.caching import REFRESH_AHEAD, BackgroundRefresh, CacheStats, SingleFlight
+from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
@@ -87,8 +87,7 @@ class KeyService:
         self.mount = mount
         self._cache: dict[str, _CachedKey] = {}
         self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh(watch)
-        self._refresh_after = cache_ttl * REFRESH_AHEAD
+        self._ahead = BackgroundRefresh(watch, cache_ttl)
         # Changes reach this cache through MountService (forget); the epoch tells a read that raced one.
         self._invalidator = invalidator
         # Shared with the KMS (and so with every KeyService it makes), which the metrics read.
@@ -148,14 +147,14 @@ class KeyService:
         age = now - entry.checked_at
         if not self._watch.trusts(age, self._cache_ttl):
             return None
-        if age >= self._refresh_after and not self._ahead.running(name):
+        if self._ahead.due(name, age):
             self._ahead.start(name, lambda: self._refresh_ahead(name))
         return entry.key
 
     async def _refresh_ahead(self, name: str) -> None:
         async with self._loading(name):
             entry = self._cache.get(name)
-            if entry is not None and time.monotonic() - entry.checked_at >= self._refresh_after:
+            if entry is not None and time.monotonic() - entry.checked_at >= self._ahead.after:
                 await self._refresh(name, 0)
 
     async def stop_refreshing(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from kms_service.errors import InvalidRequest
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
 from kms_service.seal import Sealer
-from kms_service.service.caching import REFRESH_AHEAD, BackgroundRefresh, CacheStats, SingleFlight
+from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
@@ -74,8 +74,7 @@ class MountService:
         self._depth = 1
         self._engines: dict[int, KeyService] = {}
         self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh(watch)
-        self._refresh_after = cache_ttl * REFRESH_AHEAD
+        self._ahead = BackgroundRefresh(watch, cache_ttl)
         invalidator.subscribe(Kind.MOUNT, self._on_mount_change)
         invalidator.subscribe(Kind.KEY, self._on_key_change)
 
@@ -118,7 +117,7 @@ class MountService:
     async def _current(self) -> dict[str, Mount]:
         age = time.monotonic() - self._loaded_at
         if self._watch.trusts(age, self._cache_ttl):
-            if age >= self._refresh_after:
+            if self._ahead.due("mounts", age):
                 self._ahead.start("mounts", self._reload_ahead)  # it answers meanwhile
             return self._mounts
         try:
@@ -130,7 +129,7 @@ class MountService:
         return self._mounts
 
     async def _reload_ahead(self) -> None:
-        await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._refresh_after)
+        await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._ahead.after)
 
     async def stop_refreshing(self) -> None:
         """Cancel the background refreshes of the mount table and of every mount's keys (at close)."""

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
-from kms_service.service.caching import REFRESH_AHEAD, BackgroundRefresh, CacheStats, SingleFlight
+from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
@@ -120,8 +120,7 @@ class TokenService:
         # Valid tokens seen → their HMAC, so a warm request costs dict lookups, no HMAC.
         self._known_digests: dict[str, bytes] = {}
         self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh(watch)
-        self._refresh_after = cache_ttl * REFRESH_AHEAD
+        self._ahead = BackgroundRefresh(watch, cache_ttl)
         self._invalidator = invalidator
         self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
@@ -171,7 +170,7 @@ class TokenService:
         async def refresh() -> None:
             async with self._loading(digest):
                 entry = self._cache.get(digest)
-                if entry is not None and time.monotonic() - entry.checked_at >= self._refresh_after:
+                if entry is not None and time.monotonic() - entry.checked_at >= self._ahead.after:
                     await self._lookup(token, digest)
 
         self._ahead.start(digest, refresh)
@@ -188,7 +187,7 @@ class TokenService:
         age = time.monotonic() - entry.checked_at
         if not self._watch.trusts(age, self._cache_ttl):
             return None
-        if token is not None and age >= self._refresh_after and not self._ahead.running(digest):
+        if token is not None and self._ahead.due(digest, age):
             self._refresh_ahead(token, digest)
         return entry
 

@@ -120,8 +120,7 @@ class UsageCounter:
             if slot is not None and slot.used < slot.reserved:
                 slot.used += 1
                 slot.last_used_wall, slot.last_used = time.time(), time.monotonic()
-                if slot.reserved - slot.used < slot.block // 2 and not slot.refilling:
-                    self._start_refill(key.key_id, versions[0], count, slot)
+                self._refill_if_low(key.key_id, versions[0], count, slot)
                 if count == ENCRYPTIONS and key.key_type.nonce_budget:
                     return self._nonce_budget(key, versions[0], slot, slot.stored - slot.unused, engine)
                 return []
@@ -161,14 +160,16 @@ class UsageCounter:
             slot = slots[version]
             slot.used += n
             slot.last_used_wall, slot.last_used = wall, moment
-            if slot.reserved - slot.used < slot.block // 2 and not slot.refilling:
-                self._start_refill(key_id, version, count, slot)
+            self._refill_if_low(key_id, version, count, slot)
             if budget:
                 total = slot.stored - slot.unused
                 warnings += self._nonce_budget(key, version, slot, total, engine)
         return warnings
 
-    def _start_refill(self, key_id: int, version: int, count: str, slot: _Slot) -> None:
+    def _refill_if_low(self, key_id: int, version: int, count: str, slot: _Slot) -> None:
+        """Past half its block, reserve ``slot``'s next one in the background (``_refill``), once at a time."""
+        if slot.reserved - slot.used >= slot.block // 2 or slot.refilling:
+            return
         if self._watch.outage.down_since is not None:
             return  # the database is away: uses past the block go on credit (spend), not here
         if time.monotonic() - slot.refill_failed_at < REFILL_RETRY:

@@ -674,13 +674,11 @@ def _parse_items(path: Path, raw_items: list[dict[str, Any]], large: bool) -> It
                         item[name] = f.parse(value)
             except UserError:
                 item = None
-        if item is not None:
-            values.append(item)
-            errors.append(None)
-        else:
+        error = None
+        if item is None:
             item, error = _parse_item(path.item_plan, i, raw)
-            values.append(item)
-            errors.append(error)
+        values.append(item)
+        errors.append(error)
     return Items(values, errors, batched=True, large=large)
 
 
