@@ -149,7 +149,7 @@ def test_a_use_waiting_for_a_reservation_keeps_its_other_versions_from_the_idle_
     """A batch over two versions, one covered and idle for long, one short: while it waits for the
     reservation, the idle give-back runs. The covered version is in use, not given back, so its use is
     counted (found by review: it was answered on a slot already given back, an undercount)."""
-    from kms_service.service.usage import ENCRYPTIONS, IDLE_GIVE_BACK
+    from kms_service.service.usage import ENCRYPTIONS, IDLE_GIVE_BACK, RESERVATION
 
     server = start_server()
     usage = server.kms.usage
@@ -160,13 +160,10 @@ def test_a_use_waiting_for_a_reservation_keeps_its_other_versions_from_the_idle_
     async def race() -> None:
         await usage.spend(key, ENCRYPTIONS, [1])
         usage._slots[(key.key_id, 1, ENCRYPTIONS)].last_used -= IDLE_GIVE_BACK * 2  # idle for long
-        await usage._reserving.acquire()
-        try:
+        async with usage._reserving(RESERVATION):
             waiting = asyncio.create_task(usage.spend(key, ENCRYPTIONS, [1, 2]))  # version 2 is short
             await asyncio.sleep(0.05)
-            await usage.flush()  # the idle give-back, while the batch waits for the lock
-        finally:
-            usage._reserving.release()
+            await usage.flush()  # the idle give-back, while the batch waits for the reservation
         await waiting
         await usage.flush(idle_for=0)
 

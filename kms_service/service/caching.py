@@ -69,17 +69,25 @@ class BackgroundRefresh:
 
 
 class SingleFlight:
-    """At most one cache load per key at a time: a cold or stale entry under load must not send every
-    waiting request to the database. Waiters re-check the cache once they get the lock."""
+    """At most one holder per key at a time (a cache load, a usage reservation): a cold or stale entry under
+    load must not send every waiting request to the database. When the holder leaves, every request waiting
+    for that key wakes in the same event-loop turn and re-checks; the first to run becomes the next holder if
+    one is still needed, and the rest, finding the cache filled, go on without waiting again.
+
+    Not an ``asyncio.Lock``: a lock hands over to one waiter per event-loop turn, and under load each turn
+    serves every ready request (some 16 ms at 256 connections on one core), so the last of N waiters waited N
+    turns, a second and more for the first requests after an idle spell."""
 
     def __init__(self) -> None:
-        self._locks: dict[object, asyncio.Lock] = {}
+        self._flights: dict[object, asyncio.Future[None]] = {}
 
     @asynccontextmanager
     async def __call__(self, key: object) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        while (flight := self._flights.get(key)) is not None:
+            await asyncio.wait((flight,))  # a waiter's cancellation must not cancel the holder's future
+        flight = self._flights[key] = asyncio.get_running_loop().create_future()
         try:
-            async with lock:
-                yield
+            yield
         finally:
-            self._locks.pop(key, None)
+            del self._flights[key]
+            flight.set_result(None)

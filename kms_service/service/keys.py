@@ -44,6 +44,8 @@ TOO_NEW_PROBE_INTERVAL = 0.25
 # keys.source: where a key was made.
 SOURCE_CONFIG = "services-yaml"
 SOURCE_API = "api"
+# The SingleFlight key of building a key's versions (KeyService.prepare), beside the key's name for its load.
+PREPARING = "prepare"
 
 # Each mount's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
 ENGINE_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
@@ -201,7 +203,11 @@ class KeyService:
             if kv is not None and not kv.loaded:
                 pending.append(kv)
         if pending:
-            await asyncio.to_thread(lambda: [kv.load() for kv in pending])
+            # Once per version: the requests that found a key just loaded all need the same versions built.
+            async with self._loading((PREPARING, key.name)):
+                pending = [kv for kv in pending if not kv.loaded]
+                if pending:
+                    await asyncio.to_thread(lambda: [kv.load() for kv in pending])
 
     async def _remember(self, stored: repo.StoredKey, epoch: int | None = None) -> Key:
         """Cache a freshly read key, unless a concurrent writer already cached a newer generation.

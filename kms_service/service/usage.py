@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import Key
+from kms_service.service.caching import SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.keys import KeyService
 from kms_service.storage import repository as repo
@@ -63,6 +64,8 @@ FLUSH_INTERVAL = 1.0
 IDLE_GIVE_BACK = 10.0
 ENCRYPTIONS = "encryptions"
 SIGNATURES = "signatures"
+# The one key of UsageCounter._reserving: reservations, the credit settlement and reads of the counts.
+RESERVATION = "reservation"
 # One nonce-budget log line per key version at most this often.
 WARNING_LOG_INTERVAL = 60.0
 
@@ -108,7 +111,8 @@ class UsageCounter:
         # The block a forgotten slot had grown to, for its next burst (bounded: MAX_REMEMBERED_BLOCKS).
         self._blocks: dict[tuple[int, int, str], int] = {}
         # Reservations are rare (one per BLOCK uses): one at a time keeps each request to one transaction.
-        self._reserving = asyncio.Lock()
+        # Those waiting for one all wake when it ends (SingleFlight, not a lock: see there).
+        self._reserving = SingleFlight()
 
     async def spend(self, key: Key, count: str, versions: Iterable[int], engine: KeyService | None = None) -> list[str]:
         """Count one use per entry of ``versions``, durably before the caller answers. Returns warnings for
@@ -143,7 +147,7 @@ class UsageCounter:
             waiting = time.monotonic()
             for slot in slots.values():
                 slot.last_used = waiting  # in use: the idle give-back (flush) leaves them while this waits
-            async with self._reserving:
+            async with self._reserving(RESERVATION):
                 short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
                 if short:
                     now = datetime.fromtimestamp(wall, UTC)
@@ -183,7 +187,7 @@ class UsageCounter:
         """Reserve ``slot``'s next block before its uses run out. A failure is left to the use that then
         finds the block spent: it reserves itself and answers for the outcome."""
         try:
-            async with self._reserving:
+            async with self._reserving(RESERVATION):
                 if self._slots.get((key_id, version, count)) is not slot:
                     return  # given back meanwhile (idle): nothing to refill
                 if slot.reserved - slot.used >= slot.block // 2:
@@ -281,7 +285,7 @@ class UsageCounter:
         after an outage); a slot owes until its write commits."""
         if not any(slot.unused < 0 for slot in self._slots.values()):
             return
-        async with self._reserving:  # no reservation of spend's counts the same uses meanwhile
+        async with self._reserving(RESERVATION):  # no reservation of spend's counts the same uses meanwhile
             for (key_id, version, count), slot in list(self._slots.items()):
                 debt = -slot.unused
                 if debt <= 0:
@@ -301,7 +305,7 @@ class UsageCounter:
         """The key's counts by version: stored, less this process's unused reservations (no write). Read
         under the reservations' lock: a reservation committing between the read and the subtraction would
         count its block as unused without its stored part."""
-        async with self._reserving, self._db.reading() as session:
+        async with self._reserving(RESERVATION), self._db.reading() as session:
             rows = await repo.usage_of(session, key.key_id)
         result: dict[str, dict[str, object]] = {}
         for row in rows:
