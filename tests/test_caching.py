@@ -361,5 +361,7 @@ def test_requests_waiting_for_one_load_all_go_on_when_it_ends(start_server, monk
             make = lambda: kms.tokens.authenticate(token)  # noqa: E731
         return await _turns_between_ends([asyncio.ensure_future(make()) for _ in range(100)])
 
+    # Two turns: the holder's end wakes asyncio.wait's waiter in one, the waiting tasks run in the next. A turn
+    # count, not a time: a slow machine does not change it (an await added on the waiters' path would).
     assert server.call(burst()) <= 2
     assert len(builds) == (1 if cache == "key" else 0), len(builds)

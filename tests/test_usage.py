@@ -149,7 +149,7 @@ def test_a_use_waiting_for_a_reservation_keeps_its_other_versions_from_the_idle_
     """A batch over two versions, one covered and idle for long, one short: while it waits for the
     reservation, the idle give-back runs. The covered version is in use, not given back, so its use is
     counted (found by review: it was answered on a slot already given back, an undercount)."""
-    from kms_service.service.usage import ENCRYPTIONS, IDLE_GIVE_BACK, RESERVATION
+    from kms_service.service.usage import ENCRYPTIONS, IDLE_GIVE_BACK
 
     server = start_server()
     usage = server.kms.usage
@@ -160,7 +160,7 @@ def test_a_use_waiting_for_a_reservation_keeps_its_other_versions_from_the_idle_
     async def race() -> None:
         await usage.spend(key, ENCRYPTIONS, [1])
         usage._slots[(key.key_id, 1, ENCRYPTIONS)].last_used -= IDLE_GIVE_BACK * 2  # idle for long
-        async with usage._reserving(RESERVATION):
+        async with usage._reserving((key.key_id, ENCRYPTIONS)):
             waiting = asyncio.create_task(usage.spend(key, ENCRYPTIONS, [1, 2]))  # version 2 is short
             await asyncio.sleep(0.05)
             await usage.flush()  # the idle give-back, while the batch waits for the reservation
@@ -170,3 +170,31 @@ def test_a_use_waiting_for_a_reservation_keeps_its_other_versions_from_the_idle_
     server.call(race())
     counts = server.call(usage.of(key))
     assert counts["1"]["encryptions"] == 2 and counts["2"]["encryptions"] == 1, counts
+
+
+def test_a_key_short_of_uses_does_not_wait_for_another_keys_reservation(start_server):
+    """Reservations are one at a time per key and count, not for the whole process: a burst over many keys
+    (the first requests after an idle spell) reserves for each at once, each key's waiters woken by their
+    own key's reservation only."""
+    from kms_service.service.usage import ENCRYPTIONS
+
+    server = start_server()
+    usage = server.kms.usage
+    server.client(server.root_token()).secrets.transit.create_key("other-enc", key_type="chacha20-poly1305")
+    held = server.call(server.kms.keys.get("vault-enc"))
+    other = server.call(server.kms.keys.get("other-enc"))
+
+    async def scenario() -> tuple[bool, bool]:
+        await usage.flush(idle_for=0)  # no reservation left: the next use of either key reserves
+        async with usage._reserving((held.key_id, ENCRYPTIONS)):  # vault-enc's reservation, under way
+            blocked = asyncio.create_task(usage.spend(held, ENCRYPTIONS, [1]))
+            await asyncio.wait_for(usage.spend(other, ENCRYPTIONS, [1]), 10)
+            await asyncio.sleep(0.05)
+            waited = not blocked.done()
+        await asyncio.wait_for(blocked, 10)
+        return waited, blocked.done()
+
+    assert server.call(scenario()) == (True, True)
+    server.call(usage.flush(idle_for=0))
+    assert server.call(usage.of(held))["1"]["encryptions"] == 1
+    assert server.call(usage.of(other))["1"]["encryptions"] == 1

@@ -76,7 +76,10 @@ class SingleFlight:
 
     Not an ``asyncio.Lock``: a lock hands over to one waiter per event-loop turn, and under load each turn
     serves every ready request (some 16 ms at 256 connections on one core), so the last of N waiters waited N
-    turns, a second and more for the first requests after an idle spell."""
+    turns, a second and more for the first requests after an idle spell. The price: no first-come order
+    (a request arriving as the holder leaves may hold next, ahead of those waiting, which then find its
+    work done), and each handover wakes every waiter of the key, so keys are kept narrow (one cache entry,
+    one key's usage counts)."""
 
     def __init__(self) -> None:
         self._flights: dict[object, asyncio.Future[None]] = {}

@@ -44,7 +44,7 @@ TOO_NEW_PROBE_INTERVAL = 0.25
 # keys.source: where a key was made.
 SOURCE_CONFIG = "services-yaml"
 SOURCE_API = "api"
-# The SingleFlight key of building a key's versions (KeyService.prepare), beside the key's name for its load.
+# The SingleFlight keys of building a key's versions (KeyService.prepare) start with this; a key's load is its name.
 PREPARING = "prepare"
 
 # Each mount's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
@@ -202,12 +202,11 @@ class KeyService:
             kv = key.versions.get(number or key.latest_version)
             if kv is not None and not kv.loaded:
                 pending.append(kv)
-        if pending:
+        for kv in pending:
             # Once per version: the requests that found a key just loaded all need the same versions built.
-            async with self._loading((PREPARING, key.name)):
-                pending = [kv for kv in pending if not kv.loaded]
-                if pending:
-                    await asyncio.to_thread(lambda: [kv.load() for kv in pending])
+            async with self._loading((PREPARING, key.name, kv.version)):
+                if not kv.loaded:
+                    await asyncio.to_thread(kv.load)
 
     async def _remember(self, stored: repo.StoredKey, epoch: int | None = None) -> Key:
         """Cache a freshly read key, unless a concurrent writer already cached a newer generation.

@@ -64,8 +64,6 @@ FLUSH_INTERVAL = 1.0
 IDLE_GIVE_BACK = 10.0
 ENCRYPTIONS = "encryptions"
 SIGNATURES = "signatures"
-# The one key of UsageCounter._reserving: reservations, the credit settlement and reads of the counts.
-RESERVATION = "reservation"
 # One nonce-budget log line per key version at most this often.
 WARNING_LOG_INTERVAL = 60.0
 
@@ -110,8 +108,9 @@ class UsageCounter:
         self._refills: set[asyncio.Task] = set()  # background reservations under way (a reference each)
         # The block a forgotten slot had grown to, for its next burst (bounded: MAX_REMEMBERED_BLOCKS).
         self._blocks: dict[tuple[int, int, str], int] = {}
-        # Reservations are rare (one per BLOCK uses): one at a time keeps each request to one transaction.
-        # Those waiting for one all wake when it ends (SingleFlight, not a lock: see there).
+        # Reservations are rare (one per BLOCK uses): one at a time per (key, count) keeps each request to one
+        # transaction. Those waiting for one all wake when it ends (SingleFlight, not a lock: see there); a
+        # burst over many keys reserves for each key at once, its waiters woken by their own key's reservation.
         self._reserving = SingleFlight()
 
     async def spend(self, key: Key, count: str, versions: Iterable[int], engine: KeyService | None = None) -> list[str]:
@@ -147,7 +146,7 @@ class UsageCounter:
             waiting = time.monotonic()
             for slot in slots.values():
                 slot.last_used = waiting  # in use: the idle give-back (flush) leaves them while this waits
-            async with self._reserving(RESERVATION):
+            async with self._reserving((key_id, count)):
                 short = {v: n for v, n in per_version.items() if slots[v].used + n > slots[v].reserved}
                 if short:
                     now = datetime.fromtimestamp(wall, UTC)
@@ -187,7 +186,7 @@ class UsageCounter:
         """Reserve ``slot``'s next block before its uses run out. A failure is left to the use that then
         finds the block spent: it reserves itself and answers for the outcome."""
         try:
-            async with self._reserving(RESERVATION):
+            async with self._reserving((key_id, count)):
                 if self._slots.get((key_id, version, count)) is not slot:
                     return  # given back meanwhile (idle): nothing to refill
                 if slot.reserved - slot.used >= slot.block // 2:
@@ -285,8 +284,10 @@ class UsageCounter:
         after an outage); a slot owes until its write commits."""
         if not any(slot.unused < 0 for slot in self._slots.values()):
             return
-        async with self._reserving(RESERVATION):  # no reservation of spend's counts the same uses meanwhile
-            for (key_id, version, count), slot in list(self._slots.items()):
+        for (key_id, version, count), slot in list(self._slots.items()):
+            if slot.unused >= 0:
+                continue
+            async with self._reserving((key_id, count)):  # no reservation of spend's counts the same uses meanwhile
                 debt = -slot.unused
                 if debt <= 0:
                     continue
@@ -303,9 +304,13 @@ class UsageCounter:
 
     async def of(self, key: Key) -> dict[str, dict[str, object]]:
         """The key's counts by version: stored, less this process's unused reservations (no write). Read
-        under the reservations' lock: a reservation committing between the read and the subtraction would
+        while no reservation of the key's runs: one committing between the read and the subtraction would
         count its block as unused without its stored part."""
-        async with self._reserving(RESERVATION), self._db.reading() as session:
+        async with (
+            self._reserving((key.key_id, ENCRYPTIONS)),
+            self._reserving((key.key_id, SIGNATURES)),
+            self._db.reading() as session,
+        ):
             rows = await repo.usage_of(session, key.key_id)
         result: dict[str, dict[str, object]] = {}
         for row in rows:
