@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test lint bench bench-scale clean
+.PHONY: install install-test run test lint bench bench-scale bench-callgrind clean
 
 install: $(RUN_STAMP)
 
@@ -46,6 +46,11 @@ bench: $(TEST_STAMP)
 
 bench-scale: $(TEST_STAMP)
 	$(BIN)/python bench/scale_bench.py $(ARGS)
+
+# Instructions per request under valgrind's callgrind (Debian package valgrind): `serve --workers 1` against
+# the bare handler, idle work subtracted; the same count on a busy machine as on a quiet one.
+bench-callgrind: $(TEST_STAMP)
+	$(BIN)/python bench/callgrind_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

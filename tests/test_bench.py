@@ -92,3 +92,24 @@ def test_the_scale_step_loads_keys_and_reports_what_they_cost(tmp_path):
     assert re.search(r"first encrypt with a cold key: [\d.]+ ms \(median of 5 keys\)", text), text
     raw = json.loads(report.with_suffix(".json").read_text())
     assert raw["results"]["cold_first_request_ms"] > 0 and raw["results"]["startup_s"] > 0
+
+
+def test_the_callgrind_harness_counts_instructions_per_request(tmp_path):
+    """bench/callgrind_bench.py --quick: both servers under callgrind, both operations, a report with a count
+    per request for each and the ratio (no figure asserted: valgrind is on every machine here, CI installs it
+    where missing)."""
+    import callgrind_bench
+
+    report = callgrind_bench.main(["--quick", "--out", str(tmp_path)])
+    text = report.read_text()
+    for op in callgrind_bench.OPS:
+        for target in callgrind_bench.TARGETS:
+            row = re.search(rf"^\| {op} \| {target} \| 10 \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|$", text, re.MULTILINE)
+            assert row, (op, target, text)
+            per_request = int(row.group(1).replace(",", ""))
+            assert per_request > 0
+        assert re.search(rf"^\| {op} \| \d\.\d\d \|$", text, re.MULTILINE), text
+    raw = json.loads(report.with_suffix(".json").read_text())
+    assert {(row["op"], row["target"]) for row in raw["rows"]} == {
+        (op, target) for op in callgrind_bench.OPS for target in callgrind_bench.TARGETS
+    }
