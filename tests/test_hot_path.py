@@ -497,3 +497,49 @@ def test_requests_are_counted_for_the_heavy_lane_as_they_arrive_unless_their_bod
     large = {"batch_input": [{"plaintext": "QUJD" * 64}] * 300}  # over 64 KiB
     assert requests.post(url, json=large, headers=headers).status_code == 200
     assert lane.light_requests == before + 3
+
+
+def reference_parse_versioned(value: str) -> tuple[int, str]:
+    """The field-by-field checks alone (parse_versioned without its one-match fast path)."""
+    prefix, sep, rest = value.partition(":")
+    if not sep or prefix not in ("vault-kms", "vault") or not rest.startswith("v"):
+        raise InvalidRequest("invalid ciphertext: no prefix")
+    version_text, sep, payload = rest[1:].partition(":")
+    if not sep:
+        raise InvalidRequest("invalid ciphertext: wrong number of fields")
+    if not version_text or version_text[0] not in "123456789" or len(version_text) > 10:
+        raise InvalidRequest("invalid ciphertext: version number could not be decoded")
+    if any(c not in "0123456789" for c in version_text) or int(version_text) > 2**31 - 1:
+        raise InvalidRequest("invalid ciphertext: version number could not be decoded")
+    return int(version_text), payload
+
+
+VERSIONED_ISH = st.builds(
+    lambda prefix, version, rest: prefix + version + rest,
+    st.sampled_from(["vault-kms:v", "vault:v", "vault:", "vault-km:v", "vaultv", "Vault:v", "", "vault-kms:v:"]),
+    st.one_of(
+        st.integers(min_value=0, max_value=2**31 + 5).map(str),
+        st.sampled_from(["2147483647", "2147483648", "9999999999", "01", "1٣", "+1", " 1", "1\n", "12345678901"]),
+        st.text(alphabet="0123456789:v٣\n", max_size=12),
+    ),
+    st.one_of(st.text(max_size=10), st.sampled_from([":abc", ":a:b", "", ":", ":\n", "abc"])),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(VERSIONED_ISH, st.text(max_size=20)))
+def test_parse_versioned_matches_the_field_by_field_checks(value):
+    """The one-match fast path accepts exactly what the checks accept, with the same version and payload;
+    what it refuses gets the checks' error."""
+    from kms_service.keyring import parse_versioned, version_of
+
+    def parsed(parse) -> tuple[str, object]:
+        try:
+            return "ok", tuple(parse(value))
+        except InvalidRequest as exc:
+            return "error", exc.message
+
+    expected = parsed(reference_parse_versioned)
+    assert parsed(lambda v: parse_versioned(v, "ciphertext")) == expected
+    version = parsed(lambda v: (version_of(v, "ciphertext"),))
+    assert version == (expected if expected[0] == "error" else ("ok", expected[1][:1]))

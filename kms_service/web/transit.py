@@ -14,7 +14,7 @@ from typing import Any
 from kms_service.acl import Capability
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound, UserError
-from kms_service.keyring import CMAC_MAX_LENGTH, Key, KeySettings, b64encode, parse_versioned, validate_key_name
+from kms_service.keyring import CMAC_MAX_LENGTH, Key, KeySettings, b64encode, validate_key_name, version_of
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KeyConfigChange
@@ -199,7 +199,7 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
 
 
 def _ciphertext_version(item: dict[str, Any]) -> int:
-    return parse_versioned(item["ciphertext"], "ciphertext").version
+    return version_of(item["ciphertext"], "ciphertext")
 
 
 async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
@@ -287,14 +287,14 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
 
 
 def _signature_version(item: dict[str, Any]) -> int:
-    return parse_versioned(item["signature"], "signature").version
+    return version_of(item["signature"], "signature")
 
 
 def _verified_version(item: dict[str, Any]) -> int:
     if item["hmac"] is not None:
-        return parse_versioned(item["hmac"], "HMAC").version
+        return version_of(item["hmac"], "HMAC")
     if item["cmac"] is not None:
-        return parse_versioned(item["cmac"], "CMAC").version
+        return version_of(item["cmac"], "CMAC")
     if item["signature"] is None:
         raise InvalidRequest("neither a 'signature' nor an 'hmac' were given to verify")
     return _signature_version(item)
