@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kms_service.byok import DEFAULT_BYOK_HASH, byok_hash, wrap_byok
-from kms_service.errors import InvalidRequest, RefusedAsServerError
+from kms_service.errors import InvalidRequest, RefusedAsServerError, UserError
 from kms_service.keytypes import (
     EXPORT_CERTIFICATE_CHAIN,
     EXPORT_ENCRYPTION_KEY,
@@ -536,6 +536,37 @@ class Key:
         except ValueError:
             raise InvalidRequest("invalid ciphertext: could not decode base64") from None
         return self.key_type.decrypt(kv.handle, body, self._derivation(options))
+
+    def decrypt_many(self, ciphertexts: list[str], options: EncryptOptions) -> list[bytes | None]:
+        """``decrypt`` of each ciphertext with the same options, at once (``KeyType.decrypt_many``, per
+        version): each plaintext, or None where ``decrypt`` refuses it (the caller asks ``decrypt`` for that
+        one's error, so the refusal is worded, and ordered among Vault's checks, as a single request's)."""
+        opened: list[bytes | None] = [None] * len(ciphertexts)
+        try:
+            self._check_encrypt_options(options)
+            if not self.key_type.supports_encryption:
+                return opened
+            derivation = self._derivation(options)
+        except UserError:
+            return opened
+        bodies: dict[int, list[tuple[int, bytes]]] = {}  # version → (position, body) of each
+        for position, ciphertext in enumerate(ciphertexts):
+            parsed = _VERSIONED_RE.fullmatch(ciphertext)
+            if parsed is None:
+                continue
+            try:
+                bodies.setdefault(int(parsed[2]), []).append((position, b64decode_strict(parsed[3])))
+            except ValueError:
+                continue
+        for version, entries in bodies.items():
+            try:
+                kv = self.version_for_decryption(version, "ciphertext")
+            except UserError:
+                continue
+            plaintexts = self.key_type.decrypt_many(kv.handle, [body for _, body in entries], derivation)
+            for (position, _), plaintext in zip(entries, plaintexts, strict=True):
+                opened[position] = plaintext
+        return opened
 
     def rewrap(
         self,

@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
-from kms_service.errors import InvalidRequest, RefusedAsServerError
+from kms_service.errors import InvalidRequest, RefusedAsServerError, UserError
 from kms_service.material import KeyMaterial, Origin
 
 # Vault's hash_algorithm names → cryptography hash classes (sign, verify, hmac, hash).
@@ -325,6 +325,17 @@ class KeyType:
     def decrypt(self, handle: Any, body: bytes, options: EncryptOptions) -> bytes:
         raise InvalidRequest(f"message decryption not supported for key type {self.name}")
 
+    def decrypt_many(self, handle: Any, bodies: list[bytes], options: EncryptOptions) -> list[bytes | None]:
+        """``decrypt`` of each body with the same options: its plaintext, or None where ``decrypt`` refuses
+        it (the caller asks ``decrypt`` for that one's error)."""
+        opened: list[bytes | None] = []
+        for body in bodies:
+            try:
+                opened.append(self.decrypt(handle, body, options))
+            except UserError:
+                opened.append(None)
+        return opened
+
     def check_padding_scheme(self, scheme: str) -> None:
         """Vault's parsePaddingSchemeArg, for a non-empty ``padding_scheme``."""
         if scheme not in PADDING_SCHEMES:
@@ -507,6 +518,18 @@ class _Aead(_RawKey):
             return cipher.decrypt(body[: self.NONCE_SIZE], body[self.NONCE_SIZE :], options.associated_data or None)
         except InvalidTag:
             raise DecryptionFailed(self.AUTH_FAILED) from None
+
+    def decrypt_many(self, handle: AeadHandle, bodies: list[bytes], options: EncryptOptions) -> list[bytes | None]:
+        if options.context is not None:
+            return super().decrypt_many(handle, bodies, options)
+        size, cipher, associated_data = self.NONCE_SIZE, handle.cipher, options.associated_data or None
+        opened: list[bytes | None] = []
+        for body in bodies:
+            try:
+                opened.append(cipher.decrypt(body[:size], body[size:], associated_data) if len(body) >= size else None)
+            except InvalidTag:
+                opened.append(None)
+        return opened
 
     def export(self, material: KeyMaterial, export_type: str) -> str:
         if export_type == EXPORT_ENCRYPTION_KEY:

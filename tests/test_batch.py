@@ -161,6 +161,37 @@ def test_each_encrypt_item_answers_as_its_own_request_would(server, root):
     assert len({answer.get("ciphertext") for answer in answered if "ciphertext" in answer}) == 5
 
 
+def test_each_decrypt_item_answers_as_its_own_request_would(server, root):
+    """Items without options of their own are opened together per version (Key.decrypt_many); the others,
+    and those it refuses, one by one. Whatever the mix, each item's answer is its own request's."""
+    assert post(server, root, "keys/vault-enc/rotate", {}).status_code == 200  # versions 1 and 2
+    v1 = post(server, root, "encrypt/vault-enc", {"plaintext": SECRET, "key_version": 1}).json()["data"]["ciphertext"]
+    v2 = post(server, root, "encrypt/vault-enc", {"plaintext": OTHER}).json()["data"]["ciphertext"]
+    with_aad = post(server, root, "encrypt/vault-enc", {"plaintext": SECRET, "associated_data": b64(b"h")}).json()
+    body = base64.b64decode(v2.split(":")[2])
+    batch = [
+        {"ciphertext": v1},
+        {"ciphertext": v2},
+        {"ciphertext": with_aad["data"]["ciphertext"], "associated_data": b64(b"h")},
+        {"ciphertext": with_aad["data"]["ciphertext"]},  # its associated data missing: authentication fails
+        {"ciphertext": "vault-kms:v2:" + b64(body[:-1] + bytes([body[-1] ^ 1]))},  # tampered
+        {"ciphertext": "vault-kms:v7:" + v2.split(":")[2]},  # no such version
+        {"ciphertext": "vault-kms:v2:%%%%"},
+        {"ciphertext": "vault:v1:" + v1.split(":")[2]},  # Vault's prefix
+        {"ciphertext": "nonsense"},
+        {"ciphertext": v2},
+    ]
+    answered = results(post(server, root, "decrypt/vault-enc", {"batch_input": batch}))
+    for item, answer in zip(batch, answered, strict=True):
+        alone = post(server, root, "decrypt/vault-enc", item).json()
+        if "errors" in alone:  # an error item keeps an empty plaintext, as Vault's
+            assert answer == {"plaintext": "", "error": alone["errors"][0], "reference": ""}, (item, answer)
+        else:
+            assert answer == {"plaintext": alone["data"]["plaintext"], "reference": ""}
+    expected = [SECRET, OTHER, SECRET, "", "", "", "", SECRET, "", OTHER]
+    assert [answer["plaintext"] for answer in answered] == expected
+
+
 # (items' plaintexts, partial_failure_response_code, status, warning substring or None)
 PARTIAL_FAILURE_CASES = [
     ([SECRET, "%%%"], 207, 207, None),

@@ -33,7 +33,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from kms_service.byok import unwrap_byok, wrap_byok
-from kms_service.errors import InvalidRequest, RefusedAsServerError
+from kms_service.errors import InvalidRequest, RefusedAsServerError, UserError
 from kms_service.keyring import b64decode_strict
 from kms_service.keytypes import (
     KEY_TYPES,
@@ -307,6 +307,48 @@ def test_encrypt_many_refuses_what_encrypt_refuses_and_keeps_convergence(type_na
     assert many_error.value.message == one_error.value.message
     same, _ = derived.encrypt_many([b"a", b"a", b"b"], EncryptOptions(context=b"tenant"))
     assert same[0] == same[1] == derived.encrypt(b"a", EncryptOptions(context=b"tenant"))[0] != same[2]
+
+
+@pytest.mark.parametrize("type_name", [*ENCRYPTION_TYPES, "ed25519", "hmac"])
+def test_decrypt_many_is_decrypt_of_each_and_refuses_what_it_refuses(type_name):
+    """Each plaintext as ``decrypt`` gives it, None exactly where ``decrypt`` raises (the batch then asks
+    ``decrypt`` for that item's error): tampered, short, bad base64, bad prefix, too new, disallowed by
+    min_decryption_version, another key's; and the whole batch refused for options the key refuses."""
+    key = make_key(type_name, versions=3, min_decryption_version=2)
+    values: list[str] = []
+    if key.key_type.supports_encryption:
+        for version in (2, 3, 3):
+            values.append(key.encrypt(os.urandom(version * 5), EncryptOptions(), version)[0])
+        body = payload(values[0])
+        values += [
+            "vault-kms:v2:" + base64.b64encode(body[:-1] + bytes([body[-1] ^ 1])).decode(),  # tampered
+            "vault-kms:v2:" + base64.b64encode(body[:5]).decode(),  # shorter than a nonce
+            values[1].replace("vault-kms:", "vault:"),  # Vault's prefix
+            values[2] + "\n",  # base64 with a trailing newline (Go skips it)
+        ]
+    values += [
+        "vault-kms:v2:%%%%",
+        "vault-kms:v2:" + base64.b64encode(b"x" * 40).decode()[:-1],
+        "vault-kms:v4:" + base64.b64encode(b"x" * 40).decode(),  # too new
+        "vault-kms:v1:" + base64.b64encode(b"x" * 40).decode(),  # under min_decryption_version
+        "vault-kms:v9999999999:AAAA",
+        "vault-kms:v02:AAAA",
+        "vault:2:AAAA",
+        "nonsense",
+        "",
+    ]
+
+    def alone(value: str, options: EncryptOptions) -> bytes | None:
+        try:
+            return key.decrypt(value, options)
+        except UserError:  # RSA's failures are RefusedAsServerError (Vault's 500), a user error too
+            return None
+
+    for options in (EncryptOptions(), EncryptOptions(associated_data=b"aad"), EncryptOptions(context=b"c")):
+        assert key.decrypt_many(values, options) == [alone(value, options) for value in values]
+    if key.key_type.supports_encryption:
+        assert key.decrypt_many(values[:3], EncryptOptions()) == [alone(v, EncryptOptions()) for v in values[:3]]
+        assert None not in key.decrypt_many(values[:3], EncryptOptions())
 
 
 # -- derived keys and convergent encryption ------------------------------------------------------------------

@@ -209,7 +209,18 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     def one(item: dict[str, Any]) -> dict[str, Any]:
         return {"plaintext": b64encode(key.decrypt(item["ciphertext"], _encrypt_options(item)))}
 
-    await items.respond(one, slow="decrypt" in key.key_type.slow_operations)
+    def many(values: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """The items without options of their own, opened together; the others (and those ``decrypt_many``
+        refuses: each then gets its error from ``one``) are None."""
+        results: list[dict[str, Any] | None] = [None] * len(values)
+        plain = [position for position, item in enumerate(values) if _encrypt_options(item) is NO_ENCRYPT_OPTIONS]
+        opened = key.decrypt_many([values[p]["ciphertext"] for p in plain], NO_ENCRYPT_OPTIONS)
+        for position, plaintext in zip(plain, opened, strict=True):
+            if plaintext is not None:
+                results[position] = {"plaintext": b64encode(plaintext)}
+        return results
+
+    await items.respond(one, slow="decrypt" in key.key_type.slow_operations, many=many)
 
 
 async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
