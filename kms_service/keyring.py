@@ -620,6 +620,20 @@ class Key:
     def hmac(self, data: bytes, algorithm: str = "sha2-256", key_version: int = 0) -> tuple[str, int]:
         """``vault-kms:v<N>:<b64 HMAC>`` and N, with the version's HMAC key (the key itself for the hmac
         type). Works for every key type. Vault's rules: 0 or latest; below min_encryption_version refused."""
+        version, mac_key, hash_algorithm = self._hmac_with(algorithm, key_version)
+        return format_versioned(version, hmac_digest(mac_key, hash_algorithm, data)), version
+
+    def hmac_many(
+        self, inputs: list[bytes], algorithm: str = "sha2-256", key_version: int = 0
+    ) -> tuple[list[str], int]:
+        """``hmac`` of each input with the same algorithm and version, at once: their values and the version.
+        Raises what ``hmac`` raises, before it computes any."""
+        version, mac_key, hash_algorithm = self._hmac_with(algorithm, key_version)
+        prefix = versioned_prefix(version)
+        return [prefix + b64encode(hmac_digest(mac_key, hash_algorithm, data)) for data in inputs], version
+
+    def _hmac_with(self, algorithm: str, key_version: int) -> tuple[int, bytes, hashes.HashAlgorithm]:
+        """Vault's checks before an HMAC, in its order: the version, its HMAC key and the hash."""
         if key_version in (0, self.latest_version):
             version = self.latest_version
         elif self.min_encryption_version > 0 and key_version < self.min_encryption_version:
@@ -627,8 +641,7 @@ class Key:
         else:
             version = key_version
         kv = self._hmac_version(version)
-        digest = hmac_digest(self.key_type.hmac_key(kv.material), _hmac_algorithm(algorithm), data)
-        return format_versioned(version, digest), version
+        return version, self.key_type.hmac_key(kv.material), _hmac_algorithm(algorithm)
 
     def verify_hmac(self, data: bytes, value: str, algorithm: str = "sha2-256") -> bool:
         """Whether ``value`` (``vault-kms:v<N>:`` or ``vault:v<N>:`` + base64) is the HMAC of ``data``;

@@ -192,6 +192,31 @@ def test_each_decrypt_item_answers_as_its_own_request_would(server, root):
     assert [answer["plaintext"] for answer in answered] == expected
 
 
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        ("hmac/vault-enc", {}),
+        ("hmac/vault-enc/sha2-512", {}),
+        ("hmac/vault-enc", {"key_version": 1}),
+        ("hmac/vault-enc", {"algorithm": "md5"}),  # refused: every item gets the single request's error
+        ("hmac/vault-enc", {"key_version": 9}),
+    ],
+)
+def test_each_hmac_item_answers_as_its_own_request_would(server, root, path, options):
+    """A batch's HMACs are computed together (Key.hmac_many: the version, its key and the hash once); each
+    item's answer, or error, is still its own request's."""
+    assert post(server, root, "keys/vault-enc/rotate", {}).status_code == 200  # versions 1 and 2
+    batch = [{"input": SECRET}, {"input": b64(b"")}, {"input": OTHER}, {"input": SECRET}]
+    answered = results(post(server, root, path, {**options, "batch_input": batch}))
+    for item, answer in zip(batch, answered, strict=True):
+        alone = post(server, root, path, {**options, **item}).json()
+        if "errors" in alone:
+            assert answer == {"error": alone["errors"][0], "reference": ""}, (item, answer)
+        else:
+            assert answer == {"hmac": alone["data"]["hmac"], "reference": ""}
+    assert answered[0] == answered[3] and len({answer.get("hmac") for answer in answered}) in (1, 3)
+
+
 # (items' plaintexts, partial_failure_response_code, status, warning substring or None)
 PARTIAL_FAILURE_CASES = [
     ([SECRET, "%%%"], 207, 207, None),

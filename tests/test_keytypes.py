@@ -351,6 +351,23 @@ def test_decrypt_many_is_decrypt_of_each_and_refuses_what_it_refuses(type_name):
         assert None not in key.decrypt_many(values[:3], EncryptOptions())
 
 
+@pytest.mark.parametrize("type_name", ["chacha20-poly1305", "hmac", "ed25519", "rsa-2048"])
+def test_hmac_many_is_hmac_of_each_and_refuses_what_it_refuses(type_name):
+    key = make_key(type_name, versions=3, min_encryption_version=2)
+    inputs = [b"", b"x", os.urandom(48), os.urandom(1000)]
+    for algorithm in ("sha2-256", "sha2-512", "sha3-256"):
+        for version in (0, 2, 3):
+            values, used = key.hmac_many(inputs, algorithm, version)
+            assert values == [key.hmac(data, algorithm, version)[0] for data in inputs]
+            assert used == key.hmac(b"", algorithm, version)[1]
+    for algorithm, version in (("md5", 0), ("sha2-256", 1), ("sha2-256", 4)):
+        with pytest.raises(InvalidRequest) as many:
+            key.hmac_many(inputs, algorithm, version)
+        with pytest.raises(InvalidRequest) as one:
+            key.hmac(inputs[0], algorithm, version)
+        assert many.value.message == one.value.message
+
+
 # -- derived keys and convergent encryption ------------------------------------------------------------------
 
 

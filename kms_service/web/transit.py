@@ -355,7 +355,16 @@ async def hmac(call: Call, args: dict[str, Any], items: Items) -> None:
         value, _version = key.hmac(item["input"], algorithm, args["key_version"])
         return {"hmac": value}
 
-    await items.respond(one)
+    def many(values: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Every item at once (the version, its key and the hash are the request's); refused, each item
+        gets the error from ``one``."""
+        try:
+            hmacs, _version = key.hmac_many([item["input"] for item in values], algorithm, args["key_version"])
+        except UserError:
+            return [None] * len(values)
+        return [{"hmac": value} for value in hmacs]
+
+    await items.respond(one, many=many)
 
 
 def _signature_in_every_item(items: list[dict[str, Any]]) -> None:
