@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KMS = [sys.executable, "-m", "kms_service"]
 PLAINTEXT = base64.b64encode(os.urandom(64)).decode()
 # Items per request of the batch operations.
-BATCH_ITEMS = {"batch100-encrypt": 100, "batch1000-encrypt": 1000}
+BATCH_ITEMS = {"batch100-encrypt": 100, "batch100-decrypt": 100, "batch100-hmac": 100, "batch1000-encrypt": 1000}
 SERVICES_YAML = """
 bench:
     type: vault-kms:1.12
@@ -65,6 +65,8 @@ OPS = [
     "verify-ed25519",
     "hmac",
     "batch100-encrypt",
+    "batch100-decrypt",
+    "batch100-hmac",
     "batch1000-encrypt",
 ]
 # The targets kms-1 and bare run pinned to this one core (see --no-pin): the per-core cost of auth, ACL and
@@ -113,13 +115,22 @@ class Target:
 
     def prepare(self, ops: list[str]) -> None:
         """The same request bodies for every target; decrypt and verify get this target's own outputs."""
-        batches = {op: ("transit/encrypt/bench-enc", batch_body(n)) for op, n in BATCH_ITEMS.items()}
+        if self.name != "bare":
+            for name, key_type in KEYS.items():  # a no-op for a key that exists (kms and kms-1 share a database)
+                self.post(f"transit/keys/{name}", {"type": key_type})
+        batches = {
+            "batch100-encrypt": ("transit/encrypt/bench-enc", batch_body(100)),
+            "batch1000-encrypt": ("transit/encrypt/bench-enc", batch_body(1000)),
+            "batch100-hmac": ("transit/hmac/bench-enc/sha2-256", {"batch_input": [{"input": PLAINTEXT}] * 100}),
+        }
+        if "batch100-decrypt" in ops:
+            made = self.post("transit/encrypt/bench-enc", batch_body(100))["batch_results"]
+            items = [{"ciphertext": result["ciphertext"]} for result in made]
+            batches["batch100-decrypt"] = ("transit/decrypt/bench-enc", {"batch_input": items})
         if self.name == "bare":
             bodies = {"encrypt": ("transit/encrypt/bench-enc", {"plaintext": PLAINTEXT}), **batches}
             self.bodies = {op: bodies[op] for op in ops if op in bodies}
             return
-        for name, key_type in KEYS.items():  # a no-op for a key that exists (kms and kms-1 share a database)
-            self.post(f"transit/keys/{name}", {"type": key_type})
         ciphertext = self.post("transit/encrypt/bench-enc", {"plaintext": PLAINTEXT})["ciphertext"]
         bodies = {
             "encrypt": ("transit/encrypt/bench-enc", {"plaintext": PLAINTEXT}),
