@@ -53,7 +53,7 @@ KEY_NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_])?", 
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
 MAX_VERSION = 2**31 - 1
 # A well-formed ``<prefix>:v<N>:<payload>`` in one match (parse_versioned's fast path, built from the same
-# parts as its checks, which say what is wrong with anything else; tests/test_keyring.py compares the two).
+# parts as its checks, which say what is wrong with anything else; tests/test_hot_path.py compares the two).
 _VERSIONED_RE = re.compile(
     "(" + "|".join(map(re.escape, INPUT_PREFIXES)) + "):v(" + _VERSION_RE.pattern + "):(.*)", re.ASCII | re.DOTALL
 )

@@ -313,24 +313,47 @@ def test_encrypt_many_refuses_what_encrypt_refuses_and_keeps_convergence(type_na
 def test_decrypt_many_is_decrypt_of_each_and_refuses_what_it_refuses(type_name):
     """Each plaintext as ``decrypt`` gives it, None exactly where ``decrypt`` raises (the batch then asks
     ``decrypt`` for that item's error): tampered, short, bad base64, bad prefix, too new, disallowed by
-    min_decryption_version, another key's; and the whole batch refused for options the key refuses."""
-    key = make_key(type_name, versions=3, min_decryption_version=2)
+    min_decryption_version, a version trimmed away, another key's, associated data missing or wrong; and the
+    whole batch refused for options the key refuses (a derived key without a context)."""
+    for settings in ({}, {"derived": True}):
+        if settings and not KEY_TYPES[type_name].supports_derivation:
+            continue
+        # Version 1 trimmed away (no material), decryption from version 2 on.
+        kept = {v: material(type_name, v) for v in (2, 3)}
+        key = make_key(type_name, materials=kept, min_decryption_version=1, **settings)
+        for options in (
+            EncryptOptions(),
+            EncryptOptions(associated_data=b"aad"),
+            EncryptOptions(context=b"c"),
+            EncryptOptions(associated_data=b"aad", context=b"c"),
+        ):
+            _decrypt_many_matches_decrypt(type_name, key, options)
+
+
+def _decrypt_many_matches_decrypt(type_name: str, key, options: EncryptOptions) -> None:
     values: list[str] = []
+    made_with = options
     if key.key_type.supports_encryption:
-        for version in (2, 3, 3):
-            values.append(key.encrypt(os.urandom(version * 5), EncryptOptions(), version)[0])
+        try:
+            for version in (2, 3, 3):
+                values.append(key.encrypt(os.urandom(version * 5), made_with, version)[0])
+        except UserError:  # options this key refuses to encrypt with (a derived key without a context)
+            made_with = EncryptOptions(context=b"c")
+            values = [key.encrypt(os.urandom(version * 5), made_with, version)[0] for version in (2, 3, 3)]
+        other = make_key(type_name, materials={2: material(type_name, 7)}, **_settings_of(key))
         body = payload(values[0])
         values += [
             "vault-kms:v2:" + base64.b64encode(body[:-1] + bytes([body[-1] ^ 1])).decode(),  # tampered
             "vault-kms:v2:" + base64.b64encode(body[:5]).decode(),  # shorter than a nonce
             values[1].replace("vault-kms:", "vault:"),  # Vault's prefix
             values[2] + "\n",  # base64 with a trailing newline (Go skips it)
+            other.encrypt(b"another key's", made_with, 2)[0],
         ]
     values += [
         "vault-kms:v2:%%%%",
         "vault-kms:v2:" + base64.b64encode(b"x" * 40).decode()[:-1],
         "vault-kms:v4:" + base64.b64encode(b"x" * 40).decode(),  # too new
-        "vault-kms:v1:" + base64.b64encode(b"x" * 40).decode(),  # under min_decryption_version
+        "vault-kms:v1:" + base64.b64encode(b"x" * 40).decode(),  # trimmed away
         "vault-kms:v9999999999:AAAA",
         "vault-kms:v02:AAAA",
         "vault:2:AAAA",
@@ -338,17 +361,20 @@ def test_decrypt_many_is_decrypt_of_each_and_refuses_what_it_refuses(type_name):
         "",
     ]
 
-    def alone(value: str, options: EncryptOptions) -> bytes | None:
+    def alone(value: str, with_options: EncryptOptions) -> bytes | None:
         try:
-            return key.decrypt(value, options)
+            return key.decrypt(value, with_options)
         except UserError:  # RSA's failures are RefusedAsServerError (Vault's 500), a user error too
             return None
 
-    for options in (EncryptOptions(), EncryptOptions(associated_data=b"aad"), EncryptOptions(context=b"c")):
-        assert key.decrypt_many(values, options) == [alone(value, options) for value in values]
+    for with_options in (options, made_with, EncryptOptions(associated_data=b"wrong", context=options.context)):
+        assert key.decrypt_many(values, with_options) == [alone(value, with_options) for value in values]
     if key.key_type.supports_encryption:
-        assert key.decrypt_many(values[:3], EncryptOptions()) == [alone(v, EncryptOptions()) for v in values[:3]]
-        assert None not in key.decrypt_many(values[:3], EncryptOptions())
+        assert None not in key.decrypt_many(values[:3], made_with)  # the fast path opens what it should
+
+
+def _settings_of(key) -> dict:
+    return {"derived": True} if key.settings.derived else {}
 
 
 @pytest.mark.parametrize("type_name", ["chacha20-poly1305", "hmac", "ed25519", "rsa-2048"])
