@@ -85,13 +85,7 @@ class Counted:
         return int(found.group(1)), elapsed
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        transit_bench.stop_process(self.proc, 120)  # a process under valgrind takes a while to exit
 
 
 def start(name: str, workdir: Path) -> Counted:
@@ -118,7 +112,7 @@ def start(name: str, workdir: Path) -> Counted:
     url = f"http://127.0.0.1:{port}"
     counted = Counted(name, url, "none", proc, dumps)
     try:
-        _wait_healthy(url, proc, workdir / f"{name}.log")
+        transit_bench.wait_healthy(url, proc, START_TIMEOUT, workdir / f"{name}.log")
         if name != "bare":
             create = [*transit_bench.KMS, "token", "create", "--policy", "root", "--ttl", "2h"]
             counted.token = subprocess.run(create, env=env, capture_output=True, text=True, check=True).stdout.split()[
@@ -137,20 +131,6 @@ def start(name: str, workdir: Path) -> Counted:
         raise
     log.close()  # the child keeps its own descriptor
     return counted
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: server exited early ({proc.returncode}):\n{log.read_text()[-2000:]}")
-        try:
-            if requests.get(f"{url}/v1/sys/health", timeout=10).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not come up in {START_TIMEOUT:.0f} s under callgrind")
 
 
 def request_bytes(target: Counted, op: str) -> bytes:

@@ -82,18 +82,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0, log: Path | None = None) -> None:
+    """Until ``url`` answers sys/health with 200; a server that exits meanwhile stops the run (with the end
+    of its ``log``, when given)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{url}: server exited early ({proc.returncode})")
+            tail = f":\n{log.read_text()[-2000:]}" if log is not None else ""
+            raise SystemExit(f"{url}: server exited early ({proc.returncode}){tail}")
         try:
-            if requests.get(f"{url}/v1/sys/health", timeout=1).status_code == 200:
+            if requests.get(f"{url}/v1/sys/health", timeout=10).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up in 60 s")
+    raise SystemExit(f"{url} did not come up in {timeout:.0f} s")
 
 
 @dataclass
@@ -163,15 +166,20 @@ class Target:
         return process_tree_cpu(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
         if self.log is not None:
             self.log.close()
+
+
+def stop_process(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there ``grace`` seconds later."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def batch_body(items: int) -> dict:
