@@ -52,8 +52,9 @@ INPUT_PREFIXES = ("vault-kms", "vault")
 KEY_NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_])?", re.ASCII)
 _VERSION_RE = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
 MAX_VERSION = 2**31 - 1
-# A well-formed ``<prefix>:v<N>:<payload>`` in one match (parse_versioned's fast path, built from the same
-# parts as its checks, which say what is wrong with anything else; tests/test_hot_path.py compares the two).
+# A well-formed ``<prefix>:v<N>:<payload>`` in one match (_well_formed, parse_versioned's fast path), built
+# from the same parts as its checks, which say what is wrong with anything else (tests/test_hot_path.py
+# compares the two).
 _VERSIONED_RE = re.compile(
     "(" + "|".join(map(re.escape, INPUT_PREFIXES)) + "):v(" + _VERSION_RE.pattern + "):(.*)", re.ASCII | re.DOTALL
 )
@@ -142,11 +143,20 @@ class Versioned(NamedTuple):
     payload: str
 
 
-def parse_versioned(value: str, what: str) -> Versioned:
-    """Parse ``vault-kms:v3:...`` or ``vault:v3:...``; ``what`` names the field in error messages."""
+def _well_formed(value: str) -> tuple[int, str] | None:
+    """The version and payload of a well-formed ``<prefix>:v<N>:<payload>`` in one match, else None (then
+    parse_versioned's checks say what is wrong with it). A plain pair: this runs for every batch item."""
     match = _VERSIONED_RE.fullmatch(value)
     if match is not None and (version := int(match[2])) <= MAX_VERSION:
-        return Versioned(version, match[3])
+        return version, match[3]
+    return None
+
+
+def parse_versioned(value: str, what: str) -> Versioned:
+    """Parse ``vault-kms:v3:...`` or ``vault:v3:...``; ``what`` names the field in error messages."""
+    parsed = _well_formed(value)
+    if parsed is not None:
+        return Versioned(*parsed)
     prefix, sep, rest = value.partition(":")
     if not sep or prefix not in INPUT_PREFIXES or not rest.startswith("v"):
         raise InvalidRequest(f"invalid {what}: no prefix")
@@ -161,10 +171,8 @@ def parse_versioned(value: str, what: str) -> Versioned:
 def version_of(value: str, what: str) -> int:
     """``parse_versioned(value, what).version``, without building the pair (every batch item's version is
     read before the operation, which parses the value again)."""
-    match = _VERSIONED_RE.fullmatch(value)
-    if match is not None and (version := int(match[2])) <= MAX_VERSION:
-        return version
-    return parse_versioned(value, what).version
+    parsed = _well_formed(value)
+    return parsed[0] if parsed is not None else parse_versioned(value, what).version
 
 
 def format_versioned(version: int, payload: bytes, urlsafe: bool = False) -> str:
@@ -551,11 +559,11 @@ class Key:
             return opened
         bodies: dict[int, list[tuple[int, bytes]]] = {}  # version → (position, body) of each
         for position, ciphertext in enumerate(ciphertexts):
-            parsed = _VERSIONED_RE.fullmatch(ciphertext)
+            parsed = _well_formed(ciphertext)
             if parsed is None:
                 continue
             try:
-                bodies.setdefault(int(parsed[2]), []).append((position, b64decode_strict(parsed[3])))
+                bodies.setdefault(parsed[0], []).append((position, b64decode_strict(parsed[1])))
             except ValueError:
                 continue
         for version, entries in bodies.items():
