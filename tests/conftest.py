@@ -79,15 +79,23 @@ class ServerThread:
         config: ServiceConfig,
         *,
         master_key: MasterKey | None = None,
+        uvloop: bool = False,
         **settings: Any,
     ) -> None:
-        """``settings``: any other ``Settings`` field (cache_ttl, reap_interval, max_batch_items, ...)."""
+        """``uvloop``: serve on uvloop's event loop, as ``kms-service serve`` does (its callbacks run in
+        another order than asyncio's). ``settings``: any other ``Settings`` field (cache_ttl, reap_interval,
+        max_batch_items, ...)."""
         self.database_url = database_url
         self.data_dir = data_dir
         self.config = config
         self.master_key = master_key
         self.overrides = settings
-        self.loop = asyncio.new_event_loop()
+        if uvloop:
+            import uvloop as _uvloop
+
+            self.loop = _uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.kms: KMS
         self.url = ""

@@ -141,7 +141,11 @@ def test_both_lanes_give_the_same_answer(server, root, case):
     assert first[0].split()[1] == case.rsplit(" ", 1)[-1] or not case[-3:].isdigit()
 
 
-def test_pipelined_requests_are_answered_in_order_across_lanes(server, root):
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_pipelined_requests_are_answered_in_order_across_lanes(start_server, event_loop):
+    server = start_server(uvloop=event_loop == "uvloop")
+    root = server.root_token()
+    server.client(root).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
     with Connection(server) as conn:
         conn.health(root)
         before = direct_answers(server)
@@ -282,3 +286,46 @@ def test_a_connection_idle_after_a_request_with_a_body_waits_for_the_idle_timeou
         with pytest.raises(ConnectionError):
             conn._fill()
         assert 2.5 < time.monotonic() - started < 6.0  # idle: not the 1 s header timeout
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_a_request_read_while_aiohttp_answers_the_one_before_waits_its_turn(start_server, event_loop):
+    """The first request's body comes in pieces (aiohttp's lane); the second is read with the rest of it,
+    while aiohttp's task is still answering the first. The direct lane takes the second out of aiohttp's
+    queue only to give it back: aiohttp answers both, in order."""
+    quick = start_server(uvloop=event_loop == "uvloop")
+    token = quick.root_token()
+    quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    plaintexts = [base64.b64encode(f"turn {i}".encode()).decode() for i in range(2)]
+    first, second = (request("POST", "transit/encrypt/lane-key", token, {"plaintext": p}) for p in plaintexts)
+    head, body = first.split(b"\r\n\r\n", 1)
+    with Connection(quick) as conn:
+        conn.health(token)
+        before = direct_answers(quick)
+        conn.send(head + b"\r\n\r\n" + body[:5])
+        time.sleep(0.2)
+        conn.send(body[5:] + second)
+        ciphertexts = [json.loads(conn.response()[2])["data"]["ciphertext"] for _ in range(2)]
+        assert direct_answers(quick) == before
+        decrypts = [request("POST", "transit/decrypt/lane-key", token, {"ciphertext": c}) for c in ciphertexts]
+        conn.send(*decrypts)
+        assert [json.loads(conn.response()[2])["data"]["plaintext"] for _ in decrypts] == plaintexts
+
+
+def test_a_request_read_before_aiohttps_task_runs_is_answered_directly(start_server):
+    """Under uvloop (``serve``'s loop) a new connection's first request is read before its aiohttp task
+    first runs, and under load a client's next request before the task is back from its last answer (then
+    about a third of them at 32 connections). Both are the direct lane's: the run holds the request until
+    the task has parked."""
+    quick = start_server(uvloop=True)
+    token = quick.root_token()
+    quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    encrypt = request("POST", "transit/encrypt/lane-key", token, {"plaintext": PLAINTEXT})
+    before = direct_answers(quick)
+    for _ in range(20):
+        with Connection(quick) as conn:
+            conn.send(encrypt)  # at once, on a new connection
+            assert conn.response()[0].startswith("HTTP/1.1 200")
+            conn.send(encrypt, encrypt)
+            assert all(conn.response()[0].startswith("HTTP/1.1 200") for _ in range(2))
+    assert direct_answers(quick) == before + 60
