@@ -122,6 +122,30 @@ def test_form_values_convert_like_json_strings_and_unknown_keys_warn(server, roo
     assert response.json()["warnings"] == ["Endpoint ignored these unrecognized parameters: [flag]"]
 
 
+def test_a_field_the_path_gives_is_replaced_with_a_warning(server, root):
+    """A body field named like a path parameter (``name`` in encrypt/:name) is overridden by the path; the
+    warnings are OpenBao's words (2.x, checked against ``bao server -dev``), ignored fields first."""
+    replaced = (
+        "Endpoint replaced the value of these parameters with the values captured from the endpoint's path: [name]"
+    )
+    cases = [
+        ({"plaintext": PLAINTEXT}, None),
+        ({"plaintext": PLAINTEXT, "name": "other"}, [replaced]),
+        (
+            {"plaintext": PLAINTEXT, "name": "other", "zz": 1},
+            ["Endpoint ignored these unrecognized parameters: [zz]", replaced],
+        ),
+    ]
+    for body, warnings in cases:
+        response = _post(server, root, "transit/encrypt/vault-enc", body)
+        assert response.status_code == 200, response.text
+        assert response.json()["warnings"] == warnings, body
+        decrypted = _post(
+            server, root, "transit/decrypt/vault-enc", {"ciphertext": response.json()["data"]["ciphertext"]}
+        )
+        assert decrypted.status_code == 200  # the path's key encrypted it, not "other"
+
+
 def test_json_under_a_form_type_stays_json(server, root):
     """curl --data '{...}' sends JSON with a form type: still JSON (Vault looks for a leading { or [)."""
     body = "\n  " + json.dumps({"plaintext": PLAINTEXT, "key_version": 1})

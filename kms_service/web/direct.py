@@ -82,7 +82,7 @@ class _ReceivedBody:
 class DirectRequest:
     """The parts of ``aiohttp.web.Request`` the service reads, over a parsed message whose body is in."""
 
-    __slots__ = ("app", "content", "_message", "_transport", "_state")
+    __slots__ = ("app", "content", "content_length", "_message", "_transport", "_state")
 
     def __init__(self, app: web.Application, message: RawRequestMessage, payload: StreamReader, transport: Any):
         self.app = app
@@ -90,6 +90,9 @@ class DirectRequest:
         self._message = message
         self._transport = transport
         self._state: dict[Any, Any] = {}
+        # Read several times per request; the parser accepted the value as a number (aiohttp's does too).
+        length = message.headers.get("Content-Length")
+        self.content_length: int | None = None if length is None else int(length)
 
     @property
     def method(self) -> str:
@@ -110,11 +113,6 @@ class DirectRequest:
     @property
     def query(self) -> MultiDictProxy[str]:
         return self._message.url.query
-
-    @property
-    def content_length(self) -> int | None:
-        value = self._message.headers.get("Content-Length")
-        return None if value is None else int(value)
 
     @property
     def remote(self) -> str | None:

@@ -278,6 +278,8 @@ def parse_map(name: str, value: Any) -> dict[str, Any]:
 
 def ignored_field_warnings(body: dict[str, Any], known: frozenset[str], path_params: dict[str, str]) -> list[str]:
     """Vault's warnings for body fields it ignored (not in the path's schema) or overrode with path values."""
+    if body.keys() <= known and (not path_params or path_params.keys().isdisjoint(body)):
+        return []  # every field known, none from the path: nearly every request
     result = []
     replaced = sorted(k for k in body if k in path_params)
     ignored = sorted(_short(k) for k in body if k not in known and k not in path_params)
