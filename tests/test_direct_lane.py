@@ -6,7 +6,9 @@ behind a HEAD in the same write goes through aiohttp, as does a body that arrive
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import socket
 import time
@@ -314,9 +316,8 @@ def test_a_request_read_while_aiohttp_answers_the_one_before_waits_its_turn(star
 
 def test_a_request_read_before_aiohttps_task_runs_is_answered_directly(start_server):
     """Under uvloop (``serve``'s loop) a new connection's first request is read before its aiohttp task
-    first runs, and under load a client's next request before the task is back from its last answer (then
-    about a third of them at 32 connections). Both are the direct lane's: the run holds the request until
-    the task has parked."""
+    first runs. It is the direct lane's: the run holds it until the task has parked. (The next request read
+    before the task is back from an answer: the test after the flow-control one.)"""
     quick = start_server(uvloop=True)
     token = quick.root_token()
     quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
@@ -329,3 +330,104 @@ def test_a_request_read_before_aiohttps_task_runs_is_answered_directly(start_ser
             conn.send(encrypt, encrypt)
             assert all(conn.response()[0].startswith("HTTP/1.1 200") for _ in range(2))
     assert direct_answers(quick) == before + 60
+
+
+class _Transport(asyncio.Transport):
+    """The socket's side of a connection, kept in memory: what the protocol writes, and whether it paused
+    reading. (The protocol, its parser and the app are the real ones.)"""
+
+    def __init__(self, expected_answers: int) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.paused = self.closed = False
+        self.expected_answers = expected_answers
+        self.all_answered = asyncio.Event()
+
+    def answers(self) -> int:
+        return self.written.count(b"HTTP/1.1 200 OK")
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+        if self.answers() >= self.expected_answers:
+            self.all_answered.set()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+
+def test_requests_held_for_the_lane_count_toward_aiohttps_flow_control(start_server):
+    """uvloop reads a socket up to 32 times in one turn, so several reads can arrive while the lane holds
+    requests out of aiohttp's queue (a new connection's aiohttp task has not run yet). aiohttp's parser stops
+    at 32 unconsumed requests and goes on only when a paused transport is resumed: the held ones must pause
+    it, or the requests past the 32nd are never parsed (the client waits, then the header timeout closes the
+    connection). Two reads in one step here, 20 requests each."""
+    quick = start_server()
+    token = quick.root_token()
+    quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    encrypt = request("POST", "transit/encrypt/lane-key", token, {"plaintext": PLAINTEXT})
+
+    async def two_reads_then_answers() -> tuple[int, bool]:
+        protocol = quick._runner.server()
+        transport = _Transport(expected_answers=40)
+        protocol.connection_made(transport)
+        protocol.data_received(encrypt * 20)
+        protocol.data_received(encrypt * 20)
+        paused = transport.paused
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(transport.all_answered.wait(), 10)
+        protocol.connection_lost(None)
+        return transport.answers(), paused
+
+    answered, paused = quick.call(two_reads_then_answers())
+    assert paused  # 40 unconsumed requests, 32 at most: reading paused
+    assert answered == 40
+
+
+def test_a_request_read_before_aiohttps_task_is_back_from_its_answer_is_answered_directly(start_server):
+    """The order uvloop gives (sockets read before the callbacks that wake tasks), made on asyncio's loop:
+    the next request is read in the same turn as aiohttp's answer to a HEAD is written, before aiohttp's
+    task has woken from it. The lane takes it (held until aiohttp's task has parked), after the HEAD's answer."""
+    quick = start_server()
+    token = quick.root_token()
+    quick.client(token).secrets.transit.create_key("lane-key", key_type="chacha20-poly1305")
+    head = request("HEAD", "sys/health", token)
+    encrypt = request("POST", "transit/encrypt/lane-key", token, {"plaintext": PLAINTEXT})
+
+    class ReadsOnAnswer(_Transport):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            if self.answers() == 1 and not self.sent:  # the HEAD's answer: the client's next request is in
+                self.sent = True
+                asyncio.get_running_loop().call_soon(protocol.data_received, encrypt)
+
+    async def exchange() -> tuple[bytes, int]:
+        nonlocal protocol
+        protocol = quick._runner.server()
+        transport = ReadsOnAnswer(expected_answers=2)
+        transport.sent = False
+        protocol.connection_made(transport)
+        await asyncio.sleep(0)  # aiohttp's task starts and parks
+        before = direct_answers(quick)
+        protocol.data_received(head)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(transport.all_answered.wait(), 10)
+        protocol.connection_lost(None)
+        return bytes(transport.written), direct_answers(quick) - before
+
+    protocol = None
+    written, direct = quick.call(exchange())
+    first, second = written.split(b"HTTP/1.1 200 OK")[1:]
+    assert b"ciphertext" not in first and b"vault" in second  # the HEAD's answer, then the encrypt's
+    assert direct == 1

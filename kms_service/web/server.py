@@ -223,6 +223,7 @@ class _Protocol(web_protocol.RequestHandler):
         if held is not None:  # a run is starting: what came now queues behind what it holds
             held.extend(self._messages)
             self._messages.clear()
+            self._pause_if_full(held)
             return
         if run is not None or not self._messages:
             return
@@ -234,11 +235,20 @@ class _Protocol(web_protocol.RequestHandler):
                 # holds the queue out of the task's sight until it next runs, which is after the task has
                 # woken (call_soon's order) and either parked (answers written) or kept going (the queue
                 # goes back to it, in front).
-                self._held = deque(self._messages)
+                self._held = held = deque(self._messages)
                 self._messages.clear()
+                self._pause_if_full(held)
             self._direct_run = self._loop.create_task(self._answer_directly())
         elif parked:
             waiter.set_result(None)
+
+    def _pause_if_full(self, held: deque[Any]) -> None:
+        """aiohttp's flow control, for requests held out of its queue: its parser stops emitting requests
+        once as many as the queue holds are unconsumed, and only a paused transport is ever resumed (which
+        makes the parser go on). aiohttp counts its queue alone; held requests count too (uvloop reads a
+        socket several times in one turn, so several reads can land here before the run's first step)."""
+        if not self._buffer_paused and len(held) >= self._max_msg_queue_size:
+            self._pause_reading_for_buffer()
 
     def _receive(self, data: bytes) -> None:
         # The first byte of the next request on a kept-alive connection. Its clocks start only if this read
