@@ -22,7 +22,9 @@ def free_port() -> int:
 
 
 def cli_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_")}
+    # Without COLUMNS and LINES the commands lay tables out as for a pipe, whatever the test runner sets
+    # (pytest-xdist's workers set COLUMNS=80, which wraps the tables the tests read).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KMS_") and k not in ("COLUMNS", "LINES")}
     env.update(KMS_DATABASE_URL=database_url, KMS_DATA_DIR=str(data_dir), **extra)
     return env
 
