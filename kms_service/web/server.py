@@ -219,11 +219,8 @@ class _Protocol(web_protocol.RequestHandler):
         finally:
             if parked:
                 self._waiter = waiter
-        held = self._held
-        if held is not None:  # a run is starting: what came now queues behind what it holds
-            held.extend(self._messages)
-            self._messages.clear()
-            self._pause_if_full(held)
+        if self._held is not None:  # a run is starting: what came now queues behind what it holds
+            self._hold()
             return
         if run is not None or not self._messages:
             return
@@ -235,18 +232,22 @@ class _Protocol(web_protocol.RequestHandler):
                 # holds the queue out of the task's sight until it next runs, which is after the task has
                 # woken (call_soon's order) and either parked (answers written) or kept going (the queue
                 # goes back to it, in front).
-                self._held = held = deque(self._messages)
-                self._messages.clear()
-                self._pause_if_full(held)
+                self._hold()
             self._direct_run = self._loop.create_task(self._answer_directly())
         elif parked:
             waiter.set_result(None)
 
-    def _pause_if_full(self, held: deque[Any]) -> None:
-        """aiohttp's flow control, for requests held out of its queue: its parser stops emitting requests
-        once as many as the queue holds are unconsumed, and only a paused transport is ever resumed (which
-        makes the parser go on). aiohttp counts its queue alone; held requests count too (uvloop reads a
-        socket several times in one turn, so several reads can land here before the run's first step)."""
+    def _hold(self) -> None:
+        """Move aiohttp's queue behind the requests a starting run holds, keeping aiohttp's flow control:
+        its parser stops emitting requests once as many as the queue holds are unconsumed, and only a paused
+        transport is ever resumed (which makes the parser go on). aiohttp counts its queue alone; held
+        requests count too (uvloop reads a socket several times in one turn, so several reads can land here
+        before the run's first step)."""
+        held = self._held
+        if held is None:
+            self._held = held = deque()
+        held.extend(self._messages)
+        self._messages.clear()
         if not self._buffer_paused and len(held) >= self._max_msg_queue_size:
             self._pause_reading_for_buffer()
 
