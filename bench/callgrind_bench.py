@@ -15,7 +15,7 @@ this process (plain HTTP/1.1 over sockets, one thread per connection); only the 
 per request depends on the number of connections (fewer requests share each turn of the event loop with 4
 than with 1: 478 k against 398 k per encrypt here), so compare runs made with the same ``--connections``.
 
-    .venv/bin/python bench/callgrind_bench.py                      # encrypt and batch-100: 1,000 / 200 requests
+    .venv/bin/python bench/callgrind_bench.py                      # encrypt, batch-100 encrypt and decrypt
     .venv/bin/python bench/callgrind_bench.py --quick              # the suite's size (tests/test_bench.py)
 
 Writes ``bench/results/<UTC date and time>-callgrind.md`` (and .json) unless ``--out`` says elsewhere.
@@ -49,7 +49,7 @@ ROOT = transit_bench.ROOT
 # window of a few seconds under callgrind: what the service does now and then because requests come (a cache
 # entry read again past half its ttl, a usage block reserved) is spread over enough requests (200 encrypts
 # gave 565 k per request, 1,000 gave 478 k, on 4 connections).
-OPS = {"encrypt": 1000, "batch100-encrypt": 200}
+OPS = {"encrypt": 1000, "batch100-encrypt": 200, "batch100-decrypt": 200}
 TARGETS = ["kms-1", "bare"]
 # Under callgrind a Python server starts 20 to 50 times slower than natively.
 START_TIMEOUT = 600.0
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
-    parser.add_argument("--requests", type=int, help="per load window (default: 1,000 encrypts, 200 batch-100)")
+    parser.add_argument("--requests", type=int, help="per load window (default: 1,000 encrypts, 200 batch-100s)")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of the idle window")
     parser.add_argument("--quick", action="store_true", help="the suite's size: 10 requests, a 2 s idle window")

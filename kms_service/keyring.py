@@ -168,6 +168,12 @@ def parse_versioned(value: str, what: str) -> Versioned:
     return Versioned(int(version_text), payload)
 
 
+def versioned_pair(value: str, what: str) -> tuple[int, str]:
+    """``parse_versioned``'s version and payload, as a plain pair when well formed (building a ``Versioned``
+    for each item was a tenth of a batch decrypt's own time)."""
+    return _well_formed(value) or parse_versioned(value, what)
+
+
 def version_of(value: str, what: str) -> int:
     """``parse_versioned(value, what).version``, without building the pair (every batch item's version is
     read before the operation, which parses the value again)."""
@@ -545,10 +551,13 @@ class Key:
             raise InvalidRequest("invalid ciphertext: could not decode base64") from None
         return self.key_type.decrypt(kv.handle, body, self._derivation(options))
 
-    def decrypt_many(self, ciphertexts: list[str], options: EncryptOptions) -> list[bytes | None]:
+    def decrypt_many(
+        self, ciphertexts: list[str], options: EncryptOptions, parsed: Mapping[str, tuple[int, str]] | None = None
+    ) -> list[bytes | None]:
         """``decrypt`` of each ciphertext with the same options, at once (``KeyType.decrypt_many``, per
         version): each plaintext, or None where ``decrypt`` refuses it (the caller asks ``decrypt`` for that
-        one's error, so the refusal is worded, and ordered among Vault's checks, as a single request's)."""
+        one's error, so the refusal is worded, and ordered among Vault's checks, as a single request's).
+        ``parsed``: ciphertexts the caller has parsed already (``versioned_pair``), not parsed again."""
         opened: list[bytes | None] = [None] * len(ciphertexts)
         try:
             self._check_encrypt_options(options)
@@ -558,12 +567,13 @@ class Key:
         except UserError:
             return opened
         bodies: dict[int, list[tuple[int, bytes]]] = {}  # version → (position, body) of each
+        known = parsed or {}
         for position, ciphertext in enumerate(ciphertexts):
-            parsed = _well_formed(ciphertext)
-            if parsed is None:
+            pair = known.get(ciphertext) or _well_formed(ciphertext)
+            if pair is None:
                 continue
             try:
-                bodies.setdefault(parsed[0], []).append((position, b64decode_strict(parsed[1])))
+                bodies.setdefault(pair[0], []).append((position, b64decode_strict(pair[1])))
             except ValueError:
                 continue
         for version, entries in bodies.items():

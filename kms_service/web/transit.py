@@ -14,7 +14,15 @@ from typing import Any
 from kms_service.acl import Capability
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound, UserError
-from kms_service.keyring import CMAC_MAX_LENGTH, Key, KeySettings, b64encode, validate_key_name, version_of
+from kms_service.keyring import (
+    CMAC_MAX_LENGTH,
+    Key,
+    KeySettings,
+    b64encode,
+    validate_key_name,
+    version_of,
+    versioned_pair,
+)
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KeyConfigChange
@@ -203,7 +211,14 @@ def _ciphertext_version(item: dict[str, Any]) -> int:
 
 
 async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
-    versions = items.map(_ciphertext_version)
+    parsed: dict[str, tuple[int, str]] = {}  # each ciphertext parsed once: here for its version, in many to open it
+
+    def version(item: dict[str, Any]) -> int:
+        ciphertext = item["ciphertext"]
+        parsed[ciphertext] = found = versioned_pair(ciphertext, "ciphertext")
+        return found[0]
+
+    versions = items.map(version)
     key = await usable_key(call, "encryption key not found", set(versions))
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +229,7 @@ async def decrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         refuses: each then gets its error from ``one``) are None."""
         results: list[dict[str, Any] | None] = [None] * len(values)
         plain = [position for position, item in enumerate(values) if _encrypt_options(item) is NO_ENCRYPT_OPTIONS]
-        opened = key.decrypt_many([values[p]["ciphertext"] for p in plain], NO_ENCRYPT_OPTIONS)
+        opened = key.decrypt_many([values[p]["ciphertext"] for p in plain], NO_ENCRYPT_OPTIONS, parsed)
         for position, plaintext in zip(plain, opened, strict=True):
             if plaintext is not None:
                 results[position] = {"plaintext": b64encode(plaintext)}
