@@ -51,6 +51,8 @@ ROOT = transit_bench.ROOT
 # gave 565 k per request, 1,000 gave 478 k, on 4 connections).
 OPS = {"encrypt": 1000, "batch100-encrypt": 200, "batch100-decrypt": 200}
 TARGETS = ["kms-1", "bare"]
+# What every answer of an op holds (a 200 of another operation does not).
+ANSWERS = {"encrypt": b'"ciphertext"', "batch100-encrypt": b'"ciphertext"', "batch100-decrypt": b'"plaintext"'}
 # Under callgrind a Python server starts 20 to 50 times slower than natively.
 START_TIMEOUT = 600.0
 WARM_UP_REQUESTS = 20
@@ -134,16 +136,32 @@ def start(name: str, workdir: Path) -> Counted:
 
 
 def request_bytes(target: Counted, op: str) -> bytes:
-    body = json.dumps({"plaintext": transit_bench.PLAINTEXT} if op == "encrypt" else transit_bench.batch_body(100))
+    """One request of ``op``, as sent on each connection. Batch decrypt opens this target's own ciphertexts
+    (each server has its own key), made here, before any window."""
+    if op == "encrypt":
+        path, body = "encrypt", {"plaintext": transit_bench.PLAINTEXT}
+    elif op == "batch100-encrypt":
+        path, body = "encrypt", transit_bench.batch_body(100)
+    else:
+        made = requests.post(
+            f"{target.url}/v1/transit/encrypt/bench-enc",
+            json=transit_bench.batch_body(100),
+            headers={"X-Vault-Token": target.token},
+            timeout=START_TIMEOUT,
+        )
+        made.raise_for_status()
+        results = made.json()["data"]["batch_results"]
+        path, body = "decrypt", {"batch_input": [{"ciphertext": result["ciphertext"]} for result in results]}
+    text = json.dumps(body)
     return (
-        f"POST /v1/transit/encrypt/bench-enc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"X-Vault-Token: {target.token}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        f"POST /v1/transit/{path}/bench-enc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"X-Vault-Token: {target.token}\r\nContent-Length: {len(text)}\r\n\r\n{text}"
     ).encode()
 
 
-def _read_response(sock: socket.socket, buffer: bytearray) -> int:
-    """Read one whole response (Content-Length framed) off ``sock``; its status. What follows stays in
-    ``buffer``."""
+def _read_response(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes]:
+    """Read one whole response (Content-Length framed) off ``sock``; its status and body. What follows stays
+    in ``buffer``."""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
         if not chunk:
@@ -158,14 +176,15 @@ def _read_response(sock: socket.socket, buffer: bytearray) -> int:
             raise ConnectionError("the server closed the connection")
         buffer += chunk
     status = int(head.split(b" ", 2)[1])
+    body = bytes(buffer[len(head) + 4 : end])
     del buffer[:end]
-    return status
+    return status, body
 
 
-def send(target: Counted, op: str, count: int, connections: int) -> None:
-    """``count`` requests of ``op`` over ``connections`` keep-alive connections, each one after the other's
-    answer; any answer but 200 stops the run."""
-    request = request_bytes(target, op)
+def send(target: Counted, op: str, request: bytes, count: int, connections: int) -> None:
+    """``count`` times ``request`` (an ``op``) over ``connections`` keep-alive connections, each one after
+    the other's answer; any answer but a 200 with the op's results stops the run."""
+    expected = ANSWERS[op]
     host, port = target.url.removeprefix("http://").split(":")
     failures: list[str] = []
     shares = [count // connections + (1 if i < count % connections else 0) for i in range(connections)]
@@ -176,9 +195,9 @@ def send(target: Counted, op: str, count: int, connections: int) -> None:
                 buffer = bytearray()
                 for _ in range(share):
                     sock.sendall(request)
-                    status = _read_response(sock, buffer)
-                    if status != 200:
-                        failures.append(f"{target.name} {op}: answered {status}")
+                    status, body = _read_response(sock, buffer)
+                    if status != 200 or expected not in body:
+                        failures.append(f"{target.name} {op}: answered {status} {body[:200]!r}")
                         return
         except OSError as exc:
             failures.append(f"{target.name} {op}: {exc}")
@@ -193,9 +212,10 @@ def send(target: Counted, op: str, count: int, connections: int) -> None:
 
 
 def measure(target: Counted, op: str, count: int, connections: int, idle: float) -> dict:
-    send(target, op, WARM_UP_REQUESTS if op == "encrypt" else max(2, WARM_UP_REQUESTS // 5), connections)
+    request = request_bytes(target, op)
+    send(target, op, request, WARM_UP_REQUESTS if op == "encrypt" else max(2, WARM_UP_REQUESTS // 5), connections)
     idle_instructions, idle_seconds = target.window(lambda: time.sleep(idle))
-    load_instructions, load_seconds = target.window(lambda: send(target, op, count, connections))
+    load_instructions, load_seconds = target.window(lambda: send(target, op, request, count, connections))
     idle_rate = idle_instructions / idle_seconds
     per_request = (load_instructions - idle_rate * load_seconds) / count
     return {

@@ -136,8 +136,8 @@ def b64encode(data: bytes) -> str:
 
 
 class Versioned(NamedTuple):
-    """A parsed ``<prefix>:v<N>:<payload>`` value (ciphertext or signature). A tuple: built for every batch
-    item, twice for a decrypt (a frozen dataclass took a fifth of a batch decrypt's time to build)."""
+    """A parsed ``<prefix>:v<N>:<payload>`` value (ciphertext or signature). A tuple, cheap to build (a frozen
+    dataclass took a fifth of a batch decrypt's time); batch decrypt keeps plain pairs (``versioned_pair``)."""
 
     version: int
     payload: str

@@ -28,7 +28,7 @@ PACKAGE = ROOT / "kms_service"
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
 # Never part of a build: the developer's venv, VCS data, caches and earlier build output. (Copying the tree
 # first keeps setuptools' build/ and *.egg-info out of the checkout, and stale build/ files out of the wheel.)
-NOT_SOURCE = {".venv", ".git", "data", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache"}
+NOT_SOURCE = {".venv", ".git", "data", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 INSTALL_TIMEOUT = 600  # pip fetches the runtime dependencies (from its cache when warm)
 
 
