@@ -86,6 +86,12 @@ class Counted:
             raise SystemExit(f"{self.name}: no instruction total in {dump}")
         return int(found.group(1)), elapsed
 
+    def post(self, path: str, body: dict) -> dict:
+        """``POST /v1/<path>`` outside any window; its data."""
+        reply = requests.post(f"{self.url}/v1/{path}", json=body, headers={"X-Vault-Token": self.token}, timeout=120)
+        reply.raise_for_status()
+        return (reply.json().get("data") or {}) if reply.content else {}  # 204: no body
+
     def stop(self) -> None:
         transit_bench.stop_process(self.proc, 120)  # a process under valgrind takes a while to exit
 
@@ -120,13 +126,7 @@ def start(name: str, workdir: Path) -> Counted:
             counted.token = subprocess.run(create, env=env, capture_output=True, text=True, check=True).stdout.split()[
                 -1
             ]
-            reply = requests.post(
-                f"{url}/v1/transit/keys/bench-enc",
-                json={"type": "chacha20-poly1305"},
-                headers={"X-Vault-Token": counted.token},
-                timeout=120,
-            )
-            reply.raise_for_status()
+            counted.post("transit/keys/bench-enc", {"type": "chacha20-poly1305"})
     except BaseException:
         counted.stop()
         log.close()
@@ -143,15 +143,7 @@ def request_bytes(target: Counted, op: str) -> bytes:
     elif op == "batch100-encrypt":
         path, body = "encrypt", transit_bench.batch_body(100)
     else:
-        made = requests.post(
-            f"{target.url}/v1/transit/encrypt/bench-enc",
-            json=transit_bench.batch_body(100),
-            headers={"X-Vault-Token": target.token},
-            timeout=START_TIMEOUT,
-        )
-        made.raise_for_status()
-        results = made.json()["data"]["batch_results"]
-        path, body = "decrypt", {"batch_input": [{"ciphertext": result["ciphertext"]} for result in results]}
+        path, body = "decrypt", transit_bench.batch_decrypt_body(target.post, 100)
     text = json.dumps(body)
     return (
         f"POST /v1/transit/{path}/bench-enc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
