@@ -7,8 +7,11 @@ from keymaterial import ALL_TYPES, ENCRYPTION_TYPES, SIGNING_TYPES
 from keymaterial import make_key as cached_key
 
 from kms_service.errors import InvalidRequest, RefusedAsServerError
-from kms_service.keyring import Key, KeySettings, KeyVersion, parse_versioned, validate_key_name
-from kms_service.keytypes import KEY_TYPES, EncryptOptions, SignOptions
+from kms_service.keyring.key import Key, KeyVersion, validate_key_name
+from kms_service.keyring.settings import KeySettings
+from kms_service.keyring.wire import parse_versioned
+from kms_service.keytypes.base import EncryptOptions, SignOptions
+from kms_service.keytypes.registry import KEY_TYPES
 
 NO_OPTIONS = EncryptOptions()
 

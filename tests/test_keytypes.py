@@ -34,16 +34,12 @@ from nacl.exceptions import CryptoError
 
 from kms_service.byok import unwrap_byok, wrap_byok
 from kms_service.errors import InvalidRequest, RefusedAsServerError, UserError
-from kms_service.keyring import b64decode_strict
-from kms_service.keytypes import (
-    KEY_TYPES,
-    MISSING_CONTEXT,
-    EncryptOptions,
-    SignOptions,
-    _unpack,
-    parse_salt_length,
-    public_key_pem,
-)
+from kms_service.keyring.key import new_datakey
+from kms_service.keyring.wire import b64decode_strict
+from kms_service.keytypes.asymmetric import public_key_pem
+from kms_service.keytypes.base import MISSING_CONTEXT, EncryptOptions, SignOptions, parse_salt_length
+from kms_service.keytypes.hybrid import _unpack
+from kms_service.keytypes.registry import KEY_TYPES
 from kms_service.material import Origin
 
 NONCE_SIZES = {
@@ -1170,15 +1166,11 @@ def test_export_type_and_certificate_chain_errors():
 
 @pytest.mark.parametrize("bits", [128, 256, 512])
 def test_datakey(bits):
-    from kms_service.keyring import new_datakey
-
     assert len(new_datakey(bits)) == bits // 8 and new_datakey(bits) != new_datakey(bits)
 
 
 @pytest.mark.parametrize("bits", [0, 64, 192, 1024, -256, True])
 def test_datakey_bits(bits):
-    from kms_service.keyring import new_datakey
-
     with pytest.raises(InvalidRequest, match="^invalid bit length$"):
         new_datakey(bits)
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, aes_key_wrap_with_padding
 from hvac.constants.transit import ALLOWED_KEY_TYPES as HVAC_KEY_TYPES
 
-from kms_service.keytypes import KEY_TYPES
+from kms_service.keytypes.registry import KEY_TYPES
 
 DATA = b"the data"
 B64 = base64.b64encode(DATA).decode()

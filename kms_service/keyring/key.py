@@ -1,23 +1,21 @@
-"""The key model: a named key, its versions, its settings, and Vault's version rules. Pure; no I/O.
+"""The ``Key`` model: an immutable snapshot of a named key as the database holds it (its type, its
+``KeySettings``, its versions), Vault's version rules, and every operation on it (encrypt, sign, HMAC,
+CMAC, export, ...) with Vault's checks in Vault's order. Pure; no I/O.
 
-A ``Key`` is an immutable snapshot of what the database holds. Its ``KeySettings`` carry every Vault key
-setting together with the rules for changing them (config, trim, delete), so the service only locks the
-row, asks the settings for the new value, and stores it. Mutations happen in storage inside a transaction;
-the cache then swaps in a new snapshot, so a failed write never leaves a half-changed key in memory.
-Each version's crypto object is built lazily, on first use (the service does that off the event loop).
+Mutations happen in storage inside a transaction; the cache then swaps in a new snapshot, so a failed write
+never leaves a half-changed key in memory. Each version's crypto object is built lazily, on first use (the
+service does that off the event loop).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac as hmac_lib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,16 +23,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kms_service.byok import DEFAULT_BYOK_HASH, byok_hash, wrap_byok
 from kms_service.errors import InvalidRequest, RefusedAsServerError, UserError
-from kms_service.keytypes import (
+from kms_service.keyring.settings import KeySettings
+from kms_service.keyring.wire import (
+    b64decode_strict,
+    b64encode,
+    decode_signature,
+    format_versioned,
+    parse_hmac,
+    parse_versioned,
+    versioned_prefix,
+    well_formed,
+)
+from kms_service.keytypes.base import (
     EXPORT_CERTIFICATE_CHAIN,
     EXPORT_ENCRYPTION_KEY,
     EXPORT_PUBLIC_KEY,
     EXPORT_SIGNING_KEY,
     EXPORT_TYPES,
     HASH_ALGORITHMS,
-    HMAC_MAX_KEY_SIZE,
-    HMAC_MIN_KEY_SIZE,
-    KEY_TYPES,
     MISSING_CONTEXT,
     EncryptOptions,
     KeyType,
@@ -45,19 +51,7 @@ from kms_service.keytypes import (
 )
 from kms_service.material import KeyMaterial, Origin
 
-OUTPUT_PREFIX = "vault-kms"
-# Prefixes accepted on input: ours, and Vault's so that ciphertexts from Vault docs and clients parse.
-INPUT_PREFIXES = ("vault-kms", "vault")
-
 KEY_NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_])?", re.ASCII)
-_VERSION_RE = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
-MAX_VERSION = 2**31 - 1
-# A well-formed ``<prefix>:v<N>:<payload>`` in one match (_well_formed, parse_versioned's fast path), built
-# from the same parts as its checks, which say what is wrong with anything else (tests/test_hot_path.py
-# compares the two).
-_VERSIONED_RE = re.compile(
-    "(" + "|".join(map(re.escape, INPUT_PREFIXES)) + "):v(" + _VERSION_RE.pattern + "):(.*)", re.ASCII | re.DOTALL
-)
 
 
 def validate_key_name(name: str) -> str:
@@ -69,139 +63,6 @@ def validate_key_name(name: str) -> str:
     return name
 
 
-def b64decode_strict(value: str) -> bytes:
-    """Standard base64 with padding; like Go's StdEncoding, CR and LF are skipped, nothing else is.
-
-    Raises ValueError with Go's text, ``illegal base64 data at input byte N`` (N as Go computes it)."""
-    if len(value) % 4 == 0 and not value.endswith("==="):
-        # binascii's strict mode, on whole quanta and without a padding-only quantum after them (which it
-        # takes and Go refuses), accepts exactly what Go does without CR or LF (it refuses those;
-        # tests/test_hot_path.py compares it with the byte-by-byte reference): one pass in C, on the string
-        # itself (it refuses one with a character past ASCII, which the path below then reports).
-        try:
-            return binascii.a2b_base64(value, strict_mode=True)
-        except ValueError:  # binascii.Error included
-            pass
-    try:
-        raw = value.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"illegal base64 data at input byte {exc.start}") from None
-    offset = go_base64_error_offset(raw)
-    if offset is not None:
-        raise ValueError(f"illegal base64 data at input byte {offset}")
-    try:
-        return base64.b64decode(raw.replace(b"\r", b"").replace(b"\n", b""), validate=True)
-    except (binascii.Error, ValueError):  # not reached: Go's rules are the stricter ones
-        raise ValueError("illegal base64 data") from None
-
-
-_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-_NEWLINES = (0x0A, 0x0D)
-
-
-def go_base64_error_offset(src: bytes) -> int | None:
-    """Where Go's ``base64.StdEncoding.DecodeString`` reports a ``CorruptInputError`` for ``src``, or None
-    when it decodes. Go reads 4-character quanta, skips CR and LF anywhere, and accepts padding only at the
-    end of the last quantum."""
-    si, n = 0, len(src)
-    while True:
-        j = 0
-        while j < 4:
-            if si == n:
-                return None if j == 0 else si - j
-            ch = src[si]
-            si += 1
-            if ch in _B64_ALPHABET:
-                j += 1
-                continue
-            if ch in _NEWLINES:
-                continue
-            if ch != 0x3D or j < 2:  # not '=', or padding too early
-                return si - 1
-            if j == 2:  # "==" expected: the second '=' after any newlines
-                while si < n and src[si] in _NEWLINES:
-                    si += 1
-                if si == n:
-                    return n
-                if src[si] != 0x3D:
-                    return si - 1
-                si += 1
-            while si < n and src[si] in _NEWLINES:
-                si += 1
-            return si if si < n else None
-
-
-def b64encode(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii")  # base64.b64encode, one call less
-
-
-class Versioned(NamedTuple):
-    """A parsed ``<prefix>:v<N>:<payload>`` value (ciphertext or signature). A tuple, cheap to build (a frozen
-    dataclass took a fifth of a batch decrypt's time); batch decrypt keeps plain pairs (``versioned_pair``)."""
-
-    version: int
-    payload: str
-
-
-def _well_formed(value: str) -> tuple[int, str] | None:
-    """The version and payload of a well-formed ``<prefix>:v<N>:<payload>`` in one match, else None (then
-    parse_versioned's checks say what is wrong with it). A plain pair: this runs for every batch item."""
-    match = _VERSIONED_RE.fullmatch(value)
-    if match is not None and (version := int(match[2])) <= MAX_VERSION:
-        return version, match[3]
-    return None
-
-
-def parse_versioned(value: str, what: str) -> Versioned:
-    """Parse ``vault-kms:v3:...`` or ``vault:v3:...``; ``what`` names the field in error messages."""
-    parsed = _well_formed(value)
-    if parsed is not None:
-        return Versioned(*parsed)
-    prefix, sep, rest = value.partition(":")
-    if not sep or prefix not in INPUT_PREFIXES or not rest.startswith("v"):
-        raise InvalidRequest(f"invalid {what}: no prefix")
-    version_text, sep, payload = rest[1:].partition(":")
-    if not sep:
-        raise InvalidRequest(f"invalid {what}: wrong number of fields")
-    if not _VERSION_RE.fullmatch(version_text) or int(version_text) > MAX_VERSION:
-        raise InvalidRequest(f"invalid {what}: version number could not be decoded")
-    return Versioned(int(version_text), payload)
-
-
-def versioned_pair(value: str, what: str) -> tuple[int, str]:
-    """``parse_versioned``'s version and payload, as a plain pair when well formed (building a ``Versioned``
-    for each item was a tenth of a batch decrypt's own time)."""
-    return _well_formed(value) or parse_versioned(value, what)
-
-
-def version_of(value: str, what: str) -> int:
-    """``parse_versioned(value, what).version``, without building the pair (every batch item's version is
-    read before the operation, which parses the value again)."""
-    parsed = _well_formed(value)
-    return parsed[0] if parsed is not None else parse_versioned(value, what).version
-
-
-def format_versioned(version: int, payload: bytes, urlsafe: bool = False) -> str:
-    if urlsafe:
-        text = base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
-    else:
-        text = b64encode(payload)
-    return versioned_prefix(version) + text
-
-
-def versioned_prefix(version: int) -> str:
-    """What every ciphertext, signature and HMAC of ``version`` starts with."""
-    return f"{OUTPUT_PREFIX}:v{version}:"
-
-
-MIN_AUTO_ROTATE_PERIOD = 3600
-
-# custom_metadata bounds (those of Vault's KV v2 custom_metadata).
-MAX_METADATA_ENTRIES = 64
-MAX_METADATA_KEY_LENGTH = 128
-MAX_METADATA_VALUE_LENGTH = 512
-
-
 CMAC_MAX_LENGTH = 16
 CMAC_MIN_LENGTH = 8  # NIST SP 800-38B: tags shorter than 64 bits need a careful analysis
 
@@ -209,221 +70,6 @@ CMAC_MIN_LENGTH = 8  # NIST SP 800-38B: tags shorter than 64 bits need a careful
 def _check_mac_length(length: int) -> None:
     if not CMAC_MIN_LENGTH <= length <= CMAC_MAX_LENGTH:
         raise InvalidRequest(f"mac_length must be {CMAC_MIN_LENGTH} to {CMAC_MAX_LENGTH} bytes")
-
-
-def _checked_retention(value: int) -> int:
-    if not 0 <= value <= MAX_VERSION:
-        raise InvalidRequest("retain_versions must be 0 (keep every version) or a positive number of versions")
-    return value
-
-
-def checked_metadata(value: Any) -> dict[str, str]:
-    """A key's ``custom_metadata``: a map of strings, bounded, so a key row stays small."""
-    if not isinstance(value, Mapping):
-        raise InvalidRequest("custom_metadata must be a map of strings")
-    if len(value) > MAX_METADATA_ENTRIES:
-        raise InvalidRequest(f"custom_metadata may hold at most {MAX_METADATA_ENTRIES} entries")
-    for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise InvalidRequest("custom_metadata must be a map of strings")
-        if not 1 <= len(k) <= MAX_METADATA_KEY_LENGTH:
-            raise InvalidRequest(f"custom_metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters")
-        if len(v) > MAX_METADATA_VALUE_LENGTH:
-            raise InvalidRequest(f"custom_metadata values must be at most {MAX_METADATA_VALUE_LENGTH} characters")
-    return dict(sorted(value.items()))
-
-
-@dataclass(frozen=True)
-class KeyConfigChange:
-    """A ``keys/:name/config`` request: None means "leave as it is"."""
-
-    min_decryption_version: int | None = None
-    min_encryption_version: int | None = None
-    deletion_allowed: bool | None = None
-    exportable: bool | None = None
-    allow_plaintext_backup: bool | None = None
-    auto_rotate_period: int | None = None
-    retain_versions: int | None = None
-    custom_metadata: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class KeySettings:
-    """Every Vault key setting, with the rules for changing them. Each field is one column of ``keys``
-    with the same name (the repository maps them by name): a new setting is one field here, one column
-    there, and its rule below."""
-
-    min_decryption_version: int = 1
-    min_encryption_version: int = 0
-    # Versions below this are trimmed: gone for good (Vault's trim).
-    min_available_version: int = 0
-    deletion_allowed: bool = False
-    exportable: bool = False
-    allow_plaintext_backup: bool = False
-    # Seconds; 0 disables auto-rotation.
-    auto_rotate_period: int = 0
-    derived: bool = False
-    convergent_encryption: bool = False
-    # OpenBao's soft delete: kept, but refused for every use until restored.
-    soft_deleted: bool = False
-    # An imported key may be rotated here (Vault's allow_rotation on import).
-    allow_imported_key_rotation: bool = False
-    # Keep the newest N versions decryptable: each rotation advances min_decryption_version (0: off).
-    retain_versions: int = 0
-    # The operator's labels (checked_metadata); keys can be listed by them.
-    custom_metadata: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def for_new_key(
-        cls,
-        key_type: str,
-        *,
-        derived: bool = False,
-        convergent_encryption: bool = False,
-        exportable: bool = False,
-        allow_plaintext_backup: bool = False,
-        auto_rotate_period: int = 0,
-        key_size: int = 0,
-        retain_versions: int = 0,
-        custom_metadata: Mapping[str, str] | None = None,
-    ) -> KeySettings:
-        """The settings of a key created with POST keys/:name, after Vault's checks in Vault's order
-        (pathPolicyWrite, then the lock manager's per-type rules). ``key_size`` (bytes, hmac only; 0 = the
-        default, 32) is checked here and then given to ``KeyType.generate``; it is not a setting: the
-        version's key carries it. Errors: ``InvalidRequest`` (400 in Vault) or ``RefusedAsServerError`` (Vault's
-        plain error, a 500)."""
-        if auto_rotate_period != 0 and auto_rotate_period < MIN_AUTO_ROTATE_PERIOD:
-            raise InvalidRequest("auto rotate period must be 0 to disable or at least an hour")
-        if convergent_encryption and not derived:
-            raise InvalidRequest("convergent encryption requires derivation to be enabled")
-        kt = KEY_TYPES.get(key_type)
-        if kt is None:
-            raise InvalidRequest("unknown key type")  # Vault appends the value; we never echo it
-        if key_size != 0:
-            if not kt.variable_key_size:
-                raise InvalidRequest(f"key_size is not valid for algorithm {kt.name}")
-            if not HMAC_MIN_KEY_SIZE <= key_size <= HMAC_MAX_KEY_SIZE:
-                raise InvalidRequest(f"invalid key_size {key_size}")
-        if derived and not kt.supports_derivation:
-            raise RefusedAsServerError(
-                f"key derivation and convergent encryption not supported for keys of type {kt.name}"
-            )
-        if convergent_encryption and not kt.supports_convergent_encryption:
-            raise RefusedAsServerError(f"convergent encryption not supported for keys of type {kt.name}")
-        return cls(
-            derived=derived,
-            convergent_encryption=convergent_encryption,
-            exportable=exportable,
-            allow_plaintext_backup=allow_plaintext_backup,
-            auto_rotate_period=auto_rotate_period,
-            retain_versions=_checked_retention(retain_versions),
-            custom_metadata=checked_metadata(custom_metadata or {}),
-        )
-
-    def configured(self, change: KeyConfigChange, latest_version: int) -> tuple[KeySettings, list[str]]:
-        """The settings after ``change`` (Vault's pathKeysConfigWrite rules), and its warnings."""
-        warnings: list[str] = []
-        min_dec = self.min_decryption_version
-        if change.min_decryption_version is not None:
-            min_dec = change.min_decryption_version
-            if min_dec < 0:
-                raise InvalidRequest("min decryption version cannot be negative")
-            if min_dec == 0:
-                min_dec = 1
-                warnings.append("transit key numbering starts at 1; forcing minimum to 1")
-            if min_dec > latest_version:
-                raise InvalidRequest(
-                    f"cannot set min decryption version of {min_dec}, latest key version is {latest_version}"
-                )
-            if min_dec < self.min_available_version:
-                raise InvalidRequest("min decryption version should not be less then min available version")
-        min_enc = self.min_encryption_version
-        if change.min_encryption_version is not None:
-            min_enc = change.min_encryption_version
-            if min_enc < 0:
-                raise InvalidRequest("min encryption version cannot be negative")
-            if min_enc > latest_version:
-                raise InvalidRequest(
-                    f"cannot set min encryption version of {min_enc}, latest key version is {latest_version}"
-                )
-            if min_enc and min_enc < self.min_available_version:
-                raise InvalidRequest("min encryption version should not be less than min available version")
-        if min_enc and min_enc < min_dec:
-            raise InvalidRequest(
-                "cannot set min encryption/decryption values; min encryption version of "
-                f"{min_enc} must be greater than or equal to min decryption version of {min_dec}"
-            )
-        period = self.auto_rotate_period
-        if change.auto_rotate_period is not None:
-            period = change.auto_rotate_period
-            if period != 0 and period < MIN_AUTO_ROTATE_PERIOD:
-                raise InvalidRequest("auto rotate period must be 0 to disable or at least an hour")
-        return (
-            replace(
-                self,
-                min_decryption_version=min_dec,
-                min_encryption_version=min_enc,
-                deletion_allowed=self.deletion_allowed if change.deletion_allowed is None else change.deletion_allowed,
-                # One-way flags: false is ignored, as in Vault.
-                exportable=self.exportable or bool(change.exportable),
-                allow_plaintext_backup=self.allow_plaintext_backup or bool(change.allow_plaintext_backup),
-                auto_rotate_period=period,
-                retain_versions=(
-                    self.retain_versions
-                    if change.retain_versions is None
-                    else _checked_retention(change.retain_versions)
-                ),
-                custom_metadata=(
-                    self.custom_metadata if change.custom_metadata is None else checked_metadata(change.custom_metadata)
-                ),
-            ),
-            warnings,
-        )
-
-    def after_rotation(self, latest_version: int) -> KeySettings:
-        """Version retention: once ``latest_version`` exists, only the newest ``retain_versions`` stay
-        decryptable (min_encryption_version follows when it would fall below). Never moves backwards."""
-        if not self.retain_versions:
-            return self
-        floor = max(self.min_decryption_version, latest_version - self.retain_versions + 1)
-        min_enc = self.min_encryption_version
-        if min_enc and min_enc < floor:
-            min_enc = floor
-        return replace(self, min_decryption_version=floor, min_encryption_version=min_enc)
-
-    def retired_by_rotation(self, latest_version: int) -> list[int]:
-        """The versions the next rotation would make undecryptable (retention's dry run)."""
-        after = self.after_rotation(latest_version + 1)
-        return list(range(self.min_decryption_version, after.min_decryption_version))
-
-    def trimmed(self, min_available_version: int) -> KeySettings:
-        """The settings after trimming every version below ``min_available_version`` (Vault's rules)."""
-        if min_available_version < 0:
-            raise InvalidRequest("minimum available version cannot be negative")
-        if min_available_version == 0:
-            raise InvalidRequest("minimum available version should be positive")
-        if min_available_version < self.min_available_version:
-            raise InvalidRequest("minimum available version cannot be decremented")
-        if self.min_encryption_version == 0:
-            raise InvalidRequest("minimum available version cannot be set when minimum encryption version is not set")
-        if self.min_decryption_version == 0:
-            raise InvalidRequest("minimum available version cannot be set when minimum decryption version is not set")
-        if min_available_version > self.min_encryption_version:
-            raise InvalidRequest("minimum available version cannot be greater than minmum encryption version")
-        if min_available_version > self.min_decryption_version:
-            raise InvalidRequest("minimum available version cannot be greater than minimum decryption version")
-        return replace(self, min_available_version=min_available_version)
-
-    def check_deletable(self) -> None:
-        if not self.deletion_allowed:
-            raise InvalidRequest("deletion is not allowed for this key")
-
-    def auto_rotation_due(self, latest_created_at: datetime, now: datetime) -> bool:
-        return self.auto_rotate_period > 0 and (now - latest_created_at).total_seconds() > self.auto_rotate_period
 
 
 class KeyVersion:
@@ -569,7 +215,7 @@ class Key:
         bodies: dict[int, list[tuple[int, bytes]]] = {}  # version → (position, body) of each
         known = parsed or {}
         for position, ciphertext in enumerate(ciphertexts):
-            pair = known.get(ciphertext) or _well_formed(ciphertext)
+            pair = known.get(ciphertext) or well_formed(ciphertext)
             if pair is None:
                 continue
             try:
@@ -615,13 +261,8 @@ class Key:
         parsed = parse_versioned(signature, "signature")
         kv = self.version_for_decryption(parsed.version, "signature")
         try:
-            if options.marshaling == "jws":
-                raw = base64.urlsafe_b64decode(_pad(parsed.payload).encode("ascii"))
-                if not re.fullmatch(r"[A-Za-z0-9_-]*", parsed.payload, re.ASCII):
-                    raise ValueError
-            else:
-                raw = b64decode_strict(parsed.payload)
-        except (ValueError, binascii.Error, UnicodeEncodeError):
+            raw = decode_signature(parsed.payload, options.marshaling)
+        except (ValueError, UnicodeEncodeError):
             raise InvalidRequest("invalid base64 signature value") from None
         return self.key_type.verify(kv.handle, data, raw, self._signing_context(options))
 
@@ -665,22 +306,7 @@ class Key:
         """Whether ``value`` (``vault-kms:v<N>:`` or ``vault:v<N>:`` + base64) is the HMAC of ``data``;
         compared in constant time. Malformed values raise Vault's errors."""
         hash_algorithm = _hmac_algorithm(algorithm)
-        rest = next(
-            (value[len(prefix) + 2 :] for prefix in INPUT_PREFIXES if value.startswith(f"{prefix}:v")),
-            None,
-        )
-        if rest is None:
-            raise InvalidRequest("invalid HMAC to verify: no prefix")
-        version_text, sep, payload = rest.partition(":")
-        if not sep:
-            raise InvalidRequest("invalid HMAC: wrong number of fields")
-        version = parse_go_int(version_text)
-        if version is None:
-            raise InvalidRequest("invalid HMAC: version number could not be decoded")
-        try:
-            given = b64decode_strict(payload)
-        except ValueError as exc:
-            raise InvalidRequest(f"unable to decode verification HMAC as base64: {exc}") from None
+        version, given = parse_hmac(value)
         if version > self.latest_version:
             raise InvalidRequest("invalid HMAC: version is too new")
         if self.min_decryption_version > 0 and version < self.min_decryption_version:
@@ -917,10 +543,6 @@ class Key:
             if settings.convergent_encryption:
                 body["convergent_encryption_version"] = -1
         return body
-
-
-def _pad(text: str) -> str:
-    return text + "=" * (-len(text) % 4)
 
 
 def _hmac_algorithm(name: str) -> hashes.HashAlgorithm:
