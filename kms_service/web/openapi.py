@@ -1,5 +1,6 @@
 """The OpenAPI 3 document of this API, generated from the path table (as Vault generates its own from its
-``framework.Path`` list): paths, methods, path parameters, request bodies from the fields, responses."""
+``framework.Path`` list): paths, methods, path parameters, request bodies from the fields, responses. A field
+whose values the code fixes (a key type: the registry's names) gets them as its ``enum`` (``key_fields``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from kms_service import __version__
 from kms_service.web.framework import BATCH_INPUT, Field, FieldType, Operation, Path
+from kms_service.web.key_fields import enum_of
 
 OPENAPI_VERSION = "3.0.3"
 
@@ -199,6 +201,8 @@ def _field_schema(f: Field, path: Path) -> dict[str, Any]:
             items["required"] = required
         return {"type": "array", "items": items, "description": f.description}
     schema = {**_TYPE_SCHEMAS[f.type], "description": f.description}
+    if (values := enum_of(f)) is not None:
+        schema["enum"] = list(values)
     if f.default is not None:
         schema["default"] = base64.b64encode(f.default).decode() if isinstance(f.default, bytes) else f.default
     if f.deprecated:

@@ -30,6 +30,7 @@ from kms_service.service.keys import SOFT_DELETED
 from kms_service.service.usage import ENCRYPTIONS, SIGNATURES
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
 from kms_service.web.framework import FieldType as T
+from kms_service.web.key_fields import CUSTOM_METADATA, KEY_BODY, NEW_KEY_SIZE, NEW_KEY_TYPE, PARAMETER_SET
 from kms_service.web.replies import Reply
 
 # The types encrypt may create (upsert), as in OpenBao.
@@ -407,12 +408,6 @@ RETAIN_VERSIONS = Field(
     "Version retention: keep the newest N versions decryptable; each rotation advances min_decryption_version "
     "(0: off). The key body's next_rotation_retires shows what the next rotation would retire.",
 )
-CUSTOM_METADATA = Field(
-    "custom_metadata",
-    T.MAP,
-    "Labels: a map of strings (at most 64; keys up to 128, values up to 512 characters), replaced whole. "
-    "LIST keys with ?metadata.<label>=<value> to filter.",
-)
 # Caller-chosen nonces break AEAD security (CVE-2023-4680); never accepted.
 NONCE = Field(
     "nonce",
@@ -447,30 +442,6 @@ ENCRYPT_KEY_VERSION = Field(
     "The key version to encrypt with: 0 (the latest) or at least the key's min_encryption_version.",
     default=0,
     batch=True,
-)
-KEY_BODY = (
-    Field("name", T.STRING, "The key's name."),
-    Field("type", T.STRING, "The key type: chacha20-poly1305 or ecdsa-p256."),
-    Field("latest_version", T.INT, "The newest version (versions start at 1)."),
-    Field("min_decryption_version", T.INT, "The oldest version that may decrypt or verify."),
-    Field("min_encryption_version", T.INT, "The oldest version that may encrypt or sign (0: latest only)."),
-    Field("min_available_version", T.INT, "Always 0 (no trim)."),
-    Field("deletion_allowed", T.BOOL, "Whether the key may be deleted."),
-    Field("exportable", T.BOOL, "Whether the key may be exported."),
-    Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed."),
-    Field("derived", T.BOOL, "Always false."),
-    Field("supports_encryption", T.BOOL, "Whether the key encrypts."),
-    Field("supports_decryption", T.BOOL, "Whether the key decrypts."),
-    Field("supports_signing", T.BOOL, "Whether the key signs."),
-    Field("supports_derivation", T.BOOL, "Whether the key type supports derivation."),
-    Field("auto_rotate_period", T.INT, "Always 0 (rotate explicitly)."),
-    Field("imported_key", T.BOOL, "Always false."),
-    Field(
-        "keys",
-        T.MAP,
-        "Live versions: version → creation time (unix seconds) for symmetric keys, or → {name, public_key, "
-        "certificate_chain, creation_time} for ECDSA.",
-    ),
 )
 CIPHERTEXT_OUT = Field("ciphertext", T.STRING, "The ciphertext, 'vault-kms:v<N>:<base64>'.")
 KEY_VERSION_OUT = Field("key_version", T.INT, "The key version used.")
@@ -548,17 +519,17 @@ PATHS = (
     ),
     Path(
         "transit/keys/:name",
-        "Read a key: its configuration and versions (ECDSA versions with their public key).",
+        "Read a key: its configuration and versions (asymmetric versions with their public key).",
         fields=(
             NAME,
-            Field("type", T.STRING, f"Key type of a new key (default {DEFAULT_KEY_TYPE})."),
+            NEW_KEY_TYPE,
             Field("derived", T.BOOL, "Per-context keys (context on every request)."),
             Field("convergent_encryption", T.BOOL, "Same plaintext and context, same ciphertext (needs derived)."),
             Field("exportable", T.BOOL, "Whether the key may be exported (one-way)."),
             Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed (one-way)."),
             Field("auto_rotate_period", T.DURATION, "Rotate automatically this often: 0 (off) or at least 1h."),
-            Field("key_size", T.INT, "hmac keys: key size in bytes (32 to 512)."),
-            Field("parameter_set", T.STRING, "type=ml-dsa (Vault Enterprise's spelling): 44, 65 or 87."),
+            NEW_KEY_SIZE,
+            PARAMETER_SET,
             RETAIN_VERSIONS,
             CUSTOM_METADATA,
             Field("context", T.BASE64, "Read only: context for a derived key's public key."),

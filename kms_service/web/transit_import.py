@@ -23,6 +23,7 @@ from kms_service.material import KeyMaterial
 from kms_service.service.keys import SOFT_DELETED
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
+from kms_service.web.key_fields import IMPORT_KEY_TYPE
 from kms_service.web.transit import duration_seconds
 
 
@@ -185,7 +186,7 @@ PATHS = (
             CIPHERTEXT,
             HASH_FUNCTION,
             PUBLIC_KEY,
-            Field("type", T.STRING, f"Key type (default {DEFAULT_KEY_TYPE})."),
+            IMPORT_KEY_TYPE,
             Field(
                 "allow_rotation",
                 T.BOOL,
