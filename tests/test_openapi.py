@@ -16,7 +16,7 @@ from keymaterial import make_key
 from openapi_spec_validator import validate
 
 from kms_service.keyring.settings import MIN_AUTO_ROTATE_PERIOD, KeySettings
-from kms_service.keytypes.registry import DEFAULT_KEY_TYPE, KEY_TYPES, TYPE_ALIASES
+from kms_service.keytypes.registry import DEFAULT_KEY_TYPE, KEY_TYPES, ML_DSA, TYPE_ALIASES
 from kms_service.web.paths import TABLE
 
 SAMPLE_PARAMS = {"name": {"transit/sign": "vault-sign", "transit/verify": "vault-sign"}, "hash": "sha2-256"}
@@ -91,7 +91,7 @@ def test_every_operation_in_the_document_is_routed(server, spec):
 
 # -- the document says what the code does ---------------------------------------------------------------------
 
-TYPE_SPELLINGS = {*KEY_TYPES, *TYPE_ALIASES, "ml-dsa"}
+TYPE_SPELLINGS = {*KEY_TYPES, *TYPE_ALIASES, ML_DSA}
 WORD = re.compile(r"(?<![\w-])[a-z0-9][a-z0-9-]*[a-z0-9](?![\w-])")
 DOCUMENTED_DEFAULT = re.compile(r"\(default ([^)\s]+)\)")
 ALWAYS = re.compile(r"\bAlways ([^\s.(]+)")

@@ -69,6 +69,7 @@ from kms_service.keytypes.hpke import hpke_mlkem768_x25519_public_key
 from kms_service.keytypes.registry import (
     DEFAULT_KEY_TYPE,
     KEY_TYPES,
+    ML_DSA,
     ML_DSA_PARAMETER_SETS,
     TYPE_ALIASES,
     canonical_type,
@@ -92,6 +93,7 @@ __all__ = [
     "KEY_TYPES",
     "MARSHALING_ALGORITHMS",
     "MISSING_CONTEXT",
+    "ML_DSA",
     "ML_DSA_PARAMETER_SETS",
     "NO_PRIVATE_PART_FOR_SIGNING",
     "PADDING_SCHEMES",

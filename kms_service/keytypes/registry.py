@@ -46,11 +46,12 @@ KEY_TYPES: dict[str, KeyType] = {
 # ``parameter_set`` (see ``canonical_type``).
 TYPE_ALIASES = {"mldsa-44": "ml-dsa-44", "mldsa-65": "ml-dsa-65", "mldsa-87": "ml-dsa-87"}
 ML_DSA_PARAMETER_SETS = ("44", "65", "87")
+ML_DSA = "ml-dsa"  # Vault Enterprise's name for the three, with ``parameter_set``
 
 
 def canonical_type(name: str, parameter_set: str | None = None) -> str:
     """The registry's name for a type as a client spells it; ``ml-dsa`` needs ``parameter_set``."""
-    if name == "ml-dsa":
+    if name == ML_DSA:
         if parameter_set not in ML_DSA_PARAMETER_SETS:
             raise InvalidRequest("parameter_set must be one of 44, 65, 87 for key type ml-dsa")
         return f"ml-dsa-{parameter_set}"

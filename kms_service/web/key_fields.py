@@ -1,12 +1,14 @@
 """The fields that describe keys (the key body, a new key's type, its labels), with descriptions made from
 the code that decides them: the key-type registry, ``KeySettings``' defaults and bounds, and what
-``Key.body`` shows. A new key type or setting then shows in the API's document without an edit here.
+``Key.body`` shows. A new key type shows in the API's document without an edit here; a new field of the key
+body needs its line in ``KEY_BODY`` (tests/test_openapi.py refuses a body field the document leaves out).
 
 ``enum_of`` gives the values a field takes, for the OpenAPI document (``web/openapi.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 
 from kms_service.keyring.settings import (
@@ -16,14 +18,12 @@ from kms_service.keyring.settings import (
     MIN_AUTO_ROTATE_PERIOD,
     KeySettings,
 )
-from kms_service.keytypes.base import HMAC_DEFAULT_KEY_SIZE, HMAC_MAX_KEY_SIZE, HMAC_MIN_KEY_SIZE
-from kms_service.keytypes.registry import DEFAULT_KEY_TYPE, KEY_TYPES, ML_DSA_PARAMETER_SETS, TYPE_ALIASES
+from kms_service.keytypes.base import HMAC_DEFAULT_KEY_SIZE, HMAC_MAX_KEY_SIZE, HMAC_MIN_KEY_SIZE, KeyType
+from kms_service.keytypes.registry import DEFAULT_KEY_TYPE, KEY_TYPES, ML_DSA, ML_DSA_PARAMETER_SETS, TYPE_ALIASES
 from kms_service.web.framework import Field
 from kms_service.web.framework import FieldType as T
 
-# The other spellings a write accepts for a new key's type (``canonical_type``): the aliases, and Vault
-# Enterprise's ``ml-dsa`` with ``parameter_set``.
-ML_DSA = "ml-dsa"
+# Every spelling a write accepts for a new key's type (``canonical_type``).
 TYPE_SPELLINGS = (*KEY_TYPES, *TYPE_ALIASES, ML_DSA)
 
 
@@ -36,11 +36,12 @@ def _default(name: str) -> str:
     return _json(next(f.default for f in fields(KeySettings) if f.name == name))
 
 
-def _names(predicate) -> str:
+def _names(predicate: Callable[[KeyType], bool]) -> str:
+    """The registry's types for which ``predicate`` holds."""
     return ", ".join(name for name, kt in KEY_TYPES.items() if predicate(kt))
 
 
-def _one_of(names) -> str:
+def _one_of(names: Iterable[str]) -> str:
     return ", ".join(names)
 
 
