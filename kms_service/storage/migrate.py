@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kms_service.storage.engine import WRITE_OPTION
+from kms_service.storage.database import WRITE_OPTION
 
 # Shipped inside the package, so a wheel install migrates as a source checkout does.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -661,7 +661,7 @@ async def count_tokens(session: AsyncSession) -> int:
     return (await session.execute(select(func.count()).select_from(m.Token))).scalar_one()
 
 
-# --- audit log (service/audit.py) ---
+# --- audit log (service/audit_log.py) ---
 
 
 async def add_audit_records(session: AsyncSession, rows: Sequence[tuple[str, int, str]]) -> None:
