@@ -42,11 +42,13 @@ class Import:
 def package_modules(root: Path) -> dict[str, Path]:
     """Every module of the package by dotted name (a package by its ``__init__``)."""
     modules = {}
-    for path in sorted((root / PACKAGE).rglob("*.py")):
-        parts = path.relative_to(root).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        modules[".".join(parts)] = path
+    # migrations/ installs as kms_service.migrations (pyproject.toml's package-dir).
+    for tree, prefix in ((root / PACKAGE, (PACKAGE,)), (root / "migrations", (PACKAGE, "migrations"))):
+        for path in sorted(tree.rglob("*.py")):
+            parts = (*prefix, *path.relative_to(tree).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join(parts)] = path
     return modules
 
 

@@ -25,6 +25,7 @@ from kms_service.storage.migrate import MIGRATIONS_DIR, alembic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kms_service"
+MIGRATIONS = ROOT / "migrations"  # installed as kms_service.migrations
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
 # Never part of a build: the developer's venv, VCS data, caches and earlier build output. (Copying the tree
 # first keeps setuptools' build/ and *.egg-info out of the checkout, and stale build/ files out of the wheel.)
@@ -120,18 +121,20 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
 
     assert {name.split("/")[0] for name in names} == {"kms_service", dist_info}
 
-    # Every file of the package's source tree, .py or not, is in the wheel (and the wheel has no others):
-    # a data file left out of package-data is exactly how script.py.mako would go missing.
+    # Every file of the package's source tree, .py or not, is in the wheel (and the wheel has no others): a
+    # data file left out of package-data is exactly how script.py.mako would go missing, and a package left
+    # out of pyproject's list, how a whole directory would. migrations/ installs as kms_service/migrations/.
     source = {
-        path.relative_to(ROOT).as_posix()
-        for path in PACKAGE.rglob("*")
+        f"{installed_as}/{path.relative_to(tree).as_posix()}"
+        for tree, installed_as in ((PACKAGE, "kms_service"), (MIGRATIONS, "kms_service/migrations"))
+        for path in tree.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     }
     packaged = {name for name in names if name.startswith("kms_service/")}
     assert sorted(source - packaged) == [], "in the source tree but not in the wheel"
     assert sorted(packaged - source) == [], "in the wheel but not in the source tree"
 
-    migrations = "kms_service/storage/migrations"
+    migrations = "kms_service/migrations"
     revisions = sorted(path.name for path in (MIGRATIONS_DIR / "versions").glob("0*.py"))
     assert revisions, "no revision files found"
     for name in [f"{migrations}/env.py", f"{migrations}/script.py.mako"] + [

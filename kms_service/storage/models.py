@@ -1,7 +1,8 @@
 """The schema. Operators read it with sqlite3 or psql, so every table and column says what it is.
 
 No column holds a secret in the clear: key material is sealed under the master key, tokens are HMACs.
-Alembic owns the schema (``storage/migrations/``); a test runs ``alembic check`` against these models.
+Alembic owns the schema (``migrations/`` at the top of the tree); a test runs ``alembic check`` against these
+models.
 """
 
 from __future__ import annotations
