@@ -349,7 +349,8 @@ class MasterKeyRollover(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class EngineSetting(Base):
+class MountSetting(Base):
+    # The table keeps the name revision 0016 gave it (renaming it would be a schema change for no reader).
     __tablename__ = "engine_settings"
     __table_args__ = ({"comment": "The transit engine's own settings (config/keys, cache-config), one row each"},)
 

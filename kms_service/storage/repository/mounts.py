@@ -44,14 +44,14 @@ async def delete_mount(session: AsyncSession, mount_id: int) -> None:
 
 
 async def engine_settings(session: AsyncSession, mount_id: int) -> dict[str, str]:
-    query = select(m.EngineSetting).where(m.EngineSetting.mount_id == mount_id)
+    query = select(m.MountSetting).where(m.MountSetting.mount_id == mount_id)
     return {row.name: row.value for row in (await session.execute(query)).scalars()}
 
 
 async def put_engine_setting(session: AsyncSession, mount_id: int, name: str, value: str, now: datetime) -> None:
-    row = await session.get(m.EngineSetting, (mount_id, name))
+    row = await session.get(m.MountSetting, (mount_id, name))
     if row is None:
-        session.add(m.EngineSetting(mount_id=mount_id, name=name, value=value, updated_at=now))
+        session.add(m.MountSetting(mount_id=mount_id, name=name, value=value, updated_at=now))
     else:
         row.value, row.updated_at = value, now
     await session.flush()
