@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,20 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
     assert re.search(r"^kms-service = kms_service\.cli:main$", entry_points, re.MULTILINE), entry_points
+
+
+def test_pyproject_lists_every_package_of_the_tree() -> None:
+    """The packages are listed in pyproject.toml (migrations/ is mapped into kms_service): a package added to
+    the tree must be added there, or the wheel goes without it. Told here before any wheel is built."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"kms_service.migrations": "migrations"}
+    tree = {
+        ".".join(prefix + init.parent.relative_to(ROOT).parts)
+        for directory, prefix in ((PACKAGE, ()), (MIGRATIONS, ("kms_service",)))
+        for init in directory.rglob("__init__.py")
+    }
+    assert sorted(tree - set(setuptools["packages"])) == [], "not in pyproject.toml's packages"
+    assert sorted(set(setuptools["packages"]) - tree) == [], "in pyproject.toml's packages but not in the tree"
 
 
 def test_installed_version_is_the_wheels(installed: Installed) -> None:
