@@ -1,5 +1,6 @@
-"""The package's layers: no module imports, directly or through others, a module that imports it back, and no
-import hides inside a function to get round that. Read from the source (ast), every import statement at any
+"""The package's layers: each imports only from itself and the layers below it (``LAYERS``), no module imports,
+directly or through others, a module that imports it back, and no import hides inside a function to get round
+that. Read from the source (ast), every import statement at any
 depth: module level, under ``if TYPE_CHECKING`` (a circle of types is still a circle of the design) and in
 functions.
 
@@ -18,6 +19,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "kms_service"
+
+# Bottom up: the modules of each layer (by name or package), which import only from their own layer and the
+# ones before it. The package's other top-level modules are the domain, the lowest layer: keys and their
+# types, the seal, policies, audit records, configuration files.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("domain", ()),
+    ("storage", ("kms_service.storage", "kms_service.migrations")),
+    ("services", ("kms_service.settings", "kms_service.service")),
+    ("web", ("kms_service.web",)),
+    ("command line", ("kms_service.cli", "kms_service.cli_*", "kms_service.workers", "kms_service.__main__")),
+)
 
 _HTTP_SIDE = "aiohttp's server and the web layer: only serve needs them"
 LAZY: dict[tuple[str, str], str] = {
@@ -150,6 +162,27 @@ def _circle_in(group: set[str], graph: dict[str, set[str]]) -> list[str]:
     raise AssertionError(f"{sorted(group)} is no circle")
 
 
+def layer_of(module: str) -> int:
+    """The index in ``LAYERS`` of the layer ``module`` belongs to."""
+    for index, (_, members) in enumerate(LAYERS):
+        for member in members:
+            if member.endswith("*") and module.startswith(member[:-1]):
+                return index
+            if module == member or module.startswith(member + "."):
+                return index
+    return 0
+
+
+def test_each_layer_imports_only_itself_and_the_layers_below() -> None:
+    name = {module: LAYERS[layer_of(module)][0] for e in imports(ROOT) for module in (e.importer, e.imported)}
+    upward = [
+        f"{e.importer}:{e.line} ({name[e.importer]}) imports {e.imported} ({name[e.imported]})"
+        for e in imports(ROOT)
+        if layer_of(e.imported) > layer_of(e.importer)
+    ]
+    assert upward == []
+
+
 def _is_command_line(circle: list[str]) -> bool:
     return all(module == "kms_service.cli" or module.startswith("kms_service.cli_") for module in circle)
 
@@ -199,3 +232,9 @@ def test_the_reader_finds_every_kind_of_import(tmp_path: Path) -> None:
         ("kms_service.d", "kms_service.web", False),
     }
     assert circles(found) == [["kms_service.a", "kms_service.b", "kms_service.web.c", "kms_service.a"]]
+    # And a module's layer: its package's, a command-line module's by its name, the domain otherwise.
+    assert [LAYERS[layer_of(module)][0] for module in ("kms_service.a", "kms_service.web.c", "kms_service.cli_x")] == [
+        "domain",
+        "web",
+        "command line",
+    ]
