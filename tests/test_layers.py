@@ -1,8 +1,7 @@
 """The package's layers: each imports only from itself and the layers below it (``LAYERS``), no module imports,
 directly or through others, a module that imports it back, and no import hides inside a function to get round
-that. Read from the source (ast), every import statement at any
-depth: module level, under ``if TYPE_CHECKING`` (a circle of types is still a circle of the design) and in
-functions.
+that. Read from the source (ast), every import statement at any depth: module level, under ``if TYPE_CHECKING``
+(a circle of types is still a circle of the design) and in functions.
 
 Function-level imports of the package's own modules are allowed only in ``LAZY``, each with its reason: the
 command line imports the HTTP side, the migration client and the worker pool only in the commands that use
