@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from kms_service import __version__, logs
+from kms_service import audit_records as audit_rules
 from kms_service.config import (
     ServiceConfig,
     load_relationships,
@@ -45,7 +46,7 @@ from kms_service.service import KMS, Invalidator, PolicyService, list_tokens, op
 from kms_service.settings import Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import (
+from kms_service.storage.database import (
     Database,
     create_engine,
     default_database_url,
@@ -623,7 +624,7 @@ async def _serve(
     from aiohttp import web
 
     from kms_service.web.app import create_app
-    from kms_service.web.audit import AUDIT_KEY
+    from kms_service.web.request_audit import AUDIT_KEY
     from kms_service.web.routing import KMS_KEY
     from kms_service.web.server import AppRunner
 
@@ -990,8 +991,6 @@ def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | Non
     """Check the chains of audit log FILES (a rotated log: every file, oldest first) against the anchors
     in the database: a record removed, moved or edited, and records cut off the end, are reported with the
     last record up to which the log is intact. Exit status 1 when anything is wrong."""
-    from kms_service import audit as audit_rules
-
     if bool(files) == from_db:
         raise click.UsageError("give the audit log's FILES, or --db")
 

@@ -264,7 +264,7 @@ class ServerSecrets:
     token_hmac_key: bytes
     endpoint_token_key: bytes
     cluster_id: str
-    # Hashes secrets in audit records and chains the records (kms_service/audit.py); shared by every node.
+    # Hashes secrets in audit records and chains the records (kms_service/audit_records.py); shared by every node.
     audit_key: bytes
 
     # Row names, and (for databases made before the keyring) the purpose the old release derived them for.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kms_service.config import ServiceConfig
 from kms_service.seal import MasterKey
-from kms_service.storage.engine import default_database_url
+from kms_service.storage.database import default_database_url
 
 DEFAULT_CACHE_TTL = 5.0
 DEFAULT_REAP_INTERVAL = 60.0

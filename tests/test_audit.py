@@ -22,8 +22,8 @@ from conftest import TEST_CONFIG
 from processes import COMMAND, ServeProcess, cli_env, run_cli
 from test_caching import StatementCounter
 
-from kms_service.audit import HASH_PREFIX
-from kms_service.web.audit import REFUSED
+from kms_service.audit_records import HASH_PREFIX
+from kms_service.web.request_audit import REFUSED
 
 PLAINTEXT_BYTES = b"the audit log must never show this " + uuid.uuid4().hex.encode()
 PLAINTEXT = base64.b64encode(PLAINTEXT_BYTES).decode()

@@ -17,7 +17,7 @@ import yaml
 from processes import ServeProcess, cli_env, run_cli, serve_exit
 
 from kms_service.storage import migrate as migrations
-from kms_service.storage.engine import create_engine
+from kms_service.storage.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"

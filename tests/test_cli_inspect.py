@@ -16,7 +16,7 @@ from processes import ServeProcess, cli_env, run_cli
 from sqlalchemy.engine import make_url
 
 from kms_service.storage import migrate as migrations
-from kms_service.storage.engine import create_engine, normalize_database_url
+from kms_service.storage.database import create_engine, normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "tests" / "data" / "services.yaml"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64decode_strict, go_base64_error_offset
-from kms_service.web.app import ROUTER_KEY as ROUTER_KEY_FOR_TESTS
+from kms_service.web.routing import ROUTER_KEY as ROUTER_KEY_FOR_TESTS
 from kms_service.web.routing import _split_path
 
 

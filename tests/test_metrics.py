@@ -13,7 +13,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from kms_service.storage.engine import normalize_database_url
+from kms_service.storage.database import normalize_database_url
 
 ENCRYPT_ROUTE = "transit/encrypt/:name"
 

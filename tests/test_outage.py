@@ -32,7 +32,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from kms_service.outage import DatabaseState, OutageWindow
 from kms_service.seal import MasterKey
-from kms_service.storage.engine import connection_lost
+from kms_service.storage.database import connection_lost
 
 pytestmark = pytest.mark.postgresql
 

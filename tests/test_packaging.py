@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from kms_service.storage.migrate import MIGRATIONS_DIR, alembic_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kms_service"
+MIGRATIONS = ROOT / "migrations"  # installed as kms_service.migrations
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
 # Never part of a build: the developer's venv, VCS data, caches and earlier build output. (Copying the tree
 # first keeps setuptools' build/ and *.egg-info out of the checkout, and stale build/ files out of the wheel.)
@@ -120,18 +122,20 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
 
     assert {name.split("/")[0] for name in names} == {"kms_service", dist_info}
 
-    # Every file of the package's source tree, .py or not, is in the wheel (and the wheel has no others):
-    # a data file left out of package-data is exactly how script.py.mako would go missing.
+    # Every file of the package's source tree, .py or not, is in the wheel (and the wheel has no others): a
+    # data file left out of package-data is exactly how script.py.mako would go missing, and a package left
+    # out of pyproject's list, how a whole directory would. migrations/ installs as kms_service/migrations/.
     source = {
-        path.relative_to(ROOT).as_posix()
-        for path in PACKAGE.rglob("*")
+        f"{installed_as}/{path.relative_to(tree).as_posix()}"
+        for tree, installed_as in ((PACKAGE, "kms_service"), (MIGRATIONS, "kms_service/migrations"))
+        for path in tree.rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     }
     packaged = {name for name in names if name.startswith("kms_service/")}
     assert sorted(source - packaged) == [], "in the source tree but not in the wheel"
     assert sorted(packaged - source) == [], "in the wheel but not in the source tree"
 
-    migrations = "kms_service/storage/migrations"
+    migrations = "kms_service/migrations"
     revisions = sorted(path.name for path in (MIGRATIONS_DIR / "versions").glob("0*.py"))
     assert revisions, "no revision files found"
     for name in [f"{migrations}/env.py", f"{migrations}/script.py.mako"] + [
@@ -149,6 +153,20 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
     assert re.search(r"^kms-service = kms_service\.cli:main$", entry_points, re.MULTILINE), entry_points
+
+
+def test_pyproject_lists_every_package_of_the_tree() -> None:
+    """The packages are listed in pyproject.toml (migrations/ is mapped into kms_service): a package added to
+    the tree must be added there, or the wheel goes without it. Told here before any wheel is built."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"kms_service.migrations": "migrations"}
+    tree = {
+        ".".join(prefix + init.parent.relative_to(ROOT).parts)
+        for directory, prefix in ((PACKAGE, ()), (MIGRATIONS, ("kms_service",)))
+        for init in directory.rglob("__init__.py")
+    }
+    assert sorted(tree - set(setuptools["packages"])) == [], "not in pyproject.toml's packages"
+    assert sorted(set(setuptools["packages"]) - tree) == [], "in pyproject.toml's packages but not in the tree"
 
 
 def test_installed_version_is_the_wheels(installed: Installed) -> None:

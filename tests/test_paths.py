@@ -13,7 +13,6 @@ import requests
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import validate_key_name
-from kms_service.web.app import ROUTER_KEY
 from kms_service.web.framework import (
     HEAVY_PAUSE,
     LIGHT_WINDOW,
@@ -28,7 +27,7 @@ from kms_service.web.framework import (
     Path,
 )
 from kms_service.web.paths import TABLE
-from kms_service.web.routing import Router
+from kms_service.web.routing import ROUTER_KEY, Router
 
 
 async def _nothing(call: Call, args: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from kms_service.material import KeyMaterial
 from kms_service.seal import key_material_aad, server_secret_aad
 from kms_service.storage import migrate
 from kms_service.storage import models as m
-from kms_service.storage.engine import create_engine, normalize_database_url
+from kms_service.storage.database import create_engine, normalize_database_url
 
 TABLES = {
     "keys",

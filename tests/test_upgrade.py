@@ -25,7 +25,7 @@ from sqlalchemy import select
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial, Origin
 from kms_service.seal import MasterKey, key_material_aad
 from kms_service.storage import models as m
-from kms_service.storage.engine import create_engine
+from kms_service.storage.database import create_engine
 
 # The last commit of the release before the key material envelope and the keyring (schema revision 0007).
 PREVIOUS_RELEASE = "c74589d"

@@ -17,7 +17,7 @@ from test_storage import TABLES, _secrets
 
 from kms_service.storage import migrate
 from kms_service.storage import models as m
-from kms_service.storage.engine import create_engine, normalize_database_url
+from kms_service.storage.database import create_engine, normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWS = {"kms_keys", "kms_key_versions", "kms_tokens", "kms_endpoints"}

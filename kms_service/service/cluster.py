@@ -36,7 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.service.invalidation import Change, Invalidator
-from kms_service.storage.engine import create_engine
+from kms_service.storage.database import create_engine
 
 try:
     import fcntl

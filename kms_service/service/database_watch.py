@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from kms_service.errors import DatabaseUnavailable
 from kms_service.outage import DatabaseState, OutageWindow
 from kms_service.service.invalidation import Invalidator
-from kms_service.storage.engine import connection_lost, unavailable_reason
+from kms_service.storage.database import connection_lost, unavailable_reason
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFli
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kms_service.acl import policy_name
-from kms_service.audit import AuditKeys
+from kms_service.audit_records import AuditKeys
 from kms_service.config import GRANT_KEY_TYPES, ServiceConfig
 from kms_service.errors import ConfigError, DatabaseUnavailable, SealError
 from kms_service.keyring import KeySettings
@@ -55,7 +55,7 @@ from kms_service.service.wrapping import WrappingKeyService
 from kms_service.settings import Settings
 from kms_service.storage import migrate
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database, create_engine, normalize_database_url
+from kms_service.storage.database import Database, create_engine, normalize_database_url
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from kms_service.seal import (
 )
 from kms_service.storage import models as m
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.storage import models as m
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from kms_service.errors import InvalidRequest
 from kms_service.policy_documents import capability_names
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 POLICY_NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,128}", re.ASCII)
 

@@ -22,7 +22,7 @@ from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 from kms_service.tokens import (
     ACCESSOR_RE,
     TokenInfo,

@@ -42,7 +42,7 @@ from kms_service.service.caching import SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.keys import KeyService
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
 

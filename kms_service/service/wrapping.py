@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from kms_service.errors import SealError
 from kms_service.seal import Sealer, server_secret_aad
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from kms_service.storage.engine import WRITE_OPTION
+from kms_service import migrations
+from kms_service.storage.database import WRITE_OPTION
 
-# Shipped inside the package, so a wheel install migrates as a source checkout does.
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# migrations/ at the top of the tree, installed as the package kms_service.migrations (pyproject.toml's
+# package-dir), so a wheel migrates as a checkout does.
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 # Any constant: nodes starting at once on one PostgreSQL migrate one after the other (the later ones find
 # the schema current). SQLite's write transaction already serialises them.
 MIGRATION_LOCK_ID = 0x6B6D735F6D696772

@@ -1,7 +1,8 @@
 """The schema. Operators read it with sqlite3 or psql, so every table and column says what it is.
 
 No column holds a secret in the clear: key material is sealed under the master key, tokens are HMACs.
-Alembic owns the schema (``storage/migrations/``); a test runs ``alembic check`` against these models.
+Alembic owns the schema (``migrations/`` at the top of the tree); a test runs ``alembic check`` against these
+models.
 """
 
 from __future__ import annotations
@@ -348,7 +349,8 @@ class MasterKeyRollover(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class EngineSetting(Base):
+class MountSetting(Base):
+    # The table keeps the name revision 0016 gave it (renaming it would be a schema change for no reader).
     __tablename__ = "engine_settings"
     __table_args__ = ({"comment": "The transit engine's own settings (config/keys, cache-config), one row each"},)
 

@@ -45,25 +45,23 @@ from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.service.master_keys import CHECK_INTERVAL as MASTER_KEY_CHECK_INTERVAL
 from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
-from kms_service.storage.engine import unavailable_reason
+from kms_service.storage.database import unavailable_reason
 from kms_service.web import replies
-from kms_service.web.audit import AUDIT_KEY, REFUSED, REQUEST_ID_KEY, audit_context, audited, record_response
-from kms_service.web.faults import RateLimitedLog
+from kms_service.web.faults import FAULTS_KEY, RateLimitedLog
 from kms_service.web.fields import JsonLimits
 from kms_service.web.framework import Call, RequestLimits
 from kms_service.web.paths import TABLE
 from kms_service.web.replies import Answer, Reply
-from kms_service.web.routing import CALL_KEY, KMS_KEY, Router
+from kms_service.web.request_audit import AUDIT_KEY, REFUSED, REQUEST_ID_KEY, audit_context, audited, record_response
+from kms_service.web.routing import CALL_KEY, KMS_KEY, ROUTER_KEY, Router
 from kms_service.web.server import DIRECT_HANDLER_KEY, LISTENER_KEY, ListenerLimits
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("kms_service.access")
 
-ROUTER_KEY = web.AppKey("router", Router)
 JOBS_KEY = web.AppKey("background_jobs", list)
 ACCESS_LOG_KEY = web.AppKey("access_log", bool)
-FAULTS_KEY = web.AppKey("faults", RateLimitedLog)
 
 # The one mapping from the error hierarchy to HTTP (most specific first).
 STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
+from aiohttp import web
+
 
 class RateLimitedLog:
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
@@ -32,3 +34,7 @@ class RateLimitedLog:
             args = (*args, suppressed)
         self._logger.log(level, message, *args)
         return True
+
+
+# The application's one log of known faults (web/app.py makes it; the audit flush logs through it too).
+FAULTS_KEY = web.AppKey("faults", RateLimitedLog)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiohttp import web, web_protocol
 
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from kms_service.mounts import Mount
     from kms_service.service import KMS, Principal
     from kms_service.service.keys import KeyService
-    from kms_service.web.routing import Router
 
 T = TypeVar("T")
 
@@ -352,13 +351,24 @@ REFERENCE = Field(
 )
 
 
+class CallRouter(Protocol):
+    """What a call sees of the router that dispatched it (``routing.Router``, which builds on this module):
+    its table, the lane large bodies are parsed in, and the hook run before each handler."""
+
+    heavy_lane: HeavyLane
+    on_request: Callable[[Call], Awaitable[None]] | None
+
+    @property
+    def paths(self) -> tuple[Path, ...]: ...
+
+
 @dataclass(slots=True)  # one per request: slots make it cheaper to build and read
 class Call:
     """What a handler gets besides the body's values: the service, the caller and the path parameters."""
 
     request: web.Request
     kms: KMS
-    router: Router
+    router: CallRouter
     params: dict[str, str]
     principal: Principal | None = None
     # The transit mount the request's path is in (None outside one: sys/, auth/).

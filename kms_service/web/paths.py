@@ -14,8 +14,9 @@ from kms_service.web import (
     sys_operator,
     system,
     transit,
-    transit_engine,
     transit_import,
+    transit_key_admin,
+    transit_tools,
 )
 from kms_service.web.framework import Path
 
@@ -27,6 +28,7 @@ TABLE: tuple[Path, ...] = (
     *sys_metrics.PATHS,
     *auth_token.PATHS,
     *transit.PATHS,
-    *transit_engine.PATHS,
+    *transit_key_admin.PATHS,
+    *transit_tools.PATHS,
     *transit_import.PATHS,
 )

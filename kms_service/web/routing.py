@@ -218,6 +218,8 @@ def _lists_at(path: Path, params: dict[str, str]) -> bool:
     return "LIST" in path.operations or (len(path.patterns) == 2 and len(params) == len(path.params))
 
 
+ROUTER_KEY = web.AppKey("router", Router)
+
 # What an existence check decides between.
 EXISTENCE_CAPABILITIES = (Capability.CREATE, Capability.UPDATE)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from kms_service.acl import Capability
 from kms_service.errors import InvalidRequest
-from kms_service.service.audit import FileSink
-from kms_service.web.audit import AUDIT_KEY
+from kms_service.service.audit_log import FileSink
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
+from kms_service.web.request_audit import AUDIT_KEY
 
 
 def _devices(call: Call) -> dict[str, Any]:

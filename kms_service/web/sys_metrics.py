@@ -52,7 +52,7 @@ from prometheus_client.utils import floatToGoString
 from kms_service import __version__
 from kms_service.errors import DatabaseUnavailable, InvalidRequest
 from kms_service.outage import DatabaseState
-from kms_service.storage.engine import unavailable_reason
+from kms_service.storage.database import unavailable_reason
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply

@@ -1,5 +1,5 @@
 """The audit log in the request flow: what a request and its answer look like as records
-(``kms_service/audit.py`` hashes and chains them; ``service/audit.py`` writes them).
+(``kms_service/audit_records.py`` hashes and chains them; ``service/audit_log.py`` writes them).
 
 Every authenticated path is audited, whatever the answer (a 403 too); the unauthenticated ones (sys/health,
 sys/seal-status, sys/leader, the OpenAPI document) are not, as in Vault, where they bypass the audit
@@ -18,14 +18,15 @@ from typing import Any
 
 from aiohttp import web
 
-from kms_service.audit import Caller, Exchange, entry, serialize
+from kms_service.audit_records import Caller, Exchange, entry, serialize
 from kms_service.errors import AuditUnavailable, ConfigError
-from kms_service.service.audit import AuditLog, DatabaseSink, FileSink, Sink, SinkUnavailable
+from kms_service.service.audit_log import AuditLog, DatabaseSink, FileSink, Sink, SinkUnavailable
 from kms_service.settings import Settings
-from kms_service.storage.engine import unavailable_reason
+from kms_service.storage.database import unavailable_reason
+from kms_service.web.faults import FAULTS_KEY
 from kms_service.web.framework import PARSE_INLINE_BYTES, Call
 from kms_service.web.replies import Reply
-from kms_service.web.routing import KMS_KEY
+from kms_service.web.routing import KMS_KEY, ROUTER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ async def _serialized(request: web.Request, call: Call | None, build: Callable[[
     body was parsed, so it never holds the event loop."""
     if not _large(request, call):
         return serialize(build())
-    from kms_service.web.app import ROUTER_KEY  # app.py imports this module
-
     return await request.app[ROUTER_KEY].heavy_lane.run(lambda: serialize(build()))
 
 
@@ -150,8 +149,6 @@ def audit_context(settings: Settings):
     every ``audit_flush_interval``, and end the chains before the service closes."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        from kms_service.web.app import FAULTS_KEY, ROUTER_KEY  # app.py imports this module
-
         sinks = _sinks(settings)
         if not sinks:
             yield

@@ -1,5 +1,5 @@
 """The audit log's rules: what a record holds, how secrets are hashed, how records are chained and checked.
-Pure: no I/O (the sinks and the background flush are ``service/audit.py``).
+Pure: no I/O (the sinks and the background flush are ``service/audit_log.py``).
 
 **Records** follow Vault's audit devices: one JSON object per line, ``type`` ``request`` (written before
 the handler runs) or ``response`` (before the answer leaves), with ``time``, ``auth`` (the token's hashed

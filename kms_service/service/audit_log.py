@@ -1,4 +1,4 @@
-"""The audit log's sinks and its background flush (the rules are ``kms_service/audit.py``).
+"""The audit log's sinks and its background flush (the rules are ``kms_service/audit_records.py``).
 
 ``AuditLog.record`` runs on the event loop for each request, twice (request, then response), and never
 touches the database: the file sink is one ``write`` (to the OS) per record, before the answer leaves;
@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kms_service.audit import CHAIN_END, AuditKeys, Chain, serialize
+from kms_service.audit_records import CHAIN_END, AuditKeys, Chain, serialize
 from kms_service.storage import repository as repo
-from kms_service.storage.engine import Database
+from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from kms_service.storage.engine import create_engine, default_database_url
+from kms_service.storage.database import create_engine, default_database_url
 from kms_service.storage.migrate import foreign_keys_off
 from kms_service.storage.models import Base
 
