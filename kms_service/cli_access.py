@@ -13,7 +13,7 @@ from kms_service.cli_common import database_options, duration_text, max_token_tt
 from kms_service.config import parse_duration
 from kms_service.errors import ConfigError
 from kms_service.service import Invalidator, PolicyService, list_tokens
-from kms_service.settings import SETTING
+from kms_service.settings import SETTING_BY_NAME
 
 
 @click.group()
@@ -35,7 +35,7 @@ def token() -> None:
     "--ttl",
     envvar="KMS_TTL",
     show_envvar=True,
-    default=duration_text(SETTING["max_token_ttl"].default),  # as long as a token may live
+    default=duration_text(SETTING_BY_NAME["max_token_ttl"].default),  # as long as a token may live
     show_default=True,
     help="Lifetime, e.g. 2s, 1h, 8760h.",
 )

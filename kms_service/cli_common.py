@@ -20,7 +20,7 @@ from kms_service.config import ServiceConfig, load_service_config, parse_duratio
 from kms_service.errors import ConfigError, KMSError
 from kms_service.service import KMS, open_database
 from kms_service.serving import describe_fault, run_loop
-from kms_service.settings import SETTING, Setting, Settings
+from kms_service.settings import SETTING_BY_NAME, Setting, Settings
 from kms_service.storage.engine import default_database_url, normalize_database_url
 
 T = TypeVar("T")
@@ -204,10 +204,10 @@ def setting_options(*settings: Setting) -> Decorator:
 
 def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--database-url and --data-dir (then the logging options), on every command that opens the database."""
-    return setting_options(SETTING["database_url"], SETTING["data_dir"])(logging_options(func))
+    return setting_options(SETTING_BY_NAME["database_url"], SETTING_BY_NAME["data_dir"])(logging_options(func))
 
 
-max_token_ttl_option = setting_options(SETTING["max_token_ttl"])
+max_token_ttl_option = setting_options(SETTING_BY_NAME["max_token_ttl"])
 
 
 class Progress:

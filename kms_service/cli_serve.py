@@ -29,7 +29,7 @@ from kms_service.cli_common import (
 from kms_service.config import ServiceConfig, load_relationships
 from kms_service.errors import ConfigError
 from kms_service.service import KMS, provisioning
-from kms_service.settings import SETTING, SETTINGS, Settings
+from kms_service.settings import SETTING_BY_NAME, SETTINGS, Settings
 from kms_service.storage import migrate as migrations
 from kms_service.storage.engine import Database, create_engine
 
@@ -83,7 +83,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
     "--host",
     envvar="KMS_HOST",
     show_envvar=True,
-    default=SETTING["host"].default,
+    default=SETTING_BY_NAME["host"].default,
     show_default=True,
     help="The server's address, as the app reaches it (goes into the relationship).",
 )
@@ -91,7 +91,7 @@ def serve(ctx: click.Context, **options: Any) -> None:
     "--port",
     envvar="KMS_PORT",
     show_envvar=True,
-    default=SETTING["port"].default,
+    default=SETTING_BY_NAME["port"].default,
     show_default=True,
     type=click.IntRange(1, 65535),
     help="The server's port (goes into the relationship).",

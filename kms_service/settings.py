@@ -280,6 +280,6 @@ def _declared() -> tuple[Setting, ...]:
 
 
 SETTINGS: tuple[Setting, ...] = _declared()
-SETTING = {s.name: s for s in SETTINGS}
+SETTING_BY_NAME = {s.name: s for s in SETTINGS}
 # Every default in one object, for code that keeps its own copy of a limit (the listener's, a request's).
 DEFAULTS = Settings()
