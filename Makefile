@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test lint bench bench-scale bench-callgrind clean
+.PHONY: install install-test run test lint docs bench bench-scale bench-callgrind clean
 
 install: $(RUN_STAMP)
 
@@ -32,6 +32,11 @@ run: $(RUN_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
+
+# The command reference in docs/configuration.md, rewritten from the commands (their options come from the
+# settings table, kms_service/settings.py); tests/test_docs.py fails while it is stale.
+docs: $(RUN_STAMP)
+	$(BIN)/python docs/cli_reference.py --write
 
 # The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db).
 test: $(TEST_STAMP) lint

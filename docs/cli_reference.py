@@ -1,5 +1,6 @@
 """Writes the command reference of docs/configuration.md from the click commands themselves, so it cannot
-drift: ``.venv/bin/python docs/cli_reference.py --write`` (tests/test_docs.py fails when it is stale)."""
+drift: ``make docs`` (``.venv/bin/python docs/cli_reference.py --write``; tests/test_docs.py fails when it is
+stale). ``serve``'s options are made from the settings table (kms_service/settings.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ END = "<!-- end of generated reference -->"
 
 
 def commands(group: click.Group, path: tuple[str, ...] = ()):
-    for name, command in group.commands.items():  # in the order cli.py defines them: serve first
+    for name, command in group.commands.items():  # in the order cli.py adds them: serve first
         if isinstance(command, click.Group):
             yield from commands(command, (*path, name))
         else:

@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from kms_service.cli import _reading, database_options
+from kms_service.cli_common import database_options, reading
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.storage import reports
 from kms_service.tokens import ACCESSOR_RE
@@ -148,7 +148,7 @@ def _endpoints_table(entries: list[Row], title: str | None = None) -> Table:
 
 @click.group()
 def keys() -> None:
-    """Keys: list, show (read-only); rotate, config (cli_keys.py)."""
+    """Keys: list, show (read-only); rotate, config (changes)."""
 
 
 @keys.command("list")
@@ -161,7 +161,7 @@ def keys_list(as_json: bool, database_url: str | None, data_dir: Path) -> None:
         async with db.reading() as session:
             return await reports.keys(session)
 
-    rows = _reading(database_url, data_dir, read)
+    rows = reading(database_url, data_dir, read)
     if as_json:
         _print_json(rows)
         return
@@ -200,7 +200,7 @@ def keys_show(name: str, mount: str, as_json: bool, database_url: str | None, da
                 "tokens": tokens,
             }
 
-    document = _reading(database_url, data_dir, read)
+    document = reading(database_url, data_dir, read)
     if document is None:
         raise click.ClickException(f"no key named {name} in {mount}/")
     if as_json:
@@ -240,7 +240,7 @@ def endpoints_list(as_json: bool, database_url: str | None, data_dir: Path) -> N
         async with db.reading() as session:
             return reports.endpoints(await reports.endpoint_grants(session))
 
-    entries = _reading(database_url, data_dir, read)
+    entries = reading(database_url, data_dir, read)
     if as_json:
         _print_json(entries)
         return
@@ -263,7 +263,7 @@ def token_lookup(accessor: str, as_json: bool, database_url: str | None, data_di
         async with db.reading() as session:
             return await reports.token(session, accessor)
 
-    row = _reading(database_url, data_dir, read)
+    row = reading(database_url, data_dir, read)
     if row is None:
         raise click.ClickException("no token with that accessor")
     row["expired"] = row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC)
@@ -303,7 +303,7 @@ def inspect(days: int, as_json: bool, database_url: str | None, data_dir: Path) 
                 "expiring_tokens": await reports.tokens(session, timedelta(days=days)),
             }
 
-    document = _reading(database_url, data_dir, read)
+    document = reading(database_url, data_dir, read)
     if as_json:
         _print_json({**document, "expiring_within_days": days})
         return

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import click
 
-from kms_service.cli import Progress, _with_kms, database_options
+from kms_service.cli_common import Progress, database_options, with_kms
 from kms_service.cli_inspect import _console, _print_json, _table, json_option, keys
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, KMSError
@@ -70,7 +70,7 @@ def keys_rotate(name: str, mount: str, as_json: bool, database_url: str | None, 
             raise InvalidRequest(f"no key named {name} in {mount}/")
         return await engine.rotate(name)
 
-    key = _with_kms(database_url, data_dir, rotate)
+    key = with_kms(database_url, data_dir, rotate)
     _show(key, as_json, f"rotated key {name} in {mount}/ to version {key.latest_version}")
 
 
@@ -119,7 +119,7 @@ def keys_config(
     async def configure(kms: KMS) -> tuple[Key, list[str]]:
         return await (await _engine(kms, mount)).configure(name, change)
 
-    key, warnings = _with_kms(database_url, data_dir, configure)
+    key, warnings = with_kms(database_url, data_dir, configure)
     changed = ", ".join(f"{field}={value}" for field, value in fields.items() if value is not None)
     _show(key, as_json, f"configured key {name} in {mount}/: {changed}", warnings)
 
@@ -184,5 +184,5 @@ def rewrap(name: str, mount: str, ciphertexts: TextIO, database_url: str | None,
                 progress.advance(len(chunk))
         return done, version
 
-    done, version = _with_kms(database_url, data_dir, run)
+    done, version = with_kms(database_url, data_dir, run)
     click.echo(f"rewrapped {done} ciphertext(s) to {mount}/{name} version {version}", err=True)

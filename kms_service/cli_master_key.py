@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from kms_service.cli import _with_kms, database_options
+from kms_service.cli_common import database_options, with_kms
 from kms_service.seal import MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey
 from kms_service.service import KMS
 from kms_service.service.master_keys import ADOPTION_BOUND, DEFAULT_BATCH_SIZE, Progress, Rollover, Status
@@ -88,7 +88,7 @@ def rotate(finish: bool, batch_size: int, database_url: str | None, data_dir: Pa
         progress = await kms.master_keys.reseal(batch_size, _progress_line)
         return rollover, placed, progress
 
-    rollover, placed, progress = _with_kms(database_url, data_dir, run)
+    rollover, placed, progress = with_kms(database_url, data_dir, run)
     click.echo(
         f"re-sealed {progress.versions} key version(s) and {progress.secrets} server secret(s): every row is "
         f"sealed under master key {rollover.new_key_id}"
@@ -127,7 +127,7 @@ def _finish(database_url: str | None, data_dir: Path, batch_size: int) -> None:
         old_key_id = await kms.master_keys.finish(batch_size, _progress_line)
         return old_key_id, kms.master_key.key_id, kms.master_key.loaded
 
-    old_key_id, new_key_id, loaded = _with_kms(database_url, data_dir, run)
+    old_key_id, new_key_id, loaded = with_kms(database_url, data_dir, run)
     click.echo(
         f"master-key rotation finished: master key {old_key_id} is retired; the database opens only with "
         f"master key {new_key_id}"
@@ -148,7 +148,7 @@ def status(database_url: str | None, data_dir: Path) -> None:
     async def run(kms: KMS) -> Status:
         return await kms.master_keys.status()
 
-    result = _with_kms(database_url, data_dir, run)
+    result = with_kms(database_url, data_dir, run)
     click.echo(f"master keys accepted: {', '.join(result.accepted)}")
     if result.rollover is None:
         click.echo("rotation: none under way")

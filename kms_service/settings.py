@@ -1,93 +1,255 @@
-"""One frozen object with everything a server needs to start; the CLI and the tests build it the same way."""
+"""One frozen object with everything a server needs to start; the CLI and the tests build it the same way.
+
+Every option of ``kms-service serve`` is declared here, once: a ``Settings`` field made by ``setting(...)``
+holds its flag, default and help, its type is the field's, and its environment variable is ``KMS_`` and the
+flag's name (``--max-json-depth``: ``KMS_MAX_JSON_DEPTH``). ``SETTINGS`` lists them in the order ``serve
+--help`` shows them; the CLI makes its options from them (``cli_common.setting_options``) and
+docs/configuration.md's command reference is generated from those options (``make docs``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, get_args, get_type_hints
 
 from kms_service.config import ServiceConfig
 from kms_service.seal import MasterKey
 from kms_service.storage.database import default_database_url
 
-DEFAULT_CACHE_TTL = 5.0
-DEFAULT_REAP_INTERVAL = 60.0
-# How long a node serves from memory (keys and tokens it holds) once its database is unreachable.
-DEFAULT_STALE_WHILE_DOWN = 300.0
-# How often keys are checked for auto-rotation (Vault checks at most once an hour).
-DEFAULT_ROTATE_CHECK_INTERVAL = 3600.0
-DEFAULT_MAX_BATCH_ITEMS = 10_000
-# NIST SP 800-38D bounds random 96-bit nonces at 2^32 uses of a key: warn at 2^30, rotate well before 2^31.
-DEFAULT_NONCE_WARNING_AT = 2**30
-DEFAULT_NONCE_ROTATION_AT = 2**31 - 2**27
-# One year, as the endpoint tokens of the services YAML.
-DEFAULT_MAX_TOKEN_TTL = 365 * 24 * 3600
+_DECLARATION = "setting"
+PathKind = Literal["file", "dir", "any"]
 
-# The listener, after Vault's (http_read_header_timeout, http_read_timeout, http_idle_timeout).
-DEFAULT_HEADER_READ_TIMEOUT = 10.0
-DEFAULT_REQUEST_READ_TIMEOUT = 30.0
-DEFAULT_IDLE_TIMEOUT = 300.0
-# Below the usual soft limit of 1024 open files, leaving room for the database and log files.
-DEFAULT_MAX_CONNECTIONS = 512
-# Request bodies: single-item paths, and paths that take batch_input (or a backup) and may be larger.
-DEFAULT_MAX_REQUEST_BYTES = 2 * 1024 * 1024
-DEFAULT_MAX_BATCH_REQUEST_BYTES = 32 * 1024 * 1024  # Vault's max_request_size
-# JSON, after Vault's listener limits (max_json_depth, max_json_string_value_length,
-# max_json_object_entry_count / max_json_array_element_count, max_json_token); stricter where Vault's
-# defaults let one body occupy a core for a second.
-DEFAULT_MAX_JSON_DEPTH = 32
-DEFAULT_MAX_JSON_STRING_LENGTH = 1024 * 1024
-DEFAULT_MAX_JSON_ENTRIES = 10_000
-DEFAULT_MAX_JSON_TOKENS = 200_000
-# How often the audit file is fsynced and the audit chains' heads anchored in the database.
-DEFAULT_AUDIT_FLUSH_INTERVAL = 1.0
-DEFAULT_AUDIT_DB_QUEUE = 20_000
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: ``flag`` (``--name``) of type ``kind`` (bool, int, float, str or Path), read also from
+    ``envvar``. A bool is a flag (``negatable``: also ``--no-name``); a number may have bounds; a Path names
+    a ``path_kind``; a ``duration`` is whole seconds, given as 30s, 1h, 8760h."""
+
+    name: str  # the Settings field, and the command's parameter
+    flag: str
+    kind: type
+    default: Any
+    help: str
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    negatable: bool = False
+    path_kind: PathKind = "any"
+    duration: bool = False
+
+    @property
+    def envvar(self) -> str:
+        return "KMS_" + self.flag.removeprefix("--").upper().replace("-", "_")
+
+
+def setting(flag: str, default: Any, help: str, **declared: Any) -> Any:
+    """A ``Settings`` field that is also an option of ``serve`` (``Setting``'s other fields as keywords)."""
+    return field(default=default, metadata={_DECLARATION: {"flag": flag, "help": help, **declared}})
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data")
-    # Default: SQLite at <data_dir>/kms.db.
-    database_url: str | None = None
-    # The services YAML to provision at start (None: serve what the database holds).
-    service: ServiceConfig | None = None
+    # The options of serve, in the order its --help shows them.
+    config_path: Path | None = setting(
+        "--config",
+        None,
+        "The services YAML (the platform's .platform/services.yaml) to provision and serve.",
+        required=True,
+    )
+    host: str = setting("--host", "127.0.0.1", "Address to listen on.")
+    port: int = setting(
+        "--port", 8200, "Port to listen on (0: a free one, shown in the banner).", minimum=0, maximum=65535
+    )
+    reap_interval: float = setting(
+        "--reap-interval", 60.0, "Seconds between sweeps that delete expired tokens.", minimum=0.1
+    )
+    # Vault checks for keys due for auto-rotation at most once an hour.
+    rotate_check_interval: float = setting(
+        "--rotate-check-interval",
+        3600.0,
+        "Seconds between checks for keys whose auto_rotate_period has passed.",
+        minimum=0.1,
+    )
+    # Each item of a batch_input is parsed and answered in memory.
+    max_batch_items: int = setting(
+        "--max-batch-items",
+        10_000,
+        "The most items one batch_input may carry; more is a 400.",
+        minimum=1,
+        maximum=1_000_000,
+    )
+    cache_ttl: float = setting(
+        "--cache-ttl",
+        5.0,
+        "Seconds a cached key or token is trusted before the database is asked again.",
+        minimum=0,
+    )
+    # After the window, the node fails closed (503) until the database is back.
+    stale_while_down: float = setting(
+        "--stale-while-down",
+        300.0,
+        "Seconds a node keeps serving encrypt/decrypt/sign/verify/hmac from memory (keys and tokens it already "
+        "holds) once the database is unreachable; then everything is a 503 until it is back. 0: at once.",
+        minimum=0,
+    )
+    # The listener, after Vault's (http_read_header_timeout, http_read_timeout, http_idle_timeout).
+    header_read_timeout: float = setting(
+        "--header-read-timeout",
+        10.0,
+        "Seconds a request's headers may take to arrive (from its first byte); then the connection is closed.",
+        minimum=0.1,
+    )
+    request_read_timeout: float = setting(
+        "--request-read-timeout",
+        30.0,
+        "Seconds a whole request, body included, may take to arrive.",
+        minimum=0.1,
+    )
+    idle_timeout: float = setting(
+        "--idle-timeout", 300.0, "Seconds a kept-alive connection may sit idle between requests.", minimum=0.1
+    )
+    # Below the usual soft limit of 1024 open files, leaving room for the database and log files.
+    max_connections: int = setting(
+        "--max-connections",
+        512,
+        "Open connections at most; one more is answered 503 and closed (0: no limit).",
+        minimum=0,
+        maximum=1_000_000,
+    )
+    # Request bodies: single-item paths, and paths that take batch_input (or a backup) and may be larger.
+    max_request_bytes: int = setting(
+        "--max-request-size",
+        2 * 1024 * 1024,
+        "Bytes a request body may have on single-item paths; more is a 413.",
+        minimum=1024,
+        maximum=1 << 30,
+    )
+    max_batch_request_bytes: int = setting(
+        "--max-batch-request-size",
+        32 * 1024 * 1024,  # Vault's max_request_size
+        "Bytes a request body may have on paths taking batch_input, and restore.",
+        minimum=1024,
+        maximum=1 << 30,
+    )
+    # JSON, after Vault's listener limits (max_json_depth, max_json_string_value_length,
+    # max_json_object_entry_count / max_json_array_element_count, max_json_token); stricter where Vault's
+    # defaults let one body occupy a core for a second.
+    max_json_depth: int = setting(
+        "--max-json-depth", 32, "Nesting depth of a JSON body at most.", minimum=2, maximum=500
+    )
+    max_json_string_length: int = setting(
+        "--max-json-string-length",
+        1024 * 1024,
+        "Characters in one JSON string at most.",
+        minimum=64,
+        maximum=1 << 30,
+    )
+    max_json_entries: int = setting(
+        "--max-json-entries",
+        10_000,
+        "Entries in one JSON object or array at most (batch_input: --max-batch-items).",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    max_json_tokens: int = setting(
+        "--max-json-tokens",
+        200_000,
+        "Values (and keys) in one JSON body at most.",
+        minimum=100,
+        maximum=100_000_000,
+    )
     # Whether provisioning ``service`` may remove endpoints (and their tokens) the database holds and it
-    # does not name (serve --prune); otherwise the start is refused.
-    prune: bool = False
-    cache_ttl: float = DEFAULT_CACHE_TTL
-    # Seconds a serving node answers crypto requests from its caches after its database became unreachable;
-    # then it fails closed (503) until the database is back.
-    stale_while_down: float = DEFAULT_STALE_WHILE_DOWN
-    reap_interval: float = DEFAULT_REAP_INTERVAL
-    rotate_check_interval: float = DEFAULT_ROTATE_CHECK_INTERVAL
-    # The most items one batch_input may carry (each is parsed and answered in memory).
-    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
-    header_read_timeout: float = DEFAULT_HEADER_READ_TIMEOUT
-    request_read_timeout: float = DEFAULT_REQUEST_READ_TIMEOUT
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    max_batch_request_bytes: int = DEFAULT_MAX_BATCH_REQUEST_BYTES
-    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
-    max_json_string_length: int = DEFAULT_MAX_JSON_STRING_LENGTH
-    max_json_entries: int = DEFAULT_MAX_JSON_ENTRIES
-    max_json_tokens: int = DEFAULT_MAX_JSON_TOKENS
+    # does not name; otherwise the start is refused.
+    prune: bool = setting(
+        "--prune",
+        False,
+        "Remove endpoints (and their tokens) the database holds and --config no longer names; "
+        "without it, serve refuses to start when the file drops one.",
+    )
     # master.key or the SQLite files readable by group or others: an error, not a warning.
-    strict_permissions: bool = False
-    # The longest life a token may be given (CLI and auth/token/create); seconds.
-    max_token_ttl: int = DEFAULT_MAX_TOKEN_TTL
+    strict_permissions: bool = setting(
+        "--strict-permissions",
+        False,
+        "Refuse to start when master.key or the SQLite files are readable by group or others (default: a warning).",
+    )
+    # The longest life a token may be given (CLI and auth/token/create), in seconds: one year, as the
+    # endpoint tokens of the services YAML.
+    max_token_ttl: int = setting(
+        "--max-token-ttl",
+        365 * 24 * 3600,
+        "The longest life a token may get (token create --ttl; auth/token/create caps to it).",
+        duration=True,
+    )
+    tls_cert: Path | None = setting(
+        "--tls-cert",
+        None,
+        "PEM certificate (chain) to serve HTTPS with; needs --tls-key. TLS 1.2 or newer only.",
+        path_kind="file",
+    )
+    tls_key: Path | None = setting("--tls-key", None, "Its PEM key.", path_kind="file")
+    # One log line per request (kms_service.access): request id, route, status, latency, token accessor.
+    access_log: bool = setting(
+        "--access-log",
+        False,
+        "One log line per request: request id, method, route template, status, latency, token accessor "
+        "(never a token, a body or a key name).",
+        negatable=True,
+    )
+    # Processes serving the port (None: one per core).
+    workers: int | None = setting(
+        "--workers",
+        None,
+        "Processes serving the port (SO_REUSEPORT), one database and master key.  [default: one per core]",
+        minimum=1,
+    )
+    # The audit log's sinks (none: no audit log): a JSON-lines file, and the database's audit_records table.
+    audit_file: Path | None = setting(
+        "--audit-file",
+        None,
+        "Audit log: one JSON line per request and response, secrets hashed (reopened on SIGHUP; the workers "
+        "of --workers share it).",
+        path_kind="file",
+    )
+    audit_db: bool = setting(
+        "--audit-db",
+        False,
+        "Audit log in the database's audit_records table (written in batches).",
+        negatable=True,
+    )
+    # How often the audit file is fsynced and the audit chains' heads anchored in the database.
+    audit_flush_interval: float = setting(
+        "--audit-flush-interval",
+        1.0,
+        "Seconds between fsyncs of the audit file, writes of the audit table and anchors of the chains.",
+        minimum=0.05,
+        maximum=60,
+    )
+    # Past it, the database sink refuses records.
+    audit_db_queue: int = setting(
+        "--audit-db-queue",
+        20_000,
+        "Audit records that may wait for the database (--audit-db); past it the table refuses them.",
+        minimum=1,
+        maximum=10_000_000,
+    )
+    # None: SQLite at <data_dir>/kms.db.
+    database_url: str | None = setting(
+        "--database-url", None, "sqlite:///path or postgresql://user@host/db (default: SQLite under --data-dir)."
+    )
+    data_dir: Path = setting("--data-dir", Path("data"), "Holds the SQLite database and master.key.", path_kind="dir")
+
+    # Not options: what serve makes of them, and what its workers are told.
+    # The services YAML (``config_path``) to provision at start (None: serve what the database holds).
+    service: ServiceConfig | None = None
     # None: KMS_MASTER_KEY, else <data_dir>/master.key (created on first start).
     master_key: MasterKey | None = None
-    # The nonce budget of 96-bit random-nonce keys, in encryptions of one version: warn, then rotate.
-    nonce_warning_at: int = DEFAULT_NONCE_WARNING_AT
-    nonce_rotation_at: int = DEFAULT_NONCE_ROTATION_AT
-    # One log line per request (kms_service.access): request id, route, status, latency, token accessor.
-    access_log: bool = False
-    # The audit log's sinks (none: no audit log): a JSON-lines file, and the database's audit_records table.
-    audit_file: Path | None = None
-    audit_db: bool = False
-    audit_flush_interval: float = DEFAULT_AUDIT_FLUSH_INTERVAL
-    # Records the database sink may hold waiting for the database; past it, it refuses them.
-    audit_db_queue: int = DEFAULT_AUDIT_DB_QUEUE
+    # The nonce budget of 96-bit random-nonce keys, in encryptions of one version: warn, then rotate. NIST
+    # SP 800-38D bounds random 96-bit nonces at 2^32 uses of a key: warn at 2^30, rotate well before 2^31.
+    nonce_warning_at: int = 2**30
+    nonce_rotation_at: int = 2**31 - 2**27
     # A worker of `serve --workers N`: its parent has migrated and provisioned already, so the worker only
     # checks the schema is current and loads what is there (workers never race a migration or provisioning).
     prepared: bool = False
@@ -98,3 +260,26 @@ class Settings:
     @property
     def url(self) -> str:
         return self.database_url or default_database_url(self.data_dir)
+
+
+def _kind(annotation: Any) -> type:
+    """``int | None`` → int."""
+    if isinstance(annotation, UnionType):
+        (kind,) = (arg for arg in get_args(annotation) if arg is not type(None))
+        return kind
+    return annotation
+
+
+def _declared() -> tuple[Setting, ...]:
+    hints = get_type_hints(Settings)
+    return tuple(
+        Setting(name=f.name, kind=_kind(hints[f.name]), default=f.default, **f.metadata[_DECLARATION])
+        for f in fields(Settings)
+        if _DECLARATION in f.metadata
+    )
+
+
+SETTINGS: tuple[Setting, ...] = _declared()
+SETTING_BY_NAME = {s.name: s for s in SETTINGS}
+# Every default in one object, for code that keeps its own copy of a limit (the listener's, a request's).
+DEFAULTS = Settings()

@@ -1,7 +1,7 @@
 """``kms-service serve --workers N``: N processes serving one port, one master key, one database.
 
 The parent (this module's ``supervise``) has already migrated the database and provisioned the services YAML
-(``cli.serve``), so workers only check the schema and load what is there: they never race a migration. It
+(``serving.py``), so workers only check the schema and load what is there: they never race a migration. It
 then starts the workers (``multiprocessing``'s spawn: each a fresh interpreter with its own event loop), and
 each binds its own listening socket on the same port with ``SO_REUSEPORT``: the kernel spreads new
 connections over them. Caches stay coherent between workers as between nodes (``service/cluster.py``), and

@@ -4,6 +4,7 @@ the README and docs/ resolves (files and their headings)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import click
 
 from kms_service import acl, config
-from kms_service.cli import main
+from kms_service.cli import main, serve
+from kms_service.cli_common import duration_text
+from kms_service.settings import SETTINGS, Setting
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -27,7 +30,102 @@ def _reference_module():
 
 def test_command_reference_is_generated_from_the_commands():
     reference = _reference_module()
-    assert reference.current() == reference.reference(), "stale: run .venv/bin/python docs/cli_reference.py --write"
+    assert reference.current() == reference.reference(), "stale: run make docs (docs/cli_reference.py --write)"
+
+
+def _serve_help() -> str:
+    """``serve --help`` as click renders it (in this process: a subprocess costs seconds on a loaded machine)."""
+    with click.Context(main, info_name="kms-service") as parent:
+        return serve.get_help(click.Context(serve, info_name="serve", parent=parent))
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Each option's entry of a --help text, by its first flag, whitespace made single spaces."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.splitlines():
+        if match := re.match(r"^  (--[a-z-]+)", line):
+            flag = match.group(1)
+            entries[flag] = ""
+        if flag is not None:
+            entries[flag] = " ".join((entries[flag] + " " + line).split())
+    return entries
+
+
+def _doc_rows(text: str) -> dict[str, list[str]]:
+    """The cells of each option's row in docs/configuration.md's serve section, by its first flag."""
+    section = text[text.index("### `kms-service serve`") :]
+    section = section[: section.index("\n### ")]
+    rows = {}
+    for line in section.splitlines():
+        if match := re.match(r"^\| `(--[a-z-]+)`", line):
+            rows[match.group(1)] = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+    return rows
+
+
+def _shown_default(setting: Setting) -> str | None:
+    """The default --help shows for ``setting`` (None: it shows none)."""
+    if setting.kind is bool:
+        name = setting.flag.removeprefix("--")
+        return (name if setting.default else f"no-{name}") if setting.negatable else None
+    if setting.default is None:
+        return None
+    return duration_text(setting.default) if setting.duration else str(setting.default)
+
+
+def setting_mismatches(setting: Setting, help_text: str, doc_text: str) -> list[str]:
+    """How ``serve --help`` and docs/configuration.md differ from what the settings table declares."""
+    problems = []
+    entry = _help_entries(help_text).get(setting.flag)
+    if entry is None:
+        problems.append(f"{setting.flag}: not in serve --help")
+    else:
+        if " ".join(setting.help.split()) not in entry:
+            problems.append(f"{setting.flag}: another help in serve --help")
+        if setting.envvar not in entry:
+            problems.append(f"{setting.flag}: serve --help does not name {setting.envvar}")
+        default = _shown_default(setting)
+        if default is not None and not re.search(rf"default: {re.escape(default)}[;\]]", entry):
+            problems.append(f"{setting.flag}: serve --help does not show the default {default}")
+    row = _doc_rows(doc_text).get(setting.flag)
+    if row is None or len(row) != 4:
+        problems.append(f"{setting.flag}: not in docs/configuration.md's table")
+    else:
+        shown = _shown_default(setting) if setting.kind is not bool else None  # flags: no default column
+        if row[1] != f"`{setting.envvar}`":
+            problems.append(f"{setting.flag}: docs/configuration.md names {row[1]}, not {setting.envvar}")
+        if row[2] != (f"`{shown}`" if shown is not None else ""):
+            problems.append(f"{setting.flag}: docs/configuration.md shows the default {row[2]}")
+        if " ".join(setting.help.split()) not in row[3]:
+            problems.append(f"{setting.flag}: another help in docs/configuration.md")
+    return problems
+
+
+def test_every_setting_is_in_serve_help_and_the_docs_as_declared():
+    help_text, doc_text = _serve_help(), CONFIGURATION.read_text(encoding="utf-8")
+    assert len(SETTINGS) >= 30
+    assert [problem for s in SETTINGS for problem in setting_mismatches(s, help_text, doc_text)] == []
+    # Each setting is a Settings field of its kind, and serve takes exactly the table's options (and logging's).
+    option_names = {p.name for p in serve.params}
+    assert {s.name for s in SETTINGS} == option_names - {"log_format", "log_level"}
+
+
+def test_a_setting_other_than_declared_is_a_mismatch():
+    help_text, doc_text = _serve_help(), CONFIGURATION.read_text(encoding="utf-8")
+    by_name = {s.name: s for s in SETTINGS}
+    changed = {
+        "another default": dataclasses.replace(by_name["max_json_depth"], default=33),
+        "another duration": dataclasses.replace(by_name["max_token_ttl"], default=3600),
+        "another flag default": dataclasses.replace(by_name["access_log"], default=True),
+        "another help": dataclasses.replace(by_name["cache_ttl"], help="Seconds a cached key lives."),
+        "another flag": dataclasses.replace(by_name["host"], flag="--listen-host"),
+    }
+    for what, setting in changed.items():
+        assert setting_mismatches(setting, help_text, doc_text), what
+    undocumented = doc_text.replace(
+        "| `--max-json-depth` | `KMS_MAX_JSON_DEPTH` | `32` |", "| `--max-json-depth` | | `32` |"
+    )
+    assert setting_mismatches(by_name["max_json_depth"], help_text, undocumented)
 
 
 def test_every_flag_variable_and_yaml_field_is_documented():

@@ -1,7 +1,7 @@
 """A serving node's view of its database: noticing it go away, serving from memory for a bounded time
 (``--stale-while-down``), and noticing it come back.
 
-- A failure that says the database server is gone (``storage.engine.connection_lost``: refused, reset,
+- A failure that says the database server is gone (``storage.database.connection_lost``: refused, reset,
   unreachable, shutting down; not a failing statement, a locked SQLite file or a busy pool) starts an
   outage: from then on the node answers from its caches only what they already hold, however old
   (``trusts``), and ``check`` refuses every other database access at once with a 503, so no request waits

@@ -1,0 +1,149 @@
+"""Access: operator tokens (``token create``, ``revoke``, ``list``; ``lookup`` is cli_inspect.py's) and ACL
+policies (``policy write``, ``read``, ``list``, ``delete``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kms_service.cli_common import database_options, duration_text, max_token_ttl_option, reading, with_kms
+from kms_service.config import parse_duration
+from kms_service.errors import ConfigError
+from kms_service.service import Invalidator, PolicyService, list_tokens
+from kms_service.settings import SETTING_BY_NAME
+
+
+@click.group()
+def token() -> None:
+    """Operator tokens: create, list, lookup, revoke."""
+
+
+@token.command("create")
+@click.option(
+    "--policy",
+    "policies",
+    envvar="KMS_POLICY",
+    show_envvar=True,
+    multiple=True,
+    required=True,
+    help="'root', or '<policy>:<key>' with policy admin|sign|verify|encrypt|decrypt|rewrap. Repeatable.",
+)
+@click.option(
+    "--ttl",
+    envvar="KMS_TTL",
+    show_envvar=True,
+    default=duration_text(SETTING_BY_NAME["max_token_ttl"].default),  # as long as a token may live
+    show_default=True,
+    help="Lifetime, e.g. 2s, 1h, 8760h.",
+)
+@click.option(
+    "--display-name",
+    envvar="KMS_DISPLAY_NAME",
+    show_envvar=True,
+    default="token",
+    show_default=True,
+    help="A name for the token, shown by token list and lookup.",
+)
+@max_token_ttl_option
+@database_options
+def token_create(
+    policies: tuple[str, ...],
+    ttl: str,
+    display_name: str,
+    max_token_ttl: int,
+    database_url: str | None,
+    data_dir: Path,
+) -> None:
+    """Create a token; the token itself is printed on the last line, and shown only this once."""
+    try:
+        seconds = parse_duration(ttl)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message, param_hint="--ttl") from None
+    if seconds > max_token_ttl:
+        raise click.BadParameter(
+            f"longer than the maximum token TTL ({max_token_ttl} s; --max-token-ttl)", param_hint="--ttl"
+        )
+
+    secret, info = with_kms(
+        database_url,
+        data_dir,
+        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name),
+    )
+    click.echo(f"accessor: {info.accessor}")
+    click.echo(f"policies: {', '.join(info.policies)}")
+    click.echo(f"expires:  {info.expires_at.isoformat() if info.expires_at else 'never'}")
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("accessor_or_token")
+@database_options
+def token_revoke(accessor_or_token: str, database_url: str | None, data_dir: Path) -> None:
+    """Revoke a token by its accessor (see 'token list') or by the token itself."""
+
+    if not with_kms(database_url, data_dir, lambda kms: kms.tokens.revoke(accessor_or_token)):
+        raise click.ClickException("no such token")
+    click.echo("revoked")
+
+
+@token.command("list")
+@database_options
+def token_list(database_url: str | None, data_dir: Path) -> None:
+    """Accessors, policies and expiry of every token (never the tokens)."""
+
+    records = reading(database_url, data_dir, list_tokens)
+    click.echo(f"{'accessor':<24}  {'expires':<25}  {'endpoint':<16}  policies")
+    for record in records:
+        expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
+        click.echo(f"{record.accessor:<24}  {expires:<25}  {record.endpoint or '-':<16}  {', '.join(record.policies)}")
+
+
+@click.group()
+def policy() -> None:
+    """ACL policy documents (Vault's HCL or JSON): write, read, list, delete."""
+
+
+def _policies(db: Any) -> PolicyService:
+    return PolicyService(db, Invalidator())
+
+
+@policy.command("write")
+@click.argument("name")
+@click.argument("document", type=click.File("r", encoding="utf-8"))
+@database_options
+def policy_write(name: str, document: Any, database_url: str | None, data_dir: Path) -> None:
+    """Write policy NAME from DOCUMENT (a file, or - for standard input)."""
+    text = document.read()
+    with_kms(database_url, data_dir, lambda kms: kms.policies.write(name, text))
+    click.echo(f"Success! Uploaded policy: {name}")
+
+
+@policy.command("read")
+@click.argument("name")
+@database_options
+def policy_read(name: str, database_url: str | None, data_dir: Path) -> None:
+    """Print policy NAME's document."""
+    text = reading(database_url, data_dir, lambda db: _policies(db).read(name))
+    if text is None:
+        raise click.ClickException(f"no policy named {name}")
+    click.echo(text)
+
+
+@policy.command("list")
+@database_options
+def policy_list(database_url: str | None, data_dir: Path) -> None:
+    """Every policy's name."""
+    for name in reading(database_url, data_dir, lambda db: _policies(db).names()):
+        click.echo(name)
+
+
+@policy.command("delete")
+@click.argument("name")
+@database_options
+def policy_delete(name: str, database_url: str | None, data_dir: Path) -> None:
+    """Delete policy NAME (tokens that name it keep the name; it grants nothing until written again)."""
+    with_kms(database_url, data_dir, lambda kms: kms.policies.delete(name))
+    click.echo(f"Success! Deleted policy: {name}")
