@@ -176,9 +176,6 @@ class RefreshingCache(Generic[K, V, R]):
         self._flights = SingleFlight()
         self._ahead = BackgroundRefresh(watch, ttl)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     async def get(self, key: K, request: R) -> V:
         """The entry's value: from memory while it answers, else loaded (by one request at a time)."""
         entry = self._entries.get(key)
