@@ -21,7 +21,7 @@ from kms_service.keytypes import EncryptOptions
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.service import KMS
 from kms_service.service.keys import KeyService
-from kms_service.service.usage import ENCRYPTIONS
+from kms_service.service.usage import KeyUse
 
 # Ciphertexts rewrapped per key lookup and usage reservation (and per step of the progress bar).
 REWRAP_CHUNK = 1000
@@ -124,21 +124,21 @@ def keys_config(
     _show(key, as_json, f"configured key {name} in {mount}/: {changed}", warnings)
 
 
-def _rewrap_chunk(key: Key, lines: list[str], first_line: int) -> tuple[list[str], list[int]]:
-    """The rewrapped lines, and the version each new ciphertext was made with."""
-    out, used = [], []
+def _rewrap_chunk(use: KeyUse, lines: list[str], first_line: int) -> tuple[list[str], int]:
+    """The rewrapped lines, and how many were rewrapped."""
+    out, done = [], 0
     for number, line in enumerate(lines, first_line):
         if not line:
             out.append("")  # a blank line stays blank, so output lines match input lines
             continue
         try:
-            ciphertext, version = key.rewrap(line, EncryptOptions())
+            ciphertext, _version = use.rewrap(line, EncryptOptions())
         except KMSError as exc:
             # The domain's texts never echo the value they refuse; neither does this line.
             raise InvalidRequest(f"line {number}: {exc.message}") from None
         out.append(ciphertext)
-        used.append(version)
-    return out, used
+        done += 1
+    return out, done
 
 
 @click.command("rewrap")
@@ -175,11 +175,10 @@ def rewrap(name: str, mount: str, ciphertexts: TextIO, database_url: str | None,
                     raise InvalidRequest(f"no key named {name} in {mount}/")
                 if key.settings.soft_deleted:
                     raise InvalidRequest(f"key {name} is soft-deleted")
-                rewrapped, used = _rewrap_chunk(key, chunk, start + 1)
-                for warning in await kms.usage.spend(key, ENCRYPTIONS, used, engine):
-                    click.echo(f"Warning: {warning}", err=True)
+                async with kms.usage.using(key, engine, lambda w: click.echo(f"Warning: {w}", err=True)) as use:
+                    rewrapped, rewrapped_count = _rewrap_chunk(use, chunk, start + 1)
                 click.echo("\n".join(rewrapped))
-                done += len(used)
+                done += rewrapped_count
                 version = key.latest_version
                 progress.advance(len(chunk))
         return done, version

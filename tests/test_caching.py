@@ -365,3 +365,50 @@ def test_requests_waiting_for_one_load_all_go_on_when_it_ends(start_server, monk
     # count, not a time: a slow machine does not change it (an await added on the waiters' path would).
     assert server.call(burst()) <= 2
     assert len(builds) == (1 if cache == "key" else 0), len(builds)
+
+
+# -- RefreshingCache: a load racing a change never puts back what it read ------------------------------------
+
+
+@pytest.mark.parametrize("on_race", ["cache due", "answer only"])
+def test_a_change_published_during_a_load_never_leaves_its_value_trusted(on_race):
+    """The loader reads ``old``; a change is published before it returns. CACHE_DUE caches the value as due
+    (the next use loads again), ANSWER_ONLY caches nothing: either way the next use reads ``new``."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from kms_service.service.caching import OnRace, RefreshingCache
+    from kms_service.service.database_watch import DatabaseWatch
+    from kms_service.service.invalidation import Change, Invalidator, Kind
+
+    async def scenario() -> list[str]:
+        engine = create_async_engine("sqlite+aiosqlite://")
+        invalidator = Invalidator()
+        stored = {"value": "old"}
+        reading, published = asyncio.Event(), asyncio.Event()
+
+        async def load(key: str, held: str | None, request: None) -> str:
+            value = stored["value"]
+            reading.set()
+            await published.wait()  # the change commits and is published after this read
+            return value
+
+        cache: RefreshingCache[str, str, None] = RefreshingCache(
+            ttl=60.0,
+            watch=DatabaseWatch(engine, invalidator, 10.0),
+            invalidator=invalidator,
+            load=load,
+            on_race=OnRace(on_race),
+        )
+        invalidator.subscribe(Kind.KEY, lambda change: cache.drop("k"))
+        first = asyncio.create_task(cache.get("k", None))
+        await reading.wait()
+        stored["value"] = "new"
+        invalidator.publish([Change(Kind.KEY, "k")])
+        published.set()
+        answers = [await first]
+        answers.append(await cache.get("k", None))
+        await cache.stop_refreshing()
+        await engine.dispose()
+        return answers
+
+    assert asyncio.run(scenario()) == ["old", "new"]

@@ -3,17 +3,22 @@ by a SIGKILL, and the nonce budget of 96-bit random-nonce keys; on SQLite and Po
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
+import inspect
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import hvac
 import requests
 from conftest import TEST_CONFIG
 from processes import ServeProcess, cli_env, run_cli
 
+from kms_service import keyring
+from kms_service.service import usage
 from kms_service.service.usage import BLOCK
 
 B64 = base64.b64encode(b"count me").decode()
@@ -198,3 +203,133 @@ def test_a_key_short_of_uses_does_not_wait_for_another_keys_reservation(start_se
     server.call(usage.flush(idle_for=0))
     assert server.call(usage.of(held))["1"]["encryptions"] == 1
     assert server.call(usage.of(other))["1"]["encryptions"] == 1
+
+
+# -- every use is counted, whatever the entry point ----------------------------------------------------------
+
+# KeyType operations that spend from a version's counts (a random nonce, a signature).
+SPENDING_PRIMITIVES = {"encrypt", "encrypt_many", "sign"}
+# Calls of a counted operation's name on something that is no Key: (module, the call).
+NOT_A_KEY = {("byok.py", "public_key.encrypt"), ("certificates.py", "builder.sign")}
+
+
+def test_the_counted_operations_are_every_key_operation_that_spends():
+    """``usage.COUNTED`` names each Key method that encrypts or signs, directly or through another one: a new
+    one (or a new path through one) fails here until it is counted."""
+    tree = ast.parse(Path(inspect.getfile(keyring.Key)).read_text())
+    key_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Key")
+    calls = {
+        method.name: {ast.unparse(c.func) for c in ast.walk(method) if isinstance(c, ast.Call)}
+        for method in key_class.body
+        if isinstance(method, ast.FunctionDef)
+    }
+    spending = {f"self.key_type.{name}" for name in SPENDING_PRIMITIVES}
+    spends: set[str] = set()
+    while True:
+        more = {m for m, called in calls.items() if called & (spending | {f"self.{s}" for s in spends})} - spends
+        if not more:
+            break
+        spends |= more
+    assert spends == set(usage.COUNTED), spends
+
+
+def _key_uses(function: ast.AST) -> set[str]:
+    """The names a function binds to a KeyUse: a parameter or a variable annotated so, or ``as`` of an
+    ``async with ....using(...)``."""
+    names = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            if ast.unparse(node.annotation) == "KeyUse":
+                names.add(node.arg if isinstance(node, ast.arg) else ast.unparse(node.target))
+        elif isinstance(node, ast.AsyncWith):
+            for item in node.items:
+                context = item.context_expr
+                if isinstance(context, ast.Call) and ast.unparse(context.func).split(".")[-1] == "using":
+                    if isinstance(item.optional_vars, ast.Name):
+                        names.add(item.optional_vars.id)
+    return names
+
+
+def test_only_a_key_use_calls_the_counted_operations():
+    """No entry point can answer uncounted: outside ``KeyUse`` (usage.py), nothing in the code base calls a
+    counted operation but on a KeyUse (the Key model calls its own; keytypes/ holds the primitives)."""
+    package = Path(usage.__file__).parents[1]
+    key_module = Path(inspect.getfile(keyring.Key))
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == "keytypes":
+            continue
+        tree = ast.parse(path.read_text())
+        owners: dict[ast.AST, ast.AST] = {}  # each node's enclosing class or function
+        for scope in ast.walk(tree):
+            if isinstance(scope, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(scope):
+                    if node is not scope:
+                        owners[node] = scope  # inner scopes are walked later and overwrite: the nearest wins
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr not in usage.COUNTED:
+                continue
+            call, receiver = ast.unparse(node.func), ast.unparse(node.func.value)
+            scope, scopes = owners.get(node), []
+            while scope is not None:
+                scopes.append(scope)
+                scope = owners.get(scope)
+            classes = {s.name for s in scopes if isinstance(s, ast.ClassDef)}
+            if path.name == "usage.py" and "KeyUse" in classes:
+                continue  # KeyUse itself: it counts
+            if path == key_module and "Key" in classes and receiver in ("self", "self.key_type"):
+                continue  # a Key method calling another of its own, or its type's primitive
+            if any(receiver in _key_uses(s) for s in scopes if not isinstance(s, ast.ClassDef)):
+                continue
+            if (path.name, call) not in NOT_A_KEY:
+                found.append(f"{path.relative_to(package)}:{node.lineno}: {call}")
+    assert found == [], found
+
+
+def _counts(client: hvac.Client, name: str, version: str = "1") -> tuple[int, int]:
+    used = _usage(client, name).get(version, {})
+    return used.get("encryptions", 0), used.get("signatures", 0)
+
+
+def test_every_entry_point_that_encrypts_or_signs_counts(start_server, database_url, data_dir, tmp_path):
+    """HTTP encrypt (one, and a batch through encrypt_many and one by one), rewrap (one, batch), datakey
+    (plaintext, wrapped), sign (one, batch) and the CLI's rewrap: each moves its version's count by its uses."""
+    server = start_server()
+    client = server.client(server.root_token())
+    aad = base64.b64encode(b"aad").decode()
+    ciphertexts = [
+        client.write_data("transit/encrypt/vault-enc", data={"plaintext": B64})["data"]["ciphertext"] for _ in range(5)
+    ]
+    entry_points = {
+        "encrypt": ("vault-enc", (1, 0), "transit/encrypt/vault-enc", {"plaintext": B64}),
+        "encrypt batch": (
+            "vault-enc",
+            (4, 0),
+            "transit/encrypt/vault-enc",
+            {"batch_input": [{"plaintext": B64}] * 3 + [{"plaintext": B64, "associated_data": aad}]},
+        ),
+        "rewrap": ("vault-enc", (1, 0), "transit/rewrap/vault-enc", {"ciphertext": ciphertexts[0]}),
+        "rewrap batch": (
+            "vault-enc",
+            (2, 0),
+            "transit/rewrap/vault-enc",
+            {"batch_input": [{"ciphertext": c} for c in ciphertexts[1:3]]},
+        ),
+        "datakey plaintext": ("vault-enc", (1, 0), "transit/datakey/plaintext/vault-enc", {}),
+        "datakey wrapped": ("vault-enc", (1, 0), "transit/datakey/wrapped/vault-enc", {}),
+        "sign": ("vault-sign", (0, 1), "transit/sign/vault-sign", {"input": B64}),
+        "sign batch": ("vault-sign", (0, 2), "transit/sign/vault-sign", {"batch_input": [{"input": B64}] * 2}),
+    }
+    for what, (name, (encryptions, signatures), path, body) in entry_points.items():
+        before = _counts(client, name)
+        client.write_data(path, data=body)
+        after = _counts(client, name)
+        assert (after[0] - before[0], after[1] - before[1]) == (encryptions, signatures), what
+
+    before = _counts(client, "vault-enc")
+    source = tmp_path / "ciphertexts.txt"
+    source.write_text("\n".join(ciphertexts[3:]) + "\n")
+    run_cli(["rewrap", "--key", "vault-enc", str(source)], cli_env(database_url, data_dir))
+    assert _counts(client, "vault-enc")[0] - before[0] == 2, "kms-service rewrap"

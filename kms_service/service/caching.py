@@ -1,16 +1,21 @@
-"""Helpers the in-memory caches share."""
+"""The in-memory caches' one implementation (``RefreshingCache``) and its parts: ``SingleFlight`` (one
+load per entry at a time), ``BackgroundRefresh`` (refresh-ahead), ``CacheStats``. Keys, tokens and the mount
+table each configure a ``RefreshingCache``."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from kms_service.service.database_watch import DatabaseWatch
+from kms_service.service.database_watch import DatabaseWatch
+from kms_service.service.invalidation import Invalidator
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +25,10 @@ log = logging.getLogger(__name__)
 # the background read has not finished by the time the entry expires; the bound on staleness is unchanged.
 REFRESH_AHEAD = 0.5
 REFRESH_TASK_NAME = "kms cache refresh"
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+R = TypeVar("R")  # what a request passes to the loader
 
 
 @dataclass
@@ -94,3 +103,187 @@ class SingleFlight:
         finally:
             del self._flights[key]
             flight.set_result(None)
+
+
+@dataclass
+class _Entry(Generic[V]):
+    value: V
+    # time.monotonic() when the database last gave or confirmed it; -inf: read again at the next use.
+    checked_at: float
+
+
+class OnRace(enum.Enum):
+    """What a load does with its value when a change was published while it read (``Invalidator.epoch``
+    moved): the change may have committed after the read, so the value may predate it."""
+
+    CACHE_DUE = "cache due"  # cached as due: the next use reads again (a key: one cheap generation check)
+    ANSWER_ONLY = "answer only"  # answers the request that read it, and is not cached
+
+
+class RefreshingCache(Generic[K, V, R]):
+    """Entries read from the database, each answering for ``ttl`` seconds (``DatabaseWatch.trusts``: during
+    an outage, within --stale-while-down). A cold or expired entry is loaded by one request at a time
+    (``SingleFlight``: the others wait, then find it filled); an entry past REFRESH_AHEAD of the ttl answers
+    and is read again by one background task (``BackgroundRefresh``). A load that fails because the database
+    went away answers with the entry it held, if the outage window allows it.
+
+    A service configures it, and drops entries when its changes arrive (``drop``, ``drop_alias``, ``clear``,
+    ``expire``):
+
+    - ``load(key, held, request)``: read the entry from the database. ``held``: the value cached now,
+      however old (a loader may confirm it cheaply and return it), or None. ``request``: what the caller of
+      ``get`` passed along (a token, the key version it needs).
+    - ``keep(value)``: whether a loaded value is cached (False: it answers, and the key's entry goes).
+    - ``replaces(cached, loaded)``: whether a value read now replaces the one cached meanwhile.
+    - ``usable(value, request)``: besides its age, whether a cached value answers this request.
+    - ``stale_answers(value, request)``: whether a held value answers when its load failed during an outage.
+    - ``on_race``: see ``OnRace``.
+    - ``alias(value)``: a second name an entry can be dropped by (a token's accessor); None: none.
+    - ``max_entries``: past it the oldest entry goes (0: unbounded).
+    - ``stats``: hits and misses of ``get`` (None: not counted).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        watch: DatabaseWatch,
+        invalidator: Invalidator,
+        load: Callable[[K, V | None, R], Awaitable[V]],
+        keep: Callable[[V], bool] | None = None,
+        replaces: Callable[[V, V], bool] | None = None,
+        usable: Callable[[V, R], bool] | None = None,
+        stale_answers: Callable[[V, R], bool] | None = None,
+        on_race: OnRace = OnRace.CACHE_DUE,
+        alias: Callable[[V], Hashable | None] | None = None,
+        max_entries: int = 0,
+        stats: CacheStats | None = None,
+    ) -> None:
+        self.ttl = ttl
+        self._watch = watch
+        self._invalidator = invalidator
+        self._load = load
+        self._keep = keep
+        self._replaces = replaces
+        self._usable = usable
+        self._stale_answers = stale_answers
+        self._on_race = on_race
+        self._alias = alias
+        self._aliases: dict[Hashable, K] = {}
+        self._max_entries = max_entries
+        self.stats = stats
+        self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
+        self._flights = SingleFlight()
+        self._ahead = BackgroundRefresh(watch, ttl)
+
+    async def get(self, key: K, request: R) -> V:
+        """The entry's value: from memory while it answers, else loaded (by one request at a time)."""
+        entry = self._entries.get(key)
+        if entry is not None and self._answers(key, entry, request):
+            if self.stats is not None:
+                self.stats.hits += 1
+            return entry.value
+        if self.stats is not None:
+            self.stats.misses += 1
+        async with self._flights(key):
+            entry = self._entries.get(key)  # filled meanwhile by the request that held the flight?
+            if entry is not None and self._answers(key, entry, request):
+                return entry.value
+            return await self._load_or_stale(key, entry, request)
+
+    def _answers(self, key: K, entry: _Entry[V], request: R) -> bool:
+        if self._usable is not None and not self._usable(entry.value, request):
+            return False
+        age = time.monotonic() - entry.checked_at
+        if not self._watch.trusts(age, self.ttl):
+            return False
+        if self._ahead.due(key, age):
+            self._ahead.start(key, lambda: self._refresh_ahead(key, request))  # it answers meanwhile
+        return True
+
+    async def _refresh_ahead(self, key: K, request: R) -> None:
+        async with self._flights(key):
+            entry = self._entries.get(key)
+            if entry is not None and time.monotonic() - entry.checked_at >= self._ahead.after:
+                await self._read(key, entry, request)
+
+    async def _load_or_stale(self, key: K, held: _Entry[V] | None, request: R) -> V:
+        try:
+            return await self._read(key, held, request)
+        except Exception as exc:
+            # The database went away as this entry came due: within --stale-while-down it still answers.
+            if held is None or not self._watch.noticed(exc):
+                raise
+            if self._stale_answers is not None and not self._stale_answers(held.value, request):
+                raise
+            return held.value
+
+    async def _read(self, key: K, held: _Entry[V] | None, request: R) -> V:
+        epoch = self._invalidator.epoch
+        value = await self._load(key, None if held is None else held.value, request)
+        return self.put(key, value, epoch)
+
+    async def reload(self, key: K, request: R, unless: Callable[[], bool] | None = None) -> None:
+        """Read the entry again now, unless ``unless()`` once this request's turn comes (a read that was
+        waited for may have made this one needless): the requests that asked together wait for one read."""
+        async with self._flights(key):
+            if unless is None or not unless():
+                await self._read(key, self._entries.get(key), request)
+
+    def put(self, key: K, value: V, epoch: int | None = None) -> V:
+        """Cache ``value`` (a load's, or a writer's, read in its own transaction); returns the value that
+        answers: a cached one it does not replace wins. ``epoch``: ``Invalidator.epoch`` before ``value``
+        was read (None: now)."""
+        if self._keep is not None and not self._keep(value):
+            self.drop(key)
+            return value
+        raced = epoch is not None and epoch != self._invalidator.epoch
+        if raced and self._on_race is OnRace.ANSWER_ONLY:
+            return value
+        entries = self._entries
+        current = entries.get(key)
+        if current is not None:
+            if self._replaces is not None and not self._replaces(current.value, value):
+                return current.value
+            self._unalias(current.value, key)
+        entries[key] = _Entry(value, float("-inf") if raced else time.monotonic())
+        entries.move_to_end(key)
+        if self._alias is not None and (name := self._alias(value)) is not None:
+            self._aliases[name] = key
+        while self._max_entries and len(entries) > self._max_entries:
+            evicted_key, evicted = entries.popitem(last=False)
+            self._unalias(evicted.value, evicted_key)
+        return value
+
+    def peek(self, key: K) -> V | None:
+        """The cached value however old (None: none), for what needs no freshness."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.value
+
+    def drop(self, key: K) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._unalias(entry.value, key)
+
+    def drop_alias(self, name: Hashable) -> None:
+        key = self._aliases.pop(name, None)
+        if key is not None:
+            self._entries.pop(key, None)
+
+    def expire(self, key: K) -> None:
+        """Keep the entry (it may still answer during an outage) but read it again at its next use."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.checked_at = float("-inf")
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._aliases.clear()
+
+    def _unalias(self, value: V, key: K) -> None:
+        if self._alias is not None and (name := self._alias(value)) is not None and self._aliases.get(name) == key:
+            del self._aliases[name]
+
+    async def stop_refreshing(self) -> None:
+        """Cancel the background reads under way and wait for them (before the engine is disposed)."""
+        await self._ahead.stop()

@@ -1,5 +1,5 @@
-"""Keys of one transit mount: the cache of key snapshots, the mount's settings, and every key write as
-one transaction holding the key's row lock. ``MountService`` makes one ``KeyService`` per mount.
+"""Keys of one transit mount: every key write, as one transaction holding the key's row lock, on top of the
+cache and reads of ``key_reads.KeyReads``. ``MountService`` makes one ``KeyService`` per mount.
 
 Slow work never runs on the event loop nor under a lock: new material is generated in a worker thread
 before the transaction starts, and crypto objects are built in a worker thread after it ends, lazily, for
@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -23,97 +22,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kms_service import backup as backup_format
 from kms_service import certificates
 from kms_service.errors import InternalError, InvalidRequest, RefusedAsServerError, SealError
-from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings, KeyVersion
-from kms_service.keytypes import KEY_TYPES, KeyType, public_key_pem
+from kms_service.keyring import MAX_VERSION, Key, KeyConfigChange, KeySettings
+from kms_service.keytypes import KeyType, public_key_pem
 from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
-from kms_service.mounts import Mount, key_ref
-from kms_service.seal import Sealer, key_material_aad
-from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFlight
-from kms_service.service.database_watch import DatabaseWatch
-from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.mounts import key_ref
+from kms_service.seal import key_material_aad
+from kms_service.service.invalidation import Change, Kind
+from kms_service.service.key_reads import ENGINE_DEFAULTS, SOFT_DELETED, KeyReads, utcnow
 from kms_service.storage import repository as repo
-from kms_service.storage.database import Database
 
 log = logging.getLogger(__name__)
-
-# A request naming a version newer than the key's latest asks the database at most this often per key:
-# the version may have been created by another node a moment ago, but a made-up one must not cost a query
-# per request.
-TOO_NEW_PROBE_INTERVAL = 0.25
 
 # keys.source: where a key was made.
 SOURCE_CONFIG = "services-yaml"
 SOURCE_API = "api"
-# The SingleFlight keys of building a key's versions (KeyService.prepare) start with this; a key's load is its name.
-PREPARING = "prepare"
-
-# Each mount's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
-ENGINE_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class _CachedKey:
-    key: Key
-    checked_at: float
-    # Each version's sealed bytes as read: a version is rebuilt only if they change (a certificate chain
-    # set on another node, a restore, a master-key re-seal).
-    sealed: dict[int, bytes]
-    # When a too-new version was last looked for in the database.
-    probed_at: float = float("-inf")
-
-
-class UnopenedMaterial(InternalError):
-    """A version's sealed material does not open with any master key this process holds."""
-
-
-class KeyService:
-    def __init__(
-        self,
-        db: Database,
-        master_key: Sealer,
-        cache_ttl: float,
-        mount: Mount,
-        invalidator: Invalidator,
-        watch: DatabaseWatch,
-        cache_stats: CacheStats | None = None,
-    ) -> None:
-        self._db = db
-        self._master_key = master_key
-        self._cache_ttl = cache_ttl
-        # During a database outage it says how long cached keys may still answer (--stale-while-down).
-        self._watch = watch
-        self.mount = mount
-        self._cache: dict[str, _CachedKey] = {}
-        self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh(watch, cache_ttl)
-        # Changes reach this cache through MountService (forget); the epoch tells a read that raced one.
-        self._invalidator = invalidator
-        # Shared with the KMS (and so with every KeyService it makes), which the metrics read.
-        self.cache_stats = cache_stats if cache_stats is not None else CacheStats()
-
-    def forget(self, name: str | None) -> None:
-        """Drop a cached key (None: all), after a committed change to it (``MountService`` routes them)."""
-        if name is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(name, None)
-
-    def _ref(self, name: str) -> str:
-        """The key's reference: what its sealed material is bound to and its changes name."""
-        return key_ref(self.mount.path, name)
-
-    def _changed(self, name: str) -> Change:
-        return Change(Kind.KEY, self._ref(name))
-
-    async def engine_settings(self) -> dict[str, Any]:
-        """The mount's settings (config/keys, cache-config), Vault's defaults for what is unset."""
-        async with self._db.reading() as session:
-            stored = await repo.engine_settings(session, self.mount.id)
-        return {**ENGINE_DEFAULTS, **{name: json.loads(value) for name, value in stored.items()}}
+class KeyService(KeyReads):
+    """A mount's keys: the reads and the cache (``KeyReads``), and every write."""
 
     async def set_engine_settings(self, **values: Any) -> dict[str, Any]:
         async with self._db.writing() as session:
@@ -122,160 +48,6 @@ class KeyService:
                     raise InternalError(f"unknown engine setting {name}")
                 await repo.put_engine_setting(session, self.mount.id, name, json.dumps(value), utcnow())
         return await self.engine_settings()
-
-    async def get(self, name: str, versions: Iterable[int] = (0,)) -> Key | None:
-        """The key, from cache when fresh, with the crypto objects of ``versions`` built (0 = latest).
-        A version newer than the cached latest forces a (throttled) check: another node may have rotated."""
-        wanted = tuple(versions)
-        need = max(wanted, default=0)
-        key = self._fresh(name, need)
-        if key is not None:
-            self.cache_stats.hits += 1
-        else:
-            self.cache_stats.misses += 1
-            async with self._loading(name):
-                key = self._fresh(name, need) or await self._refresh(name, need)
-        if key is not None:
-            await self.prepare(key, wanted)
-        return key
-
-    def _fresh(self, name: str, need_version: int) -> Key | None:
-        entry = self._cache.get(name)
-        if entry is None:
-            return None
-        now = time.monotonic()
-        if need_version > entry.key.latest_version and now - entry.probed_at >= TOO_NEW_PROBE_INTERVAL:
-            return None
-        age = now - entry.checked_at
-        if not self._watch.trusts(age, self._cache_ttl):
-            return None
-        if self._ahead.due(name, age):
-            self._ahead.start(name, lambda: self._refresh_ahead(name))
-        return entry.key
-
-    async def _refresh_ahead(self, name: str) -> None:
-        async with self._loading(name):
-            entry = self._cache.get(name)
-            if entry is not None and time.monotonic() - entry.checked_at >= self._ahead.after:
-                await self._refresh(name, 0)
-
-    async def stop_refreshing(self) -> None:
-        await self._ahead.stop()
-
-    async def _refresh(self, name: str, need_version: int) -> Key | None:
-        entry = self._cache.get(name)
-        try:
-            return await self._load_due(name, need_version, entry)
-        except Exception as exc:
-            # The database went away as this entry came due: within --stale-while-down it still answers.
-            if entry is None or need_version > entry.key.latest_version or not self._watch.noticed(exc):
-                raise
-            return entry.key
-
-    async def _load_due(self, name: str, need_version: int, entry: _CachedKey | None) -> Key | None:
-        epoch = self._invalidator.epoch
-        if entry is not None:
-            # Stale but maybe unchanged: one cheap generation check before reloading every version.
-            async with self._db.reading() as session:
-                generation = await repo.key_generation(session, self.mount.id, name)
-            if generation == entry.key.generation:
-                now = time.monotonic()
-                entry.checked_at = now
-                if need_version > entry.key.latest_version:
-                    entry.probed_at = now
-                return entry.key
-        async with self._db.reading() as session:
-            stored = await repo.load_key(session, self.mount.id, name)
-        if stored is None:
-            self._cache.pop(name, None)
-            return None
-        key = await self._remember(stored, epoch)
-        cached = self._cache.get(name)
-        if need_version > key.latest_version and cached is not None:
-            cached.probed_at = time.monotonic()
-        return key
-
-    async def prepare(self, key: Key, versions: tuple[int, ...]) -> None:
-        """Build the crypto objects a request will use, in a worker thread (RSA takes long to load)."""
-        pending = []
-        for number in versions:
-            kv = key.versions.get(number or key.latest_version)
-            if kv is not None and not kv.loaded:
-                pending.append(kv)
-        for kv in pending:
-            # Once per version: the requests that found a key just loaded all need the same versions built.
-            async with self._loading((PREPARING, key.name, kv.version)):
-                if not kv.loaded:
-                    await asyncio.to_thread(kv.load)
-
-    async def _remember(self, stored: repo.StoredKey, epoch: int | None = None) -> Key:
-        """Cache a freshly read key, unless a concurrent writer already cached a newer generation.
-
-        ``epoch``: the invalidator's epoch before ``stored`` was read (default: now, for a writer that read
-        it in its own transaction). If a change was published since, ``stored`` may predate it: it is
-        cached as due for a generation check, so the next request looks again."""
-        if epoch is None:
-            epoch = self._invalidator.epoch
-        entry = self._cache.get(stored.row.name)
-        try:
-            key = await asyncio.to_thread(self._build, stored, entry)
-        except UnopenedMaterial:
-            if not await self._master_key.catch_up():  # re-sealed under a master key this process lacked?
-                raise
-            key = await asyncio.to_thread(self._build, stored, entry)
-        entry = self._cache.get(key.name)
-        if entry is None or entry.key.generation <= key.generation:
-            sealed = {sv.version: sv.sealed_material for sv in stored.versions}
-            checked_at = time.monotonic() if epoch == self._invalidator.epoch else float("-inf")
-            self._cache[key.name] = _CachedKey(key, checked_at, sealed)
-            return key
-        return entry.key
-
-    def _build(self, stored: repo.StoredKey, previous: _CachedKey | None) -> Key:
-        row = stored.row
-        key_type = self._key_type(row.type, row.name)
-        ref = self._ref(row.name)
-        versions = {}
-        for sv in stored.versions:
-            # A version whose sealed bytes are unchanged keeps its built crypto object.
-            old = previous.key.versions.get(sv.version) if previous else None
-            if old is not None and previous.sealed.get(sv.version) == sv.sealed_material and old.key_type is key_type:
-                versions[sv.version] = old
-                continue
-            versions[sv.version] = KeyVersion(sv.version, sv.created_at, self._unseal(ref, sv), key_type)
-        return Key(
-            name=row.name,
-            key_type=key_type,
-            latest_version=row.latest_version,
-            settings=stored.settings,
-            generation=row.generation,
-            versions=versions,
-            key_id=row.id,
-        )
-
-    @staticmethod
-    def _key_type(type_name: str, key_name: str) -> KeyType:
-        key_type = KEY_TYPES.get(type_name)
-        if key_type is None:
-            raise InternalError(f"key {key_name} has a type this server does not know")
-        return key_type
-
-    def _unseal(self, ref: str, sv: repo.StoredVersion) -> KeyMaterial:
-        """``ref``: the key's reference (``_ref``), which the material is bound to."""
-        if sv.material_format != ENVELOPE_FORMAT:
-            raise InternalError(f"key {ref} version {sv.version} is stored in an old format; restart to upgrade it")
-        try:
-            sealed = self._master_key.unseal(sv.sealed_material, key_material_aad(ref, sv.version, sv.material_format))
-        except SealError:
-            raise UnopenedMaterial(f"key {ref} version {sv.version} does not open with the master key") from None
-        return KeyMaterial.from_bytes(sealed)
-
-    def _seal(self, name: str, version: int, material: KeyMaterial, now: datetime) -> repo.StoredVersion:
-        aad = key_material_aad(self._ref(name), version, ENVELOPE_FORMAT)
-        sealed = self._master_key.seal(material.to_bytes(), aad)
-        return repo.StoredVersion(version, sealed, ENVELOPE_FORMAT, self._master_key.key_id, now)
-
-    # -- writes -------------------------------------------------------------------------------------------
 
     async def generate(self, key_type: str, key_size: int | None = None) -> KeyMaterial:
         """New material for a version, made in a worker thread (RSA key generation takes seconds).
@@ -433,12 +205,6 @@ class KeyService:
                 log.exception("auto-rotation of key %s failed; the sweep goes on", self._ref(candidate.name))
         return rotated
 
-    async def _reload(self, name: str) -> Key | None:
-        epoch = self._invalidator.epoch
-        async with self._db.reading() as session:
-            stored = await repo.load_key(session, self.mount.id, name)
-        return None if stored is None else await self._remember(stored, epoch)
-
     async def set_soft_deleted(self, name: str, soft_deleted: bool) -> tuple[Key, list[str]]:
         """OpenBao's soft delete and its restore: the key stays, but every use is refused meanwhile."""
         warnings = []
@@ -536,19 +302,6 @@ class KeyService:
         log.info("imported a version of key %s", self._ref(name))
         return await self._remember(stored_key)
 
-    async def backup(self, name: str) -> str:
-        key = await self.get(name, ())
-        if key is None:
-            raise RefusedAsServerError(f'key "{name}" not found')
-        if key.settings.soft_deleted:
-            raise InvalidRequest(SOFT_DELETED)
-        if not key.settings.exportable:
-            raise RefusedAsServerError("exporting is disallowed on the policy")
-        if not key.settings.allow_plaintext_backup:
-            raise RefusedAsServerError("plaintext backup is disallowed on the policy")
-        log.info("made a plaintext backup of key %s", self._ref(name))
-        return backup_format.encode(key, utcnow())
-
     async def restore(self, name: str | None, text: str, force: bool) -> None:
         """Restore a backup under ``name`` (default: the backup's), keeping every version number. An existing
         key is refused unless ``force``; then its versions and settings are replaced in place, so the
@@ -592,10 +345,6 @@ class KeyService:
             self._db.changed(session, self._changed(name))
         log.info("restored key %s (%d versions)", self._ref(name), len(backup.versions))
 
-    async def sources(self) -> dict[str, int]:
-        async with self._db.reading() as session:
-            return await repo.key_sources(session)
-
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
         async with self._db.writing() as session:
             row = await repo.get_key(session, self.mount.id, name, for_update=True)
@@ -607,14 +356,6 @@ class KeyService:
                 self._db.changed(session, self._changed(name))
             stored = await repo.load_key(session, self.mount.id, name)
         return await self._remember(stored), warnings
-
-    async def names(self, metadata: dict[str, str] | None = None) -> list[str]:
-        """The mount's key names; with ``metadata``, only keys whose custom_metadata holds every pair."""
-        async with self._db.reading() as session:
-            if not metadata:
-                return await repo.list_key_names(session, self.mount.id)
-            labelled = await repo.list_key_metadata(session, self.mount.id)
-        return [name for name, labels in labelled if all(labels.get(k) == v for k, v in metadata.items())]
 
     async def upgrade_legacy_material(self) -> int:
         """Re-seal pre-envelope versions (format 0, a raw key) as envelopes with a fresh HMAC key. One
@@ -661,9 +402,6 @@ def _retention_floors(row, latest_version: int) -> dict[str, int]:
 def _public_pem(material: KeyMaterial) -> str | None:
     """The PEM kept in key_versions.public_key for operators (the sealed envelope is authoritative)."""
     return public_key_pem(material.public_key) if material.public_key is not None else None
-
-
-SOFT_DELETED = "refusing to use soft-deleted key"
 
 
 def _refuse_soft_deleted(row) -> None:

@@ -13,14 +13,15 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kms_service.errors import InvalidRequest
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
 from kms_service.seal import Sealer
-from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFlight
+from kms_service.service.caching import CacheStats, OnRace, RefreshingCache
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
@@ -31,6 +32,8 @@ from kms_service.storage.database import Database
 log = logging.getLogger(__name__)
 
 MISS_PROBE_INTERVAL = 0.25
+# The mount table's one cache entry.
+TABLE = "mounts"
 
 
 def utcnow() -> datetime:
@@ -51,6 +54,12 @@ def _mount(row: m.Mount) -> Mount:
     )
 
 
+@dataclass(frozen=True)
+class _MountTable:
+    by_path: dict[str, Mount]
+    depth: int  # the most segments a mount's path has
+
+
 class MountService:
     def __init__(
         self,
@@ -68,20 +77,26 @@ class MountService:
         self._master_key = master_key
         self._cache_ttl = cache_ttl
         self._invalidator = invalidator
-        self._mounts: dict[str, Mount] = {}
-        self._loaded_at = float("-inf")
+        # The whole table is one entry. A mount change makes it due (kept: during an outage it still
+        # answers); a read racing a change is cached as due too.
+        self._table: RefreshingCache[str, _MountTable, None] = RefreshingCache(
+            ttl=cache_ttl, watch=watch, invalidator=invalidator, load=self._read, on_race=OnRace.CACHE_DUE
+        )
         self._probed_at = float("-inf")
-        self._depth = 1
         self._engines: dict[int, KeyService] = {}
-        self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh(watch, cache_ttl)
         invalidator.subscribe(Kind.MOUNT, self._on_mount_change)
         invalidator.subscribe(Kind.KEY, self._on_key_change)
 
     # -- the cache --------------------------------------------------------------------------------------
 
+    @property
+    def _mounts(self) -> dict[str, Mount]:
+        """The mounts as last read, however long ago (empty before the first read)."""
+        table = self._table.peek(TABLE)
+        return {} if table is None else table.by_path
+
     def _on_mount_change(self, change: Change) -> None:
-        self._loaded_at = float("-inf")
+        self._table.expire(TABLE)
 
     def _on_key_change(self, change: Change) -> None:
         """A key change names the key's reference (``<mount>/<name>``, or the bare name in transit/)."""
@@ -97,61 +112,37 @@ class MountService:
 
     async def load(self) -> None:
         """Re-read the mount table (one query). Engines of mounts that are gone are dropped."""
-        async with self._loading("mounts"):
-            await self._read()
+        await self._table.reload(TABLE, None)
 
-    async def _read(self) -> None:
-        epoch = self._invalidator.epoch
+    async def _read(self, _table: str, _held: _MountTable | None, _request: None) -> _MountTable:
+        """The cache's loader: the table as stored now."""
         async with self._db.reading() as session:
             rows = await repo.list_mounts(session)
         mounts = {row.path: _mount(row) for row in rows}
         live = {mount.id for mount in mounts.values()}
         for mount_id in [i for i in self._engines if i not in live]:
             del self._engines[mount_id]
-        self._mounts = mounts
-        self._depth = max((len(mount.segments) for mount in mounts.values()), default=1)
-        # A change published while this read ran may postdate it: look again at the next request.
-        fresh = epoch == self._invalidator.epoch
-        self._loaded_at = self._probed_at = time.monotonic() if fresh else float("-inf")
-
-    async def _current(self) -> dict[str, Mount]:
-        age = time.monotonic() - self._loaded_at
-        if self._watch.trusts(age, self._cache_ttl):
-            if self._ahead.due("mounts", age):
-                self._ahead.start("mounts", self._reload_ahead)  # it answers meanwhile
-            return self._mounts
-        try:
-            await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._cache_ttl)
-        except Exception as exc:
-            # The database went away as the table came due: within --stale-while-down it still answers.
-            if not self._mounts or not self._watch.noticed(exc):
-                raise
-        return self._mounts
-
-    async def _reload_ahead(self) -> None:
-        await self._reload_unless(lambda: time.monotonic() - self._loaded_at < self._ahead.after)
+        self._probed_at = time.monotonic()
+        return _MountTable(mounts, max((len(mount.segments) for mount in mounts.values()), default=1))
 
     async def stop_refreshing(self) -> None:
         """Cancel the background refreshes of the mount table and of every mount's keys (at close)."""
-        await self._ahead.stop()
+        await self._table.stop_refreshing()
         for engine in list(self._engines.values()):
             await engine.stop_refreshing()
 
-    async def _reload_unless(self, fresh: Callable[[], bool]) -> None:
-        """Re-read the table, unless ``fresh()`` once this request's turn comes: the requests that found the
-        table stale together wait for one read, not for one read each (every request queued behind the
-        load lock used to read the table again, one after the other: a stall of hundreds of ms every
-        ``cache_ttl`` under load)."""
-        async with self._loading("mounts"):
-            if not fresh():
-                await self._read()
-
     async def resolve(self, segments: Sequence[str]) -> tuple[Mount, list[str]] | None:
-        """The mount a request path starts with (the longest match), and the segments after it."""
-        found = _longest(await self._current(), segments, self._depth)
+        """The mount a request path starts with (the longest match), and the segments after it. A path no
+        cached mount holds reads the table again, at most every MISS_PROBE_INTERVAL (another node may have
+        just enabled it); the requests that missed together wait for one read."""
+        table = await self._table.get(TABLE, None)
+        found = _longest(table.by_path, segments, table.depth)
         if found is None and time.monotonic() - self._probed_at >= MISS_PROBE_INTERVAL:
-            await self._reload_unless(lambda: time.monotonic() - self._probed_at < MISS_PROBE_INTERVAL)
-            found = _longest(self._mounts, segments, self._depth)
+            await self._table.reload(
+                TABLE, None, unless=lambda: time.monotonic() - self._probed_at < MISS_PROBE_INTERVAL
+            )
+            table = self._table.peek(TABLE) or table
+            found = _longest(table.by_path, segments, table.depth)
         return found
 
     def engine(self, mount: Mount) -> KeyService:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
 from kms_service.seal import ServerSecrets
-from kms_service.service.caching import BackgroundRefresh, CacheStats, SingleFlight
+from kms_service.service.caching import CacheStats, OnRace, RefreshingCache
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.policies import PolicyService
@@ -86,12 +84,6 @@ def token_info(record: repo.TokenRecord) -> TokenInfo:
     )
 
 
-@dataclass
-class _CachedToken:
-    principal: Principal | None  # None: no such token (cached too, to blunt guessing)
-    checked_at: float
-
-
 class TokenService:
     MAX_CACHED = 10_000
 
@@ -107,38 +99,45 @@ class TokenService:
         watch: DatabaseWatch,
     ) -> None:
         self._db = db
-        # During a database outage it says how long cached tokens may still answer (--stale-while-down).
-        self._watch = watch
         # The longest life auth/token/create gives a token (seconds): longer asks are capped, with a warning.
         self.max_ttl = max_ttl
         self._hmac_key = secrets.token_hmac_key
         self._endpoint_key = secrets.endpoint_token_key
         self._policies = policies
-        self._cache_ttl = cache_ttl
-        self._cache: OrderedDict[bytes, _CachedToken] = OrderedDict()
-        self._digest_by_accessor: dict[str, bytes] = {}
+        # Keyed by the token's HMAC; a load needs the token itself (a principal holds it). Tokens are random,
+        # so none is created after being guessed: an unknown one (None) is cached too, to blunt guessing. A
+        # token with limited uses is read again every time (its count lives in the database), so it is never
+        # cached; nor is a read that raced a change (perhaps this token's revocation, committed after it).
+        self._cache: RefreshingCache[bytes, Principal | None, str] = RefreshingCache(
+            ttl=cache_ttl,
+            watch=watch,  # during an outage, cached tokens answer within --stale-while-down
+            invalidator=invalidator,
+            load=self._lookup,
+            keep=lambda principal: principal is None or principal.info.num_uses <= 0,
+            on_race=OnRace.ANSWER_ONLY,
+            alias=lambda principal: None if principal is None else principal.info.accessor,
+            max_entries=self.MAX_CACHED,
+            stats=CacheStats(),
+        )
         # Valid tokens seen → their HMAC, so a warm request costs dict lookups, no HMAC.
         self._known_digests: dict[str, bytes] = {}
-        self._loading = SingleFlight()
-        self._ahead = BackgroundRefresh(watch, cache_ttl)
-        self._invalidator = invalidator
-        self.cache_stats = CacheStats()
         invalidator.subscribe(Kind.TOKEN, self._on_token_change)
         # A policy or an endpoint's grants changed: the ACLs built into cached principals are stale.
         invalidator.subscribe(Kind.POLICY, self._drop_all)
         invalidator.subscribe(Kind.ENDPOINT, self._drop_all)
 
+    @property
+    def cache_stats(self) -> CacheStats:
+        return self._cache.stats
+
     def _on_token_change(self, change: Change) -> None:
         if change.name is None:
             self._drop_all(change)
-            return
-        digest = self._digest_by_accessor.pop(change.name, None)
-        if digest is not None:
-            self._cache.pop(digest, None)
+        else:
+            self._cache.drop_alias(change.name)
 
-    def _drop_all(self, _change: Change) -> None:
+    def _drop_all(self, _change: Change | None) -> None:
         self._cache.clear()
-        self._digest_by_accessor.clear()
 
     def digest(self, token: str) -> bytes:
         return token_digest(self._hmac_key, token)
@@ -148,84 +147,26 @@ class TokenService:
         if not token:
             return None
         digest = self._known_digests.get(token) or self.digest(token)
-        entry = self._fresh(digest, token)
-        if entry is not None:
-            self.cache_stats.hits += 1
-        else:
-            self.cache_stats.misses += 1
-            async with self._loading(digest):
-                entry = self._fresh(digest) or await self._lookup_or_stale(token, digest)
-        if entry.principal is None or entry.principal.info.expired(utcnow()):
+        principal = await self._cache.get(digest, token)
+        if principal is None or principal.info.expired(utcnow()):
             return None
         if token not in self._known_digests:
             # Valid tokens only (a flood of made-up ones never fills it); a token's digest never changes.
             if len(self._known_digests) >= MAX_KNOWN_DIGESTS:
                 self._known_digests.clear()
             self._known_digests[token] = digest
-        return entry.principal
-
-    def _refresh_ahead(self, token: str, digest: bytes) -> None:
-        """Re-read a cached token in the background while its entry still answers (caching.REFRESH_AHEAD)."""
-
-        async def refresh() -> None:
-            async with self._loading(digest):
-                entry = self._cache.get(digest)
-                if entry is not None and time.monotonic() - entry.checked_at >= self._ahead.after:
-                    await self._lookup(token, digest)
-
-        self._ahead.start(digest, refresh)
+        return principal
 
     async def stop_refreshing(self) -> None:
-        await self._ahead.stop()
+        await self._cache.stop_refreshing()
 
-    def _fresh(self, digest: bytes, token: str | None = None) -> _CachedToken | None:
-        """The cached entry if it may answer; past REFRESH_AHEAD of the ttl (and ``token`` given), it is
-        read again in the background meanwhile."""
-        entry = self._cache.get(digest)
-        if entry is None:
-            return None
-        age = time.monotonic() - entry.checked_at
-        if not self._watch.trusts(age, self._cache_ttl):
-            return None
-        if token is not None and self._ahead.due(digest, age):
-            self._refresh_ahead(token, digest)
-        return entry
-
-    async def _lookup_or_stale(self, token: str, digest: bytes) -> _CachedToken:
-        try:
-            return await self._lookup(token, digest)
-        except Exception as exc:
-            # The database went away as this entry came due: within --stale-while-down it still answers.
-            stale = self._cache.get(digest)
-            if stale is None or not self._watch.noticed(exc):
-                raise
-            return stale
-
-    async def _lookup(self, token: str, digest: bytes) -> _CachedToken:
-        epoch = self._invalidator.epoch
+    async def _lookup(self, digest: bytes, _held: Principal | None, token: str) -> Principal | None:
+        """The cache's loader: the token's principal as stored now (None: no such token)."""
         async with self._db.reading() as session:
             record = await repo.find_token(session, digest)
-        principal = None
-        if record is not None:
-            principal = Principal(token, token_info(record), await self._policies.acl(record.policies))
-        entry = _CachedToken(principal, time.monotonic())
-        if epoch != self._invalidator.epoch:
-            # A change was published while this was read (perhaps this token's revocation, committed after
-            # the read): answer this request with what was read, but cache nothing.
-            return entry
-        # Tokens are random, so none is created after being guessed: caching misses is safe. A token with
-        # limited uses is read again every time (its count lives in the database), so it is never cached.
-        if record is not None and record.num_uses > 0:
-            return entry
-        if record is not None:
-            self._digest_by_accessor[record.accessor] = digest
-        self._cache[digest] = entry
-        self._cache.move_to_end(digest)
-        while len(self._cache) > self.MAX_CACHED:
-            _, evicted = self._cache.popitem(last=False)
-            if evicted.principal is not None:
-                self._digest_by_accessor.pop(evicted.principal.info.accessor, None)
-        return entry
+        if record is None:
+            return None
+        return Principal(token, token_info(record), await self._policies.acl(record.policies))
 
     async def create(
         self, policies: list[str], ttl: timedelta | None, display_name: str = "token"

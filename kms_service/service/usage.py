@@ -20,6 +20,11 @@ processes' unused blocks count until they give them back).
 Key ids are never reused (``keys`` is AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so a slot never
 outlives its key's row into another key's.
 
+Every operation that spends from a version's counts (``COUNTED``: the ``Key`` methods that encrypt with a
+nonce or sign) runs through a ``KeyUse``, got only from ``UsageCounter.using``, which counts what it did
+when its block ends: whatever the entry point (an HTTP handler, a batch, the CLI's rewrap), a use that
+answers is counted.
+
 The counts feed the nonce budget of 96-bit random-nonce AEAD keys (``KeyType.nonce_budget``): a warning from
 ``nonce_warning_at`` encryptions of a version, and an automatic rotation from ``nonce_rotation_at``, before
 NIST's 2^32 bound for random nonces is near.
@@ -30,14 +35,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from kms_service.errors import InvalidRequest
+from kms_service.errors import InternalError, InvalidRequest
 from kms_service.keyring import Key
+from kms_service.keytypes import EncryptOptions, SignOptions
 from kms_service.service.caching import SingleFlight
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.keys import KeyService
@@ -66,6 +73,9 @@ ENCRYPTIONS = "encryptions"
 SIGNATURES = "signatures"
 # One nonce-budget log line per key version at most this often.
 WARNING_LOG_INTERVAL = 60.0
+# The Key operations that spend from a version's counts, and which count: each is called through KeyUse
+# only (tests/test_usage.py reads the code base to hold every caller to it).
+COUNTED = {"encrypt": ENCRYPTIONS, "encrypt_many": ENCRYPTIONS, "rewrap": ENCRYPTIONS, "sign": SIGNATURES}
 
 
 def utcnow() -> datetime:
@@ -97,6 +107,58 @@ class _Slot:
         return None if self.last_used_wall is None else datetime.fromtimestamp(self.last_used_wall, UTC)
 
 
+class KeyUse:
+    """One request's use of a key (a CLI chunk's): the operations of ``COUNTED``, each recording the versions
+    it used. Got from ``UsageCounter.using`` only, which counts them when its block ends; refused after.
+    Thread-safe as far as a handler needs (a batch's slow items run in worker threads): appends only."""
+
+    def __init__(self, key: Key) -> None:
+        self._key = key
+        self._used: dict[str, list[int]] = {ENCRYPTIONS: [], SIGNATURES: []}
+        self._open = True
+
+    def encrypt(self, plaintext: bytes, options: EncryptOptions, key_version: int = 0) -> tuple[str, int]:
+        self._check_open()
+        ciphertext, version = self._key.encrypt(plaintext, options, key_version)
+        self._used[ENCRYPTIONS].append(version)
+        return ciphertext, version
+
+    def encrypt_many(
+        self, plaintexts: list[bytes], options: EncryptOptions, key_version: int = 0
+    ) -> tuple[list[str], int]:
+        self._check_open()
+        ciphertexts, version = self._key.encrypt_many(plaintexts, options, key_version)
+        self._used[ENCRYPTIONS].extend([version] * len(ciphertexts))
+        return ciphertexts, version
+
+    def rewrap(
+        self,
+        ciphertext: str,
+        options: EncryptOptions,
+        key_version: int = 0,
+        encrypt_options: EncryptOptions | None = None,
+    ) -> tuple[str, int]:
+        self._check_open()
+        rewrapped, version = self._key.rewrap(ciphertext, options, key_version, encrypt_options)
+        self._used[ENCRYPTIONS].append(version)
+        return rewrapped, version
+
+    def sign(self, data: bytes, options: SignOptions, key_version: int = 0) -> tuple[str, int]:
+        self._check_open()
+        signature, version = self._key.sign(data, options, key_version)
+        self._used[SIGNATURES].append(version)
+        return signature, version
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise InternalError("a key use was used after it was counted")
+
+    def close(self) -> dict[str, list[int]]:
+        """No operation from now on; the versions each count used."""
+        self._open = False
+        return self._used
+
+
 class UsageCounter:
     def __init__(self, db: Database, nonce_warning_at: int, nonce_rotation_at: int, *, watch: DatabaseWatch) -> None:
         self._db = db
@@ -112,6 +174,22 @@ class UsageCounter:
         # transaction. Those waiting for one all wake when it ends (SingleFlight, not a lock: see there); a
         # burst over many keys reserves for each key at once, its waiters woken by their own key's reservation.
         self._reserving = SingleFlight()
+
+    @asynccontextmanager
+    async def using(self, key: Key, engine: KeyService | None, warn: Callable[[str], None]) -> AsyncIterator[KeyUse]:
+        """``key``'s counted operations for one request: what the block did is counted (durably) as it
+        ends, before the caller answers; a nonce budget running out is a warning (``warn``), and ``engine``
+        (the key's mount) rotates a key past it. A block that raises answers nothing of what it made, and
+        counts nothing."""
+        use = KeyUse(key)
+        try:
+            yield use
+        finally:
+            used = use.close()
+        for count, versions in used.items():
+            if versions:
+                for warning in await self.spend(key, count, versions, engine):
+                    warn(warning)
 
     async def spend(self, key: Key, count: str, versions: Iterable[int], engine: KeyService | None = None) -> list[str]:
         """Count one use per entry of ``versions``, durably before the caller answers. Returns warnings for

@@ -1,42 +1,30 @@
-"""/v1/transit/*: keys, rotate, config, encrypt, decrypt, rewrap, sign, verify.
+"""/v1/transit/*: encrypt, decrypt, rewrap, sign, verify, hmac, cmac (key management: ``transit_keys``).
 
 Thin by design: the handlers get typed values, call the key service and the Key model, shape Vault's
 response. Each path's schema and operations are in ``PATHS`` at the end (Vault's ``framework.Path``).
+An operation that spends from a key version's counts runs through ``UsageCounter.using``, which counts it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
-from kms_service.acl import Capability
-from kms_service.durations import DurationError, parse_seconds
-from kms_service.errors import InvalidRequest, NotFound, UserError
-from kms_service.keyring import (
-    CMAC_MAX_LENGTH,
-    Key,
-    KeySettings,
-    b64encode,
-    validate_key_name,
-    version_of,
-    versioned_pair,
-)
-from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions, canonical_type
-from kms_service.mounts import DEFAULT_MOUNT
-from kms_service.service import KeyConfigChange
+from kms_service.errors import InvalidRequest, UserError
+from kms_service.keyring import CMAC_MAX_LENGTH, Key, b64encode, version_of, versioned_pair
+from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions
 from kms_service.service.keys import SOFT_DELETED
-from kms_service.service.usage import ENCRYPTIONS, SIGNATURES
+from kms_service.service.usage import KeyUse
+from kms_service.web import transit_keys
 from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
 from kms_service.web.framework import FieldType as T
-from kms_service.web.key_fields import CUSTOM_METADATA, KEY_BODY, NEW_KEY_SIZE, NEW_KEY_TYPE, PARAMETER_SET
-from kms_service.web.replies import Reply
+from kms_service.web.transit_keys import DEFAULT_KEY_TYPE, NAME, key_exists, new_key_settings
 
 # The types encrypt may create (upsert), as in OpenBao.
 UPSERT_KEY_TYPES = ("aes128-gcm96", "aes256-gcm96", "chacha20-poly1305", "xchacha20-poly1305")
-# Vault's default type for a key made by a write that names none.
-DEFAULT_KEY_TYPE = "aes256-gcm96"
 
 
 async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -> Key:
@@ -55,105 +43,10 @@ async def usable_key(call: Call, missing: str, versions: Iterable[int] = (0,)) -
     return key
 
 
-# -- keys ---------------------------------------------------------------------------------------------
-
-
-async def read_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.keys.get(call.params["name"])
-    if key is None:
-        raise NotFound()
-    body = key.body(args["context"])
-    # Beyond Vault: per version, encryptions, signatures and last use, once the key has been used.
-    if usage := await call.kms.usage.of(key):
-        body["usage"] = usage
-    return body
-
-
-async def count_uses(call: Call, key: Key, count: str, versions: list[int]) -> None:
-    """Count the versions a request used (durably, before it is answered); a nonce budget running out is a
-    warning in the response."""
-    for warning in await call.kms.usage.spend(key, count, versions, call.keys):
-        call.add_warning(warning)
-
-
-async def list_keys(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    # Beyond Vault: ?metadata.<label>=<value> (any number) lists only the keys labelled so.
-    metadata = {k[len("metadata.") :]: v for k, v in call.request.query.items() if k.startswith("metadata.")}
-    names = await call.keys.names(metadata)
-    if metadata and call.principal is not None:
-        # Filtering answers questions about labels, which only a read shows: only keys the caller may read.
-        mount = call.mount.path if call.mount is not None else DEFAULT_MOUNT
-        names = [n for n in names if call.principal.acl.allows(f"{mount}/keys/{n}", Capability.READ)]
-    if not names:
-        raise NotFound()
-    return {"keys": names}
-
-
-async def rotate_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    key = await call.keys.rotate(call.params["name"])
-    return key.body()
-
-
-async def configure_key(call: Call, args: dict[str, Any]) -> Reply:
-    change = KeyConfigChange(
-        min_decryption_version=args["min_decryption_version"],
-        min_encryption_version=args["min_encryption_version"],
-        deletion_allowed=args["deletion_allowed"],
-        exportable=args["exportable"],
-        allow_plaintext_backup=args["allow_plaintext_backup"],
-        auto_rotate_period=duration_seconds("auto_rotate_period", args["auto_rotate_period"]),
-        retain_versions=args["retain_versions"],
-        custom_metadata=args["custom_metadata"],
-    )
-    key, warnings = await call.keys.configure(call.params["name"], change)
-    return Reply(key.body(), warnings=warnings)
-
-
-def duration_seconds(name: str, value: Any) -> int | None:
-    """A duration field (``3600`` or ``"1h"``) as whole seconds, None when absent."""
-    if value is None:
-        return None
-    try:
-        return parse_seconds(value)
-    except DurationError as exc:
-        raise InvalidRequest(f"error converting input for field '{name}': {exc}") from None
-
-
-async def key_exists(call: Call) -> bool:
-    """Vault's existence check for key writes: a POST to a missing key is a create (needs `create`)."""
-    call.found_key = await call.keys.get(call.params["name"], ())
-    return call.found_key is not None
-
-
-def _new_key_settings(args: dict[str, Any]) -> tuple[str, KeySettings, int]:
-    """The type, settings and key size of a key made by a write (keys/:name, or encrypt's upsert), after
-    Vault's creation rules (``KeySettings.for_new_key``)."""
-    type_name = canonical_type(args.get("type") or DEFAULT_KEY_TYPE, args.get("parameter_set"))
-    key_size = args.get("key_size") or 0
-    settings = KeySettings.for_new_key(
-        type_name,
-        derived=bool(args.get("derived")),
-        convergent_encryption=bool(args.get("convergent_encryption")),
-        exportable=bool(args.get("exportable")),
-        allow_plaintext_backup=bool(args.get("allow_plaintext_backup")),
-        auto_rotate_period=duration_seconds("auto_rotate_period", args.get("auto_rotate_period")) or 0,
-        key_size=key_size,
-        retain_versions=args.get("retain_versions") or 0,
-        custom_metadata=args.get("custom_metadata"),
-    )
-    return type_name, settings, key_size
-
-
-async def write_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    """Create the key (upsert): an existing key is returned unchanged, as in Vault."""
-    # config/keys disable_upsert stops encrypt from creating keys, not this explicit create (Vault).
-    type_name, settings, key_size = _new_key_settings(args)
-    key = await call.keys.upsert(call.params["name"], type_name, settings, key_size)
-    return key.body()
-
-
-async def delete_key(call: Call, args: dict[str, Any]) -> None:
-    await call.keys.delete(call.params["name"])
+def using(call: Call, key: Key) -> AbstractAsyncContextManager[KeyUse]:
+    """The request's counted use of ``key`` (``UsageCounter.using``): a nonce budget running out is a warning
+    in the response, and the path's mount rotates the key past it."""
+    return call.kms.usage.using(key, call.keys, call.add_warning)
 
 
 # -- encryption ---------------------------------------------------------------------------------------
@@ -169,18 +62,16 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
         if args["convergent_encryption"] and not derived:
             raise InvalidRequest("convergent encryption requires derivation to be enabled, so context is required")
         upsert = {**args, "derived": derived}
-        type_name, settings, key_size = _new_key_settings(upsert)
+        type_name, settings, key_size = new_key_settings(upsert)
         if type_name not in UPSERT_KEY_TYPES:
             # Vault and OpenBao upsert symmetric keys only (RSA generation is no side effect of encrypt).
             raise InvalidRequest("unknown key type for an encrypt upsert: aes128/aes256-gcm96 or (x)chacha20-poly1305")
         await call.keys.upsert(call.params["name"], type_name, settings, key_size)
     key = await usable_key(call, "encryption key not found", set(items.field("key_version")))
-
-    used: list[int] = []
+    use: KeyUse
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
-        ciphertext, version = key.encrypt(item["plaintext"], _encrypt_options(item), item["key_version"])
-        used.append(version)
+        ciphertext, version = use.encrypt(item["plaintext"], _encrypt_options(item), item["key_version"])
         return {"ciphertext": ciphertext, "key_version": version}
 
     def many(values: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
@@ -193,18 +84,17 @@ async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
                 plain.setdefault(item["key_version"], []).append(position)
         for requested, positions in plain.items():
             try:
-                ciphertexts, version = key.encrypt_many(
+                ciphertexts, version = use.encrypt_many(
                     [values[p]["plaintext"] for p in positions], NO_ENCRYPT_OPTIONS, requested
                 )
             except UserError:
                 continue
             for position, ciphertext in zip(positions, ciphertexts, strict=True):
                 results[position] = {"ciphertext": ciphertext, "key_version": version}
-            used.extend([version] * len(positions))
         return results
 
-    await items.respond(one, many=many if key.key_type.encrypts_many else None)
-    await count_uses(call, key, ENCRYPTIONS, used)
+    async with using(call, key) as use:
+        await items.respond(one, many=many if key.key_type.encrypts_many else None)
 
 
 def _ciphertext_version(item: dict[str, Any]) -> int:
@@ -243,18 +133,16 @@ async def rewrap(call: Call, args: dict[str, Any], items: Items) -> None:
     versions = items.map(_ciphertext_version)
     targets = items.field("key_version")
     key = await usable_key(call, "encryption key not found", {*versions, *targets})
-
-    used: list[int] = []
+    use: KeyUse
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
         decrypting = _encrypt_options(item, item["decrypt_padding_scheme"])
         encrypting = _encrypt_options(item, item["encrypt_padding_scheme"])
-        ciphertext, version = key.rewrap(item["ciphertext"], decrypting, item["key_version"], encrypting)
-        used.append(version)
+        ciphertext, version = use.rewrap(item["ciphertext"], decrypting, item["key_version"], encrypting)
         return {"ciphertext": ciphertext, "key_version": version}
 
-    await items.respond(one, slow="decrypt" in key.key_type.slow_operations)
-    await count_uses(call, key, ENCRYPTIONS, used)
+    async with using(call, key) as use:
+        await items.respond(one, slow="decrypt" in key.key_type.slow_operations)
 
 
 # An item with no associated data, context or padding scheme (most): one shared object, not one per item.
@@ -295,13 +183,11 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
     key = await usable_key(call, "signing key not found", (args["key_version"],))
     if not key.key_type.supports_signing:  # the whole request, not each item (Vault)
         raise InvalidRequest(f"key type {key.key_type.name} does not support signing")
-
-    used: list[int] = []
+    use: KeyUse
 
     def one(item: dict[str, Any]) -> dict[str, Any]:
         item_options = replace(options, context=item["context"])
-        signature, version = key.sign(item["input"], item_options, args["key_version"])
-        used.append(version)
+        signature, version = use.sign(item["input"], item_options, args["key_version"])
         result: dict[str, Any] = {"signature": signature, "key_version": version}
         public_key = key.derived_public_key(item["context"], version)
         if public_key is not None:
@@ -309,8 +195,8 @@ async def sign(call: Call, args: dict[str, Any], items: Items) -> None:
             result["publickey" if items.batched else "public_key"] = public_key
         return result
 
-    await items.respond(one, slow="sign" in key.key_type.slow_operations)
-    await count_uses(call, key, SIGNATURES, used)
+    async with using(call, key) as use:
+        await items.respond(one, slow="sign" in key.key_type.slow_operations)
 
 
 def _signature_version(item: dict[str, Any]) -> int:
@@ -400,14 +286,6 @@ def _signature_in_every_item(items: list[dict[str, Any]]) -> None:
 
 # -- the paths ----------------------------------------------------------------------------------------
 
-NAME = Field("name", T.STRING, "Name of the key.", check=validate_key_name)
-# Beyond Vault (shown on read only when set).
-RETAIN_VERSIONS = Field(
-    "retain_versions",
-    T.INT,
-    "Version retention: keep the newest N versions decryptable; each rotation advances min_decryption_version "
-    "(0: off). The key body's next_rotation_retires shows what the next rotation would retire.",
-)
 # Caller-chosen nonces break AEAD security (CVE-2023-4680); never accepted.
 NONCE = Field(
     "nonce",
@@ -510,66 +388,7 @@ PATHS = (
             )
         },
     ),
-    Path(
-        "transit/keys",
-        "List the keys.",
-        fields=(),
-        operations={"LIST": Operation(list_keys, returns=(Field("keys", T.LIST, "Key names."),))},
-        description="The LIST method, or GET with ?list=true. No keys: 404.",
-    ),
-    Path(
-        "transit/keys/:name",
-        "Read a key: its configuration and versions (asymmetric versions with their public key).",
-        fields=(
-            NAME,
-            NEW_KEY_TYPE,
-            Field("derived", T.BOOL, "Per-context keys (context on every request)."),
-            Field("convergent_encryption", T.BOOL, "Same plaintext and context, same ciphertext (needs derived)."),
-            Field("exportable", T.BOOL, "Whether the key may be exported (one-way)."),
-            Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed (one-way)."),
-            Field("auto_rotate_period", T.DURATION, "Rotate automatically this often: 0 (off) or at least 1h."),
-            NEW_KEY_SIZE,
-            PARAMETER_SET,
-            RETAIN_VERSIONS,
-            CUSTOM_METADATA,
-            Field("context", T.BASE64, "Read only: context for a derived key's public key."),
-        ),
-        operations={
-            "GET": Operation(read_key, returns=KEY_BODY),
-            "POST": Operation(write_key, existence=key_exists, returns=KEY_BODY),
-            "DELETE": Operation(delete_key),
-        },
-        description=(
-            "A missing key is a 404 with no error message, as in Vault. A write creates the key (needs `create`); "
-            "to an existing key it changes nothing and returns it. Delete needs deletion_allowed."
-        ),
-    ),
-    Path(
-        "transit/keys/:name/rotate",
-        "Rotate a key: add a version, which becomes the one used to encrypt and sign.",
-        fields=(NAME,),
-        operations={"POST": Operation(rotate_key, returns=KEY_BODY)},
-    ),
-    Path(
-        "transit/keys/:name/config",
-        "Configure a key.",
-        fields=(
-            NAME,
-            Field(
-                "auto_rotate_period",
-                T.DURATION,
-                "Rotate automatically this often (seconds or e.g. 24h): 0 (off) or at least 1h.",
-            ),
-            Field("min_decryption_version", T.INT, "The oldest version that may decrypt or verify."),
-            Field("min_encryption_version", T.INT, "The oldest version that may encrypt or sign (0: latest only)."),
-            Field("deletion_allowed", T.BOOL, "Whether the key may be deleted."),
-            Field("exportable", T.BOOL, "Whether the key may be exported (can only be turned on)."),
-            Field("allow_plaintext_backup", T.BOOL, "Whether a plaintext backup is allowed (can only be turned on)."),
-            RETAIN_VERSIONS,
-            CUSTOM_METADATA,
-        ),
-        operations={"POST": Operation(configure_key, returns=KEY_BODY)},
-    ),
+    *transit_keys.PATHS,  # Vault's order: the key paths between the MACs and encrypt
     Path(
         "transit/encrypt/:name",
         "Encrypt base64 plaintext (or a batch of them) with the named key.",

@@ -24,7 +24,7 @@ from kms_service.service.keys import SOFT_DELETED
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.key_fields import IMPORT_KEY_TYPE
-from kms_service.web.transit import duration_seconds
+from kms_service.web.transit_keys import duration_seconds
 
 
 async def export_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,9 @@ from cryptography.hazmat.primitives import hashes
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64encode, new_datakey, validate_key_name
 from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions
-from kms_service.service.usage import ENCRYPTIONS
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
-from kms_service.web.transit import count_uses, usable_key
+from kms_service.web.transit import usable_key, using
 
 MAX_RANDOM_BYTES = 128 * 1024
 RANDOM_SOURCES = ("platform", "seal", "all")
@@ -58,8 +57,8 @@ async def datakey(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     options = EncryptOptions(
         associated_data=args["associated_data"], context=args["context"], padding_scheme=args["padding_scheme"] or ""
     )
-    ciphertext, version = key.encrypt(new_key, options, args["key_version"])
-    await count_uses(call, key, ENCRYPTIONS, [version])
+    async with using(call, key) as use:
+        ciphertext, version = use.encrypt(new_key, options, args["key_version"])
     data: dict[str, Any] = {"ciphertext": ciphertext, "key_version": version}
     if kind == "plaintext":
         data["plaintext"] = b64encode(new_key)
