@@ -33,8 +33,8 @@ def mount_option(func: Any) -> Any:
     )(func)
 
 
-async def _engine(kms: KMS, mount: str) -> KeyService:
-    return kms.mounts.engine(await kms.mounts.read(mount))
+async def _key_service(kms: KMS, mount: str) -> KeyService:
+    return kms.mounts.key_service(await kms.mounts.read(mount))
 
 
 def _settings_table(key: Key, title: str) -> Any:
@@ -65,10 +65,10 @@ def keys_rotate(name: str, mount: str, as_json: bool, database_url: str | None, 
     mount = mount.strip("/")
 
     async def rotate(kms: KMS) -> Key:
-        engine = await _engine(kms, mount)
-        if await engine.get(name, ()) is None:
+        keys = await _key_service(kms, mount)
+        if await keys.get(name, ()) is None:
             raise InvalidRequest(f"no key named {name} in {mount}/")
-        return await engine.rotate(name)
+        return await keys.rotate(name)
 
     key = with_kms(database_url, data_dir, rotate)
     _show(key, as_json, f"rotated key {name} in {mount}/ to version {key.latest_version}")
@@ -117,7 +117,7 @@ def keys_config(
     mount = mount.strip("/")
 
     async def configure(kms: KMS) -> tuple[Key, list[str]]:
-        return await (await _engine(kms, mount)).configure(name, change)
+        return await (await _key_service(kms, mount)).configure(name, change)
 
     key, warnings = with_kms(database_url, data_dir, configure)
     changed = ", ".join(f"{field}={value}" for field, value in fields.items() if value is not None)
@@ -156,7 +156,7 @@ def rewrap(name: str, mount: str, ciphertexts: TextIO, database_url: str | None,
     lines = [line.strip() for line in ciphertexts.read().splitlines()]
 
     async def run(kms: KMS) -> tuple[int, int]:
-        engine = await _engine(kms, mount)
+        keys = await _key_service(kms, mount)
         done = 0
         version = 0
         what = f"rewrapping {len(lines)} ciphertext(s) with {mount}/{name}"
@@ -170,12 +170,12 @@ def rewrap(name: str, mount: str, ciphertexts: TextIO, database_url: str | None,
                             versions.add(parse_versioned(line, "ciphertext").version)
                         except KMSError as exc:
                             raise InvalidRequest(f"line {number}: {exc.message}") from None
-                key = await engine.get(name, (0, *versions))
+                key = await keys.get(name, (0, *versions))
                 if key is None:
                     raise InvalidRequest(f"no key named {name} in {mount}/")
                 if key.settings.soft_deleted:
                     raise InvalidRequest(f"key {name} is soft-deleted")
-                async with kms.usage.using(key, engine, lambda w: click.echo(f"Warning: {w}", err=True)) as use:
+                async with kms.usage.using(key, keys, lambda w: click.echo(f"Warning: {w}", err=True)) as use:
                     rewrapped, rewrapped_count = _rewrap_chunk(use, chunk, start + 1)
                 click.echo("\n".join(rewrapped))
                 done += rewrapped_count

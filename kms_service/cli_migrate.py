@@ -107,14 +107,14 @@ def migrate_from(
     _check_source(addr, token, mount)
 
     async def run(kms: KMS) -> list[Any]:
-        engine = kms.mounts.engine(await kms.mounts.read(to_mount))
+        keys = kms.mounts.key_service(await kms.mounts.read(to_mount))
         async with migration.VaultClient(addr, token) as client:
             listed = await client.check(mount)
             names = list(key_names) or listed
             what = f"{len(names)} key(s) in {client.shown}/v1/{mount}/ ({client.flavor}) → {to_mount}/ here"
             with Progress(what, len(names)) as progress:
                 return await migration.migrate_from(
-                    client, engine, mount, names, dry_run, progress.step, kms.wrapping.private_key
+                    client, keys, mount, names, dry_run, progress.step, kms.wrapping.private_key
                 )
 
     reports = with_kms(database_url, data_dir, run)
@@ -154,12 +154,12 @@ def migrate_to(
     _check_source(addr, token, mount)
 
     async def run(kms: KMS) -> list[Any]:
-        engine = kms.mounts.engine(await kms.mounts.read(from_mount))
+        keys = kms.mounts.key_service(await kms.mounts.read(from_mount))
         async with migration.VaultClient(addr, token) as client:
             await client.check(mount)
-            names = list(key_names) or await engine.names()
+            names = list(key_names) or await keys.names()
             what = f"{len(names)} key(s) in {from_mount}/ here → {client.shown}/v1/{mount}/ ({client.flavor})"
             with Progress(what, len(names)) as progress:
-                return await migration.migrate_to(client, engine, mount, names, dry_run, progress.step)
+                return await migration.migrate_to(client, keys, mount, names, dry_run, progress.step)
 
     _report(with_kms(database_url, data_dir, run), dry_run)

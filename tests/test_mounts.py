@@ -238,7 +238,7 @@ def test_sealed_material_is_bound_to_its_mount(server, root):
             await session.execute(
                 update(m.KeyVersion).where(m.KeyVersion.key_id == rows["beta"]).values(sealed_material=alpha)
             )
-        server.kms.mounts.engine((await server.kms.mounts.resolve(["beta"]))[0]).forget(None)
+        server.kms.mounts.key_service((await server.kms.mounts.resolve(["beta"]))[0]).forget(None)
 
     server.call(swap())
     response = _send(server, root, "POST", "beta/encrypt/k", json={"plaintext": PLAINTEXT})

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 TOO_NEW_PROBE_INTERVAL = 0.25
 
 # Each mount's settings and Vault's defaults: config/keys disable_upsert, cache-config size.
-ENGINE_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
+MOUNT_SETTING_DEFAULTS: dict[str, Any] = {"disable_upsert": False, "cache_size": 0}
 
 SOFT_DELETED = "refusing to use soft-deleted key"
 
@@ -116,11 +116,11 @@ class KeyReads:
     def _changed(self, name: str) -> Change:
         return Change(Kind.KEY, self._ref(name))
 
-    async def engine_settings(self) -> dict[str, Any]:
+    async def mount_settings(self) -> dict[str, Any]:
         """The mount's settings (config/keys, cache-config), Vault's defaults for what is unset."""
         async with self._db.reading() as session:
-            stored = await repo.engine_settings(session, self.mount.id)
-        return {**ENGINE_DEFAULTS, **{name: json.loads(value) for name, value in stored.items()}}
+            stored = await repo.mount_settings(session, self.mount.id)
+        return {**MOUNT_SETTING_DEFAULTS, **{name: json.loads(value) for name, value in stored.items()}}
 
     async def get(self, name: str, versions: Iterable[int] = (0,)) -> Key | None:
         """The key, from cache when fresh, with the crypto objects of ``versions`` built (0 = latest).

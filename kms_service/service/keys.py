@@ -28,7 +28,7 @@ from kms_service.material import ENVELOPE_FORMAT, KeyMaterial
 from kms_service.mounts import key_ref
 from kms_service.seal import key_material_aad
 from kms_service.service.invalidation import Change, Kind
-from kms_service.service.key_reads import ENGINE_DEFAULTS, SOFT_DELETED, KeyReads, utcnow
+from kms_service.service.key_reads import MOUNT_SETTING_DEFAULTS, SOFT_DELETED, KeyReads, utcnow
 from kms_service.storage import repository as repo
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,13 @@ SOURCE_API = "api"
 class KeyService(KeyReads):
     """A mount's keys: the reads and the cache (``KeyReads``), and every write."""
 
-    async def set_engine_settings(self, **values: Any) -> dict[str, Any]:
+    async def set_mount_settings(self, **values: Any) -> dict[str, Any]:
         async with self._db.writing() as session:
             for name, value in values.items():
-                if name not in ENGINE_DEFAULTS:
+                if name not in MOUNT_SETTING_DEFAULTS:
                     raise InternalError(f"unknown engine setting {name}")
-                await repo.put_engine_setting(session, self.mount.id, name, json.dumps(value), utcnow())
-        return await self.engine_settings()
+                await repo.put_mount_setting(session, self.mount.id, name, json.dumps(value), utcnow())
+        return await self.mount_settings()
 
     async def generate(self, key_type: str, key_size: int | None = None) -> KeyMaterial:
         """New material for a version, made in a worker thread (RSA key generation takes seconds).

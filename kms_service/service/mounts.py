@@ -83,7 +83,7 @@ class MountService:
             ttl=cache_ttl, watch=watch, invalidator=invalidator, load=self._read, on_race=OnRace.CACHE_DUE
         )
         self._probed_at = float("-inf")
-        self._engines: dict[int, KeyService] = {}
+        self._key_services: dict[int, KeyService] = {}
         invalidator.subscribe(Kind.MOUNT, self._on_mount_change)
         invalidator.subscribe(Kind.KEY, self._on_key_change)
 
@@ -101,17 +101,17 @@ class MountService:
     def _on_key_change(self, change: Change) -> None:
         """A key change names the key's reference (``<mount>/<name>``, or the bare name in transit/)."""
         if change.name is None:
-            for engine in self._engines.values():
-                engine.forget(None)
+            for keys in self._key_services.values():
+                keys.forget(None)
             return
         mount_path, _, name = change.name.rpartition("/")
         mount = self._mounts.get(mount_path or DEFAULT_MOUNT)
-        engine = self._engines.get(mount.id) if mount is not None else None
-        if engine is not None:
-            engine.forget(name)
+        keys = self._key_services.get(mount.id) if mount is not None else None
+        if keys is not None:
+            keys.forget(name)
 
     async def load(self) -> None:
-        """Re-read the mount table (one query). Engines of mounts that are gone are dropped."""
+        """Re-read the mount table (one query). The key services of mounts that are gone are dropped."""
         await self._table.reload(TABLE, None)
 
     async def _read(self, _table: str, _held: _MountTable | None, _request: None) -> _MountTable:
@@ -120,16 +120,16 @@ class MountService:
             rows = await repo.list_mounts(session)
         mounts = {row.path: _mount(row) for row in rows}
         live = {mount.id for mount in mounts.values()}
-        for mount_id in [i for i in self._engines if i not in live]:
-            del self._engines[mount_id]
+        for mount_id in [i for i in self._key_services if i not in live]:
+            del self._key_services[mount_id]
         self._probed_at = time.monotonic()
         return _MountTable(mounts, max((len(mount.segments) for mount in mounts.values()), default=1))
 
     async def stop_refreshing(self) -> None:
         """Cancel the background refreshes of the mount table and of every mount's keys (at close)."""
         await self._table.stop_refreshing()
-        for engine in list(self._engines.values()):
-            await engine.stop_refreshing()
+        for keys in list(self._key_services.values()):
+            await keys.stop_refreshing()
 
     async def resolve(self, segments: Sequence[str]) -> tuple[Mount, list[str]] | None:
         """The mount a request path starts with (the longest match), and the segments after it. A path no
@@ -145,20 +145,20 @@ class MountService:
             found = _longest(table.by_path, segments, table.depth)
         return found
 
-    def engine(self, mount: Mount) -> KeyService:
+    def key_service(self, mount: Mount) -> KeyService:
         """The keys and settings of ``mount`` (one KeyService per mount, made on first use)."""
-        engine = self._engines.get(mount.id)
-        if engine is None or (engine.mount is not mount and engine.mount != mount):
-            engine = KeyService(
+        keys = self._key_services.get(mount.id)
+        if keys is None or (keys.mount is not mount and keys.mount != mount):
+            keys = KeyService(
                 self._db, self._master_key, self._cache_ttl, mount, self._invalidator, self._watch, self._cache_stats
             )
-            self._engines[mount.id] = engine
-        return engine
+            self._key_services[mount.id] = keys
+        return keys
 
     @property
     def default(self) -> KeyService:
         """transit/: the services YAML's keys."""
-        return self.engine(self._mounts[DEFAULT_MOUNT])
+        return self.key_service(self._mounts[DEFAULT_MOUNT])
 
     async def list(self) -> list[Mount]:
         await self.load()
@@ -276,7 +276,7 @@ class MountService:
             mount = by_id.get(mount_id)
             if mount is not None:
                 mine = [c for c in candidates if c.mount_id == mount_id]
-                rotated += [key_ref(mount.path, n) for n in await self.engine(mount).rotate_due(mine, now)]
+                rotated += [key_ref(mount.path, n) for n in await self.key_service(mount).rotate_due(mine, now)]
         if rotated:
             log.info("auto-rotated %d key(s): %s", len(rotated), ", ".join(rotated))
         return rotated

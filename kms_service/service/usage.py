@@ -176,9 +176,11 @@ class UsageCounter:
         self._reserving = SingleFlight()
 
     @asynccontextmanager
-    async def using(self, key: Key, engine: KeyService | None, warn: Callable[[str], None]) -> AsyncIterator[KeyUse]:
+    async def using(
+        self, key: Key, key_service: KeyService | None, warn: Callable[[str], None]
+    ) -> AsyncIterator[KeyUse]:
         """``key``'s counted operations for one request: what the block did is counted (durably) as it
-        ends, before the caller answers; a nonce budget running out is a warning (``warn``), and ``engine``
+        ends, before the caller answers; a nonce budget running out is a warning (``warn``), and ``key_service``
         (the key's mount) rotates a key past it. A block that raises answers nothing of what it made, and
         counts nothing."""
         use = KeyUse(key)
@@ -188,12 +190,14 @@ class UsageCounter:
             used = use.close()
         for count, versions in used.items():
             if versions:
-                for warning in await self.spend(key, count, versions, engine):
+                for warning in await self.spend(key, count, versions, key_service):
                     warn(warning)
 
-    async def spend(self, key: Key, count: str, versions: Iterable[int], engine: KeyService | None = None) -> list[str]:
+    async def spend(
+        self, key: Key, count: str, versions: Iterable[int], key_service: KeyService | None = None
+    ) -> list[str]:
         """Count one use per entry of ``versions``, durably before the caller answers. Returns warnings for
-        the response (a nonce budget running out); ``engine`` (the key's mount) rotates a key past it."""
+        the response (a nonce budget running out); ``key_service`` (the key's mount) rotates a key past it."""
         if not key.key_id:
             return []
         if type(versions) is list and len(versions) == 1:  # one item, a reservation covering it: most requests
@@ -203,7 +207,7 @@ class UsageCounter:
                 slot.last_used_wall, slot.last_used = time.time(), time.monotonic()
                 self._refill_if_low(key.key_id, versions[0], count, slot)
                 if count == ENCRYPTIONS and key.key_type.nonce_budget:
-                    return self._nonce_budget(key, versions[0], slot, slot.stored - slot.unused, engine)
+                    return self._nonce_budget(key, versions[0], slot, slot.stored - slot.unused, key_service)
                 return []
         per_version: dict[int, int] = {}
         for version in versions:
@@ -244,7 +248,7 @@ class UsageCounter:
             self._refill_if_low(key_id, version, count, slot)
             if budget:
                 total = slot.stored - slot.unused
-                warnings += self._nonce_budget(key, version, slot, total, engine)
+                warnings += self._nonce_budget(key, version, slot, total, key_service)
         return warnings
 
     def _refill_if_low(self, key_id: int, version: int, count: str, slot: _Slot) -> None:
@@ -299,7 +303,9 @@ class UsageCounter:
             slots[version].stored = stored[version]
             slots[version].reserved_at = moment
 
-    def _nonce_budget(self, key: Key, version: int, slot: _Slot, total: int, engine: KeyService | None) -> list[str]:
+    def _nonce_budget(
+        self, key: Key, version: int, slot: _Slot, total: int, key_service: KeyService | None
+    ) -> list[str]:
         if total < self.nonce_warning_at:
             return []
         text = (
@@ -310,11 +316,11 @@ class UsageCounter:
         if now - slot.warned_at >= WARNING_LOG_INTERVAL:
             slot.warned_at = now
             log.warning("%s", text)
-        if total >= self.nonce_rotation_at and version == key.latest_version and engine is not None:
-            self._rotate(engine, key, version)
+        if total >= self.nonce_rotation_at and version == key.latest_version and key_service is not None:
+            self._rotate(key_service, key, version)
         return [text]
 
-    def _rotate(self, engine: KeyService, key: Key, version: int) -> None:
+    def _rotate(self, key_service: KeyService, key: Key, version: int) -> None:
         """Rotate the key in the background, once: the rotation re-checks under the row lock that
         ``version`` is still the latest, so nodes racing here add one version."""
         task_key = (key.key_id, version)
@@ -323,7 +329,7 @@ class UsageCounter:
 
         async def rotate() -> None:
             try:
-                if await engine.rotate(key.name, only_if_latest=version) is not None:
+                if await key_service.rotate(key.name, only_if_latest=version) is not None:
                     log.warning("rotated key %s: version %d reached its nonce budget", key.name, version)
             except Exception:
                 log.exception("rotating key %s past its nonce budget failed; the next use retries", key.name)

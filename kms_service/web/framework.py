@@ -395,7 +395,7 @@ class Call:
         """The keys and settings of the request's mount (looked up once per request)."""
         if self._keys is None:
             assert self.mount is not None, "a transit path is always in a mount"
-            self._keys = self.kms.mounts.engine(self.mount)
+            self._keys = self.kms.mounts.key_service(self.mount)
         return self._keys
 
     def warnings(self) -> list[str]:

@@ -55,7 +55,7 @@ def using(call: Call, key: Key) -> AbstractAsyncContextManager[KeyUse]:
 async def encrypt(call: Call, args: dict[str, Any], items: Items) -> None:
     if call.existed is False:
         # The existence check found no key and the token holds `create`: Vault's upsert, unless disabled.
-        if (await call.keys.engine_settings())["disable_upsert"]:
+        if (await call.keys.mount_settings())["disable_upsert"]:
             raise InvalidRequest("encryption key not found")
         # Vault makes the new key derived when the request carries a context (context is all or none).
         derived = any(context is not None for context in items.field("context"))

@@ -25,24 +25,24 @@ HASHES = {name: algorithm for name, algorithm in HASH_ALGORITHMS.items() if name
 
 
 async def read_keys_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"disable_upsert": (await call.keys.engine_settings())["disable_upsert"]}
+    return {"disable_upsert": (await call.keys.mount_settings())["disable_upsert"]}
 
 
 async def write_keys_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     if args["disable_upsert"] is not None:
-        await call.keys.set_engine_settings(disable_upsert=args["disable_upsert"])
+        await call.keys.set_mount_settings(disable_upsert=args["disable_upsert"])
     return await read_keys_config(call, args)
 
 
 async def read_cache_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"size": (await call.keys.engine_settings())["cache_size"]}
+    return {"size": (await call.keys.mount_settings())["cache_size"]}
 
 
 async def write_cache_config(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     size = args["size"]
     if size < 0 or 0 < size < 10:
         raise InvalidRequest("size must be 0 or a value greater or equal to 10")
-    await call.keys.set_engine_settings(cache_size=size)
+    await call.keys.set_mount_settings(cache_size=size)
     # Recorded for Vault's clients; every key this server holds stays cached (keys are small), so the
     # size bounds nothing yet.
     return {"size": size}

@@ -46,11 +46,11 @@ from kms_service.storage.repository.keys import (
 from kms_service.storage.repository.mounts import (
     add_mount,
     delete_mount,
-    engine_settings,
     get_mount,
     keys_in_mount,
     list_mounts,
-    put_engine_setting,
+    mount_settings,
+    put_mount_setting,
 )
 from kms_service.storage.repository.policies import (
     PROVISION_LOCK_ID,
@@ -134,7 +134,7 @@ __all__ = [
     "end_rollover",
     "endpoint_grants",
     "endpoint_token_accessors",
-    "engine_settings",
+    "mount_settings",
     "ensure_template_policy",
     "find_token",
     "find_token_by_accessor",
@@ -162,7 +162,7 @@ __all__ = [
     "newest_endpoint_token",
     "policy_document",
     "policy_names",
-    "put_engine_setting",
+    "put_mount_setting",
     "put_policy_document",
     "reseal_secret_if_unchanged",
     "reseal_version",

@@ -43,12 +43,12 @@ async def delete_mount(session: AsyncSession, mount_id: int) -> None:
 # -- each mount's own settings --------------------------------------------------------------------------
 
 
-async def engine_settings(session: AsyncSession, mount_id: int) -> dict[str, str]:
+async def mount_settings(session: AsyncSession, mount_id: int) -> dict[str, str]:
     query = select(m.MountSetting).where(m.MountSetting.mount_id == mount_id)
     return {row.name: row.value for row in (await session.execute(query)).scalars()}
 
 
-async def put_engine_setting(session: AsyncSession, mount_id: int, name: str, value: str, now: datetime) -> None:
+async def put_mount_setting(session: AsyncSession, mount_id: int, name: str, value: str, now: datetime) -> None:
     row = await session.get(m.MountSetting, (mount_id, name))
     if row is None:
         session.add(m.MountSetting(mount_id=mount_id, name=name, value=value, updated_at=now))
