@@ -121,7 +121,8 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_bu
             reply = sock.recv(65536)
             assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
             time.sleep(0.5)
-        assert 1.5 < _closed_after(sock, 5) < 3.5
+        # The idle clock starts when the last answer is written, a little before this client read it and slept.
+        assert 1.3 < _closed_after(sock, 5) < 3.5
 
 
 def test_connections_past_the_maximum_get_503_and_are_closed(start_server):
