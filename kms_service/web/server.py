@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from kms_service.errors import ClientGone
 from kms_service.web import replies
@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 
 class RedactMalformedRequests(logging.Filter):
     """aiohttp logs a request it could not parse with the offending bytes, which may be a token: keep the
-    line, drop the bytes. (Our handler answers every error itself, so aiohttp logs no other exception.)"""
+    line, drop the bytes. Its parse errors are its own exception types (none of them public); any other
+    exception keeps its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
+        if record.exc_info and type(record.exc_info[1]).__module__.startswith("aiohttp."):
             record.msg = "rejected a malformed HTTP request (%s)"
             record.args = (type(record.exc_info[1]).__name__,)
             record.exc_info = None
@@ -90,6 +91,14 @@ class ServiceServer(web.Server):
                 connection.request_in()
             else:
                 connection.headers_in()
+        expect = request.headers.get("Expect")
+        if expect is not None and request.version == HttpVersion11:
+            # What aiohttp's URL dispatcher does for a route (this server has none): an interim 100 before the
+            # body is read, and 417 for any other expectation, before the service sees the request.
+            if expect.lower() != "100-continue":
+                return web.Response(status=417, text=f"Unknown Expect: {expect}")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         incoming = IncomingRequest(
             request.method,
             request.raw_path,
