@@ -10,7 +10,10 @@ server does, and logged as one line (rate-limited).
 The clocks are deadlines, not a timer per request: a request's first byte sets them (two floats), the edge
 clears them when aiohttp hands it the request (headers in) and when its body is in, and one timer per
 connection, armed only when a deadline is set and none runs, checks them when it fires (re-arming itself
-for a deadline still ahead). A request that arrives whole in one read arms no timer of its own.
+for a deadline still ahead). A request that arrives whole in one read arms no timer of its own. Bytes of a
+next request that come while one is answered (pipelining) start its clocks once that answer is handed over,
+since aiohttp hands the next request over only then. A request begun behind complete ones in the same read
+gets the idle timeout, not the header one: nothing public tells where aiohttp's parser stopped.
 """
 
 from __future__ import annotations
@@ -55,7 +58,17 @@ class Listener:
 class Connection(asyncio.Protocol):
     """One connection: aiohttp's protocol for it, within the limits."""
 
-    __slots__ = ("inner", "listener", "loop", "transport", "header_deadline", "request_deadline", "timer")
+    __slots__ = (
+        "inner",
+        "listener",
+        "loop",
+        "transport",
+        "header_deadline",
+        "request_deadline",
+        "timer",
+        "answering",
+        "next_waits",
+    )
 
     def __init__(self, inner: asyncio.Protocol, listener: Listener, loop: asyncio.AbstractEventLoop) -> None:
         self.inner = inner
@@ -66,6 +79,10 @@ class Connection(asyncio.Protocol):
         self.header_deadline: float | None = None
         self.request_deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
+        # A request is in whole and being answered; bytes of the next one came meanwhile (a pipelining
+        # client): aiohttp hands that one over only once this answer is written, so its clocks start then.
+        self.answering = False
+        self.next_waits = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self.listener
@@ -92,6 +109,7 @@ class Connection(asyncio.Protocol):
             return
         if self.request_deadline is None:
             self._request_begins()
+            self.next_waits = self.answering
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -120,8 +138,17 @@ class Connection(asyncio.Protocol):
         self.header_deadline = None
 
     def request_in(self) -> None:
-        """A request is in whole; the next one's clocks start at its first byte."""
+        """A request is in whole and being answered; the next one's clocks start at its first byte."""
         self.header_deadline = self.request_deadline = None
+        self.answering = True
+        self.next_waits = False
+
+    def answered(self) -> None:
+        """A request's answer is handed to aiohttp to write."""
+        self.answering = False
+        if self.next_waits:
+            self.next_waits = False
+            self._request_begins()
 
     def _request_begins(self) -> None:
         now = self.loop.time()
@@ -138,7 +165,9 @@ class Connection(asyncio.Protocol):
             return
         now = self.loop.time()
         limits = self.listener.limits
-        if header is not None and now >= header:
+        if self.next_waits:  # the next request's clocks have not started: check again later
+            self.timer = self.loop.call_at(now + limits.header_read_timeout, self._check)
+        elif header is not None and now >= header:
             self._timed_out("headers", "its request headers", limits.header_read_timeout)
         elif request is not None and now >= request:
             self._timed_out("request", "its request", limits.request_read_timeout)

@@ -117,6 +117,8 @@ class ServiceServer(web.Server):
             # hold plaintext.
             log.exception("%s %s failed", request.method, request.path)
             answer = replies.error(500, ["internal error"])
+        if connection is not None:
+            connection.answered()
         return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
 
 
