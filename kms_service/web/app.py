@@ -1,7 +1,9 @@
-"""The aiohttp application: one catch-all route into our router, errors mapped to HTTP in one place.
+"""The service behind HTTP: ``handle(IncomingRequest) -> Answer`` into our router, errors mapped to HTTP in
+one place. The edge (``server.py``) is the only part that knows aiohttp.
 
-``create_app(settings)`` owns the service's lifecycle through aiohttp's ``cleanup_ctx``: opening the
-database (migrate, unlock, provision), the background jobs, and closing it all again, in that order.
+``create_app(settings)`` makes the ``ServiceApp``: the service's state by key, and its lifecycle as a list of
+contexts (``cleanup_ctx``): opening the database (migrate, unlock, provision), the background jobs, and
+closing it all again, in reverse order.
 
 Every request gets an id (``X-Request-Id`` and Vault's ``request_id``), is counted in the metrics by route
 template, method and status, and, with ``Settings.access_log``, makes one log line (``kms_service.access``):
@@ -18,13 +20,8 @@ import logging
 import secrets
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-
-from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.web_urldispatcher import AbstractRoute, UrlMappingMatchInfo
 
 from kms_service.errors import (
     AuditUnavailable,
@@ -50,18 +47,50 @@ from kms_service.web import replies
 from kms_service.web.faults import FAULTS_KEY, RateLimitedLog
 from kms_service.web.fields import JsonLimits
 from kms_service.web.framework import Call, RequestLimits
+from kms_service.web.incoming import IncomingRequest
+from kms_service.web.listener import ListenerLimits
 from kms_service.web.paths import TABLE
 from kms_service.web.replies import Answer, Reply
 from kms_service.web.request_audit import AUDIT_KEY, REFUSED, REQUEST_ID_KEY, audit_context, audited, record_response
 from kms_service.web.routing import CALL_KEY, KMS_KEY, ROUTER_KEY, Router
-from kms_service.web.server import DIRECT_HANDLER_KEY, LISTENER_KEY, ListenerLimits
 from kms_service.web.sys_metrics import METRICS_KEY, Metrics
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("kms_service.access")
 
-JOBS_KEY = web.AppKey("background_jobs", list)
-ACCESS_LOG_KEY = web.AppKey("access_log", bool)
+JOBS_KEY = "background_jobs"
+ACCESS_LOG_KEY = "access_log"
+
+ServiceContext = Callable[["ServiceApp"], AsyncIterator[None]]
+
+
+class ServiceApp(dict[Any, Any]):
+    """The service's state by key (the router, the KMS once open, the metrics, ...), and its lifecycle:
+    ``cleanup_ctx``, async generator functions of the app, each run up to its ``yield`` by ``startup`` in
+    order and past it by ``cleanup`` in reverse order (aiohttp's ``cleanup_ctx`` contract, without aiohttp)."""
+
+    def __init__(self, listener_limits: ListenerLimits) -> None:
+        super().__init__()
+        self.listener_limits = listener_limits
+        self.cleanup_ctx: list[ServiceContext] = []
+        self.running = contextlib.AsyncExitStack()
+
+    async def startup(self) -> None:
+        try:
+            for context in self.cleanup_ctx:
+                await self.running.enter_async_context(contextlib.asynccontextmanager(context)(self))
+        except BaseException:
+            await self.cleanup()  # what started is stopped again, in reverse order
+            raise
+
+    async def cleanup(self) -> None:
+        running, self.running = self.running, contextlib.AsyncExitStack()
+        await running.aclose()
+
+    # A mapping that is one app, not a value: equal to itself alone, and usable as a key.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
 
 # The one mapping from the error hierarchy to HTTP (most specific first).
 STATUS_FOR_ERROR: tuple[tuple[type[KMSError], int], ...] = (
@@ -102,8 +131,8 @@ def new_request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFFFFFF:012x}"
 
 
-async def handle(request: web.Request) -> Answer:
-    """Every request's answer, on either lane (``web/direct.py``; aiohttp's calls ``handle_for_aiohttp``)."""
+async def handle(request: IncomingRequest) -> Answer:
+    """Every request's answer."""
     started = time.perf_counter()
     request_id = request[REQUEST_ID_KEY] = new_request_id()
     response, reply, error = await _answer(request, request_id)
@@ -123,11 +152,7 @@ async def handle(request: web.Request) -> Answer:
     return response
 
 
-async def handle_for_aiohttp(request: web.Request) -> web.Response:
-    return (await handle(request)).to_response()
-
-
-async def _answer(request: web.Request, request_id: str) -> tuple[Answer, Reply | None, str]:
+async def _answer(request: IncomingRequest, request_id: str) -> tuple[Answer, Reply | None, str]:
     """The answer, and for the audit log: the reply it was made of, or the error it reports."""
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
@@ -146,9 +171,6 @@ async def _answer(request: web.Request, request_id: str) -> tuple[Answer, Reply 
         if isinstance(exc, InternalError):
             log.error("%s %s failed: %s", request.method, request.path, exc.message, extra={"request_id": request_id})
         return error_response(exc), None, exc.message or ""
-    except web.HTTPRequestEntityTooLarge:
-        exc = PayloadTooLarge()
-        return error_response(exc), None, exc.message
     except Exception as exc:
         reason = unavailable_reason(exc)
         if reason is not None:
@@ -165,7 +187,7 @@ async def _answer(request: web.Request, request_id: str) -> tuple[Answer, Reply 
 
 
 def _log_access(
-    request: web.Request, request_id: str, route: str | None, status: int, elapsed: float, call: Call | None
+    request: IncomingRequest, request_id: str, route: str | None, status: int, elapsed: float, call: Call | None
 ) -> None:
     principal = call.principal if call is not None else None
     fields = {
@@ -181,7 +203,7 @@ def _log_access(
 
 
 def service_context(settings: Settings, announce: bool = True):
-    async def service(app: web.Application) -> AsyncIterator[None]:
+    async def service(app: ServiceApp) -> AsyncIterator[None]:
         kms = app[KMS_KEY] = await KMS.open(settings)
         try:
             await kms.start_cluster()
@@ -238,7 +260,7 @@ def background_job(
 
     BACKGROUND_JOBS.add(name)
 
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def context(app: ServiceApp) -> AsyncIterator[None]:
         task = asyncio.create_task(run_forever(app[KMS_KEY], app[FAULTS_KEY]), name=name)
         app[JOBS_KEY].append(task)
         yield
@@ -256,7 +278,7 @@ key_auto_rotation = background_job(
 
 
 # Each process gives back its own unused usage reservations.
-async def metrics_sync(app: web.Application) -> AsyncIterator[None]:
+async def metrics_sync(app: ServiceApp) -> AsyncIterator[None]:
     """serve --workers: copy this worker's plain counters into the shared metrics files every second."""
     task = asyncio.create_task(app[METRICS_KEY].sync_forever(), name="metrics sync")
     yield
@@ -274,19 +296,6 @@ master_key_check = background_job(
 )
 
 
-class RedactMalformedRequests(logging.Filter):
-    """aiohttp logs a malformed request with the offending bytes, which may be a token: keep the line,
-    drop the bytes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], BadHttpMessage):
-            record.msg = "rejected a malformed HTTP request (%s)"
-            record.args = (type(record.exc_info[1]).__name__,)
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
 def request_limits(settings: Settings) -> RequestLimits:
     return RequestLimits(
         max_body=settings.max_request_bytes,
@@ -301,40 +310,18 @@ def request_limits(settings: Settings) -> RequestLimits:
     )
 
 
-class _EveryPathToHandle(web.UrlDispatcher):
-    """aiohttp's router holding one route (every path, every method → ``handle``), answered without
-    aiohttp's per-request URL walk and regex match: our router (``routing.py``) does the matching."""
-
-    route: AbstractRoute | None = None
-
-    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
-        assert self.route is not None
-        return UrlMappingMatchInfo({}, self.route)
-
-
-def create_app(settings: Settings, *, announce: bool = True) -> web.Application:
+def create_app(settings: Settings, *, announce: bool = True) -> ServiceApp:
     """``announce``: log the served keys once open (``serve --workers``: the parent does, not every worker)."""
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, RedactMalformedRequests) for f in server_log.filters):
-        server_log.addFilter(RedactMalformedRequests())
-    limits = request_limits(settings)
-    # The framework reads bodies itself, within each path's limit; this is aiohttp's own cap.
-    router = _EveryPathToHandle()
-    with warnings.catch_warnings():
-        # aiohttp deprecates its router argument ("router argument is deprecated"); it still honours it, and
-        # a release that drops it fails create_app at once (tests/test_hot_path.py).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        app = web.Application(client_max_size=max(limits.max_body, limits.max_large_body), router=router)
-    assert app.router is router
-    app[ROUTER_KEY] = Router(TABLE, limits)
-    app[LISTENER_KEY] = ListenerLimits(
-        header_read_timeout=settings.header_read_timeout,
-        request_read_timeout=settings.request_read_timeout,
-        idle_timeout=settings.idle_timeout,
-        max_connections=settings.max_connections,
+    app = ServiceApp(
+        ListenerLimits(
+            header_read_timeout=settings.header_read_timeout,
+            request_read_timeout=settings.request_read_timeout,
+            idle_timeout=settings.idle_timeout,
+            max_connections=settings.max_connections,
+        )
     )
-    router.route = app.router.add_route("*", r"/{tail:[\s\S]*}", handle_for_aiohttp)
-    app[DIRECT_HANDLER_KEY] = handle  # web/direct.py: the same handler, without aiohttp's request objects
+    # The framework reads bodies itself, within each path's limit.
+    app[ROUTER_KEY] = Router(TABLE, request_limits(settings))
     app[JOBS_KEY] = []
     app[METRICS_KEY] = Metrics(settings.worker)
     app[ACCESS_LOG_KEY] = settings.access_log

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import time
 
-from aiohttp import web
-
 
 class RateLimitedLog:
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
@@ -37,4 +35,4 @@ class RateLimitedLog:
 
 
 # The application's one log of known faults (web/app.py makes it; the audit flush logs through it too).
-FAULTS_KEY = web.AppKey("faults", RateLimitedLog)
+FAULTS_KEY = "faults"  # the app's RateLimitedLog

@@ -30,10 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from aiohttp import web, web_protocol
-
 from kms_service.acl import Capability
-from kms_service.errors import ClientGone, InvalidRequest, PayloadTooLarge, UserError
+from kms_service.errors import InvalidRequest, PayloadTooLarge, UserError
 from kms_service.web.fields import (
     DEFAULT_LIMITS,
     FieldTypeError,
@@ -50,6 +48,7 @@ from kms_service.web.fields import (
     token_bound,
     too_many_tokens,
 )
+from kms_service.web.incoming import IncomingRequest
 from kms_service.web.replies import Reply
 
 if TYPE_CHECKING:
@@ -366,7 +365,7 @@ class CallRouter(Protocol):
 class Call:
     """What a handler gets besides the body's values: the service, the caller and the path parameters."""
 
-    request: web.Request
+    request: IncomingRequest
     kms: KMS
     router: CallRouter
     params: dict[str, str]
@@ -488,36 +487,32 @@ class Items:
         self.errors[i] = exc.message
 
 
-async def read_body(request: web.Request, limit: int, max_tokens: int | None = None) -> tuple[list[bytes], int]:
+async def read_body(request: IncomingRequest, limit: int, max_tokens: int | None = None) -> tuple[list[bytes], int]:
     """The body and an upper bound of its JSON values (``fields.token_bound``), counted chunk by chunk as
     it arrives. Refused (413) as soon as it is known to exceed ``limit``: by its Content-Length before a
     byte is read, or while reading; a JSON body with more than ``max_tokens`` values is refused (400) while
-    reading too. A client that goes away meanwhile is ``ClientGone``."""
+    reading too. A client that goes away meanwhile is ``ClientGone`` (from the body's reader)."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge()
     form = is_form_type(request.headers.get("Content-Type"))
-    content = request.content
+    ready = request.body.received()
+    if ready is not None:
+        # The whole body is in already (a small request arrives in one read): one chunk, no iteration.
+        tokens = token_bound(ready)
+        if len(ready) > limit:
+            raise PayloadTooLarge()
+        if max_tokens is not None and tokens > max_tokens and not form:
+            raise InvalidRequest(too_many_tokens(max_tokens))
+        return [ready], tokens
     chunks, size, tokens = [], 0, 1
-    try:
-        if content.is_eof():
-            # The whole body is in already (a small request arrives in one read): one chunk, no iteration.
-            ready = content.read_nowait()
-            chunks, size, tokens = [ready], len(ready), token_bound(ready)
-            if size > limit:
-                raise PayloadTooLarge()
-            if max_tokens is not None and tokens > max_tokens and not form:
-                raise InvalidRequest(too_many_tokens(max_tokens))
-            return chunks, tokens
-        async for chunk in content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge()
-            tokens += token_bound(chunk) - 1
-            if max_tokens is not None and tokens > max_tokens and not form:
-                raise InvalidRequest(too_many_tokens(max_tokens))
-            chunks.append(chunk)
-    except (ConnectionError, web_protocol.RequestPayloadError, asyncio.IncompleteReadError) as exc:
-        raise ClientGone(type(exc).__name__) from None
+    async for chunk in request.body.chunks():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        tokens += token_bound(chunk) - 1
+        if max_tokens is not None and tokens > max_tokens and not form:
+            raise InvalidRequest(too_many_tokens(max_tokens))
+        chunks.append(chunk)
     return chunks, tokens
 
 
@@ -526,7 +521,7 @@ def _parse_chunks(chunks: list[bytes], content_type: str | None, limits: JsonLim
 
 
 async def read_fields(
-    request: web.Request, limits: RequestLimits, large: bool, heavy_lane: HeavyLane
+    request: IncomingRequest, limits: RequestLimits, large: bool, heavy_lane: HeavyLane
 ) -> tuple[dict[str, Any], bool]:
     """The body's fields, within ``limits``, and whether the body was over ``PARSE_INLINE_BYTES``: such a
     body is parsed in the ``HeavyLane``."""

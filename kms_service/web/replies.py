@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 
@@ -33,8 +32,7 @@ class Reply:
 
 
 class Answer:
-    """A response ready to go: its status, headers and body. The direct lane (``direct.py``) writes it as it
-    is; aiohttp's lane gets it as a ``web.Response`` (``to_response``), which costs more to build."""
+    """A response ready to go: its status, headers and body (the edge, ``server.py``, sends it)."""
 
     __slots__ = ("status", "headers", "body")
 
@@ -42,9 +40,6 @@ class Answer:
         self.status = status
         self.headers = headers
         self.body = body
-
-    def to_response(self) -> web.Response:
-        return web.Response(body=self.body, status=self.status, headers=self.headers)
 
 
 def encode(payload: Any) -> bytes:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
-
-from aiohttp import web
 
 from kms_service.audit_records import Caller, Exchange, entry, serialize
 from kms_service.errors import AuditUnavailable, ConfigError
@@ -25,13 +23,14 @@ from kms_service.settings import Settings
 from kms_service.storage.database import unavailable_reason
 from kms_service.web.faults import FAULTS_KEY
 from kms_service.web.framework import PARSE_INLINE_BYTES, Call
+from kms_service.web.incoming import IncomingRequest
 from kms_service.web.replies import Reply
 from kms_service.web.routing import KMS_KEY, ROUTER_KEY
 
 log = logging.getLogger(__name__)
 
-AUDIT_KEY = web.AppKey("audit_log", AuditLog)
-REQUEST_ID_KEY = web.RequestKey("kms_request_id", str)
+AUDIT_KEY = "audit_log"  # the app's AuditLog
+REQUEST_ID_KEY = "kms_request_id"  # a request's id
 
 REFUSED = "audit log unavailable: no audit device could record the request"
 
@@ -46,7 +45,7 @@ def audited(call: Call | None) -> bool:
     return call is None or call.path is None or call.path.authenticated
 
 
-def exchange(request: web.Request, call: Call | None, request_id: str) -> Exchange:
+def exchange(request: IncomingRequest, call: Call | None, request_id: str) -> Exchange:
     method = (call.method if call is not None and call.method else request.method).upper()
     operation = _OPERATIONS.get(method, method.lower())
     if call is not None and call.existed is False:
@@ -88,14 +87,14 @@ def exchange(request: web.Request, call: Call | None, request_id: str) -> Exchan
 LARGE_BATCH_ITEMS = 256
 
 
-def _large(request: web.Request, call: Call | None) -> bool:
+def _large(request: IncomingRequest, call: Call | None) -> bool:
     items = call.body.get("batch_input") if call is not None and call.body is not None else None
     return (request.content_length or 0) > PARSE_INLINE_BYTES or (
         isinstance(items, list) and len(items) > LARGE_BATCH_ITEMS
     )
 
 
-async def _serialized(request: web.Request, call: Call | None, build: Callable[[], dict[str, Any]]) -> bytes:
+async def _serialized(request: IncomingRequest, call: Call | None, build: Callable[[], dict[str, Any]]) -> bytes:
     """A record as its JSON line; a large request's (thousands of values to hash) in the heavy lane, as its
     body was parsed, so it never holds the event loop."""
     if not _large(request, call):
@@ -115,7 +114,7 @@ async def record_request(audit: AuditLog, request_id: str, call: Call) -> None:
 
 async def record_response(
     audit: AuditLog,
-    request: web.Request,
+    request: IncomingRequest,
     call: Call | None,
     request_id: str,
     status: int,
@@ -148,7 +147,7 @@ def audit_context(settings: Settings):
     """A cleanup_ctx entry: open the sinks after the service (the audit key is in its keyring), flush them
     every ``audit_flush_interval``, and end the chains before the service closes."""
 
-    async def context(app: web.Application) -> AsyncIterator[None]:
+    async def context(app: MutableMapping[Any, Any]) -> AsyncIterator[None]:
         sinks = _sinks(settings)
         if not sinks:
             yield

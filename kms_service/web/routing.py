@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
-
 from kms_service.acl import Capability
 from kms_service.errors import (
     InvalidRequest,
@@ -32,7 +30,6 @@ from kms_service.errors import (
     UnsupportedPath,
 )
 from kms_service.mounts import DEFAULT_MOUNT
-from kms_service.service import KMS
 from kms_service.tokens import token_from_headers
 from kms_service.web.fields import parse_go_bool
 from kms_service.web.framework import (
@@ -45,10 +42,11 @@ from kms_service.web.framework import (
     RequestLimits,
     run,
 )
+from kms_service.web.incoming import IncomingRequest
 from kms_service.web.replies import Reply
 
-KMS_KEY = web.AppKey("kms", KMS)
-CALL_KEY = web.RequestKey("kms_call", Call)
+KMS_KEY = "kms"  # the app's KMS
+CALL_KEY = "kms_call"  # a request's routed Call
 
 
 # The most segments a ``*param`` takes (mount paths have at most four).
@@ -130,7 +128,7 @@ class Router:
             _remember(self._found, key, found, sum(map(len, segments)))
         return None if found is None else (found[0], dict(found[1]))  # a copy: a Call's params are its own
 
-    async def dispatch(self, request: web.Request) -> tuple[Reply, Call | None]:
+    async def dispatch(self, request: IncomingRequest) -> tuple[Reply, Call | None]:
         if (request.content_length or 0) <= PARSE_INLINE_BYTES:  # not a large body: the heavy lane yields to it
             self.heavy_lane.light_requests += 1
         method = request.method.upper()
@@ -201,7 +199,7 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any, path_length: int) -> 
         cache[key] = value
 
 
-def _list_query(request: web.Request) -> bool:
+def _list_query(request: IncomingRequest) -> bool:
     """Whether a GET's ``?list=`` asks for a list (its first value, as Go's ``Query().Get``)."""
     value = request.query.get("list", "")
     if value == "":
@@ -218,7 +216,7 @@ def _lists_at(path: Path, params: dict[str, str]) -> bool:
     return "LIST" in path.operations or (len(path.patterns) == 2 and len(params) == len(path.params))
 
 
-ROUTER_KEY = web.AppKey("router", Router)
+ROUTER_KEY = "router"  # the app's Router
 
 # What an existence check decides between.
 EXISTENCE_CAPABILITIES = (Capability.CREATE, Capability.UPDATE)

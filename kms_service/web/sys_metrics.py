@@ -42,7 +42,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -342,7 +341,7 @@ class _ServiceCollector(Collector):
         )
 
 
-METRICS_KEY = web.AppKey("metrics", Metrics)
+METRICS_KEY = "metrics"  # the app's Metrics
 
 
 async def metrics(call: Call, args: dict[str, Any]) -> Reply:
