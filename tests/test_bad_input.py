@@ -12,6 +12,9 @@ from sqlalchemy import select
 
 from kms_service.storage import models as m
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 GOOD = base64.b64encode(b"hello").decode()
 
 # (id, method, path, body, status, error substring). body: dict → JSON; str → raw text; None → no body.

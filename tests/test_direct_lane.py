@@ -15,6 +15,9 @@ import time
 
 import pytest
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 PLAINTEXT = base64.b64encode(b"the direct lane").decode()
 
 

@@ -12,6 +12,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 FIELDS = [
     "plaintext",
     "ciphertext",

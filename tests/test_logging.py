@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import requests
 from processes import ServeProcess, cli_env, run_cli
 
@@ -130,6 +131,7 @@ def test_text_access_log_and_none_by_default(database_url, data_dir):
     assert token not in output
 
 
+@pytest.mark.empty_database
 def test_alembic_speaks_only_at_debug(database_url, data_dir):
     env = cli_env(database_url, data_dir)
     first = run_cli(["migrate"], env)  # a fresh database: every revision runs

@@ -12,6 +12,9 @@ from openapi_spec_validator import validate
 
 from kms_service.web.paths import TABLE
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 SAMPLE_PARAMS = {"name": {"transit/sign": "vault-sign", "transit/verify": "vault-sign"}, "hash": "sha2-256"}
 INPUT = base64.b64encode(b"openapi").decode()
 

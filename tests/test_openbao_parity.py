@@ -15,6 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from openbao import dev_server
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 INPUT = base64.b64encode(b"SECRET\n").decode()
 OTHER = base64.b64encode(b"OTHER").decode()
 

@@ -23,6 +23,9 @@ from processes import ServeProcess, run_cli
 
 from kms_service.storage.migrate import MIGRATIONS_DIR, alembic_config
 
+# Long: `make test` runs the slow group after the rest.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kms_service"
 SEED_CONFIG = ROOT / "deploy" / "services.example.yaml"
