@@ -255,6 +255,21 @@ def start_server(database_url: str, data_dir: Path) -> Iterator[Callable[..., Se
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, database_templates: DatabaseTemplates
+) -> Iterator[ServerThread]:
+    """One server on the tests' config for a whole module, on SQLite: for the HTTP surface, where each test
+    only reads or makes keys, tokens and policies of its own names."""
+    directory = tmp_path_factory.mktemp("shared-server")
+    database_templates.sqlite(directory / "kms.db")
+    data_dir = directory / "data"
+    data_dir.mkdir()
+    server = ServerThread(f"sqlite:///{directory / 'kms.db'}", data_dir, load_service_config(TEST_CONFIG)).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def server(start_server) -> ServerThread:
     """The server on the tests' config (every policy on its own endpoint)."""
