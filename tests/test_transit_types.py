@@ -24,6 +24,13 @@ from kms_service.keytypes import KEY_TYPES
 # The HTTP surface: the database plays no part here (tests of storage run on both).
 pytestmark = pytest.mark.sqlite_only
 
+
+@pytest.fixture
+def server(shared_server):
+    """The module's server: each test here reads, or makes keys, tokens and policies of its own names."""
+    return shared_server
+
+
 DATA = b"the data"
 B64 = base64.b64encode(DATA).decode()
 
