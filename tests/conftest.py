@@ -1,7 +1,9 @@
-"""Shared fixtures: every database-backed test runs on SQLite and on PostgreSQL, against a real server.
+"""Shared fixtures: database-backed tests run on SQLite and on PostgreSQL, against a real server; the files
+of the HTTP surface (marked ``sqlite_only``) on SQLite alone.
 
 PostgreSQL comes from KMS_TEST_POSTGRES_URL (default: the local server's ``test`` database); each test
-gets a fresh database of its own. If PostgreSQL is unreachable the tests fail, never skip.
+gets a fresh database of its own, copied from one migrated once per test process. If PostgreSQL is
+unreachable the tests fail, never skip.
 """
 
 from __future__ import annotations

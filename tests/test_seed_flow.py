@@ -1,4 +1,5 @@
-"""The seed's documented flow, through hvac (Vault's own Python client), on SQLite."""
+"""The seed's documented flow, through hvac (Vault's own Python client), on SQLite and PostgreSQL: the flow
+end to end on both databases (the files of the HTTP surface's details run on SQLite alone)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-# The HTTP surface: the database plays no part here (tests of storage run on both).
-pytestmark = pytest.mark.sqlite_only
 
 SECRET = base64.b64encode(b"SECRET\n").decode()
 
