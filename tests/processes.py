@@ -111,6 +111,13 @@ class ServeProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        try:
+            self._wait_until_up(verify)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never left running behind a failed test
+            raise
+
+    def _wait_until_up(self, verify: str | bool) -> None:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -118,7 +125,7 @@ class ServeProcess:
             try:
                 if requests.get(f"{self.url}/v1/sys/health", timeout=1, verify=verify).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow on a busy machine
                 pass
             assert time.monotonic() < deadline, "kms-service serve did not come up in 60 s"
             time.sleep(0.1)
