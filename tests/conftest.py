@@ -98,6 +98,8 @@ class DatabaseTemplates:
             template = _unique_name("template")
             _pg_create(template)
             asyncio.run(_migrate(_pg_url(template)))
+            # A copy needs the template without sessions: none may start any more (autovacuum's neither).
+            asyncio.run(_pg_execute(f'ALTER DATABASE "{template}" WITH ALLOW_CONNECTIONS false'))
             self.postgresql_name = template
         _pg_create(name, template=self.postgresql_name)
 
