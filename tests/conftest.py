@@ -1,13 +1,17 @@
-"""Shared fixtures: every database-backed test runs on SQLite and on PostgreSQL, against a real server.
+"""Shared fixtures: database-backed tests run on SQLite and on PostgreSQL, against a real server; the files
+of the HTTP surface (marked ``sqlite_only``) on SQLite alone.
 
 PostgreSQL comes from KMS_TEST_POSTGRES_URL (default: the local server's ``test`` database); each test
-gets a fresh database of its own. If PostgreSQL is unreachable the tests fail, never skip.
+gets a fresh database of its own, copied from one migrated once per test process. If PostgreSQL is
+unreachable the tests fail, never skip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -23,6 +27,8 @@ from kms_service.config import ServiceConfig, load_service_config
 from kms_service.seal import MasterKey
 from kms_service.service import KMS
 from kms_service.settings import Settings
+from kms_service.storage import migrate
+from kms_service.storage.engine import create_engine
 from kms_service.web.app import create_app
 from kms_service.web.routing import KMS_KEY
 from kms_service.web.server import AppRunner
@@ -45,19 +51,108 @@ async def _pg_execute(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kms.db'}"
-        return
-    name = f"kms_test_{uuid.uuid4().hex[:12]}"
+def _pg_url(name: str) -> str:
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+# In every database name: two runs (or two xdist workers, each its own process) never meet.
+RUN_ID = uuid.uuid4().hex[:10]
+_database_names = itertools.count()
+
+
+def _unique_name(kind: str) -> str:
+    return f"kms_{kind}_{RUN_ID}_{next(_database_names)}"
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
     try:
-        asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"'))
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+class DatabaseTemplates:
+    """A database per backend migrated once per test process, copied for each test: a SQLite file copy or
+    PostgreSQL's ``CREATE DATABASE ... TEMPLATE`` instead of running every migration again."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.sqlite_file: Path | None = None
+        self.postgresql_name: str | None = None
+
+    def sqlite(self, target: Path) -> None:
+        if self.sqlite_file is None:
+            path = self.directory / "template.db"
+            asyncio.run(_migrate(f"sqlite:///{path}"))
+            # Closing the last connection folded the write-ahead log into the file: the file is the database.
+            assert not path.with_name(path.name + "-wal").exists()
+            self.sqlite_file = path
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(self.sqlite_file, target)
+        target.chmod(0o600)
+
+    def postgresql(self, name: str) -> None:
+        if self.postgresql_name is None:
+            template = _unique_name("template")
+            _pg_create(template)
+            asyncio.run(_migrate(_pg_url(template)))
+            # A copy needs the template without sessions: none may start any more (autovacuum's neither).
+            asyncio.run(_pg_execute(f'ALTER DATABASE "{template}" WITH ALLOW_CONNECTIONS false'))
+            self.postgresql_name = template
+        _pg_create(name, template=self.postgresql_name)
+
+    def drop(self) -> None:
+        if self.postgresql_name is not None:
+            asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{self.postgresql_name}" WITH (FORCE)'))
+
+
+def _pg_create(name: str, template: str | None = None) -> None:
+    sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    try:
+        asyncio.run(_pg_execute(sql))
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(f"PostgreSQL is required at {POSTGRES_URL} (start it; see .ci/run): {exc}")
-    base, _, _ = POSTGRES_URL.rpartition("/")
-    yield f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseTemplates]:
+    templates = DatabaseTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.drop()
+
+
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``database_url`` runs on both databases, but a test marked ``sqlite_only`` (the HTTP
+    surface, where the database plays no part) runs on SQLite alone."""
+    chosen = any("database_url" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+    if "database_url" in metafunc.fixturenames and not chosen:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("database_url", DATABASES[:1] if sqlite_only else DATABASES, indirect=True)
+
+
+@pytest.fixture
+def database_url(request, tmp_path: Path, database_templates: DatabaseTemplates) -> Iterator[str]:
+    """A database at the newest schema revision with nothing in it: a SQLite file, or a new PostgreSQL
+    database dropped afterwards. Marked ``empty_database``: a database never written to (a SQLite path with
+    no file yet), for tests of creating and migrating one."""
+    empty = request.node.get_closest_marker("empty_database") is not None
+    if request.param == "sqlite":
+        path = tmp_path / "kms.db"
+        if not empty:
+            database_templates.sqlite(path)
+        yield f"sqlite:///{path}"
+        return
+    name = _unique_name("test")
+    if empty:
+        _pg_create(name)
+    else:
+        database_templates.postgresql(name)
+    yield _pg_url(name)
     asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
@@ -162,6 +257,21 @@ def start_server(database_url: str, data_dir: Path) -> Iterator[Callable[..., Se
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, database_templates: DatabaseTemplates
+) -> Iterator[ServerThread]:
+    """One server on the tests' config for a whole module, on SQLite: for the HTTP surface, where each test
+    only reads or makes keys, tokens and policies of its own names."""
+    directory = tmp_path_factory.mktemp("shared-server")
+    database_templates.sqlite(directory / "kms.db")
+    data_dir = directory / "data"
+    data_dir.mkdir()
+    server = ServerThread(f"sqlite:///{directory / 'kms.db'}", data_dir, load_service_config(TEST_CONFIG)).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -1,16 +1,22 @@
-"""Run the real ``kms-service`` command as operators do: separate processes, real ports, real signals."""
+"""Run the ``kms-service`` command as operators do: ``serve`` in separate processes (real ports, real
+signals); the other commands in this process through the same entry point (``run_cli``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import requests
+from click.testing import CliRunner
+
+from kms_service.cli import main
 
 COMMAND = [sys.executable, "-m", "kms_service"]
 
@@ -34,14 +40,49 @@ def run_cli(
     env: dict[str, str],
     check: bool = True,
     *,
-    command: list[str] = COMMAND,
+    command: list[str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``command`` and ``cwd`` run another installation (test_packaging.py: a wheel in its own venv)."""
-    result = subprocess.run(command + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+    """Run a ``kms-service`` command in this process (click's CliRunner on ``kms_service.cli:main``, the
+    installed script's entry point), with ``env`` as its whole environment: the same output and exit code as
+    the process, without a new interpreter's imports each time. ``command`` and ``cwd`` run another
+    installation in a process of its own (test_packaging.py: a wheel in its own venv); so does ``command=
+    COMMAND`` (tests of the real executable)."""
+    if command is not None or cwd is not None:
+        result = subprocess.run(
+            (command or COMMAND) + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        )
+    else:
+        result = _run_in_process(args, env)
     if check and result.returncode != 0:
         raise AssertionError(f"kms-service {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+def _run_in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # The command sets up the root logger (handlers, levels) as the process would; put the test's back after.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    # Every variable of this process not in ``env`` is unset for the command's run.
+    environment: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+    environment.update(env)
+    try:
+        result = CliRunner().invoke(main, args, env=environment, prog_name="kms-service")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, saved in levels.items():
+            logging.getLogger(name).setLevel(saved)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # What the interpreter prints for an uncaught exception, so tests that look for none still can.
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["kms-service", *args], result.exit_code, result.stdout, stderr)
 
 
 class ServeProcess:
@@ -70,6 +111,13 @@ class ServeProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        try:
+            self._wait_until_up(verify)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # never left running behind a failed test
+            raise
+
+    def _wait_until_up(self, verify: str | bool) -> None:
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -77,7 +125,7 @@ class ServeProcess:
             try:
                 if requests.get(f"{self.url}/v1/sys/health", timeout=1, verify=verify).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow on a busy machine
                 pass
             assert time.monotonic() < deadline, "kms-service serve did not come up in 60 s"
             time.sleep(0.1)

@@ -1,5 +1,5 @@
 """batch_input on encrypt, decrypt, rewrap, sign and verify, with hvac, requests and curl against the real
-server (SQLite and PostgreSQL): Vault's semantics (transit-api.md, "batch_input semantics")."""
+server: Vault's semantics (transit-api.md, "batch_input semantics")."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import pytest
 import requests
 
 from kms_service.web.framework import MAX_BATCH_ITEMS
+
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
 
 
 def b64(data: bytes) -> str:

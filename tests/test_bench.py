@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import scale_bench  # noqa: E402
 import transit_bench  # noqa: E402
 
+# Long: `make test` runs the slow group after the rest.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     ("load", "targets", "ops"),

@@ -1,5 +1,5 @@
 """Beyond Vault (issue 12): post-quantum signatures (ML-DSA, FIPS 204), public-key encryption with HPKE
-(RFC 9180), AES-256-GCM-SIV (RFC 8452); each through hvac's generic read/write, on SQLite and PostgreSQL,
+(RFC 9180), AES-256-GCM-SIV (RFC 8452); each through hvac's generic read/write, on SQLite,
 and checked independently with ``cryptography``."""
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 from hvac.exceptions import InvalidRequest
 
 from kms_service.keytypes import hpke_mlkem768_x25519_public_key
+
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
 
 MESSAGE = b"post-quantum, pre-coffee"
 B64 = base64.b64encode(MESSAGE).decode()

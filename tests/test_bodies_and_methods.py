@@ -22,6 +22,9 @@ from baocli import bao, bao_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 SECRET = b"the quick brown fox\n"
 PLAINTEXT = base64.b64encode(SECRET).decode()
 FORM = "application/x-www-form-urlencoded"

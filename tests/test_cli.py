@@ -195,8 +195,8 @@ def test_seed_encrypt_flow_with_the_seeds_own_shell_lines(env, tmp_path):
         server.stop()
 
 
-def test_relationships_returns_the_same_token_and_supports_both_forms(env):
-    ServeProcess(ENCRYPT_CONFIG, env).stop()  # serve provisions the endpoints; relationships never does
+def test_relationships_returns_the_same_token_and_supports_both_forms(env, start_server):
+    start_server(ENCRYPT_CONFIG).stop()  # serve provisions the endpoints; relationships never does
     first = json.loads(base64.b64decode(relationships(ENCRYPT_CONFIG, ENCRYPT_APP, env, 8200)))
     second = json.loads(base64.b64decode(relationships(ENCRYPT_CONFIG, ENCRYPT_APP, env, 8200)))
     assert set(first) == {"vault_secret", "vault_manage", "vault_sign"}
@@ -421,6 +421,7 @@ def test_config_errors_name_the_place(env, tmp_path, mutate, message):
     assert message in result.stderr
 
 
+@pytest.mark.empty_database
 def test_commands_that_only_read_create_and_migrate_nothing(tmp_path, database_url, data_dir):
     # A mistyped --data-dir: one clear line, and no empty database or new master key left behind.
     missing = tmp_path / "no-such-dir"

@@ -35,9 +35,9 @@ def env(database_url, data_dir):
 
 
 @pytest.fixture
-def provisioned(env):
-    """A database made by serve (so it is sealed under data_dir's master.key)."""
-    ServeProcess(CONFIG, env).stop()
+def provisioned(env, start_server):
+    """A database made by the service as serve starts it (so it is sealed under data_dir's master.key)."""
+    start_server(CONFIG).stop()
     return env
 
 
@@ -120,6 +120,7 @@ def test_a_data_dir_without_a_database_is_refused_and_nothing_is_created(tmp_pat
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.empty_database
 def test_an_empty_postgresql_database_is_refused_by_commands_that_need_one(database_url, data_dir):
     # (SQLite: the file is the database; the test above.)
     env = cli_env(database_url, data_dir)

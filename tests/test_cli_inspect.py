@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 import requests
 from processes import ServeProcess, cli_env, run_cli
 from sqlalchemy.engine import make_url
@@ -153,6 +154,7 @@ def _revision(database_url: str) -> str | None:
 COMMANDS = (["keys", "list"], ["keys", "show", "vault-sign"], ["endpoints", "list"], ["inspect"])
 
 
+@pytest.mark.empty_database
 def test_they_only_read(database_url, data_dir, tmp_path):
     missing = tmp_path / "no-such-dir"
     for command in COMMANDS:

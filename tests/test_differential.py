@@ -27,6 +27,9 @@ from test_openbao_parity import (  # noqa: F401, F811 - fixtures used by name
     targets,
 )
 
+# Long: `make test` runs the slow group after the rest.
+pytestmark = pytest.mark.slow
+
 # step label → (status this service gives, reason). Labels are the rule names below (plus a detail).
 DIFFERENTIAL_INTENDED: dict[str, tuple[int, str]] = {
     **INTENDED_DIFFERENCES,

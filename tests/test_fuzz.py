@@ -12,6 +12,16 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
+
+@pytest.fixture
+def server(shared_server):
+    """The module's server: each test here reads, or makes keys, tokens and policies of its own names."""
+    return shared_server
+
+
 FIELDS = [
     "plaintext",
     "ciphertext",

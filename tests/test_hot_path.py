@@ -16,6 +16,9 @@ from kms_service.keyring import b64decode_strict, go_base64_error_offset
 from kms_service.web.routing import ROUTER_KEY as ROUTER_KEY_FOR_TESTS
 from kms_service.web.routing import _split_path
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 
 def reference_b64decode(value: str) -> bytes:
     """b64decode_strict before its fast path: Go's offsets, then the standard decoder."""

@@ -20,6 +20,9 @@ import pytest
 import requests
 from processes import ServeProcess, cli_env, run_cli
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "tests" / "data" / "services.yaml"
 PLAINTEXT = base64.b64encode(b"limits").decode()

@@ -21,7 +21,7 @@ import requests
 from conftest import POSTGRES_URL
 from processes import free_port, run_cli
 
-pytestmark = pytest.mark.postgresql
+pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "deploy" / "local-cluster"

@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import requests
 from processes import ServeProcess, cli_env, run_cli
 
@@ -30,6 +31,7 @@ def root_token(env: dict[str, str]) -> tuple[str, str]:
     return lines[-1], accessor
 
 
+@pytest.mark.sqlite_only  # the access log: the database plays no part
 def test_json_access_log_one_line_per_request_and_never_a_secret(database_url, data_dir):
     env = cli_env(database_url, data_dir)
     token, accessor = root_token(env)
@@ -108,6 +110,7 @@ def test_json_access_log_one_line_per_request_and_never_a_secret(database_url, d
     assert [name for name, value in secrets.items() if value in output] == []
 
 
+@pytest.mark.sqlite_only  # the access log: the database plays no part
 def test_text_access_log_and_none_by_default(database_url, data_dir):
     env = cli_env(database_url, data_dir)
     token, accessor = root_token(env)
@@ -130,6 +133,7 @@ def test_text_access_log_and_none_by_default(database_url, data_dir):
     assert token not in output
 
 
+@pytest.mark.empty_database
 def test_alembic_speaks_only_at_debug(database_url, data_dir):
     env = cli_env(database_url, data_dir)
     first = run_cli(["migrate"], env)  # a fresh database: every revision runs

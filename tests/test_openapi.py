@@ -19,6 +19,16 @@ from kms_service.keyring.settings import MIN_AUTO_ROTATE_PERIOD, KeySettings
 from kms_service.keytypes.registry import DEFAULT_KEY_TYPE, KEY_TYPES, ML_DSA, TYPE_ALIASES
 from kms_service.web.paths import TABLE
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
+
+@pytest.fixture
+def server(shared_server):
+    """The module's server: each test here reads, or makes keys, tokens and policies of its own names."""
+    return shared_server
+
+
 SAMPLE_PARAMS = {"name": {"transit/sign": "vault-sign", "transit/verify": "vault-sign"}, "hash": "sha2-256"}
 INPUT = base64.b64encode(b"openapi").decode()
 

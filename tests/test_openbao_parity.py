@@ -15,6 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from openbao import dev_server
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 INPUT = base64.b64encode(b"SECRET\n").decode()
 OTHER = base64.b64encode(b"OTHER").decode()
 
@@ -58,10 +61,21 @@ class Target:
         return {"sig": sig, "ct": ct, "prefix": ct.split(":")[0]}
 
 
-@pytest.fixture
-def targets(openbao, server):
+def _targets(openbao: str, server) -> tuple[Target, Target]:
     ours = Target(server.url, server.call(server.kms.tokens.create(["root"], timedelta(hours=1)))[0])
     return ours, Target(openbao, "root")
+
+
+@pytest.fixture
+def targets(openbao, shared_server):
+    """Ours on the module's server: the tests make keys, tokens and policies of their own names."""
+    return _targets(openbao, shared_server)
+
+
+@pytest.fixture
+def fresh_targets(openbao, server):
+    """Ours on a server of the test's own: for answers that list every key there is."""
+    return _targets(openbao, server)
 
 
 def _shape(value):
@@ -390,7 +404,7 @@ def test_rotate_answers_alike(targets):
     assert len(mine_keys) == mine["latest_version"]
 
 
-def test_permission_denied_alike(targets, openbao, server):
+def test_permission_denied_alike(targets, openbao, shared_server):
     """A token that may only sign is refused encryption by both, with 403."""
     policy = 'path "transit/sign/vault-sign/*" { capabilities = ["read", "update"] }'
     root = {"X-Vault-Token": "root"}
@@ -398,7 +412,7 @@ def test_permission_denied_alike(targets, openbao, server):
     bao_token = requests.post(
         f"{openbao}/v1/auth/token/create", headers=root, json={"policies": ["sign-only"]}, timeout=10
     ).json()["auth"]["client_token"]
-    our_token = server.endpoint_token("signer")
+    our_token = shared_server.endpoint_token("signer")
     ours, theirs = targets
     for token, target in ((our_token, ours), (bao_token, theirs)):
         assert target.send("POST", "transit/sign/vault-sign/sha2-256", {"input": INPUT}, token=token).status_code == 200
@@ -710,8 +724,8 @@ def test_form_bodies_answer_alike(targets, case):
         )
 
 
-def test_list_answers_alike(targets):
-    ours, theirs = targets
+def test_list_answers_alike(fresh_targets):
+    targets = fresh_targets
     for method, path, params in (
         ("LIST", "transit/keys", None),
         ("LIST", "transit/keys/", None),
@@ -799,7 +813,7 @@ POLICY_PARITY_PATHS = [
 ]
 
 
-def test_the_same_policy_document_grants_the_same_capabilities(targets, server):
+def test_the_same_policy_document_grants_the_same_capabilities(targets, shared_server):
     """A Vault policy document, written to both servers through sys/policies/acl, held by a token on each:
     sys/capabilities-self answers the same for every path of the table."""
     name = f"parity-{os.urandom(3).hex()}"
@@ -808,7 +822,7 @@ def test_the_same_policy_document_grants_the_same_capabilities(targets, server):
         written = target.send("PUT", f"sys/policies/acl/{name}", {"policy": POLICY_PARITY_DOCUMENT})
         assert written.status_code == 204, written.text
     ours, theirs = targets
-    our_token = server.call(server.kms.tokens.create([name], timedelta(hours=1)))[0]
+    our_token = shared_server.call(shared_server.kms.tokens.create([name], timedelta(hours=1)))[0]
     # OpenBao adds its "default" policy, which grants sys/capabilities-self (and none of the paths above).
     created = theirs.send("POST", "auth/token/create", {"policies": [name]})
     their_token = created.json()["auth"]["client_token"]

@@ -24,6 +24,9 @@ from processes import ServeProcess, run_cli
 
 from kms_service.storage.migrate import MIGRATIONS_DIR, alembic_config
 
+# Long: `make test` runs the slow group after the rest.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kms_service"
 MIGRATIONS = ROOT / "migrations"  # installed as kms_service.migrations

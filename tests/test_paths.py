@@ -29,6 +29,9 @@ from kms_service.web.framework import (
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import ROUTER_KEY, Router
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 
 async def _nothing(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return {}

@@ -9,6 +9,9 @@ import hvac
 import pytest
 import requests
 
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 INPUT = base64.b64encode(b"payload").decode()
 
 # operation → (method, path template, body factory)

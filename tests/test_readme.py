@@ -25,8 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 from processes import free_port
+
+# Long: `make test` runs the slow group after the rest.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

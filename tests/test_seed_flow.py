@@ -1,4 +1,5 @@
-"""The seed's documented flow, through hvac (Vault's own Python client), on SQLite and PostgreSQL."""
+"""The seed's documented flow, through hvac (Vault's own Python client), on SQLite and PostgreSQL: the flow
+end to end on both databases (the files of the HTTP surface's details run on SQLite alone)."""
 
 from __future__ import annotations
 

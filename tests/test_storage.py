@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
 from sqlalchemy import inspect, select
 
 from kms_service.material import KeyMaterial
@@ -41,6 +42,7 @@ async def _tables(engine) -> set[str]:
         return set(await conn.run_sync(lambda c: inspect(c).get_table_names())) - {"alembic_version"}
 
 
+@pytest.mark.empty_database
 async def test_migrations_match_the_models_and_round_trip(database_url):
     engine = create_engine(database_url)
     try:
@@ -131,6 +133,7 @@ def test_database_holds_no_token_and_no_key_material_in_the_clear(server, databa
     assert b"BEGIN PUBLIC KEY" in dump
 
 
+@pytest.mark.empty_database
 async def test_schema_explains_itself(database_url):
     """Operators read the schema directly: tables carry comments (PostgreSQL) and named constraints."""
     engine = create_engine(database_url)

@@ -1,5 +1,5 @@
 """Vault's operator surface, first part: status and ACL policy documents, through OpenBao's CLI and hvac's
-sys API, on SQLite and PostgreSQL; and the same documents evaluated by OpenBao and by this service."""
+sys API, on SQLite; and the same documents evaluated by OpenBao and by this service."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ import hvac.exceptions
 import pytest
 import requests
 from baocli import bao
+
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
+
+@pytest.fixture
+def server(shared_server):
+    """The module's server: each test here reads, or makes keys, tokens and policies of its own names."""
+    return shared_server
+
 
 # From Vault's policy documentation (the transit parts), with a deny and a '+' segment.
 DOCS_POLICY = """

@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from processes import ServeProcess, cli_env, run_cli
 
+# The HTTP edge: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "data" / "services.yaml"
 NAMES = {

@@ -1,4 +1,4 @@
-"""Every key type over HTTP (hvac, default settings), on SQLite and PostgreSQL: create, use, hmac, export;
+"""Every key type over HTTP (hvac, default settings), on SQLite: create, use, hmac, export;
 what the service did is checked independently with `cryptography` on the exported keys. And bring your own
 key: a key wrapped locally for the service's wrapping_key, imported, then used."""
 
@@ -20,6 +20,16 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding, 
 from hvac.constants.transit import ALLOWED_KEY_TYPES as HVAC_KEY_TYPES
 
 from kms_service.keytypes.registry import KEY_TYPES
+
+# The HTTP surface: the database plays no part here (tests of storage run on both).
+pytestmark = pytest.mark.sqlite_only
+
+
+@pytest.fixture
+def server(shared_server):
+    """The module's server: each test here reads, or makes keys, tokens and policies of its own names."""
+    return shared_server
+
 
 DATA = b"the data"
 B64 = base64.b64encode(DATA).decode()

@@ -37,6 +37,7 @@ async def _views(engine) -> set[str]:
         return set(await conn.run_sync(lambda c: inspect(c).get_view_names()))
 
 
+@pytest.mark.empty_database
 async def test_the_migration_makes_the_views_and_its_downgrade_drops_them(database_url):
     engine = create_engine(database_url)
     try:
