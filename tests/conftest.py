@@ -28,7 +28,7 @@ from kms_service.seal import MasterKey
 from kms_service.service import KMS
 from kms_service.settings import Settings
 from kms_service.storage import migrate
-from kms_service.storage.engine import create_engine
+from kms_service.storage.database import create_engine
 from kms_service.web.app import create_app
 from kms_service.web.routing import KMS_KEY
 from kms_service.web.server import AppRunner
