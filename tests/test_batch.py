@@ -468,7 +468,7 @@ def test_the_batch_limit_is_a_setting(start_server):
 def test_batches_past_the_offload_threshold_answer_every_item_on_every_batch_path(server, root):
     """From OFFLOAD_ITEMS items on, a batch is answered in a worker thread: the same answers, item by item,
     in order, for encrypt, decrypt, sign, verify and hmac (hvac, default settings), 1,000 items each."""
-    from kms_service.web.framework import OFFLOAD_ITEMS
+    from kms_service.web.execution import OFFLOAD_ITEMS
 
     count = 1000
     assert count >= OFFLOAD_ITEMS

@@ -248,7 +248,8 @@ def test_an_absent_item_field_is_what_parsing_nothing_gives():
 
 def test_absent_top_level_fields_are_what_parsing_nothing_gives():
     """_parse_top_level skips parsing for absent fields that are not required (Path.top_level_plan)."""
-    from kms_service.web.framework import _NEEDS_PARSE, _parse_top_level
+    from kms_service.web.execution import _parse_top_level
+    from kms_service.web.framework import _NEEDS_PARSE
     from kms_service.web.paths import TABLE
 
     for path in TABLE:
@@ -468,7 +469,7 @@ def _outcome_of(parse):
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_batch_items_parse_as_the_field_by_field_loop_does(data):
-    from kms_service.web.framework import Items, _parse_item, _parse_items
+    from kms_service.web.execution import Items, _parse_item, _parse_items
     from kms_service.web.paths import TABLE
 
     path = data.draw(st.sampled_from([p for p in TABLE if p.item_plan and len(p.item_plan) > 1]))

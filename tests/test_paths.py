@@ -13,19 +13,9 @@ import requests
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import validate_key_name
-from kms_service.web.framework import (
-    HEAVY_PAUSE,
-    LIGHT_WINDOW,
-    OFFLOAD_ITEMS,
-    Batch,
-    Call,
-    Field,
-    FieldType,
-    HeavyLane,
-    Items,
-    Operation,
-    Path,
-)
+from kms_service.web.body import HEAVY_PAUSE, LIGHT_WINDOW, HeavyLane
+from kms_service.web.execution import OFFLOAD_ITEMS, Items
+from kms_service.web.framework import Batch, Call, Field, FieldType, Operation, Path
 from kms_service.web.paths import TABLE
 from kms_service.web.routing import ROUTER_KEY, Router
 

@@ -1,6 +1,7 @@
 """The whole service: opens the database, unlocks it with the master key, and holds keys, tokens and
-policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` calls them from aiohttp's
-``cleanup_ctx`` and the CLI's commands through ``KMS.session``."""
+policies. ``KMS.open`` and ``close`` are its lifecycle; ``web.app.create_app`` calls them from one of the
+``ServiceApp``'s ``cleanup_ctx`` contexts (run by its ``startup`` and ``cleanup``) and the CLI's commands
+through ``KMS.session``."""
 
 from __future__ import annotations
 

@@ -44,9 +44,10 @@ from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
 from kms_service.storage.database import unavailable_reason
 from kms_service.web import replies
+from kms_service.web.body import RequestLimits
 from kms_service.web.faults import FAULTS_KEY, RateLimitedLog
 from kms_service.web.fields import JsonLimits
-from kms_service.web.framework import Call, RequestLimits
+from kms_service.web.framework import Call
 from kms_service.web.incoming import IncomingRequest
 from kms_service.web.listener import ListenerLimits
 from kms_service.web.paths import TABLE

@@ -24,11 +24,12 @@ from urllib.parse import unquote_to_bytes
 
 from kms_service.errors import InvalidRequest
 from kms_service.keyring import b64decode_strict
+from kms_service.settings import DEFAULTS
 
-MAX_DEPTH = 32
-MAX_STRING_LENGTH = 1024 * 1024
-MAX_ENTRIES = 10_000
-MAX_TOKENS = 200_000
+MAX_DEPTH = DEFAULTS.max_json_depth
+MAX_STRING_LENGTH = DEFAULTS.max_json_string_length
+MAX_ENTRIES = DEFAULTS.max_json_entries
+MAX_TOKENS = DEFAULTS.max_json_tokens
 MAX_LISTED_NAMES = 20
 _INT_RE = re.compile(r"-?[0-9]{1,10}", re.ASCII)
 _TRUE = {"1", "t", "T", "true", "TRUE", "True"}

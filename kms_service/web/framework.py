@@ -2,8 +2,8 @@
 
 Adding an endpoint is one handler plus one ``Path`` in its family's ``PATHS`` (``web/paths.py`` lists the
 families: that is the one table). The router (``web/routing.py``) finds the path, checks the token and the
-ACL; this module turns the body into typed values, calls the handler and answers batches; ``web/openapi.py``
-documents the same table.
+ACL; ``web/execution.py`` turns the body into typed values (``web/body.py`` reads it), calls the handler
+and answers batches; ``web/openapi.py`` documents the same table.
 
 Handlers are thin. ``async def handler(call, args)`` gets the caller and path parameters in ``call`` and the
 body's values in ``args`` (field name → value, parsed by field type, the default when absent), and returns
@@ -19,37 +19,26 @@ of ``batch_input`` is one item, the top-level item fields are ignored, a user er
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
-import os
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kms_service.acl import Capability
-from kms_service.errors import InvalidRequest, PayloadTooLarge, UserError
+from kms_service.errors import InvalidRequest
+from kms_service.settings import DEFAULTS
+from kms_service.web.body import HeavyLane
 from kms_service.web.fields import (
-    DEFAULT_LIMITS,
-    FieldTypeError,
-    JsonLimits,
-    ignored_field_warnings,
-    is_form_type,
     parse_base64,
-    parse_body,
     parse_boolean,
     parse_integer,
     parse_list,
     parse_map,
     parse_string,
-    token_bound,
-    too_many_tokens,
 )
 from kms_service.web.incoming import IncomingRequest
-from kms_service.web.replies import Reply
 
 if TYPE_CHECKING:
     from kms_service.keyring import Key
@@ -57,40 +46,8 @@ if TYPE_CHECKING:
     from kms_service.service import KMS, Principal
     from kms_service.service.keys import KeyService
 
-T = TypeVar("T")
-
 # The most items one request may carry in batch_input (each is parsed and answered in memory).
-MAX_BATCH_ITEMS = 10_000
-
-# Batches of at least this many items are answered in a worker thread (Items.respond); smaller ones on the
-# event loop, where a thread's hand-off would cost more than it saves (100 items: about 2 ms).
-OFFLOAD_ITEMS = 250
-
-# Items answered off the event loop (slow operations, large bodies, large batches) run in these threads, not
-# the default executor's: they never queue ahead of a key's first load or of the heavy lane (which has its
-# own thread). ``cryptography`` releases the interpreter inside its calls, so they use every core.
-CRYPTO_THREADS = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="kms-crypto")
-
-# Bodies up to this size are parsed on the event loop (the values bound makes that at most ~1 ms); larger
-# ones in a worker thread, so other requests go on meanwhile.
-PARSE_INLINE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class RequestLimits:
-    """How large a body may be (per path: single-item, or batch and backup) and what its JSON may hold."""
-
-    max_body: int = 2 * 1024 * 1024
-    max_large_body: int = 32 * 1024 * 1024
-    json: JsonLimits = DEFAULT_LIMITS
-    max_batch_items: int = MAX_BATCH_ITEMS
-
-
-# After parsing a large body, wait this many times as long as the parse took, while other requests are
-# being served (HeavyLane).
-HEAVY_PAUSE = 5.0
-# Other requests seen within this many seconds before a heavy job ends make it pause (HeavyLane).
-LIGHT_WINDOW = 1.0
+MAX_BATCH_ITEMS = DEFAULTS.max_batch_items
 
 
 # Methods an operation may be declared for. PUT is POST (Vault: both are "update", or "create").
@@ -403,345 +360,3 @@ class Call:
 
     def add_warning(self, text: str) -> None:
         self._warnings.append(text)
-
-
-class Items:
-    """The items of one request: the top-level one, or each of batch_input. An item is in play until it
-    has a result or an error."""
-
-    def __init__(
-        self, values: list[dict[str, Any]], errors: list[str | None], batched: bool, large: bool = False
-    ) -> None:
-        self.values = values
-        self.errors = errors
-        self.results: list[dict[str, Any] | None] = [None] * len(values)
-        self.batched = batched
-        # The body was over PARSE_INLINE_BYTES: its payloads are answered in a worker thread (respond).
-        self.large = large
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def map(self, fn: Callable[[dict[str, Any]], T]) -> list[T]:
-        """``fn`` of each item in play, for those it succeeds on; an item it raises a user error for is out,
-        with that error (without batch_input, the error is the request's)."""
-        out = []
-        for i in self._in_play():
-            try:
-                out.append(fn(self.values[i]))
-            except UserError as exc:
-                self._fail(i, exc)
-        return out
-
-    def field(self, name: str) -> list[Any]:
-        """The field ``name`` of each item in play (``map`` of a plain lookup, which cannot fail)."""
-        values = self.values
-        return [values[i][name] for i in self._in_play()]
-
-    async def respond(
-        self,
-        fn: Callable[[dict[str, Any]], dict[str, Any]],
-        slow: bool = False,
-        many: Callable[[list[dict[str, Any]]], list[dict[str, Any] | None]] | None = None,
-    ) -> None:
-        """``fn`` of each item in play is that item's result, a new dict each time (the batch reply adds
-        the item's ``reference`` to it); a user error is that item's error. With more than one item in play,
-        ``many`` first answers those it can all at once (one result, or None, per item; it raises no user
-        error: an item it leaves is answered by ``fn``, with that item's error). In a worker thread when ``fn``
-        is ``slow`` (the key type's ``slow_operations``), for a large body, and from ``OFFLOAD_ITEMS`` items
-        on: ``cryptography``'s AEAD, signature and HMAC calls release the interpreter while they run, and
-        the event loop gets it at least every switch interval (5 ms) otherwise, so other clients are
-        answered meanwhile."""
-        in_play = self._in_play()
-        if slow or self.large or len(in_play) >= OFFLOAD_ITEMS:
-            await asyncio.get_running_loop().run_in_executor(CRYPTO_THREADS, self._respond, fn, in_play, many)
-        else:
-            self._respond(fn, in_play, many)
-
-    def _respond(
-        self,
-        fn: Callable[[dict[str, Any]], dict[str, Any]],
-        in_play: list[int],
-        many: Callable[[list[dict[str, Any]]], list[dict[str, Any] | None]] | None,
-    ) -> None:
-        values, results = self.values, self.results
-        if many is not None and len(in_play) > 1:
-            for i, result in zip(in_play, many([values[i] for i in in_play]), strict=True):
-                results[i] = result
-            in_play = [i for i in in_play if results[i] is None]
-        for i in in_play:
-            try:
-                results[i] = fn(values[i])
-            except UserError as exc:
-                self._fail(i, exc)
-
-    def _in_play(self) -> list[int]:
-        errors, results = self.errors, self.results
-        if len(errors) == 1:  # one item (no batch_input): the common case
-            return [0] if errors[0] is None and results[0] is None else []
-        return [i for i in range(len(errors)) if errors[i] is None and results[i] is None]
-
-    def _fail(self, i: int, exc: UserError) -> None:
-        if not self.batched:
-            raise exc
-        self.errors[i] = exc.message
-
-
-async def read_body(request: IncomingRequest, limit: int, max_tokens: int | None = None) -> tuple[list[bytes], int]:
-    """The body and an upper bound of its JSON values (``fields.token_bound``), counted chunk by chunk as
-    it arrives. Refused (413) as soon as it is known to exceed ``limit``: by its Content-Length before a
-    byte is read, or while reading; a JSON body with more than ``max_tokens`` values is refused (400) while
-    reading too. A client that goes away meanwhile is ``ClientGone`` (from the body's reader)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge()
-    form = is_form_type(request.headers.get("Content-Type"))
-    ready = request.body.received()
-    if ready is not None:
-        # The whole body is in already (a small request arrives in one read): one chunk, no iteration.
-        tokens = token_bound(ready)
-        if len(ready) > limit:
-            raise PayloadTooLarge()
-        if max_tokens is not None and tokens > max_tokens and not form:
-            raise InvalidRequest(too_many_tokens(max_tokens))
-        return [ready], tokens
-    chunks, size, tokens = [], 0, 1
-    async for chunk in request.body.chunks():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge()
-        tokens += token_bound(chunk) - 1
-        if max_tokens is not None and tokens > max_tokens and not form:
-            raise InvalidRequest(too_many_tokens(max_tokens))
-        chunks.append(chunk)
-    return chunks, tokens
-
-
-def _parse_chunks(chunks: list[bytes], content_type: str | None, limits: JsonLimits, tokens: int) -> dict[str, Any]:
-    return parse_body(b"".join(chunks), content_type, limits, tokens)
-
-
-async def read_fields(
-    request: IncomingRequest, limits: RequestLimits, large: bool, heavy_lane: HeavyLane
-) -> tuple[dict[str, Any], bool]:
-    """The body's fields, within ``limits``, and whether the body was over ``PARSE_INLINE_BYTES``: such a
-    body is parsed in the ``HeavyLane``."""
-    limit = limits.max_large_body if large else limits.max_body
-    chunks, tokens = await read_body(request, limit, limits.json.tokens)
-    content_type = request.headers.get("Content-Type")
-    if sum(map(len, chunks)) <= PARSE_INLINE_BYTES:
-        return _parse_chunks(chunks, content_type, limits.json, tokens), False
-    return await heavy_lane.run(_parse_chunks, chunks, content_type, limits.json, tokens), True
-
-
-# The heavy lane's one thread (HeavyLane.run holds its lock around each job, so nothing queues there).
-_HEAVY_LANE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kms-heavy-lane")
-
-
-class HeavyLane:
-    """Work on large bodies (their parse, their audit record), in the lane's own thread, one job at a time.
-
-    Python's JSON parser holds the interpreter for a whole parse, so a job holds up the event loop however
-    it is run. While other requests are being served (one arrived since the previous job, or within
-    ``LIGHT_WINDOW`` of when one was last seen), each job is followed by a pause ``HEAVY_PAUSE`` times as
-    long as the job itself ran: large bodies, from any number of clients, get at most a sixth of the
-    process's time and everyone else the rest. With nobody else to serve, there is no pause: large batches
-    alone get the whole process."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        # Requests with a small body or none, counted as they arrive (Router.dispatch): an increment, no clock.
-        self.light_requests = 0
-        self._light_seen = 0
-        self._contended_until = 0.0
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        async with self._lock:
-            took = 0.0
-
-            def timed() -> T:
-                nonlocal took
-                start = time.monotonic()
-                try:
-                    return fn(*args)
-                finally:
-                    took = time.monotonic() - start  # the job's own time, not its wait for the thread
-
-            try:
-                return await asyncio.get_running_loop().run_in_executor(_HEAVY_LANE_THREAD, timed)
-            finally:
-                await asyncio.sleep(0)  # a request that arrived during the job is counted before deciding
-                if self._contended(time.monotonic()):
-                    await asyncio.sleep(took * HEAVY_PAUSE)
-
-    def _contended(self, now: float) -> bool:
-        if self.light_requests != self._light_seen:
-            self._light_seen = self.light_requests
-            self._contended_until = now + LIGHT_WINDOW
-        return now < self._contended_until
-
-
-async def run(path: Path, operation: Operation, call: Call, limits: RequestLimits | None = None) -> Reply:
-    """Parse the body against the path's fields, call the operation's handler, shape its answer."""
-    limits = limits or RequestLimits()
-    max_batch_items = limits.max_batch_items
-    body: dict[str, Any] = {}
-    large = False
-    if operation.body:
-        body, large = await read_fields(call.request, limits, bool(operation.large_body), call.router.heavy_lane)
-    else:
-        # GET, DELETE, LIST: Vault reads the query string as the request's data (keys/:name?context=...).
-        body = {name: value for name, value in call.request.query.items() if name in path.body_names}
-    call.body = body
-    batched = operation.batch is not None and body.get("batch_input") is not None
-    args, single = _parse_top_level(path, body, batched)
-    if operation.body:
-        call._warnings = ignored_field_warnings(body, path.body_names, call.params)
-    if operation.batch is None:
-        await _before_handler(call)
-        reply = _as_reply(await operation.handler(call, args), operation)
-        call.crypto_count = 1 if operation.crypto else 0
-        return reply
-    if batched:
-        raw_items = _raw_items(body["batch_input"], max_batch_items)
-        if operation.batch.check is not None:
-            operation.batch.check(raw_items)
-        items = _parse_items(path, raw_items, large)
-    else:
-        items = Items([single], [None], batched=False, large=large)
-    await _before_handler(call)
-    await operation.handler(call, args, items)
-    if operation.crypto:
-        # An item has a result only if it succeeded (a failed one keeps None beside its error).
-        call.crypto_count = len(items.results) - items.results.count(None)
-    if not batched:
-        return Reply(_answered(items.results[0]))
-    return _batch_reply(operation.batch, args, items, [item.get("reference", "") for item in items.values])
-
-
-async def _before_handler(call: Call) -> None:
-    """The router's hook once the request is read and valid, before it can change anything (the audit
-    log's request record; it raises to refuse the request)."""
-    if call.router.on_request is not None:
-        await call.router.on_request(call)
-
-
-def _parse_top_level(path: Path, body: dict[str, Any], batched: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The request-level values, and the item fields' values from the top level (unused in batch mode, where
-    they are not even parsed: Vault ignores them). Parsed in declaration order, so the first bad field in
-    the schema is the one reported."""
-    args: dict[str, Any] = {}
-    single: dict[str, Any] = {}
-    for f, absent in path.top_level_plan:
-        name = f.name
-        if f.batch:
-            if batched:
-                continue
-            values = single
-        else:
-            values = args
-        if absent is not _NEEDS_PARSE and name not in body:
-            values[name] = absent  # what f.parse(None) gives, without the call
-        else:
-            values[name] = f.parse(body.get(name))
-    return args, single
-
-
-def _raw_items(raw: Any, max_items: int) -> list[dict[str, Any]]:
-    if not isinstance(raw, list):
-        raise InvalidRequest("failed to parse batch input: batch_input must be a list of objects")
-    if not raw:
-        raise InvalidRequest("missing batch input to process")
-    if len(raw) > max_items:
-        raise InvalidRequest(f"batch_input has {len(raw)} items; at most {max_items} are processed per request")
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"failed to parse batch input: '[{i}]' must be an object")
-    return raw
-
-
-def _parse_items(path: Path, raw_items: list[dict[str, Any]], large: bool) -> Items:
-    """Each item's values. A wrong type or an absent required field fails the whole request (Vault's
-    decode errors, which Vault answers 500; bad input is a 400 here); a bad value fails that item.
-
-    An item holding every needed field and nothing that fails to parse (most) is the absent item with its
-    present fields parsed; any other goes through ``_parse_item`` (declaration order: the first bad field
-    in the schema is the one reported), so both give the same values and errors."""
-    absent, named, needed = path.item_absent, path.item_field_named, path.item_needed
-    values, errors = [], []
-    for i, raw in enumerate(raw_items):
-        item = None
-        if needed <= raw.keys():
-            item = absent.copy()
-            try:
-                for name, value in raw.items():
-                    f = named.get(name)
-                    if f is not None:  # other keys are ignored, as in the loop below
-                        item[name] = f.parse(value)
-            except UserError:
-                item = None
-        error = None
-        if item is None:
-            item, error = _parse_item(path.item_plan, i, raw)
-        values.append(item)
-        errors.append(error)
-    return Items(values, errors, batched=True, large=large)
-
-
-def _parse_item(
-    plan: tuple[tuple[Field, str, Any], ...], i: int, raw: dict[str, Any]
-) -> tuple[dict[str, Any], str | None]:
-    """Item ``i``'s values and its error, field by field in declaration order."""
-    item: dict[str, Any] = {}
-    error = None
-    for f, name, absent in plan:
-        if name not in raw:
-            if f.required is not None:
-                raise InvalidRequest(f"failed to parse batch input: '[{i}].{name}' {f.required}")
-            if f.missing_item is not None:
-                error = error or f.missing_item
-                continue
-            item[name] = absent  # most item fields are absent from most items
-            continue
-        try:
-            item[name] = f.parse(raw[name])
-        except FieldTypeError as exc:
-            raise InvalidRequest(f"failed to parse batch input: '[{i}].{f.name}' {exc.detail}") from None
-        except UserError as exc:
-            error = error or exc.message
-    return item, error
-
-
-def _batch_reply(batch: Batch, args: dict[str, Any], items: Items, references: list[str]) -> Reply:
-    results = []
-    for result, error, reference in zip(items.results, items.errors, references, strict=True):
-        if error is not None:
-            results.append({**batch.error_result, "error": error, "reference": reference})
-        else:
-            answered = _answered(result)  # the handler's own dict for this item: completed, not copied
-            answered["reference"] = reference
-            results.append(answered)
-    status, warnings = 200, []
-    failed = any(error is not None for error in items.errors)
-    if batch.status_from_items and failed:
-        status = 400
-        code = args.get("partial_failure_response_code")
-        if code is not None and not all(error is not None for error in items.errors):
-            if 200 <= code <= 599 and code not in (204, 304):
-                status = code
-            else:
-                warnings.append(
-                    f"invalid HTTP response code override from partial_failure_response_code, reverting to {status}"
-                )
-    return Reply({"batch_results": results}, status=status, warnings=warnings)
-
-
-def _answered(result: dict[str, Any] | None) -> dict[str, Any]:
-    if result is None:  # a handler that neither answered nor failed an item: a bug, never the caller's fault
-        raise RuntimeError("batch handler left an item without a result")
-    return result
-
-
-def _as_reply(value: Any, operation: Operation) -> Reply:
-    if isinstance(value, Reply):
-        return value
-    return Reply(value, bare=operation.bare)

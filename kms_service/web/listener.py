@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kms_service.settings import DEFAULTS
 from kms_service.web.faults import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,10 @@ TOO_MANY_CONNECTIONS = (
 class ListenerLimits:
     """Seconds, and a count (0: no limit)."""
 
-    header_read_timeout: float = 10.0
-    request_read_timeout: float = 30.0
-    idle_timeout: float = 300.0
-    max_connections: int = 512
+    header_read_timeout: float = DEFAULTS.header_read_timeout
+    request_read_timeout: float = DEFAULTS.request_read_timeout
+    idle_timeout: float = DEFAULTS.idle_timeout
+    max_connections: int = DEFAULTS.max_connections
 
 
 class Listener:

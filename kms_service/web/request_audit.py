@@ -21,8 +21,9 @@ from kms_service.errors import AuditUnavailable, ConfigError
 from kms_service.service.audit_log import AuditLog, DatabaseSink, FileSink, Sink, SinkUnavailable
 from kms_service.settings import Settings
 from kms_service.storage.database import unavailable_reason
+from kms_service.web.body import PARSE_INLINE_BYTES
 from kms_service.web.faults import FAULTS_KEY
-from kms_service.web.framework import PARSE_INLINE_BYTES, Call
+from kms_service.web.framework import Call
 from kms_service.web.incoming import IncomingRequest
 from kms_service.web.replies import Reply
 from kms_service.web.routing import KMS_KEY, ROUTER_KEY

@@ -31,17 +31,10 @@ from kms_service.errors import (
 )
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.tokens import token_from_headers
+from kms_service.web.body import PARSE_INLINE_BYTES, HeavyLane, RequestLimits
+from kms_service.web.execution import run
 from kms_service.web.fields import parse_go_bool
-from kms_service.web.framework import (
-    CAPABILITY_FOR_METHOD,
-    PARSE_INLINE_BYTES,
-    Call,
-    HeavyLane,
-    Operation,
-    Path,
-    RequestLimits,
-    run,
-)
+from kms_service.web.framework import CAPABILITY_FOR_METHOD, Call, Operation, Path
 from kms_service.web.incoming import IncomingRequest
 from kms_service.web.replies import Reply
 
@@ -81,9 +74,9 @@ class Router:
         # (raw path, listing) → its segments and the path the ACL sees (``_split_path`` decodes and checks
         # each segment: the same answer every time).
         self._split: dict[tuple[str, bool], tuple[tuple[str, ...], str]] = {}
-        # Large bodies are parsed one at a time (framework.read_fields).
+        # Large bodies are parsed one at a time (body.read_fields).
         self.heavy_lane = HeavyLane()
-        # Called with each request about to run its handler (framework.run): the audit log's request record.
+        # Called with each request about to run its handler (execution.run): the audit log's request record.
         self.on_request: Callable[[Call], Awaitable[None]] | None = None
         for path in paths:
             self.add(path)

@@ -19,7 +19,8 @@ from kms_service.keytypes import HASH_ALGORITHMS, EncryptOptions, SignOptions
 from kms_service.service.keys import SOFT_DELETED
 from kms_service.service.usage import KeyUse
 from kms_service.web import transit_keys
-from kms_service.web.framework import Batch, Call, Field, Items, Operation, Path
+from kms_service.web.execution import Items
+from kms_service.web.framework import Batch, Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.transit_keys import DEFAULT_KEY_TYPE, NAME, key_exists, new_key_settings
 

@@ -12,7 +12,8 @@ from typing import Any
 from kms_service import certificates
 from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keyring import MAX_VERSION, validate_key_name
-from kms_service.web.framework import CRYPTO_THREADS, Call, Field, Operation, Path
+from kms_service.web.execution import CRYPTO_THREADS
+from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
 from kms_service.web.transit import usable_key
