@@ -125,7 +125,7 @@ async def run(path: Path, operation: Operation, call: Call, limits: RequestLimit
     batched = operation.batch is not None and body.get("batch_input") is not None
     args, single = _parse_top_level(path, body, batched)
     if operation.body:
-        call._warnings = ignored_field_warnings(body, path.body_names, call.params)
+        call.set_field_warnings(ignored_field_warnings(body, path.body_names, call.params))
     if operation.batch is None:
         await _before_handler(call)
         reply = _as_reply(await operation.handler(call, args), operation)

@@ -360,3 +360,7 @@ class Call:
 
     def add_warning(self, text: str) -> None:
         self._warnings.append(text)
+
+    def set_field_warnings(self, warnings: list[str]) -> None:
+        """The warnings for the body's fields (ignored, or taken from the URL), before the handler adds its own."""
+        self._warnings = warnings
