@@ -116,6 +116,20 @@ def test_a_slow_body_is_cut_at_the_request_timeout(quick):
         assert 2.0 < elapsed < 4.0
 
 
+def test_a_body_stalled_behind_a_complete_request_in_one_write_is_cut_at_the_request_timeout(quick):
+    """The second request's bytes come in the read that completed the first one, so no read of their own
+    starts a clock; its body never comes. The connection still goes at the request timeout."""
+    token = quick.root_token()
+    with _connect(quick) as sock:
+        sock.sendall(
+            b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /v1/transit/encrypt/vault-enc HTTP/1.1\r\nHost: x\r\nX-Vault-Token: "
+            + token.encode()
+            + b"\r\nContent-Length: 1000\r\n\r\n"
+        )
+        assert 2.0 < _closed_after(sock, 10) < 4.5
+
+
 def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not(quick):
     with _connect(quick) as sock:
         # Requests every 0.5 s for 3 s: longer than every timeout, but each request arrives whole.

@@ -138,6 +138,16 @@ class Connection(asyncio.Protocol):
         """aiohttp has parsed a request's headers."""
         self.header_deadline = None
 
+    def body_pending(self) -> None:
+        """aiohttp has handed over a request whose body is still to come. If no clock runs (its bytes came in
+        the same read as an earlier request's, so no read of its own started one), the body's starts now: a
+        client that stops sending never holds a handler and a connection past the request timeout."""
+        self.header_deadline = None
+        if self.request_deadline is None:
+            self.request_deadline = self.loop.time() + self.listener.limits.request_read_timeout
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.request_deadline, self._check)
+
     def request_in(self) -> None:
         """A request is in whole and being answered; the next one's clocks start at its first byte."""
         self.header_deadline = self.request_deadline = None

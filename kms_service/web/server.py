@@ -90,7 +90,7 @@ class ServiceServer(web.Server):
             if content.is_eof():
                 connection.request_in()
             else:
-                connection.headers_in()
+                connection.body_pending()
         expect = request.headers.get("Expect")
         if expect is not None and request.version == HttpVersion11:
             # What aiohttp's URL dispatcher does for a route (this server has none): an interim 100 before the
