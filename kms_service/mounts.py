@@ -1,8 +1,8 @@
 """Mounts: transit engines at paths, each with its own keys (Vault's ``sys/mounts``). No I/O here.
 
 A mount's path is one or more segments (``transit``, ``transit-eu``, ``teams/payments``), stored without
-slashes at either end; Vault shows it with one trailing slash. The seed's keys and every key of the
-services YAML live in ``transit/``, which always exists and cannot be disabled.
+slashes at either end; Vault shows it with one trailing slash. Every key of the services YAML lives in
+``transit/``, which always exists and cannot be disabled.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Mount:
 
 def key_ref(mount_path: str, name: str) -> str:
     """The one string that names a key across mounts, bound into its sealed material: the bare name in
-    ``transit/`` (so the seed's sealed rows keep their binding), ``<mount>/<name>`` elsewhere. Key names
+    ``transit/`` (so the first release's sealed rows keep their binding), ``<mount>/<name>`` elsewhere. Key names
     never hold a slash, so no two keys share a reference."""
     return name if mount_path == DEFAULT_MOUNT else f"{mount_path}/{name}"
 
