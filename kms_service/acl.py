@@ -139,6 +139,19 @@ class ACL:
         # The flags' integers: Flag.__and__ builds a new member, measurably slower on every request.
         return (self.capabilities(path)._value_ & capability._value_) != 0
 
+    def reaches_under(self, prefix: str) -> bool:
+        """Whether any rule grants something at or below ``prefix`` (``transit/``): Vault shows a mount to a
+        token that may use anything in it."""
+        if self.root or self.capabilities(prefix) != NONE:
+            return True
+        exact = (caps for pattern, caps in self._exact.items() if pattern.startswith(prefix))
+        globs = (
+            rule.capabilities
+            for rule in self._globs
+            if rule.pattern.startswith(prefix) or rule.matches(prefix) or prefix.startswith(rule.pattern.rstrip("*"))
+        )
+        return any(caps != NONE and not caps & Capability.DENY for caps in (*exact, *globs))
+
 
 # policy kind → rules, with {key} bound to the grant's key. The sign/verify templates also grant the
 # bare path because hvac (and the Vault CLI) send hash_algorithm in the body, not the URL.

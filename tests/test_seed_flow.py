@@ -11,6 +11,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import kms_service
+
 SECRET = base64.b64encode(b"SECRET\n").decode()
 
 
@@ -130,7 +132,9 @@ def test_lookup_self_and_health(seed_server):
     assert me["expire_time"].endswith("Z")
     health = vault.sys.read_health_status(method="GET")
     assert health["initialized"] is True and health["sealed"] is False
-    assert health["version"] == "1.12"
+    assert health["service_version"] == "1.12"
+    assert health["version"] == kms_service.VAULT_API_VERSION
+    assert health["kms_service_version"] == kms_service.__version__
     assert health["type"] == "vault-kms:1.12"
 
 

@@ -75,6 +75,7 @@ class KMS:
         self.settings = settings
         self.invalidator = Invalidator()
         self.node_id = new_node_id()
+        self.started_at = datetime.now(UTC)
         # Every write (CLI commands' too) tells the other nodes as it commits: PostgreSQL's NOTIFY, or a row
         # in SQLite's change log for the other processes on the file. A serving node also listens
         # (``start_cluster``).

@@ -246,3 +246,16 @@ _ENVELOPE = {
         "auth": {"type": "object", "nullable": True},
     },
 }
+
+
+def path_help(path: Path, requested: str) -> dict[str, Any]:
+    """Vault's answer to ``GET /v1/<path>?help=1`` (``bao path-help``): the path's text and its OpenAPI part."""
+    lines = [f"Request:        {requested}", f"Matching Route: {'/'.join(path.patterns[-1])}", "", path.summary, ""]
+    fields = [f for f in path.fields if not f.ignored]
+    if fields:
+        lines += ["## PARAMETERS", ""]
+        for f in fields:
+            lines += [f"{f.name} ({f.type.value})", f"    {f.description}", ""]
+    if path.description:
+        lines += ["## DESCRIPTION", "", path.description, ""]
+    return {"help": "\n".join(lines), "see_also": None, "openapi": document((path,))}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kms_service.web import (
     auth_token,
     sys_audit,
+    sys_info,
     sys_metrics,
     sys_mounts,
     sys_operator,
@@ -23,6 +24,7 @@ from kms_service.web.framework import Path
 TABLE: tuple[Path, ...] = (
     *system.PATHS,
     *sys_operator.PATHS,
+    *sys_info.PATHS,
     *sys_audit.PATHS,
     *sys_mounts.PATHS,
     *sys_metrics.PATHS,

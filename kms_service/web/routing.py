@@ -31,6 +31,7 @@ from kms_service.errors import (
 )
 from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.tokens import token_from_headers
+from kms_service.web import openapi
 from kms_service.web.body import PARSE_INLINE_BYTES, HeavyLane, RequestLimits
 from kms_service.web.execution import run
 from kms_service.web.fields import parse_go_bool
@@ -153,6 +154,13 @@ class Router:
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
         call = Call(request, kms, self, params, mount=mount, path=path, operation=operation, method=method)
         request[CALL_KEY] = call  # for the metrics and the access log, whatever happens next
+        if path is not None and _help_query(request):
+            # ``bao path-help``: the table's own description, for any valid token (it is the public OpenAPI
+            # document's part for this path).
+            call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
+            if call.principal is None:
+                raise PermissionDenied()
+            return Reply(openapi.path_help(path, acl_path), bare=True), call
         if path is None or path.authenticated:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:
@@ -190,6 +198,11 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any, path_length: int) -> 
         if len(cache) >= MAX_FOUND_ROUTES:
             cache.clear()
         cache[key] = value
+
+
+def _help_query(request: IncomingRequest) -> bool:
+    """Whether the request asks for the path's help (Vault's ``?help=1``)."""
+    return request.query.get("help", "") not in ("", "0", "false")
 
 
 def _list_query(request: IncomingRequest) -> bool:

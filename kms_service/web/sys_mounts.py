@@ -39,11 +39,11 @@ def _entry(
     }
 
 
-def _view(mount: Mount) -> dict[str, Any]:
+def mount_entry(mount: Mount) -> dict[str, Any]:
     return _entry(mount.accessor, config_view(mount), mount.description, mount.options, mount.type, mount.uuid)
 
 
-def _system_view(cluster_id: str) -> dict[str, Any]:
+def system_mount_entry(cluster_id: str) -> dict[str, Any]:
     """sys/ is a mount in Vault's listing too; its handles are derived from the cluster id, so they are the
     same on every node and every start."""
     digest = hashlib.sha256(f"sys/{cluster_id}".encode()).hexdigest()
@@ -58,14 +58,14 @@ def _system_view(cluster_id: str) -> dict[str, Any]:
 
 
 async def list_mounts(call: Call, args: dict[str, Any]) -> Reply:
-    mounts = {f"{mount.path}/": _view(mount) for mount in await call.kms.mounts.list()}
-    mounts["sys/"] = _system_view(call.kms.cluster_id)
+    mounts = {f"{mount.path}/": mount_entry(mount) for mount in await call.kms.mounts.list()}
+    mounts["sys/"] = system_mount_entry(call.kms.cluster_id)
     # Vault answers with the mounts both in data and at the top level (older clients read them there).
     return Reply(mounts, top_level=True)
 
 
 async def read_mount(call: Call, args: dict[str, Any]) -> Reply:
-    return Reply(_view(await call.kms.mounts.read(call.params["path"])), top_level=True)
+    return Reply(mount_entry(await call.kms.mounts.read(call.params["path"])), top_level=True)
 
 
 def _ttl(name: str, value: Any) -> int | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kms_service import __version__
+from kms_service import VAULT_API_VERSION, __version__
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.policy_documents import capability_names
 from kms_service.service import Principal
@@ -29,7 +29,8 @@ async def seal_status(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         "progress": 0,
         "nonce": "",
         "recovery_seal": False,
-        "version": __version__,
+        "version": VAULT_API_VERSION,
+        "kms_service_version": __version__,
         "migration": False,
         "cluster_name": service.name if service else "kms-service",
         "cluster_id": call.kms.cluster_id,

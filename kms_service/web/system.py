@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kms_service import __version__
+from kms_service import VAULT_API_VERSION, __version__
 from kms_service.errors import InvalidRequest
 from kms_service.outage import DatabaseState
 from kms_service.web import openapi
@@ -49,9 +49,11 @@ def _health_body(call: Call) -> dict[str, Any]:
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
         "server_time_utc": int(time.time()),
-        "version": service.version if service else "",
-        "type": service.type if service else "",
+        "version": VAULT_API_VERSION,
         "kms_service_version": __version__,
+        # The services YAML's service (``vault-kms:1.12``): what the platform asked for.
+        "type": service.type if service else "",
+        "service_version": service.version if service else "",
         "cluster_name": name,
         "cluster_id": call.kms.cluster_id,
     }
