@@ -37,9 +37,23 @@ APP = ROOT / "tests" / "data" / "encrypt-app.yaml"
 SECRET = base64.b64encode(b"written by the previous release").decode()
 
 
+# The last release before response wrapping, namespaces, token roles and the default policy (schema revision
+# 0031): its tokens, policies, mounts and ciphertexts must all work through the revisions after it.
+LAST_RELEASE = "9c34a5b"
+
+
 @pytest.fixture(scope="module")
 def previous_release(tmp_path_factory) -> Path:
     """The previous release's package, unpacked from git history."""
+    return _unpacked(PREVIOUS_RELEASE, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def last_release(tmp_path_factory) -> Path:
+    return _unpacked(LAST_RELEASE, tmp_path_factory)
+
+
+def _unpacked(commit: str, tmp_path_factory) -> Path:
     archive = subprocess.run(
         [
             "git",
@@ -47,7 +61,7 @@ def previous_release(tmp_path_factory) -> Path:
             str(ROOT),
             "archive",
             "--format=tar",
-            PREVIOUS_RELEASE,
+            commit,
             "kms_service",
             "migrations",
             "alembic.ini",
@@ -55,7 +69,7 @@ def previous_release(tmp_path_factory) -> Path:
         capture_output=True,
         check=True,
     ).stdout
-    target = tmp_path_factory.mktemp("previous-release")
+    target = tmp_path_factory.mktemp(f"release-{commit}")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
     return target
@@ -139,6 +153,66 @@ def test_a_database_of_the_previous_release_upgrades_in_place(database_url, data
     _assert_upgraded_envelopes(database_url, data_dir, sum(versions.values()))
 
 
+def test_a_database_of_the_last_release_upgrades_through_the_new_revisions(database_url, data_dir, last_release):
+    old_env = _old_env(database_url, data_dir, last_release)
+    old = ServeProcess(SERVICES, old_env, cwd=last_release)
+    try:
+        tokens = _endpoint_tokens(
+            _run(
+                ["relationships", "--config", str(SERVICES), "--app", str(APP), "--port", str(old.port)],
+                old_env,
+                last_release,
+            )
+        )
+        operator_token = (
+            _run(["token", "create", "--policy", "root", "--ttl", "1h"], old_env, last_release).strip().splitlines()[-1]
+        )
+        vault = hvac.Client(url=old.url, token=operator_token)
+        vault.sys.enable_secrets_engine("transit", path="payments")
+        vault.secrets.transit.create_key("cards", mount_point="payments")
+        vault.sys.create_or_update_policy(
+            "cards-encrypt", 'path "payments/encrypt/cards" { capabilities = ["update"] }'
+        )
+        limited = vault.auth.token.create(policies=["cards-encrypt"], ttl="1h")["auth"]["client_token"]
+        cards = hvac.Client(url=old.url, token=limited).secrets.transit
+        card_ciphertext = cards.encrypt_data("cards", plaintext=SECRET, mount_point="payments")["data"]["ciphertext"]
+        crypto = hvac.Client(url=old.url, token=tokens["vault_secret"]).secrets.transit
+        ciphertext = crypto.encrypt_data("app-data", plaintext=SECRET)["data"]["ciphertext"]
+        signer = hvac.Client(url=old.url, token=tokens["vault_sign"]).secrets.transit
+        signature = signer.sign_data("signing-key", hash_input=SECRET)["data"]["signature"]
+    finally:
+        old.stop()
+
+    env = cli_env(database_url, data_dir)
+    new = ServeProcess(SERVICES, env)
+    try:
+        vault = hvac.Client(url=new.url, token=operator_token)
+        assert vault.auth.token.lookup_self()["data"]["policies"] == ["root"]
+        assert (
+            vault.secrets.transit.decrypt_data("cards", ciphertext=card_ciphertext, mount_point="payments")["data"][
+                "plaintext"
+            ]
+            == SECRET
+        )
+        # The limited token keeps its grant, and only it.
+        cards = hvac.Client(url=new.url, token=limited).secrets.transit
+        assert cards.encrypt_data("cards", plaintext=SECRET, mount_point="payments")["data"]["ciphertext"]
+        with pytest.raises(hvac.exceptions.Forbidden):
+            cards.decrypt_data("cards", ciphertext=card_ciphertext, mount_point="payments")
+        crypto = hvac.Client(url=new.url, token=tokens["vault_secret"]).secrets.transit
+        assert crypto.decrypt_data("app-data", ciphertext=ciphertext)["data"]["plaintext"] == SECRET
+        signer = hvac.Client(url=new.url, token=tokens["vault_sign"]).secrets.transit
+        assert signer.verify_signed_data("signing-key", hash_input=SECRET, signature=signature)["data"]["valid"] is True
+        assert (
+            _endpoint_tokens(
+                _run(["relationships", "--config", str(SERVICES), "--app", str(APP), "--port", str(new.port)], env)
+            )
+            == tokens
+        )
+    finally:
+        new.stop()
+
+
 def _endpoint_tokens(relationships: str) -> dict[str, str]:
     document = json.loads(base64.b64decode(relationships))
     return {name: entries[0]["password"] for name, entries in document.items()}
@@ -175,9 +249,8 @@ def _assert_upgraded_envelopes(database_url: str, data_dir: Path, expected: int)
     asyncio.run(check())
 
 
-def test_the_previous_release_is_in_history():
-    """Guards the fixture above: a clone without this commit must fail loudly, not skip."""
-    result = subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-t", PREVIOUS_RELEASE], capture_output=True, text=True
-    )
-    assert result.stdout.strip() == "commit", f"git history must include {PREVIOUS_RELEASE}: {result.stderr}"
+@pytest.mark.parametrize("commit", [PREVIOUS_RELEASE, LAST_RELEASE])
+def test_the_releases_are_in_history(commit):
+    """Guards the fixtures above: a clone without these commits must fail loudly, not skip."""
+    result = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-t", commit], capture_output=True, text=True)
+    assert result.stdout.strip() == "commit", f"git history must include {commit}: {result.stderr}"
