@@ -99,6 +99,14 @@ from kms_service.storage.repository.tokens import (
     token_descendants,
     use_token,
 )
+from kms_service.storage.repository.wrapped_responses import (
+    WrappedRecord,
+    add_wrapped_response,
+    count_wrapped_responses,
+    delete_expired_wrapped_responses,
+    find_wrapped_response,
+    take_wrapped_response,
+)
 
 __all__ = [
     "LegacyVersion",
@@ -182,4 +190,10 @@ __all__ = [
     "usage_of",
     "use_token",
     "versions_not_sealed_with",
+    "WrappedRecord",
+    "add_wrapped_response",
+    "count_wrapped_responses",
+    "delete_expired_wrapped_responses",
+    "find_wrapped_response",
+    "take_wrapped_response",
 ]
