@@ -398,3 +398,22 @@ def test_wrapping_answers_match_openbao(openbao, shared_server):  # noqa: F811
         assert type(a["wrap_info"]["ttl"]) is type(b["wrap_info"]["ttl"]) is int
     assert set(mine["lookup"].json()["data"]) == set(theirs["lookup"].json()["data"])
     assert mine["unwrap"].json()["data"] == theirs["unwrap"].json()["data"] == {"k": "v"}
+
+
+async def test_a_master_key_rotation_reseals_wrapped_responses(database_url, data_dir):
+    """Wrapped responses are sealed rows like key versions: a rotation re-seals them, so they unwrap after
+    the old key is retired, in a process that had not looked at the rotation yet too."""
+    from kms_service.service import KMS
+    from kms_service.settings import Settings
+
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    async with KMS.session(settings) as lagging:
+        async with KMS.session(settings) as rotating:
+            info = await rotating.wrapped_responses.wrap(b'{"data":{"a":"b"}}', "sys/wrapping/wrap", 600)
+            rollover = await rotating.master_keys.start()
+            progress = await rotating.master_keys.reseal(batch_size=1)
+            assert progress.wrapped_responses == 1
+            async with rotating.db.reading() as session:
+                rows = await repo.rows_by_master_key(session)
+            assert rows["wrapped_responses"] == {rollover.new_key_id: 1}
+        assert await lagging.wrapped_responses.unwrap(info.token) == b'{"data":{"a":"b"}}'

@@ -75,11 +75,13 @@ from kms_service.storage.repository.sealing import (
     hold_sealed_rows,
     reseal_secret_if_unchanged,
     reseal_versions_if_unchanged,
+    reseal_wrapped_response_if_unchanged,
     rows_by_master_key,
     seal_check_ids,
     secrets_not_sealed_with,
     server_secrets,
     versions_not_sealed_with,
+    wrapped_responses_not_sealed_with,
 )
 from kms_service.storage.repository.tokens import (
     TokenRecord,
@@ -177,6 +179,8 @@ __all__ = [
     "reseal_versions_if_unchanged",
     "reserve_usage",
     "rows_by_master_key",
+    "reseal_wrapped_response_if_unchanged",
+    "wrapped_responses_not_sealed_with",
     "save_settings",
     "seal_check_ids",
     "secrets_not_sealed_with",
