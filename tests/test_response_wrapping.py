@@ -385,11 +385,23 @@ def test_wrapping_answers_match_openbao(openbao, shared_server):  # noqa: F811
         got["bad_ttl"] = send(side, "POST", "sys/wrapping/wrap", side.token, {"k": "v"}, wrap="abc")
         got["negative_ttl"] = send(side, "POST", "sys/wrapping/wrap", side.token, {"k": "v"}, wrap="-5")
         got["wrapping_token_elsewhere"] = send(side, "GET", "auth/token/lookup-self", token)
+        got["list"] = send(side, "LIST", "transit/keys", side.token, wrap=60)
+        # A policy's wrapping bounds, on a token holding only that policy.
+        policy = {
+            "policy": 'path "transit/datakey/*" {\n capabilities = ["update"]\n min_wrapping_ttl = "30s"\n'
+            ' max_wrapping_ttl = "5m"\n}'
+        }
+        assert send(side, "PUT", "sys/policies/acl/parity-wrapping", side.token, policy).status_code == 204
+        bounded = send(
+            side, "POST", "auth/token/create", side.token, {"policies": ["parity-wrapping"], "no_default_policy": True}
+        ).json()["auth"]["client_token"]
+        for wrap in (None, 10, 30, 300, 301):
+            got[f"bounded_{wrap}"] = send(side, "POST", "transit/datakey/plaintext/vault-enc", bounded, wrap=wrap)
         answers.append(got)
     mine, theirs = answers
     for name in mine:
         assert mine[name].status_code == theirs[name].status_code, (name, mine[name].text, theirs[name].text)
-        if mine[name].status_code >= 400 and name != "wrapping_token_elsewhere":
+        if mine[name].status_code >= 400 and name != "wrapping_token_elsewhere" and not name.startswith("bounded"):
             assert mine[name].json() == theirs[name].json(), (name, mine[name].text, theirs[name].text)
     for name in ("wrap", "created"):
         a, b = mine[name].json(), theirs[name].json()
@@ -397,6 +409,7 @@ def test_wrapping_answers_match_openbao(openbao, shared_server):  # noqa: F811
         assert a["data"] is None and b["data"] is None and a["request_id"] == b["request_id"] == ""
         assert type(a["wrap_info"]["ttl"]) is type(b["wrap_info"]["ttl"]) is int
     assert set(mine["lookup"].json()["data"]) == set(theirs["lookup"].json()["data"])
+    assert mine["list"].json()["wrap_info"]["creation_path"] == theirs["list"].json()["wrap_info"]["creation_path"]
     assert mine["unwrap"].json()["data"] == theirs["unwrap"].json()["data"] == {"k": "v"}
 
 
