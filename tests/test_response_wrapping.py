@@ -277,6 +277,23 @@ def test_policy_wrapping_ttl_limits(shared_server):
         assert reply.status_code == 400 and message in reply.json()["errors"][0]
 
 
+@pytest.mark.sqlite_only
+def test_the_audit_log_records_wrapping_without_a_token_or_the_secret_in_the_clear(start_server, tmp_path):
+    log = tmp_path / "audit.log"
+    server = start_server(audit_file=log)
+    root = root_token(server)
+    info = wrapped(send(server, "POST", "sys/wrapping/wrap", root, {"secret": "audit-me-not"}, wrap=60))
+    assert send(server, "POST", "sys/wrapping/unwrap", info["token"]).json()["data"] == {"secret": "audit-me-not"}
+    server.stop()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    paths = [(r["type"], r["request"]["path"]) for r in records if r["type"] in ("request", "response")]
+    assert ("response", "sys/wrapping/wrap") in paths and ("response", "sys/wrapping/unwrap") in paths
+    wrap_response = next(r for r in records if r["type"] == "response" and r["request"]["path"] == "sys/wrapping/wrap")
+    assert wrap_response["response"]["data"]["wrap_info"]["token"].startswith("hmac-sha256:")
+    text = log.read_text()
+    assert info["token"] not in text and "audit-me-not" not in text
+
+
 # -- expiry, the reaper, concurrency and other nodes -------------------------------------------------
 
 
