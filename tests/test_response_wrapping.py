@@ -392,6 +392,9 @@ def test_wrapping_answers_match_openbao(openbao, shared_server):  # noqa: F811
         token = got["wrap"].json()["wrap_info"]["token"]
         got["created"] = send(side, "POST", "auth/token/create", side.token, {"policies": ["root"]}, wrap=60)
         got["lookup"] = send(side, "POST", "sys/wrapping/lookup", body={"token": token})
+        # Someone else's wrapping token without a valid token of one's own: refused, and the token not spent.
+        got["third_party_no_token"] = send(side, "POST", "sys/wrapping/unwrap", body={"token": token})
+        got["third_party_bad_token"] = send(side, "POST", "sys/wrapping/unwrap", "kms.bogus", {"token": token})
         got["unwrap"] = send(side, "POST", "sys/wrapping/unwrap", token)
         got["again"] = send(side, "POST", "sys/wrapping/unwrap", token)
         got["again_third_party"] = send(side, "POST", "sys/wrapping/unwrap", side.token, {"token": token})
