@@ -370,6 +370,23 @@ def test_unwrapped_on_one_node_is_gone_on_the_other(start_server):
         reply = send(node, "POST", "sys/wrapping/unwrap", info["token"])
         assert (reply.status_code, reply.json()) == (400, {"errors": [NOT_VALID]})
 
+    # Both nodes asked at once, again and again: each token unwraps on exactly one of them.
+    for round_ in range(5):
+        token = wrapped(send(first, "POST", "sys/wrapping/wrap", root, {"round": round_}, wrap=60))["token"]
+        statuses: list[int] = []
+        start = threading.Barrier(4)
+
+        def unwrap(node, token=token, statuses=statuses, start=start) -> None:
+            start.wait()
+            statuses.append(send(node, "POST", "sys/wrapping/unwrap", token).status_code)
+
+        threads = [threading.Thread(target=unwrap, args=(node,)) for node in (first, second, first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(statuses) == [200, 400, 400, 400], round_
+
 
 # -- parity with OpenBao --------------------------------------------------------------------------------
 
