@@ -13,17 +13,16 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from kms_service.errors import SealError
 from kms_service.seal import Sealer, ServerSecrets, wrapped_response_aad
+from kms_service.service.tokens import utcnow
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database
 from kms_service.tokens import looks_like_token, new_accessor, new_token, token_digest
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,9 @@ class ResponseWrapping:
         async with self._db.writing() as session:
             return await self._add(session, response, creation_path, ttl, wrapped_accessor)
 
-    async def _add(self, session, response: bytes, creation_path: str, ttl: int, wrapped_accessor: str | None):
+    async def _add(
+        self, session: AsyncSession, response: bytes, creation_path: str, ttl: int, wrapped_accessor: str | None
+    ) -> WrapInfo:
         token, accessor, now = new_token(), new_accessor(), utcnow()
         await repo.add_wrapped_response(
             session,
