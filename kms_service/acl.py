@@ -45,6 +45,10 @@ class PathRule:
 
     pattern: str
     capabilities: Capability
+    # Vault's min_wrapping_ttl / max_wrapping_ttl in seconds (0: none): a request here must ask for its
+    # response wrapped (X-Vault-Wrap-TTL) with a TTL within them.
+    min_wrapping_ttl: int = 0
+    max_wrapping_ttl: int = 0
 
     @cached_property
     def is_glob(self) -> bool:
@@ -96,6 +100,8 @@ class ACL:
         self.root = False
         exact: dict[str, Capability] = {}
         globs: dict[str, Capability] = {}
+        # pattern → (min, max) wrapping TTL, for the patterns that limit it.
+        limits: dict[str, tuple[int, int]] = {}
         for policy in policies:
             if policy.name == "root":
                 self.root = True
@@ -103,8 +109,13 @@ class ACL:
                 target = globs if rule.is_glob else exact
                 # Capabilities are unioned across policies only for the same pattern (Vault).
                 target[rule.pattern] = target.get(rule.pattern, NONE) | rule.capabilities
+                if rule.min_wrapping_ttl > 0 or rule.max_wrapping_ttl > 0:
+                    limits[rule.pattern] = _merged_limits(limits.get(rule.pattern, (0, 0)), rule)
         self._exact = exact
         self._globs = sorted((PathRule(p, c) for p, c in globs.items()), key=PathRule.priority, reverse=True)
+        self._limits = limits
+        # Whether any rule limits wrapping: only then does a request ask wrapping_limits.
+        self.limits_wrapping = bool(limits) and not self.root
         # path → capabilities, decided once per path (an ACL never changes: a policy change builds a new one).
         self._decided: dict[str, Capability] = {}
 
@@ -121,19 +132,33 @@ class ACL:
         return caps
 
     def _decide(self, path: str) -> Capability:
-        caps = self._exact.get(path[:-1]) if path.endswith("/") else None
+        pattern = self._deciding_pattern(path)
+        if pattern is None:
+            return NONE
+        caps = self._exact.get(pattern)
         if caps is None:
-            caps = self._exact.get(path)
-        if caps is None:
-            for rule in self._globs:
-                if rule.matches(path):
-                    caps = rule.capabilities
-                    break
-            else:
-                return NONE
+            caps = next(rule.capabilities for rule in self._globs if rule.pattern == pattern)
         if caps & Capability.DENY:
             return NONE
         return caps
+
+    def _deciding_pattern(self, path: str) -> str | None:
+        """The pattern of the rule that decides ``path`` (see ``capabilities``), or None."""
+        if path.endswith("/") and path[:-1] in self._exact:
+            return path[:-1]
+        if path in self._exact:
+            return path
+        for rule in self._globs:
+            if rule.matches(path):
+                return rule.pattern
+        return None
+
+    def wrapping_limits(self, path: str) -> tuple[int, int]:
+        """The (min, max) wrapping TTL in seconds the rule deciding ``path`` sets (0: none)."""
+        if not self.limits_wrapping:
+            return (0, 0)
+        pattern = self._deciding_pattern(path)
+        return self._limits.get(pattern, (0, 0)) if pattern is not None else (0, 0)
 
     def allows(self, path: str, capability: Capability) -> bool:
         # The flags' integers: Flag.__and__ builds a new member, measurably slower on every request.
@@ -151,6 +176,27 @@ class ACL:
             if rule.pattern.startswith(prefix) or rule.matches(prefix) or prefix.startswith(rule.pattern.rstrip("*"))
         )
         return any(caps != NONE and not caps & Capability.DENY for caps in (*exact, *globs))
+
+
+def _merged_limits(held: tuple[int, int], rule: PathRule) -> tuple[int, int]:
+    """Two policies' limits on one pattern, as Vault merges them: the lower minimum, the higher maximum."""
+    low, high = held
+    if rule.min_wrapping_ttl > 0 and (low == 0 or rule.min_wrapping_ttl < low):
+        low = rule.min_wrapping_ttl
+    if rule.max_wrapping_ttl > 0 and (high == 0 or rule.max_wrapping_ttl > high):
+        high = rule.max_wrapping_ttl
+    return (low, high)
+
+
+def wrapping_allowed(limits: tuple[int, int], wrap_ttl: int | None) -> bool:
+    """Whether a request asking ``wrap_ttl`` (None: not wrapped) meets a rule's limits. Vault: either limit
+    demands wrapping, and the TTL must be within them."""
+    low, high = limits
+    if high > 0 and (wrap_ttl is None or wrap_ttl > high):
+        return False
+    if low > 0 and (wrap_ttl is None or wrap_ttl < low):
+        return False
+    return True
 
 
 # policy kind → rules, with {key} bound to the grant's key. The sign/verify templates also grant the

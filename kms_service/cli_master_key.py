@@ -90,7 +90,8 @@ def rotate(finish: bool, batch_size: int, database_url: str | None, data_dir: Pa
 
     rollover, placed, progress = with_kms(database_url, data_dir, run)
     click.echo(
-        f"re-sealed {progress.versions} key version(s) and {progress.secrets} server secret(s): every row is "
+        f"re-sealed {progress.versions} key version(s), {progress.secrets} server secret(s) and "
+        f"{progress.wrapped_responses} wrapped response(s): every row is "
         f"sealed under master key {rollover.new_key_id}"
     )
     click.echo("")

@@ -6,8 +6,9 @@
 
 HCL is read with python-hcl2; JSON is ``{"path": {"<pattern>": {"capabilities": [...]}}}``. Vault's legacy
 ``policy = "read"|"write"|"deny"|"sudo"`` shorthand is understood. Parameter constraints
-(``allowed_parameters``, ``denied_parameters``, ``required_parameters``) and wrapping TTLs are refused
-rather than ignored: a policy that relied on them would otherwise grant more than its author meant.
+(``allowed_parameters``, ``denied_parameters``, ``required_parameters``) are refused rather than ignored: a
+policy that relied on them would otherwise grant more than its author meant. ``min_wrapping_ttl`` and
+``max_wrapping_ttl`` are read as Vault reads them (seconds or a duration; either demands a wrapped response).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hcl2
 from lark.exceptions import LarkError
 
 from kms_service.acl import Capability, PathRule, Policy
+from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest
 
 CAPABILITIES = {
@@ -42,7 +44,7 @@ _LEGACY = {
     | Capability.LIST
     | Capability.SUDO,
 }
-_REFUSED = ("allowed_parameters", "denied_parameters", "required_parameters", "min_wrapping_ttl", "max_wrapping_ttl")
+_REFUSED = ("allowed_parameters", "denied_parameters", "required_parameters")
 MAX_DOCUMENT_BYTES = 256 * 1024
 MAX_RULES = 10_000
 
@@ -54,7 +56,8 @@ def parse(name: str, text: str) -> Policy:
     paths = _paths(text)
     rules = []
     for pattern, body in paths:
-        rules.append(PathRule(_pattern(pattern), _capabilities(pattern, body)))
+        low, high = _wrapping_limits(pattern, body)
+        rules.append(PathRule(_pattern(pattern), _capabilities(pattern, body), low, high))
     if len(rules) > MAX_RULES:
         raise InvalidRequest(f"failed to parse policy: more than {MAX_RULES} paths")
     return Policy(name, tuple(rules))
@@ -115,6 +118,32 @@ def _pattern(pattern: Any) -> str:
     if "*" in pattern[:-1]:
         raise InvalidRequest("failed to parse policy: '*' may only end a path pattern")
     return pattern
+
+
+def _wrapping_limits(pattern: str, body: Any) -> tuple[int, int]:
+    """A path block's min_wrapping_ttl and max_wrapping_ttl in seconds (0: not set), in Vault's words."""
+    if not isinstance(body, dict):
+        return (0, 0)
+    limits = []
+    for name in ("min_wrapping_ttl", "max_wrapping_ttl"):
+        raw = _unquote(body.get(name))
+        if raw is None or raw == "":
+            limits.append(0)
+            continue
+        try:
+            limits.append(parse_seconds(raw))
+        except DurationError:
+            shown = raw if isinstance(raw, str | int) and len(str(raw)) <= 64 else "..."
+            raise InvalidRequest(
+                f"failed to parse policy: path {json.dumps(pattern)}: error parsing {name}: "
+                f"time: invalid duration {json.dumps(str(shown))}"
+            ) from None
+    low, high = limits
+    if high and low and high < low:
+        raise InvalidRequest(
+            f"failed to parse policy: path {json.dumps(pattern)}: max_wrapping_ttl cannot be less than min_wrapping_ttl"
+        )
+    return (low, high)
 
 
 def _capabilities(pattern: str, body: Any) -> Capability:

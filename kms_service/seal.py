@@ -257,6 +257,11 @@ def server_secret_aad(name: str) -> bytes:
     return f"kms-service/server-secret/{name}".encode()
 
 
+def wrapped_response_aad(accessor: str) -> bytes:
+    # Bound to the wrapping token's accessor: a sealed response copied to another row fails to open.
+    return f"kms-service/wrapped-response/{accessor}".encode()
+
+
 @dataclass(frozen=True)
 class ServerSecrets:
     """The server's own secrets, unsealed from ``server_secrets``."""

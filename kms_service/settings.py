@@ -64,7 +64,10 @@ class Settings:
         "--port", 8200, "Port to listen on (0: a free one, shown in the banner).", minimum=0, maximum=65535
     )
     reap_interval: float = setting(
-        "--reap-interval", 60.0, "Seconds between sweeps that delete expired tokens.", minimum=0.1
+        "--reap-interval",
+        60.0,
+        "Seconds between sweeps that delete expired tokens and expired wrapped responses.",
+        minimum=0.1,
     )
     # Vault checks for keys due for auto-rotation at most once an hour.
     rotate_check_interval: float = setting(

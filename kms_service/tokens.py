@@ -19,6 +19,9 @@ from datetime import datetime
 
 from multidict import CIMultiDictProxy
 
+from kms_service.durations import DurationError, parse_seconds
+from kms_service.errors import InvalidRequest
+
 TOKEN_PREFIX = "kms."  # noqa: S105 (a prefix, not a secret)
 _TOKEN_RE = re.compile(r"kms\.[A-Za-z0-9_-]{43}", re.ASCII)
 ACCESSOR_RE = re.compile(r"[0-9a-f]{24}", re.ASCII)
@@ -59,6 +62,44 @@ def token_from_headers(headers: CIMultiDictProxy[str]) -> str | None:
     if token and looks_like_token(token):
         return token
     return None
+
+
+def presented_token(headers: CIMultiDictProxy[str]) -> str:
+    """The token a request presents, as sent (``X-Vault-Token``, else ``Authorization: Bearer``), or "": a
+    wrapping token is looked up as given, so a malformed one is "not valid", not "empty" (as in Vault)."""
+    token = headers.get("X-Vault-Token", "").strip()
+    if not token:
+        for value in headers.getall("Authorization", []):
+            if value.startswith("Bearer "):
+                return value[len("Bearer ") :].strip()
+    return token
+
+
+WRAP_TTL_HEADER = "X-Vault-Wrap-TTL"
+WRAP_FORMAT_HEADER = "X-Vault-Wrap-Format"
+
+
+def wrap_ttl_from_headers(headers: CIMultiDictProxy[str]) -> int | None:
+    """The response-wrapping TTL a request asks for in seconds (``X-Vault-Wrap-TTL``, which the bao CLI's
+    ``-wrap-ttl`` and hvac's ``wrap_ttl`` send), or None: not wrapped (absent, or 0 as in Vault). Raises
+    InvalidRequest in Vault's words."""
+    raw = headers.get(WRAP_TTL_HEADER)
+    if raw is None or raw == "":
+        return None
+    prefix = f"error parsing {WRAP_TTL_HEADER} header"
+    text = raw.strip()
+    if text.startswith("-"):
+        raise InvalidRequest(f"{prefix}: requested wrap ttl cannot be negative")
+    try:
+        seconds = parse_seconds(text)
+    except DurationError:
+        shown = text if len(text) <= 64 and text.isprintable() else "..."
+        raise InvalidRequest(f'{prefix}: time: invalid duration "{shown}"') from None
+    wrap_format = headers.get(WRAP_FORMAT_HEADER, "")
+    if wrap_format not in ("", "uuid"):
+        # Vault's "jwt" format makes the token a signed JWT; this server's tokens are random only.
+        raise InvalidRequest(f"{WRAP_FORMAT_HEADER} {wrap_format!r} is not supported by this server")
+    return seconds or None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ TABLES = {
     "change_log",
     "audit_anchors",
     "audit_records",
+    "wrapped_responses",
 }
 
 

@@ -50,6 +50,7 @@ from kms_service.service.keys import KeyService
 from kms_service.service.master_keys import MasterKeys
 from kms_service.service.mounts import MountService
 from kms_service.service.policies import PolicyService
+from kms_service.service.response_wrapping import ResponseWrapping
 from kms_service.service.tokens import TokenService
 from kms_service.service.usage import UsageCounter
 from kms_service.service.wrapping import WrappingKeyService
@@ -126,6 +127,8 @@ class KMS:
             watch=self.watch,
         )
         self.wrapping = WrappingKeyService(self.db, master_key)
+        # Vault's response wrapping (X-Vault-Wrap-TTL, sys/wrapping/*), not to be confused with the key above.
+        self.wrapped_responses = ResponseWrapping(self.db, master_key, secrets)
         self.usage = UsageCounter(self.db, settings.nonce_warning_at, settings.nonce_rotation_at, watch=self.watch)
         self.service: ServiceConfig | None = None
         # Errors the database raised, by SQLAlchemy's class for them (OperationalError, IntegrityError, ...:

@@ -32,6 +32,7 @@ from kms_service.seal import (
     MasterKeyring,
     key_material_aad,
     server_secret_aad,
+    wrapped_response_aad,
 )
 from kms_service.storage import models as m
 from kms_service.storage import repository as repo
@@ -64,6 +65,7 @@ class Progress:
     versions: int = 0
     secrets: int = 0
     batches: int = 0
+    wrapped_responses: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,22 @@ class MasterKeys:
                     if await repo.reseal_secret_if_unchanged(session, secret.name, secret.sealed_value, sealed, target):
                         progress.secrets += 1
             if not secrets:
+                break
+        while True:
+            async with self._db.writing() as session:
+                wrapped = await repo.wrapped_responses_not_sealed_with(session, target, batch_size)
+                for accessor, old in wrapped:
+                    aad = wrapped_response_aad(accessor)
+                    try:
+                        plaintext = self.keyring.unseal(old, aad)
+                    except SealError:
+                        raise SealError(
+                            f"the wrapped response of accessor {accessor} opens with no master key this process holds"
+                        ) from None
+                    sealed = self.keyring.seal(plaintext, aad)
+                    if await repo.reseal_wrapped_response_if_unchanged(session, accessor, old, sealed, target):
+                        progress.wrapped_responses += 1
+            if not wrapped:
                 break
         return progress
 

@@ -349,6 +349,37 @@ class MasterKeyRollover(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class WrappedResponse(Base):
+    __tablename__ = "wrapped_responses"
+    __table_args__ = (
+        {
+            "comment": "Vault's response wrapping: a response kept for the holder of a single-use wrapping token; "
+            "the row is deleted when it is unwrapped or rewrapped, and by the reaper once expired"
+        },
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    accessor: Mapped[str] = mapped_column(
+        String(24), unique=True, comment="The wrapping token's public handle (wrap_info.accessor)"
+    )
+    token_hmac: Mapped[bytes] = mapped_column(
+        LargeBinary(32), unique=True, comment="HMAC-SHA256 of the wrapping token, as tokens.token_hmac; never the token"
+    )
+    creation_path: Mapped[str] = mapped_column(Text, comment="The request path whose response this is")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, comment="When the response was wrapped")
+    expires_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, index=True, comment="After this the token unwraps nothing; the reaper deletes the row"
+    )
+    ttl: Mapped[int] = mapped_column(Integer, comment="The wrap TTL in seconds (a rewrap gives the new token the same)")
+    wrapped_accessor: Mapped[str | None] = mapped_column(
+        String(24), comment="The accessor of the token a wrapped auth/token/create made; NULL for other responses"
+    )
+    sealed_response: Mapped[bytes] = mapped_column(
+        LargeBinary, comment="The response (Vault's JSON envelope) sealed under the master key, bound to accessor"
+    )
+    master_key_id: Mapped[str] = mapped_column(String(16), comment="Which master key sealed this row")
+
+
 class MountSetting(Base):
     # The table keeps the name revision 0016 gave it (renaming it would be a schema change for no reader).
     __tablename__ = "engine_settings"

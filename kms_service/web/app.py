@@ -157,6 +157,8 @@ async def _answer(request: IncomingRequest, request_id: str) -> tuple[Answer, Re
     """The answer, and for the audit log: the reply it was made of, or the error it reports."""
     try:
         reply, call = await request.app[ROUTER_KEY].dispatch(request)
+        if call is not None and call.wrap_ttl is not None and reply.wrappable and request.method != "HEAD":
+            reply = await wrap_reply(call, reply, request_id)
     except ClientGone as exc:
         # Nobody is left to answer; one line, not a traceback (and not one per request).
         request.app[FAULTS_KEY].log(
@@ -185,6 +187,19 @@ async def _answer(request: IncomingRequest, request_id: str) -> tuple[Answer, Re
     if request.method == "HEAD":
         return Answer(response.status, {**replies.JSON_HEADERS}), reply, ""
     return response, reply, ""
+
+
+async def wrap_reply(call: Call, reply: Reply, request_id: str) -> Reply:
+    """Vault's response wrapping: the answer as it would have been sent is kept sealed under a new single-use
+    wrapping token, and the caller gets only that token's ``wrap_info``."""
+    assert call.wrap_ttl is not None
+    if reply.body is not None:  # an unwrapped response, wrapped again
+        response = reply.body
+    else:
+        response = replies.success(reply, call.warnings(), request_id).body or b""
+    wrapped_accessor = reply.auth.get("accessor") if reply.auth is not None else None
+    info = await call.kms.wrapped_responses.wrap(response, call.acl_path, call.wrap_ttl, wrapped_accessor)
+    return Reply(wrap_info=info.as_vault())
 
 
 def _log_access(
@@ -272,7 +287,13 @@ def background_job(
     return context
 
 
-token_reaper = background_job("token reaper", lambda s: s.reap_interval, lambda kms: kms.tokens.reap())
+async def reap_expired(kms: KMS) -> None:
+    """Expired tokens, and wrapped responses whose wrapping token expired unread."""
+    await kms.tokens.reap()
+    await kms.wrapped_responses.reap()
+
+
+token_reaper = background_job("token reaper", lambda s: s.reap_interval, reap_expired)
 key_auto_rotation = background_job(
     "key auto-rotation", lambda s: s.rotate_check_interval, lambda kms: kms.mounts.rotate_due()
 )

@@ -206,6 +206,9 @@ class Path:
     authenticated: bool = True
     # False: any valid token may call it (auth/token/lookup-self).
     check_acl: bool = True
+    # Recorded in the audit log although not authenticated by the router (sys/wrapping/unwrap checks its
+    # tokens itself).
+    audited: bool = False
 
     # Derived from the above when the table is built (not arguments).
     patterns: tuple[tuple[str, ...], ...] = field(init=False, repr=False)  # one, or two with the optional param
@@ -343,6 +346,10 @@ class Call:
     # The request's method as routed (a GET with ?list=true is LIST) and its data once read (the audit log).
     method: str = ""
     body: dict[str, Any] | None = None
+    # The path as the ACL sees it (``<path>/`` for a list), and the response-wrapping TTL asked for
+    # (X-Vault-Wrap-TTL; None: not wrapped).
+    acl_path: str = ""
+    wrap_ttl: int | None = None
     _warnings: list[str] = field(default_factory=list, repr=False)
     _keys: KeyService | None = field(default=None, repr=False)
 

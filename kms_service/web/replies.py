@@ -29,6 +29,20 @@ class Reply:
     # A body that is not JSON (sys/metrics in Prometheus' text format), sent as is with ``content_type``.
     body: bytes | None = None
     content_type: str = "application/json"
+    # ``body`` is a whole Vault envelope already (sys/wrapping/unwrap answers the wrapped one as it was).
+    envelope: bool = False
+    # Vault's ``wrap_info`` of a wrapped response: ``data`` and ``auth`` are null then.
+    wrap_info: dict[str, Any] | None = None
+
+    @property
+    def wrappable(self) -> bool:
+        """Whether X-Vault-Wrap-TTL wraps this answer: a successful one with data or auth (not a bare object, a
+        204, an error or an answer that is wrapped already), as in Vault."""
+        if not 200 <= self.status < 300 or self.wrap_info is not None:
+            return False
+        if self.body is not None:
+            return self.envelope
+        return not self.bare and (self.data is not None or self.auth is not None)
 
 
 class Answer:
@@ -57,6 +71,19 @@ def json_response(payload: Any, status: int) -> Answer:
 
 
 def success(reply: Reply, extra_warnings: list[str], request_id: str) -> Answer:
+    if reply.wrap_info is not None:
+        # Vault's answer for a wrapped response: nothing of it but the wrapping token and what it says.
+        envelope = {
+            "request_id": "",
+            "lease_id": "",
+            "renewable": False,
+            "lease_duration": 0,
+            "data": None,
+            "wrap_info": reply.wrap_info,
+            "warnings": None,
+            "auth": None,
+        }
+        return json_response(envelope, 200)
     if reply.body is not None:
         return Answer(reply.status, {"Content-Type": reply.content_type, "Cache-Control": "no-store"}, reply.body)
     if reply.auth is not None:

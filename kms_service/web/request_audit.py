@@ -43,7 +43,7 @@ def _now() -> str:
 
 
 def audited(call: Call | None) -> bool:
-    return call is None or call.path is None or call.path.authenticated
+    return call is None or call.path is None or call.path.authenticated or call.path.audited
 
 
 def exchange(request: IncomingRequest, call: Call | None, request_id: str) -> Exchange:
@@ -128,6 +128,8 @@ async def record_response(
         response = dict(reply.data) if reply.data is not None else None
         if reply.auth is not None:
             response = {**(response or {}), "auth": reply.auth}
+        if reply.wrap_info is not None:
+            response = {"wrap_info": reply.wrap_info}  # its token is hashed as every string is
     found = exchange(request, call, request_id)
     line = await _serialized(
         request, call, lambda: entry(audit.keys, "response", found, response=response, status=status, error=error)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from kms_service.acl import Capability
+from kms_service.acl import Capability, wrapping_allowed
 from kms_service.errors import (
     InvalidRequest,
     NotFound,
@@ -30,7 +30,7 @@ from kms_service.errors import (
     UnsupportedPath,
 )
 from kms_service.mounts import DEFAULT_MOUNT
-from kms_service.tokens import token_from_headers
+from kms_service.tokens import token_from_headers, wrap_ttl_from_headers
 from kms_service.web import openapi
 from kms_service.web.body import PARSE_INLINE_BYTES, HeavyLane, RequestLimits
 from kms_service.web.execution import run
@@ -126,6 +126,8 @@ class Router:
         if (request.content_length or 0) <= PARSE_INLINE_BYTES:  # not a large body: the heavy lane yields to it
             self.heavy_lane.light_requests += 1
         method = request.method.upper()
+        # Read before the token, as Vault does: a bad X-Vault-Wrap-TTL is a 400 whoever asks.
+        wrap_ttl = wrap_ttl_from_headers(request.headers)
         if method == "GET" and _list_query(request):
             method = "LIST"
         listing = method == "LIST"
@@ -153,6 +155,7 @@ class Router:
             path, params = None, {}
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
         call = Call(request, kms, self, params, mount=mount, path=path, operation=operation, method=method)
+        call.acl_path, call.wrap_ttl = acl_path, wrap_ttl
         request[CALL_KEY] = call  # for the metrics and the access log, whatever happens next
         if path is not None and _help_query(request):
             # ``bao path-help``: the table's own description, for any valid token (it is the public OpenAPI
@@ -178,6 +181,10 @@ class Router:
         if checks_acl:
             capability = _capability(method, operation, call.existed)
             if capability is None or not call.principal.acl.allows(acl_path, capability):
+                raise PermissionDenied()
+            # A rule's min_wrapping_ttl / max_wrapping_ttl: the answer must be asked for wrapped, within them.
+            acl = call.principal.acl
+            if acl.limits_wrapping and not wrapping_allowed(acl.wrapping_limits(acl_path), wrap_ttl):
                 raise PermissionDenied()
         # A token with limited uses spends one on each request it may make (at 0 it is gone).
         if call.principal is not None and not await call.kms.tokens.use(call.principal):

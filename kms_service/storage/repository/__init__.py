@@ -75,11 +75,13 @@ from kms_service.storage.repository.sealing import (
     hold_sealed_rows,
     reseal_secret_if_unchanged,
     reseal_versions_if_unchanged,
+    reseal_wrapped_response_if_unchanged,
     rows_by_master_key,
     seal_check_ids,
     secrets_not_sealed_with,
     server_secrets,
     versions_not_sealed_with,
+    wrapped_responses_not_sealed_with,
 )
 from kms_service.storage.repository.tokens import (
     TokenRecord,
@@ -98,6 +100,14 @@ from kms_service.storage.repository.tokens import (
     token_accessors,
     token_descendants,
     use_token,
+)
+from kms_service.storage.repository.wrapped_responses import (
+    WrappedRecord,
+    add_wrapped_response,
+    count_wrapped_responses,
+    delete_expired_wrapped_responses,
+    find_wrapped_response,
+    take_wrapped_response,
 )
 
 __all__ = [
@@ -169,6 +179,8 @@ __all__ = [
     "reseal_versions_if_unchanged",
     "reserve_usage",
     "rows_by_master_key",
+    "reseal_wrapped_response_if_unchanged",
+    "wrapped_responses_not_sealed_with",
     "save_settings",
     "seal_check_ids",
     "secrets_not_sealed_with",
@@ -182,4 +194,10 @@ __all__ = [
     "usage_of",
     "use_token",
     "versions_not_sealed_with",
+    "WrappedRecord",
+    "add_wrapped_response",
+    "count_wrapped_responses",
+    "delete_expired_wrapped_responses",
+    "find_wrapped_response",
+    "take_wrapped_response",
 ]

@@ -138,18 +138,49 @@ async def reseal_secret_if_unchanged(
     return result.rowcount == 1
 
 
+async def wrapped_responses_not_sealed_with(
+    session: AsyncSession, master_key_id: str, limit: int
+) -> list[tuple[str, bytes]]:
+    """(accessor, sealed response) of wrapped responses sealed under another master key."""
+    query = (
+        select(m.WrappedResponse.accessor, m.WrappedResponse.sealed_response)
+        .where(m.WrappedResponse.master_key_id != master_key_id)
+        .order_by(m.WrappedResponse.id)
+        .limit(limit)
+    )
+    return [(accessor, sealed) for accessor, sealed in await session.execute(query)]
+
+
+async def reseal_wrapped_response_if_unchanged(
+    session: AsyncSession, accessor: str, old: bytes, sealed: bytes, master_key_id: str
+) -> bool:
+    """Replace the sealed response only if it is still the one read (an unwrap may have deleted the row)."""
+    result = await session.execute(
+        update(m.WrappedResponse)
+        .where(m.WrappedResponse.accessor == accessor, m.WrappedResponse.sealed_response == old)
+        .values(sealed_response=sealed, master_key_id=master_key_id)
+    )
+    return result.rowcount == 1
+
+
 async def hold_sealed_rows(session: AsyncSession) -> None:
     """Until this transaction ends, no other writes a sealed row (PostgreSQL: SHARE locks, which wait for
     writers under way; SQLite's BEGIN IMMEDIATE already holds every other writer off), so what it counts
     stays true when it commits."""
     if session.bind.dialect.name == "postgresql":
-        await session.execute(text("LOCK TABLE key_versions, server_secrets IN SHARE MODE"))
+        await session.execute(text("LOCK TABLE key_versions, server_secrets, wrapped_responses IN SHARE MODE"))
 
 
 async def rows_by_master_key(session: AsyncSession) -> dict[str, dict[str, int]]:
-    """How many sealed rows each master key id sealed: {"key_versions": {id: n}, "server_secrets": {id: n}}."""
+    """How many sealed rows each master key id sealed: {"key_versions": {id: n}, "server_secrets": {id: n},
+    "wrapped_responses": {id: n}}."""
     counts: dict[str, dict[str, int]] = {}
-    for table, model in (("key_versions", m.KeyVersion), ("server_secrets", m.ServerSecret)):
+    tables = (
+        ("key_versions", m.KeyVersion),
+        ("server_secrets", m.ServerSecret),
+        ("wrapped_responses", m.WrappedResponse),
+    )
+    for table, model in tables:
         rows = await session.execute(select(model.master_key_id, func.count()).group_by(model.master_key_id))
         counts[table] = {key_id: n for key_id, n in rows}
     return counts
