@@ -1,5 +1,5 @@
 // The service's own Vault API, with the signed-in token. The token lives in this tab's sessionStorage only:
-// never in a URL, a cookie or localStorage, and sign-out removes it.
+// never in a URL, a cookie or the browser's lasting storage, and sign-out removes it.
 const TOKEN = "kms-console-token";
 const NAMESPACE = "kms-console-namespace";
 
