@@ -9,6 +9,8 @@ const NONCE_BUDGET_TYPES = new Set(["aes128-gcm96", "aes256-gcm96", "chacha20-po
 const MAX_KEY_READS = 200;
 
 export async function transitMounts() {
+  // Without 'read' on sys/mounts the token still has the default mount's paths to try.
+  if (!allows((await capabilities(["sys/mounts"]))["sys/mounts"], "read")) return ["transit"];
   try {
     const data = (await get("sys/mounts")).data;
     return Object.entries(data).filter(([, m]) => m.type === "transit").map(([p]) => p.replace(/\/$/, "")).sort();
@@ -74,8 +76,8 @@ export async function renderKeys(main) {
   const search = h("input", { type: "search", placeholder: "name, type or label" });
   const results = h("div", { "aria-live": "polite" });
   const openName = h("input", { type: "text", autocomplete: "off" });
-  const open = h("form", { class: "inline-form", "aria-label": "Open a key by name" },
-    field("Open a key by name", openName, "on the chosen mount, e.g. a key this token may use but not list"),
+  const open = h("form", { class: "inline-form", "aria-label": "Open a key" },
+    field("Key name", openName, "on the chosen mount, e.g. a key this token may use but not list"),
     h("button", { type: "submit" }, "Open"));
   open.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -150,9 +152,12 @@ export async function renderKey(main, mount, name) {
     main.append(hiddenBecause(base, "read"));
     const tools = section("Tools");
     main.append(tools);
+    // The key's type is unknown: show the family of every tool granted (those of it not granted say why).
+    const encrypting = ["encrypt", "decrypt", "rewrap", "datakey"].some((t) => can(t));
+    const signing = ["sign", "verify"].some((t) => can(t));
     const granted = {
-      supports_encryption: can("encrypt") || can("rewrap") || can("datakey"), supports_decryption: can("decrypt"),
-      supports_signing: can("sign") || can("verify"), exportable: false, derived: false,
+      supports_encryption: encrypting || !signing, supports_decryption: encrypting || !signing,
+      supports_signing: signing || !encrypting, exportable: false, derived: false,
     };
     return renderTools(tools, mount, name, granted, paths, caps);
   }

@@ -1,5 +1,5 @@
 // The console's shell: sign-in, the namespace, the sections and the hash routes (#/keys/...).
-import { ApiError, get, listKeys, session } from "./api.js";
+import { allows, ApiError, capabilities, get, listKeys, session } from "./api.js";
 import { announce, clearOutputs, errorText, field, h, notice } from "./ui.js";
 import { renderOverview } from "./overview.js";
 import { renderKey, renderKeys } from "./keys.js";
@@ -27,6 +27,7 @@ function leave() {
   clearOutputs(main);
   if (leaving) { try { leaving(); } catch { /* the view is gone either way */ } }
   leaving = null;
+  delete main.dataset.ready;
   main.replaceChildren();
 }
 
@@ -48,6 +49,7 @@ async function route() {
     if (e instanceof ApiError && e.status === 403 && !(await stillSignedIn())) return;
     main.append(notice("error", errorText(e)));
   }
+  main.dataset.ready = "true"; // every read of the page has answered
   main.focus();
 }
 
@@ -102,9 +104,10 @@ async function loadNamespaces() {
   nsSelect.replaceChildren(h("option", { value: "" }, "root"));
   let names = [];
   try {
-    names = await listKeys("sys/namespaces");
+    const caps = await capabilities(["sys/namespaces"]);
+    if (allows(caps["sys/namespaces"], "list")) names = await listKeys("sys/namespaces");
   } catch {
-    names = []; // no namespaces on this server, or this token may not list them
+    names = []; // no namespaces on this server
   }
   for (const name of names) nsSelect.append(h("option", { value: name.replace(/\/$/, "") }, name.replace(/\/$/, "")));
   const chosen = session.namespace();
