@@ -202,8 +202,8 @@ class Settings:
     console: bool = setting(
         "--console",
         True,
-        "Serve the operator's console at /ui/ (static files; every view is limited by the signed-in token's "
-        "policies, as any client is).",
+        "Serve the operator's console at /ui/ (static files; every view is limited by the policies of the "
+        "token used to sign in, as any client is).",
         negatable=True,
     )
     # Processes serving the port (None: one per core).

@@ -259,8 +259,6 @@ class Metrics:
             "Points": [],
             "Counters": counters,
             "Samples": samples,
-            # Beyond Vault: the last hour's requests by minute (this process's).
-            "Recent": self.recent.report(),
         }
 
 
@@ -405,14 +403,25 @@ async def metrics(call: Call, args: dict[str, Any]) -> Reply:
         return Reply(body=registry.prometheus(), content_type=PROMETHEUS_CONTENT_TYPE)
     if fmt not in ("", "json"):
         raise InvalidRequest(f'metric response format "{fmt}" unknown')
-    return Reply(registry.vault_json(), bare=True)
+    body = registry.vault_json()
+    if args["recent"]:
+        body["Recent"] = registry.recent.report()  # beyond Vault: the last hour by minute (this process's)
+    return Reply(body, bare=True)
 
 
 PATHS = (
     Path(
         "sys/metrics",
         "The server's metrics: Vault's JSON form, or Prometheus' text format with ?format=prometheus.",
-        fields=(Field("format", T.STRING, "'prometheus' for Prometheus' text format; '' or 'json' for Vault's JSON."),),
+        fields=(
+            Field("format", T.STRING, "'prometheus' for Prometheus' text format; '' or 'json' for Vault's JSON."),
+            Field(
+                "recent",
+                T.BOOL,
+                "Beyond Vault: add 'Recent' to the JSON form, this process's requests of the last hour by minute "
+                "(Requests, ServerErrors, MeanSeconds, P95Seconds).",
+            ),
+        ),
         operations={"GET": Operation(metrics, bare=True, media_types=("application/json", PROMETHEUS_CONTENT_TYPE))},
     ),
 )

@@ -126,7 +126,7 @@ function bars(recent) {
 }
 
 async function fillTraffic(card) {
-  const metrics = await get("sys/metrics");
+  const metrics = await get("sys/metrics", { query: { recent: "true" } });
   const recent = metrics.Recent || [];
   const total = recent.reduce((n, m) => n + m.Requests, 0);
   const errors = recent.reduce((n, m) => n + m.ServerErrors, 0);
