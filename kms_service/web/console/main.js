@@ -50,7 +50,8 @@ async function route() {
     main.append(notice("error", errorText(e)));
   }
   main.dataset.ready = "true"; // every read of the page has answered
-  main.focus();
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
 }
 
 async function stillSignedIn() {
