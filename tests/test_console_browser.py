@@ -283,6 +283,8 @@ def test_sign_out_leaves_nothing_of_the_token(console_server, watched):
     assert root not in page.url
     page.get_by_role("button", name="Sign out", exact=True).click()
     page.get_by_role("heading", name="Sign in", exact=True).wait_for()
+    expect(page.get_by_role("button", name="Sign out", exact=True)).to_be_hidden()
+    expect(page.get_by_role("navigation")).to_be_hidden()
     stored = page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]")
     assert stored == [0, 0, ""]
     assert watched.context.cookies() == []

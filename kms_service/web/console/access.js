@@ -11,7 +11,13 @@ export async function renderTokens(main) {
     ["Accessor", me.accessor], ["Display name", me.display_name], ["Policies", (me.policies || []).join(", ")],
     ["Expires", when(me.expire_time)], ["Uses left", me.num_uses ? String(me.num_uses) : "unlimited"],
   ])));
-  const caps = await capabilities(["auth/token/accessors", "auth/token/lookup-accessor"]);
+  const caps = await capabilities(["auth/token/accessors", "auth/token/lookup-accessor", "auth/token/roles"]);
+  const roles = section("Token roles");
+  main.append(roles);
+  if (allows(caps["auth/token/roles"], "list")) {
+    const names = await listKeys("auth/token/roles"); // 404: none, or no roles on this server
+    roles.append(table("Roles", [{ title: "Role", value: (r) => r }], names, { empty: "No token role." }));
+  } else roles.append(hiddenBecause("auth/token/roles", "list"));
   const all = section("All tokens");
   main.append(all);
   if (!allows(caps["auth/token/accessors"], "sudo")) { all.append(hiddenBecause("auth/token/accessors", "list and sudo")); return; }
@@ -59,7 +65,11 @@ export async function renderPolicies(main) {
   });
   main.append(section("ACL policies", table("Policies", [
     { title: "Name", value: (n) => h("a", { href: `#/policies/${encodeURIComponent(n)}` }, n) },
-    { title: "Kind", value: (n) => (n === "root" ? "built in (everything)" : n.includes(":") ? "from the services YAML" : "document") },
+    { title: "Kind", value: (n) => {
+      if (n === "root") return "built in (everything)";
+      if (n.includes(":")) return "from the services YAML";
+      return n === "default" ? "document (every token's default)" : "document";
+    } },
   ], names), create), checker);
 }
 

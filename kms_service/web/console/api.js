@@ -29,7 +29,7 @@ function encodePath(path) {
 }
 
 // A request to /v1/<path>. LIST is sent as GET ?list=true, which Vault takes everywhere LIST is taken.
-export async function call(method, path, { body, query, raw, token } = {}) {
+export async function call(method, path, { body, query, raw, token, namespace } = {}) {
   const url = new URL(`/v1/${encodePath(path)}`, location.origin);
   let verb = method;
   if (method === "LIST") { verb = "GET"; url.searchParams.set("list", "true"); }
@@ -37,7 +37,7 @@ export async function call(method, path, { body, query, raw, token } = {}) {
   const headers = { "X-Vault-Request": "true" };
   const bearer = token ?? session.token();
   if (bearer) headers["X-Vault-Token"] = bearer;
-  const ns = session.namespace();
+  const ns = namespace ?? session.namespace();
   if (ns) headers["X-Vault-Namespace"] = ns;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(url, {
@@ -60,9 +60,9 @@ export const list = (path, opts) => call("LIST", path, opts);
 export const del = (path, opts) => call("DELETE", path, opts);
 
 // A list that may be empty: Vault answers an empty LIST with 404.
-export async function listKeys(path) {
+export async function listKeys(path, opts) {
   try {
-    return (await list(path)).data.keys || [];
+    return (await list(path, opts)).data.keys || [];
   } catch (e) {
     if (e.status === 404) return [];
     throw e;
@@ -70,9 +70,9 @@ export async function listKeys(path) {
 }
 
 // The signed-in token's capabilities on each path (sys/capabilities-self), as {path: [names]}.
-export async function capabilities(paths) {
+export async function capabilities(paths, opts) {
   if (!paths.length) return {};
-  const answer = await post("sys/capabilities-self", { paths });
+  const answer = await post("sys/capabilities-self", { paths }, opts);
   const result = {};
   for (const p of paths) result[p] = answer[p] || (answer.data && answer.data[p]) || [];
   return result;

@@ -105,8 +105,9 @@ async function loadNamespaces() {
   nsSelect.replaceChildren(h("option", { value: "" }, "root"));
   let names = [];
   try {
-    const caps = await capabilities(["sys/namespaces"]);
-    if (allows(caps["sys/namespaces"], "list")) names = await listKeys("sys/namespaces");
+    // The namespaces under the root, whichever one is chosen now.
+    const caps = await capabilities(["sys/namespaces"], { namespace: "" });
+    if (allows(caps["sys/namespaces"], "list")) names = await listKeys("sys/namespaces", { namespace: "" });
   } catch {
     names = []; // no namespaces on this server
   }
