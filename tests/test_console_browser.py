@@ -22,6 +22,7 @@ def console_server(tmp_path_factory, database_templates):
     directory = tmp_path_factory.mktemp("console")
     database_templates.sqlite(directory / "kms.db")
     server = start_server(directory, f"sqlite:///{directory / 'kms.db'}")
+    api(server, server.root_token(), "POST", "sys/policies/acl/console-operator", policy=OPERATOR_POLICY)
     yield server
     server.stop()
 
@@ -94,7 +95,6 @@ def tool(page: Page, title: str):
 
 def test_root_walks_every_page(console_server, watched):
     root = console_server.root_token()
-    api(console_server, root, "POST", "sys/policies/acl/console-operator", policy=OPERATOR_POLICY)
     page = watched.page()
     response = page.goto(f"{console_server.url}/ui/")
     headers = response.headers
