@@ -7,9 +7,11 @@ import base64
 import hashlib
 import re
 import socket
+import time
 
 import pytest
 import requests
+from processes import cli_env, run_cli
 
 from kms_service.web.console import CONTENT_SECURITY_POLICY, Console
 from kms_service.web.request_audit import AUDIT_KEY
@@ -108,6 +110,23 @@ def test_ha_status_lists_this_node(shared_server):
     nodes = answer.json()["data"]["nodes"]
     assert nodes[0]["this_node"] is True and nodes[0]["node_id"] == shared_server.kms.node_id
     assert requests.get(f"{shared_server.url}/v1/sys/ha-status", timeout=10).status_code == 403
+
+
+def test_ha_status_lists_a_node_once_its_change_is_heard(shared_server):
+    """A command rotating a key in the same database is another node to the server: listed once its change arrives."""
+    root = shared_server.root_token()
+    run_cli(
+        ["keys", "rotate", "vault-sign"],
+        cli_env(shared_server.database_url, shared_server.data_dir),
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        answer = requests.get(f"{shared_server.url}/v1/sys/ha-status", headers={"X-Vault-Token": root}, timeout=10)
+        others = [n for n in answer.json()["data"]["nodes"] if not n["this_node"]]
+        if others or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # the change log is read every 150 ms
+    assert len(others) == 1 and others[0]["active_node"] is True and others[0]["last_echo"].endswith("Z")
 
 
 def test_endpoints_list_their_grants_and_newest_token(shared_server):
