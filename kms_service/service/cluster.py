@@ -240,9 +240,9 @@ class PgCluster:
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         node, changes = decode(payload)
-        heard_from(self.heard, node)
         if node == self.node:
             return  # our own write: published locally at commit
+        heard_from(self.heard, node)
         if changes is None:
             self._invalidator.flush_all()
         else:
@@ -352,9 +352,9 @@ class SqlitePoller:
                 self._invalidator.flush_all()  # rows this process never read were pruned
             self._seen = row_id
             node, changes = decode(payload)
-            heard_from(self.heard, node)
             if node == self.node:
                 continue
+            heard_from(self.heard, node)
             if changes is None:
                 self._invalidator.flush_all()
             else:
