@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test test-fast test-slow lint docs bench bench-scale bench-callgrind clean
+.PHONY: install install-test run test test-fast test-slow lint docs console-screenshots bench bench-scale bench-callgrind clean
 
 install: $(RUN_STAMP)
 
@@ -67,6 +67,10 @@ bench-scale: $(TEST_STAMP)
 # the bare handler, idle work subtracted; the same count on a busy machine as on a quiet one.
 bench-callgrind: $(TEST_STAMP)
 	$(BIN)/python bench/callgrind_bench.py $(ARGS)
+
+# docs/console/*.png: every page of the console at 1280x800 and 390x844 (Debian's chromium).
+console-screenshots: $(TEST_STAMP)
+	cd tests && ../$(BIN)/python console_screenshots.py ../docs/console
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

@@ -11,6 +11,7 @@ import click
 from kms_service import audit_records as audit_rules
 from kms_service.cli_common import database_options, with_kms
 from kms_service.service import KMS
+from kms_service.service.audit_log import verify_database
 from kms_service.storage import repository as repo
 
 
@@ -44,19 +45,15 @@ def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | Non
         raise click.UsageError("give the audit log's FILES, or --db")
 
     async def check(kms: KMS) -> audit_rules.Verification:
+        if from_db:
+            return await verify_database(kms.db, kms.audit_keys)
         async with kms.db.reading() as session:
             anchors = {
                 row.chain_id: audit_rules.Anchor(row.seq, row.hash, row.closed)
                 for row in await repo.audit_anchors(session)
-                if row.sink == ("db" if from_db else "file")
+                if row.sink == "file"
             }
-            lines: list[bytes] = []
-            if from_db:
-                after = 0
-                while page := await repo.audit_record_lines(session, after, 10_000):
-                    lines.extend(line.encode() + b"\n" for _, line in page)
-                    after = page[-1][0]
-        result = audit_rules.verify(lines if from_db else _lines_of(files), kms.audit_keys.chain_key, anchors)
+        result = audit_rules.verify(_lines_of(files), kms.audit_keys.chain_key, anchors)
         result.absent = sorted(set(anchors) - set(result.chains))
         return result
 

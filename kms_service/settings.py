@@ -201,6 +201,14 @@ class Settings:
         "(never a token, a body or a key name).",
         negatable=True,
     )
+    # The operator's console: static files at /ui/ that call this API with the operator's token.
+    console: bool = setting(
+        "--console",
+        True,
+        "Serve the operator's console at /ui/ (static files; every view is limited by the policies of the "
+        "token used to sign in, as any client is).",
+        negatable=True,
+    )
     # Processes serving the port (None: one per core).
     workers: int | None = setting(
         "--workers",

@@ -146,6 +146,11 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
     ]:
         assert name in names
 
+    # The console's files (package data, no build step) are in the wheel: it serves them from there.
+    console = {path.name for path in (PACKAGE / "web" / "console").iterdir()}
+    assert {"index.html", "main.js", "console.css"} <= console
+    assert {f"kms_service/web/console/{name}" for name in console} <= names
+
     # The license travels with the wheel, and so do the type hints (PEP 561).
     assert "kms_service/py.typed" in names and f"{dist_info}/licenses/LICENSE" in names
     with zipfile.ZipFile(wheel) as archive:
@@ -208,6 +213,8 @@ def test_installed_command_migrates_issues_a_token_and_serves(
     try:
         health = requests.get(f"{server.url}/v1/sys/health", timeout=10)
         assert health.status_code == 200
+        console = requests.get(f"{server.url}/ui/", timeout=10)  # served from the installed package
+        assert console.status_code == 200 and 'integrity="sha384-' in console.text
         assert health.json()["kms_service_version"] == installed.version
         # The token made by one process works against the server (same database, same master key) ...
         headers = {"X-Vault-Token": token}

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kms_service import audit_records as audit_rules
 from kms_service.audit_records import CHAIN_END, AuditKeys, Chain, serialize
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database
@@ -231,3 +232,37 @@ class AuditLog:
         for sink in self.sinks:
             if isinstance(sink, FileSink):
                 sink.close()
+
+
+async def anchors(db: Database) -> list[dict[str, object]]:
+    """Every chain's anchored head (the console's audit page), newest first."""
+    async with db.reading() as session:
+        rows = await repo.audit_anchors(session)
+    return [
+        {
+            "chain_id": row.chain_id,
+            "sink": row.sink,
+            "seq": row.seq,
+            "closed": row.closed,
+            "updated_at": row.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        for row in sorted(rows, key=lambda r: r.updated_at, reverse=True)
+    ]
+
+
+async def verify_database(db: Database, keys: AuditKeys) -> audit_rules.Verification:
+    """The database sink's records (``audit_records``) checked chain by chain against the anchors."""
+    async with db.reading() as session:
+        anchored = {
+            row.chain_id: audit_rules.Anchor(row.seq, row.hash, row.closed)
+            for row in await repo.audit_anchors(session)
+            if row.sink == "db"
+        }
+        lines: list[bytes] = []
+        after = 0
+        while page := await repo.audit_record_lines(session, after, 10_000):
+            lines.extend(line.encode() + b"\n" for _, line in page)
+            after = page[-1][0]
+    result = audit_rules.verify(lines, keys.chain_key, anchored)
+    result.absent = sorted(set(anchored) - set(result.chains))
+    return result

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +60,20 @@ JOB_LOCK_IDS = {"token reaper": 1, "key auto-rotation": 2}
 
 def new_node_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+# The nodes a node remembers having heard from (the oldest forgotten first past it).
+MAX_HEARD = 256
+
+
+def heard_from(heard: dict[str, float], node: str | None) -> None:
+    """Note that ``node`` wrote a change now (the console's "nodes seen")."""
+    if node is None:
+        return
+    heard.pop(node, None)
+    heard[node] = time.time()
+    if len(heard) > MAX_HEARD:
+        del heard[next(iter(heard))]
 
 
 def encode(node: str, changes: Iterable[Change]) -> str:
@@ -138,6 +153,7 @@ class PgCluster:
         self._on_unreachable = on_unreachable
         self._invalidator = invalidator
         self.node = node
+        self.heard: dict[str, float] = {}  # other nodes (and CLI processes) by id: when their last change came
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()  # one query at a time on the connection
         self._held: set[str] = set()
@@ -226,6 +242,7 @@ class PgCluster:
         node, changes = decode(payload)
         if node == self.node:
             return  # our own write: published locally at commit
+        heard_from(self.heard, node)
         if changes is None:
             self._invalidator.flush_all()
         else:
@@ -287,6 +304,7 @@ class SqlitePoller:
         self._engine = create_engine(engine.url.render_as_string(hide_password=False))
         self._invalidator = invalidator
         self.node = node
+        self.heard: dict[str, float] = {}  # other nodes (and CLI processes) by id: when their last change came
         self._seen: int | None = None
         self._task: asyncio.Task | None = None
 
@@ -336,6 +354,7 @@ class SqlitePoller:
             node, changes = decode(payload)
             if node == self.node:
                 continue
+            heard_from(self.heard, node)
             if changes is None:
                 self._invalidator.flush_all()
             else:

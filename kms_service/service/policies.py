@@ -18,6 +18,7 @@ from kms_service.acl import ACL, ROOT_POLICY, Policy, parse_policy
 from kms_service.errors import InvalidRequest
 from kms_service.policy_documents import capability_names
 from kms_service.service.invalidation import Change, Invalidator, Kind
+from kms_service.storage import reports
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database
 
@@ -123,3 +124,9 @@ class PolicyService:
 
     async def acl(self, names: Iterable[str]) -> ACL:
         return ACL([await self.resolve(name) for name in names])
+
+    async def endpoints(self) -> list[dict[str, object]]:
+        """The services YAML's endpoints: each one's grants (policy template and key) and its newest token's
+        accessor and expiry, as the operators' view ``kms_endpoints`` shows them."""
+        async with self._db.reading() as session:
+            return reports.endpoints(await reports.endpoint_grants(session))

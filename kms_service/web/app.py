@@ -45,6 +45,7 @@ from kms_service.settings import Settings
 from kms_service.storage.database import unavailable_reason
 from kms_service.web import replies
 from kms_service.web.body import RequestLimits
+from kms_service.web.console import Console
 from kms_service.web.faults import FAULTS_KEY, RateLimitedLog
 from kms_service.web.fields import JsonLimits
 from kms_service.web.framework import Call
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("kms_service.access")
 
 JOBS_KEY = "background_jobs"
+CONSOLE_KEY = "console"
+CONSOLE_ROUTE = "ui/*file"  # the console's files, counted as one route
 ACCESS_LOG_KEY = "access_log"
 
 ServiceContext = Callable[["ServiceApp"], AsyncIterator[None]]
@@ -136,6 +139,14 @@ async def handle(request: IncomingRequest) -> Answer:
     """Every request's answer."""
     started = time.perf_counter()
     request_id = request[REQUEST_ID_KEY] = new_request_id()
+    console = request.app.get(CONSOLE_KEY)
+    if console is not None and console.serves(request.path):
+        # Static files, answered before the router: no token, no audit record, nothing of the service's.
+        response = console.answer(request.method, request.path)
+        response.headers["X-Request-Id"] = request_id
+        elapsed = time.perf_counter() - started
+        request.app[METRICS_KEY].observe(CONSOLE_ROUTE, request.method, response.status, elapsed, None)
+        return response
     response, reply, error = await _answer(request, request_id)
     call = request.get(CALL_KEY)
     audit = request.app.get(AUDIT_KEY)
@@ -347,6 +358,8 @@ def create_app(settings: Settings, *, announce: bool = True) -> ServiceApp:
     app[JOBS_KEY] = []
     app[METRICS_KEY] = Metrics(settings.worker)
     app[ACCESS_LOG_KEY] = settings.access_log
+    if settings.console:
+        app[CONSOLE_KEY] = Console()
     app[FAULTS_KEY] = RateLimitedLog(log)
     app.cleanup_ctx.extend(
         [

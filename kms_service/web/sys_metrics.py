@@ -73,6 +73,54 @@ TOKEN_GAUGE_MAX_AGE = 60.0
 SYNC_INTERVAL = 1.0
 
 
+RECENT_MINUTES = 60
+
+
+class RecentRequests:
+    """Requests of the last hour, minute by minute (the console's overview): count, server errors, the
+    latency sum and histogram. This process's own requests (with --workers, the answering worker's)."""
+
+    def __init__(self) -> None:
+        # minute (epoch seconds // 60) → [requests, 5xx, latency sum, per-bucket counts (the last: +Inf)]
+        self.minutes: dict[int, list[Any]] = {}
+
+    def observe(self, status: int, seconds: float) -> None:
+        minute = int(time.time() // 60)
+        slot = self.minutes.get(minute)
+        if slot is None:
+            slot = self.minutes[minute] = [0, 0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1)]
+            for old in [m for m in self.minutes if m <= minute - RECENT_MINUTES]:
+                del self.minutes[old]
+        slot[0] += 1
+        slot[1] += status >= 500
+        slot[2] += seconds
+        slot[3][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def report(self) -> list[dict[str, Any]]:
+        """One entry per minute of the last hour that saw a request, oldest first; p95 is the upper bound of
+        the latency bucket holding the 95th percentile (None: past the last bound)."""
+        now = int(time.time() // 60)
+        result = []
+        for minute in sorted(m for m in self.minutes if m > now - RECENT_MINUTES):
+            count, errors, total, buckets = self.minutes[minute]
+            rank, seen, p95 = 0.95 * count, 0, None
+            for bound, in_bucket in zip((*LATENCY_BUCKETS, None), buckets, strict=True):
+                seen += in_bucket
+                if seen >= rank:
+                    p95 = bound
+                    break
+            result.append(
+                {
+                    "Minute": datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "Requests": count,
+                    "ServerErrors": errors,
+                    "MeanSeconds": total / count,
+                    "P95Seconds": p95,
+                }
+            )
+        return result
+
+
 class Metrics:
     """The application's registry and the metrics it observes directly."""
 
@@ -109,6 +157,7 @@ class Metrics:
         build.labels(__version__).set(1)
         self._kms: KMS | None = None
         self._expiring: tuple[float, int] | None = None  # (monotonic time counted, count)
+        self.recent = RecentRequests()
         self._counting = asyncio.Lock()
 
     def watch(self, kms: KMS) -> None:
@@ -160,6 +209,7 @@ class Metrics:
     def observe(self, route: str | None, method: str, status: int, seconds: float, call: Call | None) -> None:
         route = route or UNMATCHED_ROUTE
         method = method if method in METHODS else "OTHER"
+        self.recent.observe(status, seconds)
         crypto = None
         if call is not None and call.crypto_count and call.key_type and call.operation and call.operation.crypto:
             crypto = (call.key_type, call.operation.crypto)
@@ -353,14 +403,25 @@ async def metrics(call: Call, args: dict[str, Any]) -> Reply:
         return Reply(body=registry.prometheus(), content_type=PROMETHEUS_CONTENT_TYPE)
     if fmt not in ("", "json"):
         raise InvalidRequest(f'metric response format "{fmt}" unknown')
-    return Reply(registry.vault_json(), bare=True)
+    body = registry.vault_json()
+    if args["recent"]:
+        body["Recent"] = registry.recent.report()  # beyond Vault: the last hour by minute (this process's)
+    return Reply(body, bare=True)
 
 
 PATHS = (
     Path(
         "sys/metrics",
         "The server's metrics: Vault's JSON form, or Prometheus' text format with ?format=prometheus.",
-        fields=(Field("format", T.STRING, "'prometheus' for Prometheus' text format; '' or 'json' for Vault's JSON."),),
+        fields=(
+            Field("format", T.STRING, "'prometheus' for Prometheus' text format; '' or 'json' for Vault's JSON."),
+            Field(
+                "recent",
+                T.BOOL,
+                "Beyond Vault: add 'Recent' to the JSON form, this process's requests of the last hour by minute "
+                "(Requests, ServerErrors, MeanSeconds, P95Seconds).",
+            ),
+        ),
         operations={"GET": Operation(metrics, bare=True, media_types=("application/json", PROMETHEUS_CONTENT_TYPE))},
     ),
 )
