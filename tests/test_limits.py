@@ -276,6 +276,21 @@ def test_a_connection_whose_headers_are_not_in_goes_before_any_idle_one(start_se
             sock.close()
 
 
+def test_a_connection_not_read_from_yet_goes_after_idle_ones(start_server):
+    """Every client's connection is new until its first read: a stream of new connections must not close
+    each other before their requests are read while idle ones are there to give up their slots."""
+    server = start_server(max_connections=2, max_connections_per_address=0)
+    idle, silent = _idle(server), _connect(server)
+    try:
+        with _connect(server) as new:
+            _is_closed(idle)
+            _healthy(new)
+            _healthy(silent)
+    finally:
+        idle.close()
+        silent.close()
+
+
 def test_one_address_past_its_cap_gives_up_its_own_oldest_connection_then_is_refused(start_server):
     server = start_server(max_connections=10, max_connections_per_address=2)
     token = server.root_token()
@@ -515,3 +530,22 @@ def test_serve_listens_with_a_deep_backlog(database_url, data_dir, workers):
         assert backlogs == {min(4096, cap)}, listening
     finally:
         server.stop()
+
+
+def test_framing_follows_header_blocks_and_bodies_across_reads():
+    """What the listener knows of where a request ends: a body's bytes are never taken for a header block,
+    a header block's end may straddle two reads, and a chunked body ends the following."""
+    from kms_service.web.listener import Framing
+
+    framing = Framing()
+    body = b"\r\n\r\nGET / HTTP/1.1\r\n"  # looks like a blank line and a request line: it is a body
+    framing.feed(b"POST /a HTTP/1.1\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:3])
+    framing.feed(body[3:] + b"\r\n")  # and a blank line between requests, allowed
+    assert (framing.heads, framing.mid_headers()) == (1, False)
+    framing.feed(b"GET /b HTTP/1.1\r\nHost: x\r")
+    assert framing.mid_headers()
+    framing.feed(b"\n\r")
+    framing.feed(b"\n")
+    assert (framing.heads, framing.mid_headers()) == (2, False)
+    framing.feed(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\nGET /d HTTP/1.1")
+    assert framing.lost and not framing.mid_headers()

@@ -15,13 +15,15 @@ read, start its clocks once the answer before it is handed over, since aiohttp h
 only then. Nothing public tells where aiohttp's parser stopped, so ``Framing`` follows the byte stream
 itself: where each header block ends and how long its body is.
 
-Slots: each connection is partial (a request begun, its headers not all in; a new connection is one),
-busy (a request handed over and not yet answered) or idle (kept alive between requests). At
+Slots: each connection is new (nothing read from it yet), partial (a request begun, its headers not all
+in), busy (a request's headers in, not yet answered) or idle (kept alive between requests). At
 ``max_connections`` a new connection takes the slot of the oldest partial one, else of the one idle the
-longest, and is answered 503 only when every connection is busy; past ``max_connections_per_address`` from
-its address, the same choice among that address's own connections. Two ordered dicts per scope (partial,
-idle) make every step O(1): a connection moves to the end of one when it changes state, and the oldest is
-the first.
+longest, else of the oldest new one, and is answered 503 only when every connection is busy; past
+``max_connections_per_address`` from its address, the same choice among that address's own connections.
+New ones go last because every client's connection is new until its first read: put first, a stream of
+hostile connects would close honest ones before their request is read. Ordered dicts per scope (one per
+state but busy) make every step O(1): a connection moves to the end of one when it changes state, and the
+oldest is the first.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ TOO_MANY_CONNECTIONS = (
 )
 
 # A connection's state, for the choice of which one gives up its slot.
-PARTIAL = "partial"  # a request begun (or a new connection), its headers not all in: goes first
-BUSY = "busy"  # a request handed over and not yet answered: never evicted
+PARTIAL = "partial"  # a request begun, its headers not all in: goes first
 IDLE = "idle"  # kept alive between requests: goes oldest first, after every partial one
+NEW = "new"  # nothing read from it yet: goes last
+BUSY = "busy"  # a request's headers in, not yet answered: never evicted
 
 
 @dataclass(frozen=True)
@@ -63,18 +66,23 @@ class ListenerLimits:
 
 
 class Slots:
-    """Connections that may give up their slot, oldest first: partial ones, then idle ones."""
+    """Connections that may give up their slot, by state, oldest first; and how many are open."""
 
-    __slots__ = ("partial", "idle", "count")
+    __slots__ = ("by_state", "count")
 
     def __init__(self) -> None:
-        self.partial: OrderedDict[Connection, None] = OrderedDict()
-        self.idle: OrderedDict[Connection, None] = OrderedDict()
+        # In the order they give up their slots (dicts keep their keys' order).
+        self.by_state: dict[str, OrderedDict[Connection, None]] = {
+            PARTIAL: OrderedDict(),
+            IDLE: OrderedDict(),
+            NEW: OrderedDict(),
+        }
         self.count = 0  # open connections of this scope, busy ones included
 
     def victim(self) -> Connection | None:
-        """The connection to close for a new one: the oldest partial, else the one idle the longest."""
-        for ordered in (self.partial, self.idle):
+        """The connection to close for a new one: the oldest partial, else the one idle the longest, else
+        the oldest new one (None: all are busy)."""
+        for ordered in self.by_state.values():
             if ordered:
                 return next(iter(ordered))
         return None
@@ -139,7 +147,7 @@ class Framing:
     body (``body_left`` bytes to come), or between requests. A chunked body ends the following (``lost``):
     its requests then get the clocks the pipelining rule gives them."""
 
-    __slots__ = ("head", "body_left", "lost")
+    __slots__ = ("head", "body_left", "lost", "heads")
 
     _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:", re.IGNORECASE)
     _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)", re.IGNORECASE)
@@ -150,6 +158,7 @@ class Framing:
         self.head = bytearray()
         self.body_left = 0
         self.lost = False
+        self.heads = 0  # header blocks seen whole
 
     def mid_headers(self) -> bool:
         """A request has begun whose headers are not all in."""
@@ -179,6 +188,7 @@ class Framing:
                 return
             block = bytes(self.head) + data[pos:end] if self.head else data[pos:end]
             self.head.clear()
+            self.heads += 1
             if self._TRANSFER_ENCODING.search(block):
                 self.lost = True
                 return
@@ -246,20 +256,25 @@ class Connection(asyncio.Protocol):
         listener.slots.count += 1
         if address is not None:
             listener.by_address[address].count += 1
-        self.state = BUSY  # in neither order yet
-        self._become(PARTIAL)
+        self.state = BUSY  # in no order yet
+        self._become(NEW)
         self.inner.connection_made(transport)
         self._request_begins()
 
     def data_received(self, data: bytes) -> None:
-        if self.state is None:  # refused, or closed to admit another
+        state = self.state
+        if state is None:  # refused, or closed to admit another
             return
-        self.framing.feed(data)
+        framing = self.framing
+        heads = framing.heads
+        framing.feed(data)
         if self.request_deadline is None:
             self._request_begins()
             self.next_waits = self.answering
-            if self.state is IDLE:
-                self._become(PARTIAL)
+        if state is not BUSY:
+            # A request's headers came whole, with nothing begun behind them: aiohttp hands it over next.
+            whole = framing.heads > heads and not framing.mid_headers() and not framing.lost
+            self._become(BUSY if whole else PARTIAL)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -321,7 +336,7 @@ class Connection(asyncio.Protocol):
             logging.INFO,
             f"evicted-{self.state}",
             "closed %s connection to admit a new one (%s %d)",
-            "an idle" if self.state is IDLE else "a header-incomplete",
+            {IDLE: "an idle", NEW: "a new"}.get(self.state, "a header-incomplete"),
             flag,
             limit,
         )
@@ -329,7 +344,7 @@ class Connection(asyncio.Protocol):
         self.transport.close()
 
     def _become(self, state: str) -> None:
-        """Move to ``state``: at the end of its order (the newest), or out of both (busy)."""
+        """Move to ``state``: at the end of its order (the newest), or out of every order (busy)."""
         old = self.state
         if old is state or old is None:  # unchanged, or no longer holding a slot
             return
@@ -337,14 +352,10 @@ class Connection(asyncio.Protocol):
         if self.address is not None:
             scopes.append(self.listener.by_address[self.address])
         for slots in scopes:
-            if old is PARTIAL:
-                del slots.partial[self]
-            elif old is IDLE:
-                del slots.idle[self]
-            if state is PARTIAL:
-                slots.partial[self] = None
-            elif state is IDLE:
-                slots.idle[self] = None
+            if old is not BUSY:
+                del slots.by_state[old][self]
+            if state is not BUSY:
+                slots.by_state[state][self] = None
         self.state = state
 
     def _release(self) -> None:
@@ -352,7 +363,7 @@ class Connection(asyncio.Protocol):
         if self.state is None:
             return
         listener = self.listener
-        self._become(BUSY)  # out of both orders
+        self._become(BUSY)  # out of every order
         self.state = None
         listener.by_transport.pop(self.transport, None)
         listener.slots.count -= 1
