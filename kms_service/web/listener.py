@@ -106,15 +106,13 @@ class Listener:
         counted per address)."""
         limits = self.limits
         per_address = limits.max_connections_per_address
-        address = peer = None
+        address = None
         if per_address:
             peername = transport.get_extra_info("peername")
             address = peername[0] if isinstance(peername, tuple) and peername else None
             if address is not None:
                 peer = self.by_address.get(address)
-                if peer is None:
-                    peer = self.by_address[address] = Slots()
-                elif peer.count >= per_address:
+                if peer is not None and peer.count >= per_address:
                     victim = peer.victim()
                     if victim is None:
                         self._refused("max-connections-per-address", peer.count, per_address)
@@ -125,8 +123,6 @@ class Listener:
             victim = self.slots.victim()
             if victim is None:
                 self._refused("max-connections", self.slots.count, limit)
-                if peer is not None and not peer.count:
-                    del self.by_address[address]
                 return False, None
             victim.evict("--max-connections", limit)
         return True, address
@@ -255,7 +251,10 @@ class Connection(asyncio.Protocol):
         listener.by_transport[transport] = self
         listener.slots.count += 1
         if address is not None:
-            listener.by_address[address].count += 1
+            peer = listener.by_address.get(address)
+            if peer is None:  # its first open connection (or its last was closed for this one)
+                peer = listener.by_address[address] = Slots()
+            peer.count += 1
         self.state = BUSY  # in no order yet
         self._become(NEW)
         self.inner.connection_made(transport)
