@@ -182,15 +182,23 @@ class Framing:
                     self.lost = True
                     self.head.clear()
                 return
-            block = bytes(self.head) + data[pos:end] if self.head else data[pos:end]
-            self.head.clear()
+            if self.head:
+                block, start, stop = bytes(self.head) + data[pos:end], 0, None
+                self.head.clear()
+            else:  # the usual case: searched in place
+                block, start, stop = data, pos, end
             self.heads += 1
-            if self._TRANSFER_ENCODING.search(block):
+            pos = end
+            # The regular expressions only where a plain search finds the word (in either usual case).
+            if (block.find(b"ransfer", start, stop) >= 0 or block.find(b"RANSFER", start, stop) >= 0) and (
+                self._TRANSFER_ENCODING.search(block, start, stop or len(block))
+            ):
                 self.lost = True
                 return
-            length = self._CONTENT_LENGTH.search(block)
+            length = (block.find(b"ength", start, stop) >= 0 or block.find(b"ENGTH", start, stop) >= 0) and (
+                self._CONTENT_LENGTH.search(block, start, stop or len(block))
+            )
             self.body_left = int(length.group(1)) if length else 0
-            pos = end
 
     def _head_end(self, data: bytes, pos: int) -> int:
         """The index in ``data`` just past the header block's blank line, or -1."""
