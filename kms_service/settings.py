@@ -118,7 +118,20 @@ class Settings:
     max_connections: int = setting(
         "--max-connections",
         512,
-        "Open connections at most; one more is answered 503 and closed (0: no limit).",
+        "Open connections at most (per worker). At the limit a new one takes the slot of a connection whose "
+        "request headers are not all in, else of the one idle the longest; only when every one is busy with a "
+        "request is it answered 503 and closed (0: no limit).",
+        minimum=0,
+        maximum=1_000_000,
+    )
+    # A quarter of the default --max-connections: one client address (one attacker, one leaky pool) cannot
+    # take a worker's listener; behind a reverse proxy every client is the proxy's address (raise it, or 0).
+    max_connections_per_address: int = setting(
+        "--max-connections-per-address",
+        128,
+        "Open connections at most from one client address (per worker). Past it a new one takes the slot of "
+        "one of that address's own, chosen as for --max-connections, or is answered 503 when all of them are "
+        "busy (0: no limit; behind a reverse proxy, raise it or set 0).",
         minimum=0,
         maximum=1_000_000,
     )

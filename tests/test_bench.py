@@ -116,3 +116,17 @@ def test_the_callgrind_harness_counts_instructions_per_request(tmp_path):
     assert {(row["op"], row["target"]) for row in raw["rows"]} == {
         (op, target) for op in callgrind_bench.OPS for target in callgrind_bench.TARGETS
     }
+
+
+def test_the_hostile_connections_harness_attacks_a_server_and_times_an_honest_client(tmp_path):
+    """bench/hostile_connections.py --quick: a server started as a user does, 200 hostile sockets, an honest
+    client timed meanwhile; its report. Asserted: the harness works and the honest client was always
+    answered (never a 503): a property of the listener, not a figure."""
+    import hostile_connections
+
+    report = hostile_connections.main(["--quick", "--out", str(tmp_path)])
+    text = report.read_text()
+    assert re.search(r"^\| under attack \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 200: \d+ \|$", text, re.MULTILINE), text
+    raw = json.loads(report.with_suffix(".json").read_text())
+    assert raw["attacker"]["opened"] >= 200
+    assert set(raw["under_attack"]["statuses"]) == {"200"} and raw["under_attack"]["requests"] > 0

@@ -79,6 +79,9 @@ def test_slow_headers_are_cut_at_the_header_timeout(quick):
                 if sock.recv(1) == b"":
                     closed = True
                     break
+            except ConnectionResetError:  # closed while a byte of ours was unread: a reset
+                closed = True
+                break
             except TimeoutError:
                 pass
         elapsed = time.monotonic() - start
@@ -159,24 +162,189 @@ def test_a_connection_idle_after_a_request_with_a_body_waits_for_the_idle_timeou
         assert 2.5 < _closed_after(sock, 8) < 6.0  # idle: not the 1 s header timeout nor the 2 s request one
 
 
-def test_connections_past_the_maximum_get_503_and_are_closed(start_server):
-    server = start_server(max_connections=3)
-    held = [_connect(server) for _ in range(3)]
+def _connect_from(server, source: str) -> socket.socket:
+    """A connection from ``source`` (any 127.x address is this machine's loopback)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """One whole answer (its head and a Content-Length body) read from ``sock``."""
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed mid-answer: {reply!r}"
+        reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _healthy(sock: socket.socket) -> None:
+    """A health request on ``sock`` answered 200: the connection is open and served."""
+    sock.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = _answer(sock)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
+
+
+def _idle(server, source: str = "127.0.0.1") -> socket.socket:
+    """A kept-alive connection that sent one request, was answered, and sends nothing more."""
+    sock = _connect_from(server, source)
+    _healthy(sock)
+    return sock
+
+
+def _busy(server, token: str, source: str = "127.0.0.1") -> socket.socket:
+    """A connection whose request is being answered: headers in, its body awaited. The server's interim
+    100 Continue says it has handed the request over."""
+    sock = _connect_from(server, source)
+    sock.sendall(
+        b"POST /v1/transit/encrypt/vault-enc HTTP/1.1\r\nHost: x\r\nX-Vault-Token: "
+        + token.encode()
+        + b"\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n"
+    )
+    assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+    return sock
+
+
+def _refused(sock: socket.socket) -> None:
+    """``sock`` is answered 503 (too many connections) and closed."""
+    sock.settimeout(10)
+    reply = b""
+    while chunk := sock.recv(4096):
+        reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), reply[:100]
+    assert json.loads(body) == {"errors": ["too many open connections; try again later"]}
+
+
+def _is_closed(sock: socket.socket) -> None:
+    """The server closes ``sock`` (EOF), with nothing sent on it before."""
+    sock.settimeout(10)
     try:
-        time.sleep(0.2)
+        assert sock.recv(4096) == b""
+    except ConnectionResetError:
+        pass
+
+
+def test_connections_past_the_maximum_get_503_when_every_one_is_busy(start_server):
+    server = start_server(max_connections=3)
+    token = server.root_token()
+    held = [_busy(server, token) for _ in range(3)]
+    try:
         with _connect(server) as extra:
-            extra.settimeout(5)
-            reply = b""
-            while chunk := extra.recv(4096):
-                reply += chunk
-        head, _, body = reply.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 503")
-        assert json.loads(body) == {"errors": ["too many open connections; try again later"]}
+            _refused(extra)
     finally:
         for sock in held:
             sock.close()
-    time.sleep(0.2)
     assert requests.get(f"{server.url}/v1/sys/health", timeout=5).status_code == 200
+
+
+def test_at_the_maximum_a_new_connection_takes_the_slot_of_the_one_idle_the_longest(start_server):
+    server = start_server(max_connections=3, max_connections_per_address=0)
+    token = server.root_token()
+    first, second, busy = _idle(server), _idle(server), _busy(server, token)
+    try:
+        with _connect(server) as new:
+            _is_closed(first)
+            _healthy(new)  # admitted, and served
+            _healthy(second)  # now the one idle the longest
+            with _connect(server) as newer:
+                _is_closed(new)  # second was used after new: new is the one idle the longest
+                _healthy(newer)
+                _healthy(second)
+                busy.sendall(b"{" + b" " * 998 + b"}")  # the busy one was never a candidate
+                assert _answer(busy).startswith(b"HTTP/1.1 400")
+    finally:
+        for sock in (first, second, busy):
+            sock.close()
+
+
+def test_a_connection_whose_headers_are_not_in_goes_before_any_idle_one(start_server):
+    server = start_server(max_connections=3, max_connections_per_address=0)
+    oldest_idle = _idle(server)
+    partial = _connect(server)
+    partial.sendall(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    idle = _idle(server)
+    try:
+        with _connect(server) as new:
+            _is_closed(partial)
+            _healthy(new)
+            _healthy(oldest_idle)
+            _healthy(idle)
+    finally:
+        for sock in (oldest_idle, partial, idle):
+            sock.close()
+
+
+def test_a_connection_not_read_from_yet_goes_after_idle_ones(start_server):
+    """Every client's connection is new until its first read: a stream of new connections must not close
+    each other before their requests are read while idle ones are there to give up their slots."""
+    server = start_server(max_connections=2, max_connections_per_address=0)
+    idle, silent = _idle(server), _connect(server)
+    try:
+        with _connect(server) as new:
+            _is_closed(idle)
+            _healthy(new)
+            _healthy(silent)
+    finally:
+        idle.close()
+        silent.close()
+
+
+def test_one_address_past_its_cap_gives_up_its_own_oldest_connection_then_is_refused(start_server):
+    server = start_server(max_connections=10, max_connections_per_address=2)
+    token = server.root_token()
+    other = _idle(server, "127.0.0.1")  # idle the longest of all, but another address's
+    first, second = _idle(server, "127.0.0.2"), _idle(server, "127.0.0.2")
+    held = [other, first, second]
+    try:
+        third = _connect_from(server, "127.0.0.2")
+        held.append(third)
+        _is_closed(first)
+        _healthy(third)
+        _healthy(other)
+        # Both of its connections busy: the address's next one is refused, another address's admitted.
+        held += [_busy(server, token, "127.0.0.2"), _busy(server, token, "127.0.0.2")]
+        _is_closed(second)
+        _is_closed(third)
+        with _connect_from(server, "127.0.0.2") as refused:
+            _refused(refused)
+        with _connect_from(server, "127.0.0.3") as elsewhere:
+            _healthy(elsewhere)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_cap_of_one_per_address_lets_its_new_connection_replace_its_idle_one(start_server):
+    server = start_server(max_connections=10, max_connections_per_address=1)
+    with _idle(server, "127.0.0.2") as first, _connect_from(server, "127.0.0.2") as second:
+        _is_closed(first)
+        _healthy(second)
+        with _connect_from(server, "127.0.0.2") as third:
+            _is_closed(second)
+            _healthy(third)
+
+
+def test_a_partial_request_behind_complete_ones_in_one_read_gets_the_header_timeout(start_server):
+    """The second request's headers never end; its bytes came in the read that brought a whole request, so
+    no read of their own starts a clock. The header timeout still applies, not the idle one."""
+    server = start_server(header_read_timeout=1.0, request_read_timeout=2.5, idle_timeout=60.0)
+    with _connect(server) as sock:
+        sock.sendall(
+            b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        )
+        replies = b""  # both answers, in one read or two
+        while replies.count(b"HTTP/1.1 200 ") < 2:
+            chunk = sock.recv(65536)
+            assert chunk, replies
+            replies += chunk
+        assert _closed_after(sock, 10) < 5
 
 
 def test_body_size_is_per_path_batch_bodies_may_be_larger(start_server):
@@ -378,3 +546,22 @@ def test_serve_listens_with_a_deep_backlog(database_url, data_dir, workers):
         assert backlogs == {min(4096, cap)}, listening
     finally:
         server.stop()
+
+
+def test_framing_follows_header_blocks_and_bodies_across_reads():
+    """What the listener knows of where a request ends: a body's bytes are never taken for a header block,
+    a header block's end may straddle two reads, and a chunked body ends the following."""
+    from kms_service.web.listener import Framing
+
+    framing = Framing()
+    body = b"\r\n\r\nGET / HTTP/1.1\r\n"  # looks like a blank line and a request line: it is a body
+    framing.feed(b"POST /a HTTP/1.1\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:3])
+    framing.feed(body[3:] + b"\r\n")  # and a blank line between requests, allowed
+    assert (framing.heads, framing.mid_headers()) == (1, False)
+    framing.feed(b"GET /b HTTP/1.1\r\nHost: x\r")
+    assert framing.mid_headers()
+    framing.feed(b"\n\r")
+    framing.feed(b"\n")
+    assert (framing.heads, framing.mid_headers()) == (2, False)
+    framing.feed(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\nGET /d HTTP/1.1")
+    assert framing.lost and not framing.mid_headers()

@@ -351,6 +351,7 @@ def create_app(settings: Settings, *, announce: bool = True) -> ServiceApp:
             request_read_timeout=settings.request_read_timeout,
             idle_timeout=settings.idle_timeout,
             max_connections=settings.max_connections,
+            max_connections_per_address=settings.max_connections_per_address,
         )
     )
     # The framework reads bodies itself, within each path's limit.
