@@ -329,6 +329,8 @@ class Call:
     principal: Principal | None = None
     # The transit mount the request's path is in (None outside one: sys/, auth/).
     mount: Mount | None = None
+    # The namespace the request is in ("" the root; "ns1/"): the X-Vault-Namespace header and the path's prefix.
+    namespace: str = ""
     # The path the request matched (None: an unknown path) and its operation for the method (None there too,
     # and for a method the path does not take).
     path: Path | None = None

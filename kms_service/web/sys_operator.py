@@ -43,11 +43,11 @@ async def leader(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_policies(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"keys": await call.kms.policies.names()}
+    return {"keys": await call.kms.policies.names(call.namespace)}
 
 
 async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    document = await call.kms.policies.read(call.params["name"])
+    document = await call.kms.policies.read(call.params["name"], call.namespace)
     if document is None:
         raise NotFound()
     return {"name": call.params["name"], "policy": document}
@@ -56,15 +56,15 @@ async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 async def write_policy(call: Call, args: dict[str, Any]) -> None:
     if not args["policy"]:
         raise InvalidRequest("'policy' parameter not supplied or empty")
-    await call.kms.policies.write(call.params["name"], args["policy"])
+    await call.kms.policies.write(call.params["name"], args["policy"], call.namespace)
 
 
 async def delete_policy(call: Call, args: dict[str, Any]) -> None:
-    await call.kms.policies.delete(call.params["name"])
+    await call.kms.policies.delete(call.params["name"], call.namespace)
 
 
 async def list_policies_legacy(call: Call, args: dict[str, Any]) -> Reply:
-    names = await call.kms.policies.names()
+    names = await call.kms.policies.names(call.namespace)
     return Reply({"keys": names, "policies": names}, top_level=True)
 
 
