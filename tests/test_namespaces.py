@@ -237,6 +237,12 @@ def test_policies_and_tokens_stay_in_their_namespace(shared_server, root):
     assert send(shared_server, operator, "GET", "transit/keys/shared-name", namespace="beta").status_code == 200
     assert send(shared_server, operator, "GET", "alpha/transit/keys/shared-name").status_code == 403
     assert send(shared_server, operator, "GET", "transit/keys/shared-name").status_code == 403
+    # Capabilities in a namespace are asked of the path there, as the token's policies name it.
+    asked = {"paths": ["transit/keys/shared-name"]}
+    capabilities = ok(send(shared_server, operator, "POST", "beta/sys/capabilities-self", json=asked))["data"]
+    assert capabilities["transit/keys/shared-name"] == ["read"]
+    capabilities = ok(send(shared_server, operator, "POST", "sys/capabilities-self", json=asked))["data"]
+    assert capabilities["transit/keys/shared-name"] == ["deny"]
 
 
 def test_tokens_of_a_namespace(shared_server, root):
@@ -352,3 +358,96 @@ def test_namespaces_on_both_databases(server):
     make_namespace(server, root, "db")
     assert send(server, root, "GET", "db/sys/policies/acl/p").status_code == 404
     assert set(ok(send(server, root, "GET", "db/sys/mounts"))["data"]) == {"sys/"}
+
+
+# -- parity with OpenBao -----------------------------------------------------------------------------------
+
+
+def _shape(response):
+    """What must agree: the status, the errors' words, the data's field names (not ids, times, tokens)."""
+    body = response.json() if response.content else None
+    if body is None:
+        return response.status_code, None
+    if "errors" in body:
+        return response.status_code, ("errors", tuple(body["errors"]))
+    data = body.get("data")
+    return response.status_code, ("data", tuple(sorted(data)) if isinstance(data, dict) else data, body["warnings"])
+
+
+def _scenario(url, root_token):
+    """The same requests to one server; their shapes, and the values that must agree."""
+
+    def call(method, path, namespace=None, token=root_token, **kwargs):
+        headers = {"X-Vault-Token": token}
+        if namespace is not None:
+            headers["X-Vault-Namespace"] = namespace
+        return requests.request(method, f"{url}/v1/{path}", headers=headers, timeout=30, **kwargs)
+
+    seen = []
+    created = call("POST", "sys/namespaces/par")
+    seen.append(_shape(created))
+    meta = call("PUT", "sys/namespaces/par", json={"custom_metadata": {"team": "a"}})
+    seen += [_shape(meta), meta.json()["data"]["custom_metadata"], meta.json()["data"]["path"]]
+    seen.append(_shape(call("GET", "sys/namespaces/par")))
+    kid = call("POST", "par/sys/namespaces/kid")
+    seen += [_shape(kid), kid.json()["data"]["path"]]
+    header_kid = call("POST", "sys/namespaces/kid2", namespace="par")
+    seen.append(header_kid.json()["data"]["path"])
+    listed = call("LIST", "sys/namespaces", namespace="par")
+    seen += [_shape(listed), listed.json()["data"]["keys"], sorted(listed.json()["data"]["key_info"]["kid/"])]
+    seen.append(listed.json()["data"]["key_info"]["kid/"]["path"])
+    for method, path, namespace in (
+        ("LIST", "par/kid/sys/namespaces", None),
+        ("POST", "sys/namespaces/par/deeper", None),
+        ("POST", "sys/namespaces/sys", None),
+        ("POST", "sys/namespaces/root", None),
+        ("POST", "sys/namespaces/a b", None),
+        ("GET", "sys/namespaces/absent", None),
+        ("DELETE", "sys/namespaces/absent", None),
+        ("DELETE", "sys/namespaces/par", None),
+        ("GET", "sys/mounts", "absent"),
+        ("GET", "sys/mounts", "par/absent"),
+    ):
+        seen.append((method, path, namespace, _shape(call(method, path, namespace))))
+    # No transit/ in a new namespace (an unknown path: the status agrees, this server's words are its own).
+    seen.append(call("GET", "par/transit/keys/none").status_code)
+
+    # Mounts and namespaces over each other.
+    call("POST", "sys/mounts/par-mount", json={"type": "transit"})
+    seen.append(_shape(call("POST", "sys/namespaces/par-mount")))
+    seen.append(_shape(call("POST", "sys/mounts/par/inner", json={"type": "transit"})))
+
+    # Keys, policies and tokens of a namespace.
+    seen.append(call("POST", "par/sys/mounts/transit", json={"type": "transit"}).status_code)
+    seen.append(call("POST", "transit/keys/k", namespace="par").status_code)
+    seen.append(call("PUT", "par/sys/policies/acl/member", json={"policy": TRANSIT_ALL}).status_code)
+    seen.append(_shape(call("POST", "par/auth/token/create", json={"policies": ["root"]})))
+    member = call("POST", "par/auth/token/create", json={"policies": ["member"]}).json()["auth"]["client_token"]
+    looked = call("GET", "par/auth/token/lookup-self", token=member).json()["data"]
+    seen.append(looked["namespace_path"])
+    call("POST", "par/kid/sys/mounts/transit", json={"type": "transit"})
+    call("POST", "par/kid/transit/keys/k")
+    call("PUT", "par/kid/sys/policies/acl/member", json={"policy": TRANSIT_ALL})
+    kid_member = call("POST", "par/kid/auth/token/create", json={"policies": ["member"]}).json()["auth"]
+    seen.append(call("GET", "par/transit/keys/k", token=member).status_code)
+    seen.append(call("GET", "transit/keys/k", namespace="par", token=member).status_code)
+    seen.append(call("GET", "par/transit/keys/k", token=kid_member["client_token"]).status_code)  # its parent
+    seen.append(call("GET", "par/kid/transit/keys/k", token=member).status_code)  # no grant there
+    call("PUT", "sys/policies/acl/par-reader", json={"policy": 'path "par/transit/*" { capabilities = ["read"] }'})
+    operator = call("POST", "auth/token/create", json={"policies": ["par-reader"]}).json()["auth"]["client_token"]
+    seen.append(call("GET", "par/transit/keys/k", token=operator).status_code)
+    seen.append(call("GET", "par/kid/transit/keys/k", token=operator).status_code)
+    seen.append(call("LIST", "sys/policies/acl", namespace="par").status_code)
+    return seen
+
+
+@pytest.mark.slow
+def test_namespaces_as_openbao_answers(shared_server, root):
+    from openbao import dev_server
+
+    with dev_server() as url:
+        theirs = _scenario(url, "root")
+    ours = _scenario(shared_server.url, root)
+    assert len(ours) == len(theirs)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine == reference
