@@ -150,8 +150,8 @@ class Router:
             if resolved is not None:
                 mount, rest = resolved
                 route = [DEFAULT_MOUNT, *rest]
-            else:
-                route = ()  # no mount holds it (a namespace has no transit/ until it mounts one): unknown
+            elif segments[0] == DEFAULT_MOUNT:
+                route = ()  # a namespace has no transit/ until it mounts one: an unknown path, not the table's
         found = self.find(route) if route else None
         path, params = found if found else (None, {})
         if listing and path is not None and not _lists_at(path, params):
