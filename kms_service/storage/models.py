@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -315,7 +316,7 @@ class Token(Base):
     )
     namespace: Mapped[str] = mapped_column(
         String(300),
-        server_default="",
+        server_default=text("''"),
         index=True,
         comment="The namespace it was made in (ns1/; '' the root): its policies are that namespace's",
     )

@@ -25,7 +25,7 @@ def upgrade() -> None:
             "namespace",
             sa.String(length=300),
             nullable=False,
-            server_default="",
+            server_default=sa.text("''"),
             comment="The namespace it was made in (ns1/; '' the root): its policies are that namespace's",
         ),
     )
