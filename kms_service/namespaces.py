@@ -55,7 +55,7 @@ def child_path(parent: str, raw_name: str) -> str:
         raise InvalidRequest(f'"{name}" contains space characters that cannot be used in a namespace name')
     if not name:
         raise InvalidRequest("namespace path cannot be empty")
-    if name.lower() in RESERVED or name == "root":
+    if name.lower() in RESERVED or name.lower() == "root":
         raise InvalidRequest(f'"{name}/" is a reserved path and cannot be used as a namespace name')
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidRequest(f"invalid namespace name {name!r}: letters, digits, '.', '_' and '-', at most 64")

@@ -451,3 +451,22 @@ def test_namespaces_as_openbao_answers(shared_server, root):
     assert len(ours) == len(theirs)
     for mine, reference in zip(ours, theirs, strict=True):
         assert mine == reference
+
+
+# -- the domain's rules ------------------------------------------------------------------------------------
+
+
+def test_names_and_headers():
+    from kms_service.errors import InvalidRequest
+    from kms_service.namespaces import MAX_DEPTH, child_path, header_segments
+
+    assert child_path("", "team-a") == "team-a/" and child_path("team-a/", "/app/") == "team-a/app/"
+    for bad in ("", "a/b", "..", ".", "sys", "ROOT", "a b", "x" * 65, "tab\there"):
+        with pytest.raises(InvalidRequest):
+            child_path("", bad)
+    with pytest.raises(InvalidRequest):
+        child_path("a/" * MAX_DEPTH, "deeper")
+    assert header_segments(None) == () and header_segments("") == () and header_segments("/") == ()
+    assert header_segments("team-a") == ("team-a",) and header_segments("/team-a/app/") == ("team-a", "app")
+    for bad in ("a/../b", "a//b", "./a", "a\x00b", "a b"):
+        assert header_segments(bad) is None, bad
