@@ -470,3 +470,26 @@ def test_names_and_headers():
     assert header_segments("team-a") == ("team-a",) and header_segments("/team-a/app/") == ("team-a", "app")
     for bad in ("a/../b", "a//b", "./a", "a\x00b", "a b"):
         assert header_segments(bad) is None, bad
+
+
+def test_another_node_hears_of_a_namespace(start_server):
+    """A namespace made or deleted on one node reaches another node on the same database (a mount change)."""
+    import time
+
+    first, second = start_server(), start_server()
+    root = first.root_token()
+
+    def until(condition, what):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    make_namespace(first, root, "nodes")
+    ok(send(first, root, "POST", "nodes/sys/mounts/transit", json={"type": "transit"}), 204)
+    ok(send(first, root, "POST", "nodes/transit/keys/k"))
+    until(lambda: send(second, root, "GET", "transit/keys/k", namespace="nodes").status_code == 200, "never seen")
+    ok(send(first, root, "POST", "nodes/transit/keys/k/config", json={"deletion_allowed": True}))
+    ok(send(first, root, "DELETE", "nodes/sys/mounts/transit", params={"force": "true"}), 204)
+    ok(send(first, root, "DELETE", "sys/namespaces/nodes"))
+    until(lambda: send(second, root, "GET", "sys/mounts", namespace="nodes").status_code == 404, "never gone")
