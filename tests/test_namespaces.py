@@ -493,3 +493,20 @@ def test_another_node_hears_of_a_namespace(start_server):
     ok(send(first, root, "DELETE", "nodes/sys/mounts/transit", params={"force": "true"}), 204)
     ok(send(first, root, "DELETE", "sys/namespaces/nodes"))
     until(lambda: send(second, root, "GET", "sys/mounts", namespace="nodes").status_code == 404, "never gone")
+
+
+@pytest.mark.sqlite_only
+def test_audit_records_name_the_namespace(start_server, tmp_path):
+    log = tmp_path / "audit.log"
+    server = start_server(audit_file=log)
+    root = server.root_token()
+    space = make_namespace(server, root, "audited")
+    ok(send(server, root, "POST", "audited/sys/mounts/transit", json={"type": "transit"}), 204)
+    ok(send(server, root, "POST", "transit/keys/k", namespace="audited"))
+    server.stop()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    key_writes = [r for r in records if r.get("request", {}).get("path", "").endswith("transit/keys/k")]
+    assert key_writes and all(r["request"]["namespace"] == {"id": space["id"], "path": "audited/"} for r in key_writes)
+    assert all(r["request"]["mount_point"] == "transit/" for r in key_writes)
+    creation = [r for r in records if r.get("request", {}).get("path") == "sys/namespaces/audited"]
+    assert creation and all(r["request"]["namespace"] == {"id": "root"} for r in creation)

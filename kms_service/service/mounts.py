@@ -206,6 +206,11 @@ class MountService:
             namespace, rest = joined(namespace, rest[0]), rest[1:]
         return namespace, rest
 
+    def known_namespace(self, path: str) -> Namespace | None:
+        """The namespace at ``path`` as last read (no query: a request's namespace was just resolved)."""
+        table = self._table.peek(TABLE)
+        return None if table is None else table.namespaces.get(path)
+
     async def namespaces(self) -> dict[str, Namespace]:
         """Every namespace by path, as read now."""
         await self.load()
