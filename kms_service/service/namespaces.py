@@ -51,13 +51,16 @@ class NamespaceService:
         path = child_path(parent, name)
         return (await self._mounts.namespaces()).get(path)
 
-    async def write(self, parent: str, name: str, custom_metadata: Any) -> Namespace:
-        """Create ``name`` in ``parent``, or set an existing one's custom metadata (Vault's PUT)."""
+    async def write(self, parent: str, name: str, custom_metadata: Any, create: bool = True) -> Namespace:
+        """Create ``name`` in ``parent``, or set an existing one's custom metadata (Vault's PUT; ``create``
+        False: only an existing one, else a 404)."""
         path = child_path(parent, name)
         metadata = _metadata(custom_metadata)
         async with self._db.writing() as session:
             await repo.serialize_writers(session)
             row = await repo.get_namespace(session, path)
+            if row is None and not create:
+                raise InvalidRequest("namespace not found")
             if row is None:
                 if parent and await repo.get_namespace(session, parent) is None:
                     raise InvalidRequest(f"parent namespace {parent} does not exist")

@@ -51,7 +51,7 @@ MAX_BATCH_ITEMS = DEFAULTS.max_batch_items
 
 
 # Methods an operation may be declared for. PUT is POST (Vault: both are "update", or "create").
-METHODS = ("GET", "HEAD", "POST", "DELETE", "LIST")
+METHODS = ("GET", "HEAD", "POST", "DELETE", "LIST", "PATCH")
 
 # The capability an operation needs unless it says otherwise (Vault's operation → capability map).
 CAPABILITY_FOR_METHOD = {

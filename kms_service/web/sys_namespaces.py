@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kms_service.errors import NotFound
+from kms_service.errors import InvalidRequest, NotFound
 from kms_service.namespaces import Namespace
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
@@ -43,6 +43,20 @@ async def write_namespace(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return _view(await call.kms.namespaces.write(call.namespace, call.params["path"], args["custom_metadata"]))
 
 
+async def patch_namespace(call: Call, args: dict[str, Any]) -> dict[str, Any]:
+    """Vault's JSON merge patch of ``custom_metadata``: a key set to null is removed, the others are set."""
+    space = await call.kms.namespaces.read(call.namespace, call.params["path"])
+    if space is None:
+        raise InvalidRequest("namespace not found")  # OpenBao: 400 here (a read: 404)
+    patch = args["custom_metadata"] or {}
+    if not all(value is None or isinstance(value, str) for value in patch.values()):
+        raise InvalidRequest("metadata patch can only have string or null values")
+    merged = {**space.custom_metadata, **{k: v for k, v in patch.items() if v is not None}}
+    for key in [k for k, v in patch.items() if v is None]:
+        merged.pop(key, None)
+    return _view(await call.kms.namespaces.write(call.namespace, call.params["path"], merged, create=False))
+
+
 async def delete_namespace(call: Call, args: dict[str, Any]) -> Reply:
     if not await call.kms.namespaces.delete(call.namespace, call.params["path"]):
         return Reply(None, warnings=["requested namespace does not exist"])
@@ -71,6 +85,7 @@ PATHS = (
         operations={
             "GET": Operation(read_namespace),
             "POST": Operation(write_namespace),
+            "PATCH": Operation(patch_namespace, body=True),
             "DELETE": Operation(delete_namespace),
         },
     ),
