@@ -86,6 +86,8 @@ class Exchange:
     mount_point: str | None = None
     mount_type: str | None = None
     data: Mapping[str, Any] | None = None
+    # The request's namespace (Vault's id and path); None: the root namespace.
+    namespace: tuple[str, str] | None = None
 
 
 def entry(
@@ -115,7 +117,11 @@ def entry(
         "id": exchange.request_id,
         "operation": exchange.operation,
         "path": exchange.path,
-        "namespace": {"id": "root"},
+        "namespace": (
+            {"id": "root"}
+            if exchange.namespace is None
+            else {"id": exchange.namespace[0], "path": exchange.namespace[1]}
+        ),
         "remote_address": exchange.remote_address,
         "data": keys.redact(exchange.data) if exchange.data is not None else None,
     }

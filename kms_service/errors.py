@@ -37,6 +37,13 @@ class UnsupportedPath(UserError):
         super().__init__(message)
 
 
+class UnknownNamespace(UnsupportedPath):
+    """A request named a namespace that does not exist (Vault: 404)."""
+
+    def __init__(self, message: str = "namespace not found") -> None:
+        super().__init__(message)
+
+
 class UnsupportedOperation(UserError):
     def __init__(self, message: str = "unsupported operation") -> None:
         super().__init__(message)

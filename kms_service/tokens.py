@@ -120,6 +120,8 @@ class TokenInfo:
     explicit_max_ttl: int = 0
     meta: Mapping[str, str] | None = None
     endpoint: str | None = None
+    # The namespace it was made in ("" the root; "ns1/"): its policies are that namespace's.
+    namespace: str = ""
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now

@@ -24,6 +24,7 @@ TABLES = {
     "policies",
     "endpoint_policies",
     "tokens",
+    "namespaces",
     "token_policies",
     "seal_check",
     "master_key_rollover",

@@ -49,6 +49,7 @@ from kms_service.service.invalidation import Change, Invalidator, Kind
 from kms_service.service.keys import KeyService
 from kms_service.service.master_keys import MasterKeys
 from kms_service.service.mounts import MountService
+from kms_service.service.namespaces import NamespaceService
 from kms_service.service.policies import PolicyService
 from kms_service.service.response_wrapping import ResponseWrapping
 from kms_service.service.tokens import TokenService
@@ -116,6 +117,7 @@ class KMS:
             cache_stats=self.key_cache_stats,
             watch=self.watch,
         )
+        self.namespaces = NamespaceService(self.db, self.mounts)
         self.policies = PolicyService(self.db, self.invalidator)
         self.tokens = TokenService(
             self.db,

@@ -3,7 +3,10 @@
 The mount table is small and read on every request (which mount does ``/v1/<path>`` name?), so it is
 cached whole: trusted for ``cache_ttl``, dropped by a committed mount change, and re-read at most every
 ``MISS_PROBE_INTERVAL`` when a request names a path no cached mount holds (another node may have just
-enabled it; a made-up path must not cost a query per request).
+enabled it; a made-up path must not cost a query per request). The namespaces are read with it (a
+request's namespace is resolved on every request too; they change as rarely), and a namespace change is a
+mount change. A namespace's mounts are stored under its path (``ns1/transit``); callers name them relative
+to the request's namespace.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kms_service.errors import InvalidRequest
+from kms_service.errors import InvalidRequest, UnknownNamespace
 from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
+from kms_service.namespaces import Namespace, header_segments, joined
+from kms_service.namespaces import segments as namespace_segments
 from kms_service.seal import Sealer
 from kms_service.service.caching import CacheStats, OnRace, RefreshingCache
 from kms_service.service.database_watch import DatabaseWatch
@@ -54,10 +59,38 @@ def _mount(row: m.Mount) -> Mount:
     )
 
 
+def _namespace(row: m.Namespace) -> Namespace:
+    return Namespace(
+        path=row.path,
+        id=row.public_id,
+        uuid=row.uuid,
+        created_at=row.created_at,
+        custom_metadata=json.loads(row.custom_metadata or "{}"),
+    )
+
+
 @dataclass(frozen=True)
 class _MountTable:
     by_path: dict[str, Mount]
     depth: int  # the most segments a mount's path has
+    namespaces: dict[str, Namespace]  # by path: "ns1/", "ns1/child/"
+
+
+def namespace_of(path: str) -> str:
+    """The parent of a namespace path: ``ns1/child/`` → ``ns1/``, ``ns1/`` → ``""``."""
+    return path[: path.rstrip("/").rfind("/") + 1]
+
+
+def owner(namespaces: dict[str, Namespace] | set[str], path: str) -> str:
+    """The namespace a stored mount path (``ns1/child/transit``) lives in: its longest namespace prefix."""
+    parts = path.split("/")
+    found = ""
+    for k in range(1, len(parts)):
+        prefix = joined("", *parts[:k])
+        if prefix not in namespaces:
+            break
+        found = prefix
+    return found
 
 
 class MountService:
@@ -118,12 +151,13 @@ class MountService:
         """The cache's loader: the table as stored now."""
         async with self._db.reading() as session:
             rows = await repo.list_mounts(session)
+            namespaces = {row.path: _namespace(row) for row in await repo.list_namespaces(session)}
         mounts = {row.path: _mount(row) for row in rows}
         live = {mount.id for mount in mounts.values()}
         for mount_id in [i for i in self._key_services if i not in live]:
             del self._key_services[mount_id]
         self._probed_at = time.monotonic()
-        return _MountTable(mounts, max((len(mount.segments) for mount in mounts.values()), default=1))
+        return _MountTable(mounts, max((len(mount.segments) for mount in mounts.values()), default=1), namespaces)
 
     async def stop_refreshing(self) -> None:
         """Cancel the background refreshes of the mount table and of every mount's keys (at close)."""
@@ -131,19 +165,57 @@ class MountService:
         for keys in list(self._key_services.values()):
             await keys.stop_refreshing()
 
-    async def resolve(self, segments: Sequence[str]) -> tuple[Mount, list[str]] | None:
-        """The mount a request path starts with (the longest match), and the segments after it. A path no
-        cached mount holds reads the table again, at most every MISS_PROBE_INTERVAL (another node may have
-        just enabled it); the requests that missed together wait for one read."""
-        table = await self._table.get(TABLE, None)
-        found = _longest(table.by_path, segments, table.depth)
-        if found is None and time.monotonic() - self._probed_at >= MISS_PROBE_INTERVAL:
+    async def _probe(self, table: _MountTable) -> _MountTable:
+        """The table read again if it was not read within MISS_PROBE_INTERVAL (another node may have just
+        changed it); the requests that missed together wait for one read."""
+        if time.monotonic() - self._probed_at >= MISS_PROBE_INTERVAL:
             await self._table.reload(
                 TABLE, None, unless=lambda: time.monotonic() - self._probed_at < MISS_PROBE_INTERVAL
             )
             table = self._table.peek(TABLE) or table
-            found = _longest(table.by_path, segments, table.depth)
+        return table
+
+    async def resolve(self, segments: Sequence[str], namespace: str = "") -> tuple[Mount, list[str]] | None:
+        """The mount of ``namespace`` a request path starts with (the longest match), and the segments after
+        it. A path no cached mount holds reads the table again (``_probe``)."""
+        full = [*namespace_segments(namespace), *segments]
+        table = await self._table.get(TABLE, None)
+        found = _longest(table.by_path, full, table.depth, len(full) - len(segments))
+        if found is None:
+            table = await self._probe(table)
+            found = _longest(table.by_path, full, table.depth, len(full) - len(segments))
         return found
+
+    async def resolve_namespace(self, header: str | None, segments: Sequence[str]) -> tuple[str, list[str]]:
+        """A request's namespace and the path's segments within it: the ``X-Vault-Namespace`` header's, then
+        as many leading path segments as name namespaces below it, as Vault joins them. A header naming no
+        namespace is a 404."""
+        named = header_segments(header)
+        table = await self._table.get(TABLE, None)
+        if named is None:
+            raise UnknownNamespace()
+        base = joined("", *named)
+        if base and base not in table.namespaces:
+            table = await self._probe(table)
+            if base not in table.namespaces:
+                raise UnknownNamespace()
+        if not table.namespaces:
+            return base, list(segments)
+        namespace, rest = base, list(segments)
+        while len(rest) > 1 and joined(namespace, rest[0]) in table.namespaces:
+            namespace, rest = joined(namespace, rest[0]), rest[1:]
+        return namespace, rest
+
+    def known_namespace(self, path: str) -> Namespace | None:
+        """The namespace at ``path`` as last read (no query: a request's namespace was just resolved)."""
+        table = self._table.peek(TABLE)
+        return None if table is None else table.namespaces.get(path)
+
+    async def namespaces(self) -> dict[str, Namespace]:
+        """Every namespace by path, as read now."""
+        await self.load()
+        table = self._table.peek(TABLE)
+        return {} if table is None else dict(table.namespaces)
 
     def key_service(self, mount: Mount) -> KeyService:
         """The keys and settings of ``mount`` (one KeyService per mount, made on first use)."""
@@ -160,14 +232,18 @@ class MountService:
         """transit/: the services YAML's keys."""
         return self.key_service(self._mounts[DEFAULT_MOUNT])
 
-    async def list(self) -> list[Mount]:
+    async def list(self, namespace: str = "") -> list[Mount]:
+        """The mounts of ``namespace`` (not those of the namespaces below it)."""
         await self.load()
-        return sorted(self._mounts.values(), key=lambda mount: mount.path)
+        table = self._table.peek(TABLE)
+        spaces = table.namespaces if table is not None else {}
+        mine = [mount for mount in self._mounts.values() if owner(spaces, mount.path) == namespace]
+        return sorted(mine, key=lambda mount: mount.path)
 
-    async def read(self, raw_path: str) -> Mount:
+    async def read(self, raw_path: str, namespace: str = "") -> Mount:
         path = raw_path.strip("/")
         await self.load()
-        mount = self._mounts.get(path)
+        mount = self._mounts.get(namespace + path)
         if mount is None:
             raise InvalidRequest(f"No secret engine mount at {path}/")
         return mount
@@ -175,7 +251,13 @@ class MountService:
     # -- writes -----------------------------------------------------------------------------------------
 
     async def enable(
-        self, raw_path: str, mount_type: Any, description: str, config: dict[str, Any], options: dict[str, Any]
+        self,
+        raw_path: str,
+        mount_type: Any,
+        description: str,
+        config: dict[str, Any],
+        options: dict[str, Any],
+        namespace: str = "",
     ) -> Mount:
         """Vault's ``sys/mounts/:path``: a new transit engine at ``path``. Mount changes take the writers'
         lock, so two nodes enabling ``a`` and ``a/b`` at once cannot both succeed."""
@@ -186,12 +268,19 @@ class MountService:
             raise InvalidRequest(f"invalid mount path {path!r}: its last segment may not be 'tune'")
         if mount_type not in MOUNT_TYPES:
             raise InvalidRequest(f"plugin not found in the catalog: {mount_type}")
+        relative, path = path, namespace + path
         now = utcnow()
         async with self._db.writing() as session:
             await repo.serialize_writers(session)
             existing = [row.path for row in await repo.list_mounts(session)]
             if (taken := conflict(existing, path)) is not None:
-                raise InvalidRequest(f"path is already in use at {taken}/")
+                raise InvalidRequest(f"path is already in use at {taken.removeprefix(namespace)}/")
+            # A namespace below this one holds the path (or its start): Vault finds that namespace's mounts.
+            spaces = {row.path for row in await repo.list_namespaces(session)}
+            for k in range(1, len(relative.split("/")) + 1):
+                inner = joined("", *relative.split("/")[:k])
+                if namespace + inner in spaces:
+                    raise InvalidRequest(f"existing mount at {inner}")
             row = await repo.add_mount(
                 session,
                 m.Mount(
@@ -211,12 +300,12 @@ class MountService:
         log.info("enabled a %s engine at %s/", mount_type, path)
         return mount
 
-    async def tune(self, raw_path: str, description: str | None, config: dict[str, Any]) -> Mount:
-        path = raw_path.strip("/")
+    async def tune(self, raw_path: str, description: str | None, config: dict[str, Any], namespace: str = "") -> Mount:
+        path = namespace + raw_path.strip("/")
         async with self._db.writing() as session:
             row = await repo.get_mount(session, path, for_update=True)
             if row is None:
-                raise InvalidRequest(f"No secret engine mount at {path}/")
+                raise InvalidRequest(f"No secret engine mount at {raw_path.strip('/')}/")
             if description is not None:
                 row.description = description
             if config:
@@ -227,11 +316,11 @@ class MountService:
             self._db.changed(session, Change(Kind.MOUNT, path))
         return mount
 
-    async def disable(self, raw_path: str, force: bool) -> list[str]:
+    async def disable(self, raw_path: str, force: bool, namespace: str = "") -> list[str]:
         """Vault's ``DELETE sys/mounts/:path``, made safe: a mount holding keys is refused; with ``force``,
         its keys go too, but only if every one of them allows deletion (``deletion_allowed``), as deleting
         each would require. transit/ holds the services YAML's keys and stays. Returns the deleted keys."""
-        path = raw_path.strip("/")
+        path = namespace + raw_path.strip("/")
         if path == DEFAULT_MOUNT:
             raise InvalidRequest(f"cannot unmount {DEFAULT_MOUNT}/: it holds the services YAML's keys")
         async with self._db.writing() as session:
@@ -282,8 +371,11 @@ class MountService:
         return rotated
 
 
-def _longest(mounts: dict[str, Mount], segments: Sequence[str], depth: int) -> tuple[Mount, list[str]] | None:
-    for k in range(min(depth, len(segments)), 0, -1):
+def _longest(
+    mounts: dict[str, Mount], segments: Sequence[str], depth: int, at_least: int = 0
+) -> tuple[Mount, list[str]] | None:
+    """The longest mount path ``segments`` starts with, longer than ``at_least`` segments (the namespace's)."""
+    for k in range(min(depth, len(segments)), at_least, -1):
         mount = mounts.get("/".join(segments[:k]))
         if mount is not None:
             return mount, list(segments[k:])

@@ -4,6 +4,10 @@ Built-in policies are templates bound to one key (``encrypt:payments``); their r
 name, and provisioning records them in the ``policies`` table so endpoints reference them by id. Policy
 documents (Vault's HCL or JSON, ``sys/policies/acl``) are rows with a ``document``. ``root`` is the
 operator's all-powerful policy: it cannot be written or deleted, nor can a built-in template's name.
+
+A namespace's policy documents are stored under the namespace's path (``ns1/p1``; a policy name holds no
+slash, so these never meet a root policy's name); every method takes the namespace (``""``: the root) and
+the name as that namespace knows it. ``root`` is the root namespace's only.
 """
 
 from __future__ import annotations
@@ -42,10 +46,13 @@ class PolicyService:
         else:
             self._cache.pop(change.name, None)
 
-    async def resolve(self, name: str) -> Policy:
+    async def resolve(self, name: str, namespace: str = "") -> Policy:
         if name == "root":
-            return ROOT_POLICY
-        policy = self._cache.get(name)
+            return ROOT_POLICY if not namespace else Policy(name, ())
+        if "/" in name:  # another namespace's policy is never named from here
+            return Policy(name, ())
+        stored = namespace + name
+        policy = self._cache.get(stored)
         if policy is not None:
             return policy
         epoch = self._invalidator.epoch
@@ -53,65 +60,70 @@ class PolicyService:
             policy = parse_policy(name)
         except InvalidRequest:
             async with self._db.reading() as session:
-                row = await repo.policy_document(session, name)
+                row = await repo.policy_document(session, stored)
             # As in Vault, a policy name that resolves to nothing grants nothing.
             policy = policy_documents.parse(name, row.document) if row and row.document else Policy(name, ())
         if epoch == self._invalidator.epoch:  # else a change was published meanwhile: read again next time
-            self._cache[name] = policy
+            self._cache[stored] = policy
         return policy
 
-    async def read(self, name: str) -> str | None:
+    async def read(self, name: str, namespace: str = "") -> str | None:
         """A policy's document; built-in templates are described by their rules in HCL."""
         if name == "root":
-            return ""
+            return "" if not namespace else None
+        if "/" in name:
+            return None
         async with self._db.reading() as session:
-            row = await repo.policy_document(session, name)
+            row = await repo.policy_document(session, namespace + name)
         if row is None:
             return None
         if row.document is not None:
             return row.document
-        policy = await self.resolve(name)
+        policy = await self.resolve(name, namespace)
         return "\n".join(
             f'path "{rule.pattern}" {{ capabilities = {json.dumps(capability_names(rule.capabilities))} }}'
             for rule in policy.rules
         )
 
-    async def exists(self, name: str) -> bool:
+    async def exists(self, name: str, namespace: str = "") -> bool:
         """root, any built-in '<template>:<key>' (raises InvalidRequest for a malformed one), or a document."""
         if name == "root":
-            return True
+            return not namespace
         if ":" in name:
             parse_policy(name)
             return True
         if not POLICY_NAME_RE.fullmatch(name):
             return False
         async with self._db.reading() as session:
-            return await repo.policy_document(session, name) is not None
+            return await repo.policy_document(session, namespace + name) is not None
 
-    async def names(self) -> list[str]:
+    async def names(self, namespace: str = "") -> list[str]:
+        """The namespace's policy names (the root's include root)."""
         async with self._db.reading() as session:
-            return sorted({"root", *await repo.policy_names(session)})
+            stored = await repo.policy_names(session)
+        mine = [name[len(namespace) :] for name in stored if name.startswith(namespace)]
+        return sorted({*(name for name in mine if "/" not in name), *(() if namespace else ("root",))})
 
-    async def write(self, name: str, document: str) -> None:
+    async def write(self, name: str, document: str, namespace: str = "") -> None:
         self._check_writable(name)
         policy_documents.parse(name, document)  # refuse a document that does not parse, before storing it
         async with self._db.writing() as session:
-            row = await repo.policy_document(session, name)
+            row = await repo.policy_document(session, namespace + name)
             if row is not None and row.document is None:
                 raise InvalidRequest(f'cannot update built-in policy "{name}"')
-            await repo.put_policy_document(session, name, document, utcnow())
-            self._db.changed(session, Change(Kind.POLICY, name))
+            await repo.put_policy_document(session, namespace + name, document, utcnow())
+            self._db.changed(session, Change(Kind.POLICY, namespace + name))
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, namespace: str = "") -> None:
         self._check_writable(name, "delete")
         async with self._db.writing() as session:
-            row = await repo.policy_document(session, name)
+            row = await repo.policy_document(session, namespace + name)
             if row is None:
                 return  # Vault: deleting a missing policy succeeds
             if row.document is None:
                 raise InvalidRequest(f'cannot delete built-in policy "{name}"')
             await repo.delete_policy(session, row)
-            self._db.changed(session, Change(Kind.POLICY, name))
+            self._db.changed(session, Change(Kind.POLICY, namespace + name))
 
     @staticmethod
     def _check_writable(name: str, verb: str = "update") -> None:
@@ -122,8 +134,8 @@ class PolicyService:
         if not POLICY_NAME_RE.fullmatch(name):
             raise InvalidRequest("invalid policy name: letters, digits, '_', '-', '.', '@', at most 128")
 
-    async def acl(self, names: Iterable[str]) -> ACL:
-        return ACL([await self.resolve(name) for name in names])
+    async def acl(self, names: Iterable[str], namespace: str = "") -> ACL:
+        return ACL([await self.resolve(name, namespace) for name in names])
 
     async def endpoints(self) -> list[dict[str, object]]:
         """The services YAML's endpoints: each one's grants (policy template and key) and its newest token's

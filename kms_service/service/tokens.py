@@ -81,6 +81,7 @@ def token_info(record: repo.TokenRecord) -> TokenInfo:
         explicit_max_ttl=record.explicit_max_ttl,
         meta=json.loads(record.meta or "{}") or None,
         endpoint=record.endpoint,
+        namespace=record.namespace,
     )
 
 
@@ -166,7 +167,7 @@ class TokenService:
             record = await repo.find_token(session, digest)
         if record is None:
             return None
-        return Principal(token, token_info(record), await self._policies.acl(record.policies))
+        return Principal(token, token_info(record), await self._policies.acl(record.policies, record.namespace))
 
     async def create(
         self, policies: list[str], ttl: timedelta | None, display_name: str = "token"
@@ -185,17 +186,26 @@ class TokenService:
         await self._insert(token, info)
         return token, info
 
-    async def create_child(self, parent: Principal, request: TokenRequest) -> tuple[str, TokenInfo, list[str]]:
+    async def create_child(
+        self, parent: Principal, request: TokenRequest, namespace: str = ""
+    ) -> tuple[str, TokenInfo, list[str]]:
         """auth/token/create (Vault's rules): a non-root parent grants a subset of its own policies for no
         longer than its own remaining life; the new token records its parent's accessor unless an orphan.
-        A policy that does not exist is allowed with a warning, as in Vault."""
+        A policy that does not exist is allowed with a warning, as in Vault. A token made in a namespace below
+        its parent's (which the parent's ACL allowed) carries that namespace's policies: no subset rule
+        (the names are another namespace's), and never root."""
         warnings: list[str] = []
         root = parent.acl.root
-        policies = tuple(sorted(set(request.policies or parent.info.policies)))
-        if not root and not set(policies) <= set(parent.info.policies):
-            raise InvalidRequest("child policies must be subset of parent")
+        if namespace != parent.info.namespace:
+            policies = tuple(sorted(set(request.policies)))
+            if "root" in policies:
+                raise InvalidRequest("root tokens may not be created from a parent namespace")
+        else:
+            policies = tuple(sorted(set(request.policies or parent.info.policies)))
+            if not root and not set(policies) <= set(parent.info.policies):
+                raise InvalidRequest("child policies must be subset of parent")
         for name in policies:
-            if not await self._policies.exists(name):
+            if not await self._policies.exists(name, namespace):
                 warnings.append(f'policy "{name}" does not exist')
         if request.num_uses < 0:
             raise InvalidRequest("number of uses cannot be negative")
@@ -235,6 +245,7 @@ class TokenService:
             ttl=life,
             explicit_max_ttl=explicit_max_ttl,
             meta=meta or None,
+            namespace=namespace,
         )
         await self._insert(token, info)
         return token, info, warnings
@@ -256,6 +267,7 @@ class TokenService:
                 ttl=info.ttl,
                 explicit_max_ttl=info.explicit_max_ttl,
                 meta=json.dumps(dict(info.meta or {}), sort_keys=True),
+                namespace=info.namespace,
             )
 
     async def find(self, *, token: str | None = None, accessor: str | None = None) -> TokenInfo | None:
@@ -313,9 +325,10 @@ class TokenService:
                 await self._revoke_tree(session, principal.info.accessor)
         return left is not None
 
-    async def accessors(self) -> list[str]:
+    async def accessors(self, namespace: str = "") -> list[str]:
+        """The accessors of the tokens made in ``namespace``."""
         async with self._db.reading() as session:
-            return await repo.token_accessors(session)
+            return await repo.token_accessors(session, namespace)
 
     async def endpoint_token(self, endpoint: str) -> tuple[str, datetime]:
         """The endpoint's current token, or a new one (valid one year) when it has under 30 days left."""

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -94,6 +95,25 @@ class Mount(Base):
     options: Mapped[str] = mapped_column(Text, default="{}", comment="Mount options as given (JSON)")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Namespace(Base):
+    __tablename__ = "namespaces"
+    __table_args__ = (
+        {
+            "comment": "Tenants (OpenBao's sys/namespaces); their mounts and policies are stored under their path "
+            "(ns1/transit, ns1/p1), their tokens carry it"
+        },
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(
+        String(300), unique=True, comment="The namespace's full path with a trailing slash: ns1/, ns1/child/"
+    )
+    public_id: Mapped[str] = mapped_column(String(16), unique=True, comment="Vault's short namespace id")
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    custom_metadata: Mapped[str] = mapped_column(Text, default="{}", comment="Vault's custom_metadata (JSON)")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Key(Base):
@@ -293,6 +313,12 @@ class Token(Base):
     )
     meta: Mapped[str] = mapped_column(
         Text, server_default="{}", comment="Vault's token metadata, a JSON object of strings"
+    )
+    namespace: Mapped[str] = mapped_column(
+        String(300),
+        server_default=text("''"),
+        index=True,
+        comment="The namespace it was made in (ns1/; '' the root): its policies are that namespace's",
     )
 
 

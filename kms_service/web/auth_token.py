@@ -58,6 +58,24 @@ def lookup_data(info: TokenInfo, token_id: str) -> dict[str, Any]:
     }
 
 
+def _with_namespace(data: dict[str, Any], info: TokenInfo) -> dict[str, Any]:
+    """Vault shows a namespace's token's namespace (not the root's)."""
+    if info.namespace:
+        data["namespace_path"] = info.namespace
+    return data
+
+
+def _token_path(call: Call, path: str) -> str:
+    """``path`` in the request's namespace as the caller's policies name it (relative to its namespace)."""
+    assert call.principal is not None
+    return call.namespace.removeprefix(call.principal.info.namespace) + path
+
+
+def _visible(call: Call, info: TokenInfo | None) -> TokenInfo | None:
+    """A token of the request's namespace or below; another namespace's tokens are not found from here."""
+    return info if info is not None and info.namespace.startswith(call.namespace) else None
+
+
 def auth_block(info: TokenInfo, token: str) -> dict[str, Any]:
     return {
         "client_token": token,
@@ -105,7 +123,7 @@ async def _create(call: Call, args: dict[str, Any], orphan: bool) -> Reply:
     principal = call.principal
     assert principal is not None
     if args["no_parent"] and not orphan:
-        if not principal.acl.allows("auth/token/create", Capability.SUDO):
+        if not principal.acl.allows(_token_path(call, "auth/token/create"), Capability.SUDO):
             raise InvalidRequest("root or sudo privileges required to create orphan token")
         orphan = True
     request = TokenRequest(
@@ -118,7 +136,7 @@ async def _create(call: Call, args: dict[str, Any], orphan: bool) -> Reply:
         meta=_meta(args["meta"]),
         orphan=orphan,
     )
-    token, info, warnings = await call.kms.tokens.create_child(principal, request)
+    token, info, warnings = await call.kms.tokens.create_child(principal, request, call.namespace)
     return Reply(auth=auth_block(info, token), warnings=warnings)
 
 
@@ -133,7 +151,7 @@ async def create_orphan(call: Call, args: dict[str, Any]) -> Reply:
 async def _by_token(call: Call, token: Any) -> TokenInfo:
     if not token or not isinstance(token, str):
         raise InvalidRequest("missing token")
-    info = await call.kms.tokens.find(token=token)
+    info = _visible(call, await call.kms.tokens.find(token=token))
     if info is None:
         raise PermissionDenied("bad token")
     return info
@@ -142,14 +160,15 @@ async def _by_token(call: Call, token: Any) -> TokenInfo:
 async def _by_accessor(call: Call, accessor: Any) -> TokenInfo:
     if not accessor or not isinstance(accessor, str):
         raise InvalidRequest("missing accessor")
-    info = await call.kms.tokens.find(accessor=accessor)
+    info = _visible(call, await call.kms.tokens.find(accessor=accessor))
     if info is None:
         raise InvalidRequest("invalid accessor")
     return info
 
 
 async def lookup(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return lookup_data(await _by_token(call, args["token"]), args["token"])
+    info = await _by_token(call, args["token"])
+    return _with_namespace(lookup_data(info, args["token"]), info)
 
 
 async def lookup_self(call: Call, args: dict[str, Any]) -> dict[str, Any]:
@@ -158,11 +177,12 @@ async def lookup_self(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     info = await call.kms.tokens.find(accessor=call.principal.info.accessor)
     if info is None:  # this request took the last of its uses
         info = replace(call.principal.info, num_uses=0)
-    return lookup_data(info, call.principal.token)
+    return _with_namespace(lookup_data(info, call.principal.token), info)
 
 
 async def lookup_accessor(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return lookup_data(await _by_accessor(call, args["accessor"]), "")
+    info = await _by_accessor(call, args["accessor"])
+    return _with_namespace(lookup_data(info, ""), info)
 
 
 async def _renew(call: Call, info: TokenInfo, token: str, increment: Any) -> Reply:
@@ -180,7 +200,7 @@ async def renew_self(call: Call, args: dict[str, Any]) -> Reply:
 
 
 async def revoke(call: Call, args: dict[str, Any]) -> None:
-    info = await call.kms.tokens.find(token=args["token"]) if args["token"] else None
+    info = _visible(call, await call.kms.tokens.find(token=args["token"])) if args["token"] else None
     if not args["token"]:
         raise InvalidRequest("missing token")
     if info is not None:
@@ -200,9 +220,9 @@ async def revoke_accessor(call: Call, args: dict[str, Any]) -> None:
 async def accessors(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     assert call.principal is not None
     # One of Vault's root paths: `list` (checked by the router) and `sudo`.
-    if not call.principal.acl.allows("auth/token/accessors/", Capability.SUDO):
+    if not call.principal.acl.allows(_token_path(call, "auth/token/accessors/"), Capability.SUDO):
         raise PermissionDenied()
-    return {"keys": await call.kms.tokens.accessors()}
+    return {"keys": await call.kms.tokens.accessors(call.namespace)}
 
 
 TOKEN = Field("token", T.STRING, "The token.")

@@ -51,7 +51,7 @@ MAX_BATCH_ITEMS = DEFAULTS.max_batch_items
 
 
 # Methods an operation may be declared for. PUT is POST (Vault: both are "update", or "create").
-METHODS = ("GET", "HEAD", "POST", "DELETE", "LIST")
+METHODS = ("GET", "HEAD", "POST", "DELETE", "LIST", "PATCH")
 
 # The capability an operation needs unless it says otherwise (Vault's operation → capability map).
 CAPABILITY_FOR_METHOD = {
@@ -332,6 +332,8 @@ class Call:
     principal: Principal | None = None
     # The transit mount the request's path is in (None outside one: sys/, auth/).
     mount: Mount | None = None
+    # The namespace the request is in ("" the root; "ns1/"): the X-Vault-Namespace header and the path's prefix.
+    namespace: str = ""
     # The path the request matched (None: an unknown path) and its operation for the method (None there too,
     # and for a method the path does not take).
     path: Path | None = None

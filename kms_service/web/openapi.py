@@ -25,7 +25,7 @@ _TYPE_SCHEMAS: dict[FieldType, dict[str, Any]] = {
     FieldType.DURATION: {"oneOf": [{"type": "integer"}, {"type": "string"}]},
     FieldType.VERSION: {"oneOf": [{"type": "integer"}, {"type": "string"}]},
 }
-_HTTP_METHOD = {"GET": "get", "HEAD": "head", "POST": "post", "DELETE": "delete", "LIST": "get"}
+_HTTP_METHOD = {"GET": "get", "HEAD": "head", "POST": "post", "DELETE": "delete", "LIST": "get", "PATCH": "patch"}
 
 
 @dataclass(frozen=True)

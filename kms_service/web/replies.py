@@ -98,7 +98,7 @@ def success(reply: Reply, extra_warnings: list[str], request_id: str) -> Answer:
             "auth": reply.auth,
         }
         return json_response(envelope, reply.status)
-    if reply.data is None:
+    if reply.data is None and not reply.warnings:
         return Answer(204, {**JSON_HEADERS})
     if reply.bare:
         return json_response(reply.data, reply.status)
@@ -108,7 +108,7 @@ def success(reply: Reply, extra_warnings: list[str], request_id: str) -> Answer:
         "lease_id": "",
         "renewable": False,
         "lease_duration": 0,
-        "data": dict(sorted(reply.data.items())),
+        "data": dict(sorted(reply.data.items())) if reply.data is not None else None,  # None: only warnings
         "wrap_info": None,
         "warnings": warnings or None,
         "auth": None,

@@ -64,9 +64,12 @@ def exchange(request: IncomingRequest, call: Call | None, request_id: str) -> Ex
             token_ttl=info.ttl,
             issue_time=info.created_at.isoformat().replace("+00:00", "Z"),
         )
-    mount_point, mount_type = None, None
+    mount_point, mount_type, namespace = None, None, None
+    if call is not None and call.namespace:
+        space = call.kms.mounts.known_namespace(call.namespace)
+        namespace = (space.id if space is not None else "", call.namespace)
     if call is not None and call.mount is not None:
-        mount_point, mount_type = f"{call.mount.path}/", "transit"
+        mount_point, mount_type = f"{call.mount.path.removeprefix(call.namespace)}/", "transit"
     elif path.startswith("sys/"):
         mount_point, mount_type = "sys/", "system"
     elif path.startswith("auth/token/"):
@@ -81,6 +84,7 @@ def exchange(request: IncomingRequest, call: Call | None, request_id: str) -> Ex
         mount_point=mount_point,
         mount_type=mount_type,
         data=call.body if call is not None else None,
+        namespace=namespace,
     )
 
 

@@ -1,7 +1,10 @@
 """The router: finds a request's path in the table, authenticates, authorises (path ACL), then runs it.
 
 Paths are matched on the raw request path, segment by segment, so ``%2F`` or ``..`` can never turn into
-another key's path. Lookup walks a trie of segments: a literal segment beats a parameter, so
+another key's path. The request's namespace (``X-Vault-Namespace`` and the path's leading namespace
+segments, joined) is taken off the path first; the rest is routed within it, and the ACL sees the path
+relative to the token's own namespace, which must be the request's or above it. Lookup walks a trie of
+segments: a literal segment beats a parameter, so
 ``transit/keys/:name/rotate`` and ``transit/keys/:name`` never collide. Vault's order applies: no valid
 token → 403; path not granted → 403; unknown path → 404; known path, wrong method → 405.
 
@@ -141,20 +144,25 @@ class Router:
             _remember(self._split, (raw_path, listing), split, len(raw_path))
         segments, acl_path = split
         kms = request.app[KMS_KEY]
+        namespace, segments = await kms.mounts.resolve_namespace(request.headers.get(NAMESPACE_HEADER), segments)
         # A path in a transit mount (``transit/...``, ``payments/...``) is looked up as transit's: the
         # table's transit paths serve every mount, each with its own keys. The ACL sees the path as sent.
         mount, route = None, segments
         if segments and segments[0] not in SYSTEM_PREFIXES:
-            resolved = await kms.mounts.resolve(segments)
+            resolved = await kms.mounts.resolve(segments, namespace)
             if resolved is not None:
                 mount, rest = resolved
                 route = [DEFAULT_MOUNT, *rest]
-        found = self.find(route)
+            elif segments[0] == DEFAULT_MOUNT:
+                route = ()  # a namespace has no transit/ until it mounts one: an unknown path, not the table's
+        found = self.find(route) if route else None
         path, params = found if found else (None, {})
         if listing and path is not None and not _lists_at(path, params):
             path, params = None, {}
         operation = path.operations.get("POST" if method == "PUT" else method) if path else None
-        call = Call(request, kms, self, params, mount=mount, path=path, operation=operation, method=method)
+        call = Call(
+            request, kms, self, params, mount=mount, path=path, operation=operation, method=method, namespace=namespace
+        )
         call.acl_path, call.wrap_ttl = acl_path, wrap_ttl
         request[CALL_KEY] = call  # for the metrics and the access log, whatever happens next
         if path is not None and _help_query(request):
@@ -168,6 +176,8 @@ class Router:
             call.principal = await call.kms.tokens.authenticate(token_from_headers(request.headers))
             if call.principal is None:
                 raise PermissionDenied()
+            if namespace or call.principal.info.namespace:
+                acl_path = _acl_path(call.principal.info.namespace, namespace, segments, listing)
         checks_acl = call.principal is not None and (path is None or path.check_acl)
         params_checked = False
         if path is not None and operation is not None and operation.existence is not None:
@@ -196,6 +206,18 @@ class Router:
         if not params_checked:
             path.check_params(params)
         return await run(path, operation, call, self.limits), call
+
+
+NAMESPACE_HEADER = "X-Vault-Namespace"
+
+
+def _acl_path(token_namespace: str, namespace: str, segments: Sequence[str], listing: bool) -> str:
+    """The path the token's policies are asked about: relative to the token's namespace (a root-namespace
+    policy on ``ns1/transit/*`` reaches ns1's transit, as in Vault). A token never reaches a namespace
+    outside its own (a sibling's, a parent's): 403."""
+    if not namespace.startswith(token_namespace):
+        raise PermissionDenied()
+    return namespace[len(token_namespace) :] + "/".join(segments) + ("/" if listing else "")
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any, path_length: int) -> None:

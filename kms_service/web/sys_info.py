@@ -98,9 +98,10 @@ async def ui_mounts(call: Call, args: dict[str, Any]) -> Reply:
     auth: dict[str, Any] = {}
     if principal is not None:
         acl = principal.acl
-        for mount in await call.kms.mounts.list():
-            if acl.reaches_under(f"{mount.path}/"):
-                secret[f"{mount.path}/"] = mount_entry(mount)
+        for mount in await call.kms.mounts.list(call.namespace):
+            path = mount.path.removeprefix(call.namespace)
+            if acl.reaches_under(f"{path}/"):
+                secret[f"{path}/"] = mount_entry(mount)
         if acl.reaches_under("sys/"):
             secret["sys/"] = system_mount_entry(call.kms.cluster_id)
         if acl.reaches_under("auth/token/"):
@@ -111,7 +112,7 @@ async def ui_mounts(call: Call, args: dict[str, Any]) -> Reply:
 async def ui_mount(call: Call, args: dict[str, Any]) -> Reply:
     principal = await call.kms.tokens.authenticate(token_from_headers(call.request.headers))
     path = call.params["path"].strip("/")
-    mounts = {mount.path: mount for mount in await call.kms.mounts.list()}
+    mounts = {mount.path.removeprefix(call.namespace): mount for mount in await call.kms.mounts.list(call.namespace)}
     if principal is None or path not in mounts or not principal.acl.reaches_under(f"{path}/"):
         # Vault's words, whether the mount is missing or hidden from this token.
         raise PermissionDenied(

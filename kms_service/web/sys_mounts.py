@@ -58,14 +58,17 @@ def system_mount_entry(cluster_id: str) -> dict[str, Any]:
 
 
 async def list_mounts(call: Call, args: dict[str, Any]) -> Reply:
-    mounts = {f"{mount.path}/": mount_entry(mount) for mount in await call.kms.mounts.list()}
+    mounts = {
+        f"{mount.path.removeprefix(call.namespace)}/": mount_entry(mount)
+        for mount in await call.kms.mounts.list(call.namespace)
+    }
     mounts["sys/"] = system_mount_entry(call.kms.cluster_id)
     # Vault answers with the mounts both in data and at the top level (older clients read them there).
     return Reply(mounts, top_level=True)
 
 
 async def read_mount(call: Call, args: dict[str, Any]) -> Reply:
-    return Reply(mount_entry(await call.kms.mounts.read(call.params["path"])), top_level=True)
+    return Reply(mount_entry(await call.kms.mounts.read(call.params["path"], call.namespace)), top_level=True)
 
 
 def _ttl(name: str, value: Any) -> int | None:
@@ -92,12 +95,17 @@ def _config(raw: Any) -> dict[str, Any]:
 async def enable_mount(call: Call, args: dict[str, Any]) -> None:
     options = {str(k): str(v) for k, v in (args["options"] or {}).items()}
     await call.kms.mounts.enable(
-        call.params["path"], args["type"], args["description"] or "", _config(args["config"] or {}), options
+        call.params["path"],
+        args["type"],
+        args["description"] or "",
+        _config(args["config"] or {}),
+        options,
+        call.namespace,
     )
 
 
 async def disable_mount(call: Call, args: dict[str, Any]) -> None:
-    await call.kms.mounts.disable(call.params["path"], bool(args["force"]))
+    await call.kms.mounts.disable(call.params["path"], bool(args["force"]), call.namespace)
 
 
 def _tune_view(mount: Mount) -> dict[str, Any]:
@@ -111,11 +119,11 @@ def _tune_view(mount: Mount) -> dict[str, Any]:
 
 
 async def read_tune(call: Call, args: dict[str, Any]) -> Reply:
-    return Reply(_tune_view(await call.kms.mounts.read(call.params["path"])), top_level=True)
+    return Reply(_tune_view(await call.kms.mounts.read(call.params["path"], call.namespace)), top_level=True)
 
 
 async def write_tune(call: Call, args: dict[str, Any]) -> None:
-    await call.kms.mounts.tune(call.params["path"], args["description"], _config(args))
+    await call.kms.mounts.tune(call.params["path"], args["description"], _config(args), call.namespace)
 
 
 PATH = Field("path", T.STRING, "The mount's path, e.g. transit-eu or teams/payments (slashes at the ends ignored).")

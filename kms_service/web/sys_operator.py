@@ -44,11 +44,11 @@ async def leader(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_policies(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    return {"keys": await call.kms.policies.names()}
+    return {"keys": await call.kms.policies.names(call.namespace)}
 
 
 async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
-    document = await call.kms.policies.read(call.params["name"])
+    document = await call.kms.policies.read(call.params["name"], call.namespace)
     if document is None:
         raise NotFound()
     return {"name": call.params["name"], "policy": document}
@@ -57,15 +57,15 @@ async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
 async def write_policy(call: Call, args: dict[str, Any]) -> None:
     if not args["policy"]:
         raise InvalidRequest("'policy' parameter not supplied or empty")
-    await call.kms.policies.write(call.params["name"], args["policy"])
+    await call.kms.policies.write(call.params["name"], args["policy"], call.namespace)
 
 
 async def delete_policy(call: Call, args: dict[str, Any]) -> None:
-    await call.kms.policies.delete(call.params["name"])
+    await call.kms.policies.delete(call.params["name"], call.namespace)
 
 
 async def list_policies_legacy(call: Call, args: dict[str, Any]) -> Reply:
-    names = await call.kms.policies.names()
+    names = await call.kms.policies.names(call.namespace)
     return Reply({"keys": names, "policies": names}, top_level=True)
 
 
@@ -90,9 +90,12 @@ def _paths(args: dict[str, Any]) -> list[str]:
     return [p.strip("/") for p in paths]
 
 
-def _capabilities(principal: Principal, paths: list[str]) -> Reply:
+def _capabilities(principal: Principal, paths: list[str], namespace: str = "") -> Reply:
+    """The token's capabilities on ``paths`` of the request's namespace (its policies name them relative to
+    the token's own namespace)."""
     acl = principal.acl
-    result: dict[str, Any] = {path: capability_names(acl.capabilities(path), acl.root) for path in paths}
+    prefix = namespace.removeprefix(principal.info.namespace)
+    result: dict[str, Any] = {path: capability_names(acl.capabilities(prefix + path), acl.root) for path in paths}
     merged = sorted({name for names in result.values() for name in names})
     if len(merged) > 1 and "deny" in merged:
         merged.remove("deny")
@@ -102,15 +105,15 @@ def _capabilities(principal: Principal, paths: list[str]) -> Reply:
 
 async def capabilities_self(call: Call, args: dict[str, Any]) -> Reply:
     assert call.principal is not None
-    return _capabilities(call.principal, _paths(args))
+    return _capabilities(call.principal, _paths(args), call.namespace)
 
 
 async def capabilities(call: Call, args: dict[str, Any]) -> Reply:
     token = args["token"] or ""
     principal = await call.kms.tokens.authenticate(token) if looks_like_token(token) else None
-    if principal is None:
+    if principal is None or not call.namespace.startswith(principal.info.namespace):
         raise InvalidRequest("invalid token")
-    return _capabilities(principal, _paths(args))
+    return _capabilities(principal, _paths(args), call.namespace)
 
 
 NAME = Field("name", T.STRING, "The policy's name.")

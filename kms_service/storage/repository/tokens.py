@@ -28,6 +28,7 @@ class TokenRecord:
     ttl: int = 0
     explicit_max_ttl: int = 0
     meta: str = "{}"
+    namespace: str = ""
 
 
 async def _policies(session: AsyncSession, token: m.Token) -> tuple[str, ...]:
@@ -61,6 +62,7 @@ async def _record(session: AsyncSession, token: m.Token) -> TokenRecord:
         token.ttl,
         token.explicit_max_ttl,
         token.meta,
+        token.namespace,
     )
 
 
@@ -80,8 +82,9 @@ async def token_accessor(session: AsyncSession, token_hmac: bytes) -> str | None
     ).scalar_one_or_none()
 
 
-async def token_accessors(session: AsyncSession) -> list[str]:
-    return list((await session.execute(select(m.Token.accessor).order_by(m.Token.accessor))).scalars())
+async def token_accessors(session: AsyncSession, namespace: str = "") -> list[str]:
+    query = select(m.Token.accessor).where(m.Token.namespace == namespace).order_by(m.Token.accessor)
+    return list((await session.execute(query)).scalars())
 
 
 async def token_descendants(session: AsyncSession, accessor: str) -> list[str]:
@@ -137,6 +140,7 @@ async def add_token(
     ttl: int = 0,
     explicit_max_ttl: int = 0,
     meta: str = "{}",
+    namespace: str = "",
 ) -> None:
     token = m.Token(
         accessor=accessor,
@@ -151,6 +155,7 @@ async def add_token(
         ttl=ttl,
         explicit_max_ttl=explicit_max_ttl,
         meta=meta,
+        namespace=namespace,
     )
     session.add(token)
     await session.flush()
