@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -354,6 +355,35 @@ def test_a_malformed_request_is_logged_without_its_bytes(server, caplog):
     [line] = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert line.getMessage().startswith("rejected a malformed HTTP request") and line.exc_info is None
     assert "hvs.secret" not in line.getMessage()
+
+
+def test_a_body_that_does_not_decode_closes_the_connection_and_says_so(server, root):
+    """A body whose Content-Encoding its bytes do not follow (gzip named, plain JSON sent) cannot be read, and
+    aiohttp closes the connection after the answer: the answer says Connection: close, so a client keeping
+    connections alive does not send its next request into the closed socket. A gzip body that decodes is
+    read as any other."""
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"plaintext": PLAINTEXT}).encode()
+    head = (
+        f"POST /v1/transit/encrypt/vault-enc HTTP/1.1\r\nHost: x\r\nX-Vault-Token: {root}\r\n"
+        "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after its answer
+            received += chunk
+    status, *headers = received.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert status.endswith(b" 400 Bad Request"), received
+    assert b"connection: close" in [h.lower() for h in headers], received
+    assert json.loads(received.split(b"\r\n\r\n", 1)[1]) == {"errors": ["request body incomplete"]}
+    with requests.Session() as session:
+        headers = {"X-Vault-Token": root, "Content-Encoding": "gzip"}
+        url = f"{server.url}/v1/transit/encrypt/vault-enc"
+        refused = session.post(url, data=body, headers=headers, timeout=10)
+        assert (refused.status_code, refused.headers["Connection"]) == (400, "close")
+        made = session.post(url, data=gzip.compress(body), headers=headers, timeout=10)
+        assert made.status_code == 200 and ":v1:" in made.json()["data"]["ciphertext"], made.text
 
 
 def test_list_pipelined_behind_other_requests_in_one_write(server, root):
