@@ -81,7 +81,7 @@ async def check_acknowledged(cluster: Cluster, verdict: Verdict) -> None:
 
 
 async def check_keys(cluster: Cluster, verdict: Verdict) -> None:
-    """Every key's versions run without a gap from its minimum available version to its latest; both nodes
+    """Every key's live versions run without a gap from its minimum decryption version to its latest; both nodes
     agree; acknowledged rotations are all there (and no more than those whose outcome was unknown besides);
     acknowledged trims hold."""
     acks = cluster.acks
@@ -97,7 +97,8 @@ async def check_keys(cluster: Cluster, verdict: Verdict) -> None:
                 continue
             info = data["data"]
             versions = sorted(int(v) for v in info["keys"])
-            low = max(1, info.get("min_available_version") or 1)
+            # A key's read lists its live versions: from min_decryption_version (and what trim left) on.
+            low = max(1, info.get("min_available_version") or 0, info.get("min_decryption_version") or 0)
             seen.append((versions, info["latest_version"], low))
             if versions != list(range(low, info["latest_version"] + 1)):
                 problems.append(
@@ -113,8 +114,8 @@ async def check_keys(cluster: Cluster, verdict: Verdict) -> None:
         if not done <= latest - 1 <= done + unsure:
             problems.append(f"{key}: latest version {latest} after {done} acknowledged rotations (+{unsure} unknown)")
             lost += latest - 1 < done
-        if key in acks.trimmed and low != acks.trimmed[key]:
-            problems.append(f"{key}: trimmed to {acks.trimmed[key]}, min_available_version {low}")
+        if key in acks.trimmed and (low, versions[:1]) != (acks.trimmed[key], [acks.trimmed[key]]):
+            problems.append(f"{key}: trimmed to {acks.trimmed[key]}, versions {versions} from {low}")
             lost += 1
     verdict.lost += lost
     rotations = sum(acks.rotations.values())
