@@ -98,11 +98,13 @@ class Run:
         duration = self.options.duration
         events = ["kill"] * self.options.kills + ["pg"] * self.options.pg_restarts
         random.Random(7).shuffle(events)
+        kills = 0
         for i, event in enumerate(events):
             due = self.t0 + duration * (i + 1) / (len(events) + 1)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             if event == "kill":
-                node = nodes[i % len(nodes)]
+                node = nodes[kills % len(nodes)]  # each node in turn
+                kills += 1
                 window = Window("node kill", node.name, time.monotonic())
                 self.windows.append(window)
                 self.down.add(node.name)
