@@ -155,6 +155,7 @@ class Run:
             sockets += [faults.slowloris(node, limit) for _ in range(self.options.hostile_sockets)]
             sockets += [faults.slow_body(node, token, limit)]
             sent = [faults.send_hostile(session, node, token, body) for body in bodies]
+            sent.append(faults.malformed_chunked(node, token))
             results = await asyncio.gather(*sockets, *sent, return_exceptions=True)
             if any(w.covers(node.name, started, time.monotonic()) for w in self.windows):
                 # The node was killed meanwhile (its sockets cut by that, not by its limits), or PostgreSQL

@@ -322,3 +322,37 @@ async def send_hostile(session: aiohttp.ClientSession, node: Node, token: str, h
         # A refusal that closes the connection before the whole body is sent also counts as refused, if the
         # answer (413) came first; a connection error alone is not an answer.
         return BodyResult(hostile.name, node.name, None, f"{type(exc).__name__}: {exc}"[:160], False)
+
+
+async def malformed_chunked(node: Node, token: str) -> BodyResult:
+    """A chunked body whose second chunk size is not hexadecimal, sent once the node reads the body (after its
+    interim 100): a 400 that says Connection: close."""
+    name = "malformed chunked body"
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        writer.write(
+            "POST /v1/transit/encrypt/chaos-hostile HTTP/1.1\r\nHost: chaos\r\nContent-Type: application/json\r\n"
+            f"X-Vault-Token: {token}\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(30):
+            interim = await reader.readuntil(b"\r\n\r\n")
+            if not interim.startswith(b"HTTP/1.1 100 "):
+                return BodyResult(name, node.name, None, f"no interim 100: {interim[:60]!r}", False)
+            writer.write(b'4\r\n{"pl\r\nzz\r\naintext": 1}\r\n0\r\n\r\n')
+            await writer.drain()
+            answer = await reader.read()  # to the end: the node closes the connection
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        return BodyResult(name, node.name, None, f"{type(exc).__name__}: {exc}"[:160], False)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else None
+    closes = b"connection: close" in [line.lower() for line in lines[1:]]
+    try:
+        error = "; ".join(json.loads(body).get("errors") or [])
+    except ValueError:
+        error = body[:120].decode(errors="replace")
+    ok = status == 400 and closes and bool(error)
+    return BodyResult(name, node.name, status, error + ("" if closes else " (no Connection: close)"), ok)

@@ -81,7 +81,12 @@ class ServiceServer(web.Server):
         self.app = app
         self.listener = Listener(app.listener_limits)
         self.event_loop = asyncio.get_running_loop()
-        super().__init__(self.answer, keepalive_timeout=app.listener_limits.idle_timeout, **kwargs)
+        # auto_decompress=False: a body is read as sent, as Vault reads it. aiohttp would otherwise inflate a
+        # Content-Encoding: gzip body as it arrives, on the event loop and past any size limit (a few hundred
+        # KiB that inflate to gigabytes stall every other request while the node drains them).
+        super().__init__(
+            self.answer, keepalive_timeout=app.listener_limits.idle_timeout, auto_decompress=False, **kwargs
+        )
 
     def __call__(self) -> Connection:
         """asyncio's protocol factory: aiohttp's protocol for a new connection, within the limits."""
