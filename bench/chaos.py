@@ -136,7 +136,7 @@ class Run:
     async def hostile(self, nodes: list[faults.Node], token: str, stop: asyncio.Event, bodies) -> None:
         """Rounds of hostile sockets and bodies against the nodes that are up, until the load ends."""
         limit = 15.0  # far above the node's timeouts (NODE_ARGS): a socket still open then is a failure
-        # A session of their own: an honest client never shares a connection with hostile requests.
+        # Connections of their own: an honest client never shares one with hostile requests.
         async with aiohttp.ClientSession() as session:
             await self._hostile_rounds(session, nodes, token, stop, bodies, limit)
 
