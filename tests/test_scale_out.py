@@ -213,6 +213,29 @@ def _decrypt_refused(client: hvac.Client, key: str, ciphertext: str) -> bool:
     return False
 
 
+def test_a_node_not_listening_for_changes_asks_the_database_rather_than_trust_its_cache(pg_url):
+    """A node whose change listener is not listening (its connection dropped and not back yet: after a
+    PostgreSQL restart it retries with backoff) hears no other node's change; meanwhile its caches ask the
+    database before answering, so a rotation made on another node is seen at once, not after --cache-ttl
+    (60 s here). Two nodes in this process, B's listener stopped."""
+    master = MasterKey.generate().export()
+
+    def settings() -> Settings:
+        return Settings(database_url=pg_url, master_key=MasterKey.from_text(master, "env"), cache_ttl=60.0)
+
+    async def run() -> tuple[int, int]:
+        async with KMS.session(settings()) as a, KMS.session(settings()) as b:
+            await a.provision(load_service_config(TEST_CONFIG))
+            await a.start_cluster()
+            await b.start_cluster()
+            before = (await b.keys.get("vault-enc")).latest_version  # cached on B for 60 s
+            await b.cluster.stop()  # B hears nothing from here on
+            await a.keys.rotate("vault-enc")
+            return before, (await b.keys.get("vault-enc")).latest_version
+
+    assert asyncio.run(run()) == (1, 2)
+
+
 def test_concurrent_rotations_on_three_nodes_give_contiguous_versions_seen_everywhere(cluster):
     nodes = cluster.start(3, "--cache-ttl", CACHE_TTL)
     root = cluster.root_token()

@@ -4,8 +4,9 @@ node at a time.
 - ``PgNotify`` (an ``Invalidator`` transport) sends ``pg_notify`` inside the writing transaction, so the
   notification goes out with the commit and never for a rolled-back write.
 - ``PgCluster`` keeps one dedicated asyncpg connection per node. It LISTENs and publishes other nodes'
-  changes to this node's caches; when the connection drops it reconnects with backoff and flushes every
-  cache (it may have missed notifications). Until it is back, ``--cache-ttl`` bounds staleness. The same
+  changes to this node's caches; when the connection drops it reconnects with backoff (at once when the
+  database watch sees the database back) and flushes every cache (it may have missed notifications). Until
+  it is back, the caches ask the database before answering (``DatabaseWatch.hears_changes``). The same
   connection holds a session-level advisory lock per background job: the node holding it runs the job,
   the others skip; when that node dies PostgreSQL drops its session and its locks, and another node takes
   the job at its next run.
@@ -146,11 +147,15 @@ class PgCluster:
         invalidator: Invalidator,
         node: str,
         on_unreachable: Callable[[str], None] | None = None,
+        on_hearing: Callable[[bool], None] | None = None,
     ) -> None:
         self._connect_args = asyncpg_connect_args(engine)
         # Told when PostgreSQL cannot be reached at all (the node's DatabaseWatch): the listener is often the
         # first to know, before any request needs the database.
         self._on_unreachable = on_unreachable
+        # Told whether it is listening (the node's DatabaseWatch: its caches trust nothing while it is not).
+        self._on_hearing = on_hearing or (lambda _heard: None)
+        self._retry_now = asyncio.Event()  # set: skip the rest of the backoff
         self._invalidator = invalidator
         self.node = node
         self.heard: dict[str, float] = {}  # other nodes (and CLI processes) by id: when their last change came
@@ -163,11 +168,16 @@ class PgCluster:
 
     async def start(self, wait: float = CONNECT_TIMEOUT) -> None:
         """Start listening; waits (up to ``wait`` s) for the first LISTEN, then carries on in the background."""
+        self._on_hearing(False)
         self._task = asyncio.create_task(self._run(), name="kms change listener")
         try:
             await asyncio.wait_for(self._listening.wait(), wait)
         except TimeoutError:
-            log.warning("change listener not connected yet; other nodes' changes apply within --cache-ttl")
+            log.warning("change listener not connected yet; every request asks the database until it is")
+
+    def reconnect_now(self) -> None:
+        """The database is back: try to listen again at once rather than at the end of the backoff."""
+        self._retry_now.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -204,6 +214,7 @@ class PgCluster:
                 if self.connects > 1:
                     log.info("change listener reconnected; dropped every cache")
                 self._listening.set()
+                self._on_hearing(True)
                 delay = BACKOFF_FIRST
                 while not lost.is_set():
                     try:
@@ -222,9 +233,12 @@ class PgCluster:
                 # Never let the listener end: without it this node would only see changes within --cache-ttl.
                 log.exception("change listener failed; retrying in %.1f s", delay)
             finally:
+                self._on_hearing(False)
                 self._listening.clear()
                 await self._close()
-            await asyncio.sleep(delay)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _close(self) -> None:

@@ -9,6 +9,10 @@
   closed).
 - While down, a prober tries ``SELECT 1`` every ``PROBE_INTERVAL``. When it answers, the outage ends and
   every cache is dropped: other nodes may have changed things that this node never heard of.
+- Other nodes' changes reach the caches through the change listener (``cluster.PgCluster``). While it is
+  not listening (reconnecting after its connection dropped, or after an outage) and the database answers,
+  no cache entry answers without a look at the database (``hears_changes``): a key trimmed or rotated, or a
+  token revoked, on another node meanwhile would otherwise be served for up to --cache-ttl.
 
 CLI commands never start the watch: for them a failure is just that command's error.
 """
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +47,10 @@ class DatabaseWatch:
         self._down = asyncio.Event()
         self._prober: asyncio.Task | None = None
         self.outages = 0  # how many began since start (metrics, tests)
+        # False while the change listener is not listening (set by it through ``hearing``).
+        self.hears_changes = True
+        # Called when the database is back after an outage (the change listener: reconnect now).
+        self.on_back: Callable[[], None] | None = None
 
     @property
     def active(self) -> bool:
@@ -86,11 +95,15 @@ class DatabaseWatch:
             return False
         return self.state() is DatabaseState.STALE
 
+    def hearing(self, heard: bool) -> None:
+        """The change listener is listening (True) or not (False)."""
+        self.hears_changes = heard
+
     def trusts(self, age: float, ttl: float) -> bool:
         """Whether a cache entry checked ``age`` seconds ago answers without asking the database."""
         outage = self.outage
         if outage.down_since is None:  # available (the common case: no clock read)
-            return age < ttl
+            return age < ttl and self.hears_changes
         return outage.trusts(age, ttl, time.monotonic())
 
     def check(self) -> None:
@@ -124,3 +137,5 @@ class DatabaseWatch:
             self._invalidator.flush_all()
             if away is not None:
                 log.warning("the database is back after %.1f s; dropped every cache", away)
+            if self.on_back is not None:
+                self.on_back()

@@ -200,7 +200,14 @@ class KMS:
             return
         await self.watch.start()
         if self.engine.dialect.name == "postgresql":
-            self.cluster = PgCluster(self.engine, self.invalidator, self.node_id, on_unreachable=self.watch.failed)
+            self.cluster = PgCluster(
+                self.engine,
+                self.invalidator,
+                self.node_id,
+                on_unreachable=self.watch.failed,
+                on_hearing=self.watch.hearing,
+            )
+            self.watch.on_back = self.cluster.reconnect_now
         elif self.engine.url.database not in (None, "", ":memory:"):  # an in-memory database has one process
             self.cluster = SqlitePoller(self.engine, self.invalidator, self.node_id)
         else:

@@ -48,13 +48,16 @@ class RedactMalformedRequests(logging.Filter):
 
 
 class _Body:
-    """A request's body as aiohttp's ``StreamReader`` (``request.content``) receives it."""
+    """A request's body as aiohttp's ``StreamReader`` (``request.content``) receives it. ``broken``: its
+    reading failed (the client went away, or aiohttp could not decode it: a ``Content-Encoding`` the bytes
+    do not follow); aiohttp closes such a connection after the answer."""
 
-    __slots__ = ("content", "connection")
+    __slots__ = ("content", "connection", "broken")
 
     def __init__(self, content: Any, connection: Connection | None) -> None:
         self.content = content
         self.connection = connection
+        self.broken = False
 
     def received(self) -> bytes | None:
         content = self.content
@@ -65,6 +68,7 @@ class _Body:
             async for chunk in self.content.iter_any():
                 yield chunk
         except (ConnectionError, web.RequestPayloadError, asyncio.IncompleteReadError) as exc:
+            self.broken = True
             raise ClientGone(type(exc).__name__) from None
         if self.connection is not None:
             self.connection.request_in()
@@ -77,7 +81,12 @@ class ServiceServer(web.Server):
         self.app = app
         self.listener = Listener(app.listener_limits)
         self.event_loop = asyncio.get_running_loop()
-        super().__init__(self.answer, keepalive_timeout=app.listener_limits.idle_timeout, **kwargs)
+        # auto_decompress=False: a body is read as sent, as Vault reads it. aiohttp would otherwise inflate a
+        # Content-Encoding: gzip body as it arrives, on the event loop and past any size limit (a few hundred
+        # KiB that inflate to gigabytes stall every other request while the node drains them).
+        super().__init__(
+            self.answer, keepalive_timeout=app.listener_limits.idle_timeout, auto_decompress=False, **kwargs
+        )
 
     def __call__(self) -> Connection:
         """asyncio's protocol factory: aiohttp's protocol for a new connection, within the limits."""
@@ -99,6 +108,7 @@ class ServiceServer(web.Server):
                 return web.Response(status=417, text=f"Unknown Expect: {expect}")
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0
+        body = _Body(content, connection)
         incoming = IncomingRequest(
             request.method,
             request.raw_path,
@@ -107,7 +117,7 @@ class ServiceServer(web.Server):
             request.headers,
             request.content_length,
             request.remote,
-            _Body(content, connection),
+            body,
             self.app,
         )
         try:
@@ -119,7 +129,12 @@ class ServiceServer(web.Server):
             answer = replies.error(500, ["internal error"])
         if connection is not None:
             connection.answered()
-        return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
+        response = web.Response(body=answer.body, status=answer.status, headers=answer.headers)
+        if body.broken:
+            # The connection closes after this answer: say so (Connection: close), or a client keeping it
+            # alive would send its next request into a closed socket.
+            response.force_close()
+        return response
 
 
 class AppRunner(web.ServerRunner):
