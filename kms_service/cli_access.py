@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kms_service.cli_common import database_options, duration_text, max_token_ttl_option, reading, with_kms
-from kms_service.config import parse_duration
-from kms_service.errors import ConfigError
-from kms_service.service import Invalidator, PolicyService, list_tokens
+from kms_service.cli_inspect import TOKEN_COLUMNS, token_rows
+from kms_service.cli_output import json_option, output_options, print_json, table
+from kms_service.mounts import DEFAULT_MOUNT
 from kms_service.settings import SETTING_BY_NAME
+
+if TYPE_CHECKING:
+    from kms_service.service import KMS, PolicyService
+    from kms_service.tokens import TokenInfo
 
 
 @click.group()
@@ -57,7 +61,11 @@ def token_create(
     database_url: str | None,
     data_dir: Path,
 ) -> None:
-    """Create a token; the token itself is printed on the last line, and shown only this once."""
+    """Create a token; the token itself is printed on the last line, and shown only this once. A policy
+    '<policy>:<key>' must name a key of transit/ that exists."""
+    from kms_service.config import parse_duration
+    from kms_service.errors import ConfigError
+
     try:
         seconds = parse_duration(ttl)
     except ConfigError as exc:
@@ -67,15 +75,34 @@ def token_create(
             f"longer than the maximum token TTL ({max_token_ttl} s; --max-token-ttl)", param_hint="--ttl"
         )
 
-    secret, info = with_kms(
-        database_url,
-        data_dir,
-        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name),
-    )
+    async def create(kms: KMS) -> tuple[str, TokenInfo]:
+        await _refuse_missing_keys(kms, policies)
+        return await kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name)
+
+    secret, info = with_kms(database_url, data_dir, create)
     click.echo(f"accessor: {info.accessor}")
     click.echo(f"policies: {', '.join(info.policies)}")
     click.echo(f"expires:  {info.expires_at.isoformat() if info.expires_at else 'never'}")
     click.echo(secret)
+
+
+async def _refuse_missing_keys(kms: KMS, policies: tuple[str, ...]) -> None:
+    """A built-in policy naming a key that does not exist would grant nothing: a typo, refused."""
+    from kms_service.acl import POLICY_TEMPLATES
+    from kms_service.errors import InvalidRequest
+    from kms_service.keyring import validate_key_name
+
+    keys = kms.mounts.key_service(await kms.mounts.read(DEFAULT_MOUNT))
+    for name in policies:
+        kind, colon, key = name.partition(":")
+        if not colon or kind not in POLICY_TEMPLATES:
+            continue  # root or a written policy: the token service checks it exists
+        validate_key_name(key)
+        if await keys.get(key, ()) is None:
+            raise InvalidRequest(
+                f"policy {name} names no key: there is no key {key} in {DEFAULT_MOUNT}/ "
+                f"(see 'kms-service keys list'; 'kms-service keys create {key}' makes one)"
+            )
 
 
 @token.command("revoke")
@@ -90,15 +117,16 @@ def token_revoke(accessor_or_token: str, database_url: str | None, data_dir: Pat
 
 
 @token.command("list")
+@output_options
 @database_options
-def token_list(database_url: str | None, data_dir: Path) -> None:
-    """Accessors, policies and expiry of every token (never the tokens)."""
-
-    records = reading(database_url, data_dir, list_tokens)
-    click.echo(f"{'accessor':<24}  {'expires':<25}  {'endpoint':<16}  policies")
-    for record in records:
-        expires = record.expires_at.isoformat(timespec="seconds") if record.expires_at else "never"
-        click.echo(f"{record.accessor:<24}  {expires:<25}  {record.endpoint or '-':<16}  {', '.join(record.policies)}")
+def token_list(as_json: bool, wide: bool, database_url: str | None, data_dir: Path) -> None:
+    """Accessors, names, endpoints, policies and expiry of every token (never the tokens), soonest to expire
+    first."""
+    rows = reading(database_url, data_dir, token_rows)
+    if as_json:
+        print_json(rows)
+        return
+    table(TOKEN_COLUMNS, rows, wide=wide, empty="no tokens")
 
 
 @click.group()
@@ -107,6 +135,8 @@ def policy() -> None:
 
 
 def _policies(db: Any) -> PolicyService:
+    from kms_service.service import Invalidator, PolicyService
+
     return PolicyService(db, Invalidator())
 
 
@@ -133,10 +163,15 @@ def policy_read(name: str, database_url: str | None, data_dir: Path) -> None:
 
 
 @policy.command("list")
+@json_option
 @database_options
-def policy_list(database_url: str | None, data_dir: Path) -> None:
-    """Every policy's name."""
-    for name in reading(database_url, data_dir, lambda db: _policies(db).names()):
+def policy_list(as_json: bool, database_url: str | None, data_dir: Path) -> None:
+    """Every policy's name, one per line."""
+    names = reading(database_url, data_dir, lambda db: _policies(db).names())
+    if as_json:
+        print_json(list(names))
+        return
+    for name in names:
         click.echo(name)
 
 

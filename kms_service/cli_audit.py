@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from kms_service import audit_records as audit_rules
 from kms_service.cli_common import database_options, with_kms
-from kms_service.service import KMS
-from kms_service.service.audit_log import verify_database
-from kms_service.storage import repository as repo
+
+if TYPE_CHECKING:
+    from kms_service import audit_records as audit_rules
+    from kms_service.service import KMS
 
 
 @click.group()
@@ -41,6 +42,10 @@ def audit_verify(files: tuple[Path, ...], from_db: bool, database_url: str | Non
     """Check the chains of audit log FILES (a rotated log: every file, oldest first) against the anchors
     in the database: a record removed, moved or edited, and records cut off the end, are reported with the
     last record up to which the log is intact. Exit status 1 when anything is wrong."""
+    from kms_service import audit_records as audit_rules
+    from kms_service.service.audit_log import verify_database
+    from kms_service.storage import repository as repo
+
     if bool(files) == from_db:
         raise click.UsageError("give the audit log's FILES, or --db")
 

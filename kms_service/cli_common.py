@@ -1,27 +1,27 @@
 """What every command module shares: the group's one-line errors, running a coroutine with those errors,
-the options made from the settings table (settings.py), the database options, and opening the service."""
+the options made from the settings table (settings.py), the database options, and opening the service.
+
+A command that does not serve should answer at once: the command modules import only click and the light
+modules at load time (``--help`` and ``--version`` need no more), and the service, the database libraries and
+the crypto libraries inside the command functions that use them (tests/test_cli_startup.py holds the budget).
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as Bar
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from kms_service import logs
-from kms_service.config import ServiceConfig, load_service_config, parse_duration
 from kms_service.errors import ConfigError, KMSError
-from kms_service.service import KMS, open_database
-from kms_service.serving import describe_fault, run_loop
 from kms_service.settings import SETTING_BY_NAME, Setting, Settings
-from kms_service.storage.database import default_database_url, normalize_database_url
+
+if TYPE_CHECKING:
+    from kms_service.config import ServiceConfig
+    from kms_service.service import KMS
 
 T = TypeVar("T")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -30,11 +30,17 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 def run(coro: Awaitable[T]) -> T:
     """Run ``coro``; a failure the user can cause or fix (configuration, master key, the database or the
     disk) ends the command with one line on stderr, never a traceback."""
+    from kms_service.serving import run_loop
+
     return checked(lambda: run_loop(coro))
 
 
 def checked(action: Callable[[], T]) -> T:
     """``action()``, its failures as ``run``'s: one line on stderr."""
+    from sqlalchemy.exc import DBAPIError
+
+    from kms_service.serving import describe_fault
+
     try:
         return action()
     except KMSError as exc:
@@ -66,6 +72,10 @@ class Group(click.Group):
 
 def checked_database_url(database_url: str | None, data_dir: Path) -> str:
     """The database URL, checked: a malformed one is one line, before anything is opened."""
+    from sqlalchemy.engine import make_url
+
+    from kms_service.storage.database import default_database_url, normalize_database_url
+
     url = database_url or default_database_url(data_dir)
     try:
         normalize_database_url(url)
@@ -82,6 +92,8 @@ def checked_database_url(database_url: str | None, data_dir: Path) -> str:
 def with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], Awaitable[T]]) -> T:
     """Open the service (migrating the database, checking the master key), run ``action``, close. The
     database must exist: only serve and migrate create one."""
+    from kms_service.service import KMS
+
     url = checked_database_url(database_url, data_dir)
 
     async def opened() -> T:
@@ -93,6 +105,8 @@ def with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], A
 
 def reading(database_url: str | None, data_dir: Path, action: Callable[[Any], Awaitable[T]]) -> T:
     """For commands that only read: the database as it is (never created or migrated; no master key)."""
+    from kms_service.service import open_database
+
     url = checked_database_url(database_url, data_dir)
 
     async def opened() -> T:
@@ -106,6 +120,8 @@ def reading(database_url: str | None, data_dir: Path, action: Callable[[Any], Aw
 
 
 def load_config(path: Path) -> ServiceConfig:
+    from kms_service.config import load_service_config
+
     try:
         return load_service_config(path)
     except ConfigError as exc:
@@ -152,6 +168,8 @@ def logging_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _duration(value: Any) -> int:
+    from kms_service.config import parse_duration
+
     if isinstance(value, int):
         return value
     try:
@@ -217,6 +235,10 @@ class Progress:
     def __init__(self, description: str, total: int, lines: bool = True) -> None:
         self._bar: Any = None
         if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             self._bar = Bar(*columns, console=Console(stderr=True), transient=False)
             self._task = self._bar.add_task(description, total=total)

@@ -2,170 +2,119 @@
 
 They read the operators' views (``storage/reports.py``) and nothing else, through the same read-only opening
 as ``token list``: the database is never created nor migrated, no master key is needed, and a PostgreSQL role
-granted SELECT on the views and ``alembic_version`` is enough. Tables for people (``rich``), ``--json`` for
-scripts (times in ISO 8601, UTC).
+granted SELECT on the views and ``alembic_version`` is enough. Tables for people and tab-separated lines
+for pipes, ``--json`` for scripts (``cli_output.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from kms_service.cli_common import database_options, reading
+from kms_service.cli_output import Column, output_options, print_json, record, table
 from kms_service.mounts import DEFAULT_MOUNT
-from kms_service.storage import reports
 from kms_service.tokens import ACCESSOR_RE
 
 Row = dict[str, Any]
 
 
-def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")(func)
+def _days(value: int | None) -> str | None:
+    return None if value is None else f"{value} d"
 
 
-def _console() -> Console:
-    # Piped output (grep, less) gets wide lines rather than cells wrapped at 80 columns.
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=200 if wide else None, highlight=False, soft_wrap=False)
-
-
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _print_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, default=_json_value))
-
-
-def _when(value: datetime | None, none: str = "-") -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else none
-
-
-def _days(value: int | None, none: str = "-") -> str:
-    return none if value is None else f"{value} d"
-
-
-def _flags(row: Row) -> str:
+def _flags(row: Row) -> str | None:
     names = ("exportable", "allow_plaintext_backup", "deletion_allowed", "derived", "convergent_encryption")
     flags = [name for name in names if row[name]]
     if row["soft_deleted"]:
         flags.insert(0, "SOFT-DELETED")
-    return ", ".join(flags) or "-"
+    return ", ".join(flags) or None
 
 
-def _table(title: str | None, columns: Iterable[str]) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold")
-    for name in columns:
-        table.add_column(name, overflow="fold")
-    return table
+def key_row(row: Row) -> Row:
+    """A row of the keys view as the API shows a key: custom_metadata a JSON object (the view holds its text)."""
+    metadata = row.get("custom_metadata")
+    return {**row, "custom_metadata": json.loads(metadata) if isinstance(metadata, str) and metadata else None}
 
 
-def _keys_table(rows: list[Row], title: str | None = None) -> Table:
-    table = _table(
-        title,
-        ("mount", "name", "type", "version", "created (UTC)", "last rotated", "newest version", "source", "flags"),
-    )
-    for row in rows:
-        table.add_row(
-            f"{row['mount']}/",
-            row["name"],
-            row["type"],
-            str(row["latest_version"]),
-            _when(row["created_at"]),
-            _when(row["last_rotated_at"], "never"),
-            f"{row['version_age_days']} d old",
-            row["source"],
-            _flags(row),
-        )
-    return table
+def token_row(row: Row) -> Row:
+    """A row of the tokens view as the API shows a token: its policies a list (the view joins them)."""
+    policies = row.get("policies")
+    return {**row, "policies": policies.split(", ") if policies else []}
 
 
-def _versions_table(rows: list[Row], title: str | None = None, with_key: bool = True) -> Table:
-    columns = (
-        "key",
-        "version",
-        "created (UTC)",
-        "latest",
-        "decrypts",
-        "encryptions",
-        "signatures",
-        "last used (UTC)",
-        "master key id",
-    )
-    table = _table(title, columns if with_key else columns[1:])
-    for row in rows:
-        cells = [
-            str(row["version"]),
-            _when(row["created_at"]),
-            "yes" if row["is_latest"] else "",
-            "yes" if row["decrypts"] else "no",
-            str(row["encryptions"]),
-            str(row["signatures"]),
-            _when(row["last_used_at"], "never"),
-            row["master_key_id"],
-        ]
-        table.add_row(*([row["key_name"], *cells] if with_key else cells))
-    return table
-
-
-def _tokens_table(rows: list[Row], title: str | None = None) -> Table:
-    table = _table(title, ("accessor", "name", "endpoint", "policies", "expires (UTC)", "in"))
-    for row in rows:
-        table.add_row(
-            row["accessor"],
-            row["display_name"],
-            row["endpoint"] or "-",
-            row["policies"] or "-",
-            _when(row["expires_at"], "never"),
-            _days(row["expires_in_days"]),
-        )
-    return table
-
-
-def _endpoints_table(entries: list[Row], title: str | None = None) -> Table:
-    table = _table(title, ("endpoint", "grants", "token accessor", "token expires (UTC)", "in", "tokens"))
-    for entry in entries:
-        table.add_row(
-            entry["endpoint"],
-            "\n".join(grant["policy_name"] for grant in entry["grants"]) or "-",
-            entry["token_accessor"] or "none yet",
-            _when(entry["token_expires_at"]),
-            _days(entry["token_expires_in_days"]),
-            str(entry["token_count"]),
-        )
-    return table
+KEY_COLUMNS = (
+    Column("mount", lambda row: f"{row['mount']}/", identifier=True),
+    Column("name", "name", identifier=True),
+    Column("type", "type"),
+    Column("version", "latest_version"),
+    Column("created (UTC)", "created_at", optional=True),
+    Column("last rotated (UTC)", lambda row: row["last_rotated_at"] or "never", optional=True),
+    Column("newest version", lambda row: f"{row['version_age_days']} d old", optional=True),
+    Column("source", "source", optional=True),
+    Column("flags", _flags),
+)
+VERSION_COLUMNS = (
+    Column("version", "version", identifier=True),
+    Column("created (UTC)", "created_at"),
+    Column("latest", lambda row: "yes" if row["is_latest"] else ""),
+    Column("decrypts", lambda row: "yes" if row["decrypts"] else "no"),
+    Column("encryptions", "encryptions"),
+    Column("signatures", "signatures"),
+    Column("last used (UTC)", lambda row: row["last_used_at"] or "never", optional=True),
+    Column("master key id", "master_key_id", optional=True),
+)
+KEY_VERSION_COLUMNS = (Column("key", "key_name", identifier=True), *VERSION_COLUMNS)
+TOKEN_COLUMNS = (
+    Column("accessor", "accessor", identifier=True),
+    Column("name", "display_name"),
+    Column("endpoint", "endpoint"),
+    Column("policies", lambda row: ", ".join(row["policies"])),
+    Column("expires (UTC)", lambda row: row["expires_at"] or "never", optional=True),
+    Column("in", lambda row: _days(row["expires_in_days"])),
+)
+ENDPOINT_COLUMNS = (
+    Column("endpoint", "endpoint", identifier=True),
+    Column("grants", lambda row: ", ".join(grant["policy_name"] for grant in row["grants"])),
+    Column("token accessor", lambda row: row["token_accessor"] or "none yet", identifier=True),
+    Column("token expires (UTC)", "token_expires_at", optional=True),
+    Column("in", lambda row: _days(row["token_expires_in_days"]), optional=True),
+    Column("tokens", "token_count"),
+)
+GRANT_COLUMNS = (
+    Column("endpoint", "endpoint", identifier=True),
+    Column("policy", "policy"),
+    Column("token accessor", lambda row: row["token_accessor"] or "none yet", identifier=True),
+    Column("token expires (UTC)", "token_expires_at", optional=True),
+)
 
 
 @click.group()
 def keys() -> None:
-    """Keys: list, show (read-only); rotate, config (changes)."""
+    """Keys: list, show (read-only); create, rotate, config, delete (changes, through the service)."""
+
+
+async def _keys_rows(db: Any, name: str | None = None, mount: str | None = None) -> list[Row]:
+    from kms_service.storage import reports
+
+    async with db.reading() as session:
+        return [key_row(row) for row in await reports.keys(session, name, mount)]
 
 
 @keys.command("list")
-@json_option
+@output_options
 @database_options
-def keys_list(as_json: bool, database_url: str | None, data_dir: Path) -> None:
+def keys_list(as_json: bool, wide: bool, database_url: str | None, data_dir: Path) -> None:
     """Every key: type, versions, creation and last rotation, settings."""
-
-    async def read(db: Any) -> list[Row]:
-        async with db.reading() as session:
-            return await reports.keys(session)
-
-    rows = reading(database_url, data_dir, read)
+    rows = reading(database_url, data_dir, _keys_rows)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
-    _console().print(_keys_table(rows) if rows else "no keys")
+    table(KEY_COLUMNS, rows, wide=wide, empty="no keys")
 
 
 @keys.command("show")
@@ -173,24 +122,25 @@ def keys_list(as_json: bool, database_url: str | None, data_dir: Path) -> None:
 @click.option(
     "--mount", default=DEFAULT_MOUNT, show_default=True, help="The transit mount holding the key (e.g. teams/eu)."
 )
-@json_option
+@output_options
 @database_options
-def keys_show(name: str, mount: str, as_json: bool, database_url: str | None, data_dir: Path) -> None:
+def keys_show(name: str, mount: str, as_json: bool, wide: bool, database_url: str | None, data_dir: Path) -> None:
     """Key NAME: its settings, every version, the endpoints granted it and the tokens whose policies name it."""
+    from kms_service.storage import reports
+
     mount = mount.strip("/")
 
     async def read(db: Any) -> Row | None:
+        found = await _keys_rows(db, name, mount)
+        if not found:
+            return None
         async with db.reading() as session:
-            found = await reports.keys(session, name, mount)
-            if not found:
-                return None
             tokens, grants = [], []
             if mount == DEFAULT_MOUNT:  # built-in policies and endpoint grants name transit/'s keys only
                 tokens = [
                     row
-                    for row in await reports.tokens(session)
-                    if row["endpoint"] is None
-                    and any(policy.endswith(f":{name}") for policy in (row["policies"] or "").split(", "))
+                    for row in map(token_row, await reports.tokens(session))
+                    if row["endpoint"] is None and any(policy.endswith(f":{name}") for policy in row["policies"])
                 ]
                 grants = await reports.endpoint_grants(session, name)
             return {
@@ -204,25 +154,13 @@ def keys_show(name: str, mount: str, as_json: bool, database_url: str | None, da
     if document is None:
         raise click.ClickException(f"no key named {name} in {mount}/")
     if as_json:
-        _print_json(document)
+        print_json(document)
         return
-    key = document["key"]
-    console = _console()
-    settings = _table(f"key {key['name']}", ("setting", "value"))
-    for field, value in key.items():
-        if isinstance(value, datetime):
-            value = _when(value)
-        settings.add_row(field, "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
-    console.print(settings)
-    console.print(_versions_table(document["versions"], "versions", with_key=False))
-    grants = _table("endpoints granted it", ("endpoint", "policy", "token accessor", "token expires (UTC)"))
-    for row in document["grants"]:
-        grants.add_row(
-            row["endpoint"], row["policy"], row["token_accessor"] or "none yet", _when(row["token_expires_at"])
-        )
-    console.print(grants if document["grants"] else "no endpoint is granted this key")
+    record(document["key"].items(), wide=wide, title=f"key {name} in {mount}/")
+    table(VERSION_COLUMNS, document["versions"], wide=wide, title="\nversions")
+    table(GRANT_COLUMNS, document["grants"], wide=wide, title="\nendpoints granted it", empty="none")
     if document["tokens"]:
-        console.print(_tokens_table(document["tokens"], "operator tokens whose policies name it"))
+        table(TOKEN_COLUMNS, document["tokens"], wide=wide, title="\noperator tokens whose policies name it")
 
 
 @click.group()
@@ -231,10 +169,11 @@ def endpoints() -> None:
 
 
 @endpoints.command("list")
-@json_option
+@output_options
 @database_options
-def endpoints_list(as_json: bool, database_url: str | None, data_dir: Path) -> None:
+def endpoints_list(as_json: bool, wide: bool, database_url: str | None, data_dir: Path) -> None:
     """Each endpoint, its grants, and its newest token's accessor and expiry."""
+    from kms_service.storage import reports
 
     async def read(db: Any) -> list[Row]:
         async with db.reading() as session:
@@ -242,18 +181,38 @@ def endpoints_list(as_json: bool, database_url: str | None, data_dir: Path) -> N
 
     entries = reading(database_url, data_dir, read)
     if as_json:
-        _print_json(entries)
+        print_json(entries)
         return
-    _console().print(_endpoints_table(entries) if entries else "no endpoints")
+    table(ENDPOINT_COLUMNS, entries, wide=wide, empty="no endpoints")
+
+
+def lookup_row(row: Row, now: datetime) -> Row:
+    """A row of the tokens view as Vault's token lookup gives the times: ``ttl`` the seconds left (0: never
+    expires), ``creation_ttl`` the lifetime it was given; and whether it has expired (not yet reaped)."""
+    expires_at, created_at = row["expires_at"], row["created_at"]
+    creation_ttl = row["ttl"] or (int((expires_at - created_at).total_seconds()) if expires_at else 0)
+    ttl = max(0, round((expires_at - now).total_seconds())) if expires_at is not None else 0
+    return {**row, "ttl": ttl, "creation_ttl": creation_ttl, "expired": expires_at is not None and expires_at <= now}
+
+
+async def token_rows(db: Any) -> list[Row]:
+    """Every token (never the token itself), soonest to expire first."""
+    from kms_service.storage import reports
+
+    async with db.reading() as session:
+        return [token_row(row) for row in await reports.tokens(session)]
 
 
 @click.command("lookup")
 @click.argument("accessor")
-@json_option
+@output_options
 @database_options
-def token_lookup(accessor: str, as_json: bool, database_url: str | None, data_dir: Path) -> None:
+def token_lookup(accessor: str, as_json: bool, wide: bool, database_url: str | None, data_dir: Path) -> None:
     """Token ACCESSOR's stored values: name, policies, endpoint, creation, expiry, parent, uses, TTLs (never
-    the token). Expired tokens not yet reaped are shown as expired."""
+    the token). ttl is the seconds left, as Vault's lookup gives it. Expired tokens not yet reaped are shown
+    as expired."""
+    from kms_service.storage import reports
+
     if not ACCESSOR_RE.fullmatch(accessor):
         raise click.BadParameter(
             "not a token accessor (24 hexadecimal digits; see 'token list')", param_hint="ACCESSOR"
@@ -266,18 +225,11 @@ def token_lookup(accessor: str, as_json: bool, database_url: str | None, data_di
     row = reading(database_url, data_dir, read)
     if row is None:
         raise click.ClickException("no token with that accessor")
-    row["expired"] = row["expires_at"] is not None and row["expires_at"] <= datetime.now(UTC)
+    row = lookup_row(token_row(row), datetime.now(UTC))
     if as_json:
-        _print_json(row)
+        print_json(row)
         return
-    table = _table(f"token {accessor}", ("field", "value"))
-    for field, value in row.items():
-        if isinstance(value, datetime):
-            value = _when(value) + " UTC"
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        table.add_row(field, "-" if value is None or value == "" else str(value))
-    _console().print(table)
+    record(row.items(), wide=wide)
 
 
 @click.command()
@@ -288,37 +240,38 @@ def token_lookup(accessor: str, as_json: bool, database_url: str | None, data_di
     show_default=True,
     help="Show tokens that expire within this many days.",
 )
-@json_option
+@output_options
 @database_options
-def inspect(days: int, as_json: bool, database_url: str | None, data_dir: Path) -> None:
+def inspect(days: int, as_json: bool, wide: bool, database_url: str | None, data_dir: Path) -> None:
     """The whole picture: keys, their versions, endpoints, and tokens that expire within --days."""
+    from kms_service.storage import reports
 
     async def read(db: Any) -> Row:
+        keys = await _keys_rows(db)
         async with db.reading() as session:
             return {
-                "keys": await reports.keys(session),
+                "keys": keys,
                 "versions": await reports.key_versions(session),
                 "endpoints": reports.endpoints(await reports.endpoint_grants(session)),
                 "tokens_total": len(await reports.tokens(session)),
-                "expiring_tokens": await reports.tokens(session, timedelta(days=days)),
+                "expiring_tokens": [token_row(row) for row in await reports.tokens(session, timedelta(days=days))],
             }
 
     document = reading(database_url, data_dir, read)
     if as_json:
-        _print_json({**document, "expiring_within_days": days})
+        print_json({**document, "expiring_within_days": days})
         return
-    console = _console()
-    console.print(
+    click.echo(
         f"{len(document['keys'])} key(s), {len(document['versions'])} version(s), "
         f"{len(document['endpoints'])} endpoint(s), {document['tokens_total']} token(s)"
     )
     if document["keys"]:
-        console.print(_keys_table(document["keys"], "keys"))
-        console.print(_versions_table(document["versions"], "versions"))
+        table(KEY_COLUMNS, document["keys"], wide=wide, title="\nkeys")
+        table(KEY_VERSION_COLUMNS, document["versions"], wide=wide, title="\nversions")
     if document["endpoints"]:
-        console.print(_endpoints_table(document["endpoints"], "endpoints"))
+        table(ENDPOINT_COLUMNS, document["endpoints"], wide=wide, title="\nendpoints")
     expiring = document["expiring_tokens"]
     if expiring:
-        console.print(_tokens_table(expiring, f"tokens expiring within {days} days"))
+        table(TOKEN_COLUMNS, expiring, wide=wide, title=f"\ntokens expiring within {days} days")
     else:
-        console.print(f"no token expires within {days} days")
+        click.echo(f"\nno token expires within {days} days")

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from kms_service.cli_common import database_options, with_kms
-from kms_service.seal import MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey
-from kms_service.service import KMS
-from kms_service.service.master_keys import ADOPTION_BOUND, DEFAULT_BATCH_SIZE, Progress, Rollover, Status
+
+if TYPE_CHECKING:
+    from kms_service.seal import MasterKey
+    from kms_service.service import KMS
+    from kms_service.service.master_keys import Progress, Rollover, Status
+
+# Rows re-sealed per transaction unless --batch-size says otherwise (service.master_keys.DEFAULT_BATCH_SIZE,
+# kept here so --help needs no import of the service; tests/test_cli_startup.py checks they agree).
+DEFAULT_BATCH_SIZE = 500
 
 
 @click.group("master-key")
@@ -32,6 +39,8 @@ class Placed:
 def _place_new_key(loaded: MasterKey, new: MasterKey, old_key_id: str, data_dir: Path) -> Placed:
     """master.key becomes the new key, the old one kept beside it as ``master.key.<old id>.old``. With
     KMS_MASTER_KEY the files are not ours to change: the new key goes to ``master.key.<new id>.new``."""
+    from kms_service.seal import MASTER_KEY_ENV, MASTER_KEY_FILE
+
     if loaded.origin == MASTER_KEY_ENV:
         if loaded.key_id == new.key_id:
             return Placed(None, None, from_env=True)
@@ -71,6 +80,9 @@ def rotate(finish: bool, batch_size: int, database_url: str | None, data_dir: Pa
 
     Without --finish: start a rotation (or resume the one under way), write the new key, re-seal every row.
     Servers keep working with the old key or the new one until --finish."""
+    from kms_service.seal import MASTER_KEY_ENV
+    from kms_service.service.master_keys import ADOPTION_BOUND
+
     if finish:
         _finish(database_url, data_dir, batch_size)
         return
@@ -123,6 +135,8 @@ def rotate(finish: bool, batch_size: int, database_url: str | None, data_dir: Pa
 
 
 def _finish(database_url: str | None, data_dir: Path, batch_size: int) -> None:
+    from kms_service.service.master_keys import ADOPTION_BOUND
+
     async def run(kms: KMS) -> tuple[str, str, MasterKey]:
         click.echo(f"finishing: no sooner than {ADOPTION_BOUND:g} s after the start (every node has the new key)")
         old_key_id = await kms.master_keys.finish(batch_size, _progress_line)

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kms_service.cli_common import Progress, checked_database_url, database_options, run, with_kms
-from kms_service.service import KMS
-from kms_service.serving import safe_url
-from kms_service.storage import migrate as migrations
-from kms_service.storage.database import create_engine
+
+if TYPE_CHECKING:
+    from kms_service.service import KMS
 
 
 @click.command()
 @database_options
 def migrate(database_url: str | None, data_dir: Path) -> None:
     """Upgrade the database schema to the newest revision (Alembic 'upgrade head')."""
+    from kms_service.serving import safe_url
+    from kms_service.storage import migrate as migrations
+    from kms_service.storage.database import create_engine
+
     url = checked_database_url(database_url, data_dir)
 
     async def upgrade() -> None:

@@ -9,12 +9,10 @@ import json
 import socket
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import make_url
 
-from kms_service import serving
 from kms_service.cli_common import (
     checked,
     checked_database_url,
@@ -26,12 +24,12 @@ from kms_service.cli_common import (
     setting_options,
     with_kms,
 )
-from kms_service.config import ServiceConfig, load_relationships
 from kms_service.errors import ConfigError
-from kms_service.service import KMS, provisioning
 from kms_service.settings import SETTING_BY_NAME, SETTINGS, Settings
-from kms_service.storage import migrate as migrations
-from kms_service.storage.database import Database, create_engine
+
+if TYPE_CHECKING:
+    from kms_service.config import ServiceConfig
+    from kms_service.service import KMS, provisioning
 
 
 @click.command()
@@ -46,6 +44,8 @@ def serve(ctx: click.Context, **options: Any) -> None:
       KMS_MASTER_KEY  the master key, base64 of 32 random bytes (instead of <data-dir>/master.key,
                       which the first start creates: back it up; in a container, set this instead)
     """
+    from kms_service import serving
+
     settings = Settings(**options)
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -113,6 +113,8 @@ def relationships(
     data_dir: Path,
 ) -> None:
     """Print the app's PLATFORM_RELATIONSHIPS value (base64 JSON, one line)."""
+    from kms_service.config import load_relationships
+
     config = load_config(config_path)
     try:
         wanted = load_relationships(app_path)
@@ -144,6 +146,8 @@ def relationships(
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for another database, or one in memory)."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -200,6 +204,11 @@ def config_check(config_path: Path, database_url: str | None, data_dir: Path) ->
 
     Exits 1 when serve would refuse the file (a key's type changes, or endpoints would be removed, which
     needs --prune)."""
+    from kms_service import serving
+    from kms_service.service import provisioning
+    from kms_service.storage import migrate as migrations
+    from kms_service.storage.database import Database, create_engine
+
     config = load_config(config_path)
     url = checked_database_url(database_url, data_dir)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
 
-from kms_service.config import ServiceConfig
-from kms_service.seal import MasterKey
-from kms_service.storage.database import default_database_url
+if TYPE_CHECKING:  # the commands read this table at start-up: it imports no database, YAML or crypto library
+    from kms_service.config import ServiceConfig
+    from kms_service.seal import MasterKey
 
 _DECLARATION = "setting"
 PathKind = Literal["file", "dir", "any"]
@@ -283,6 +283,8 @@ class Settings:
 
     @property
     def url(self) -> str:
+        from kms_service.storage.database import default_database_url
+
         return self.database_url or default_database_url(self.data_dir)
 
 
@@ -295,7 +297,8 @@ def _kind(annotation: Any) -> type:
 
 
 def _declared() -> tuple[Setting, ...]:
-    hints = get_type_hints(Settings)
+    # The fields that are not options name types imported only for type checking: any placeholder will do.
+    hints = get_type_hints(Settings, localns={"ServiceConfig": object, "MasterKey": object})
     return tuple(
         Setting(name=f.name, kind=_kind(hints[f.name]), default=f.default, **f.metadata[_DECLARATION])
         for f in fields(Settings)

@@ -89,7 +89,8 @@ def test_keys_rotate_and_config_reach_the_running_server(database_url, data_dir)
         text = run_cli(
             ["keys", "config", "vault-enc", "--deletion-allowed", "false", "--auto-rotate-period", "0"], env
         ).stdout
-        assert "configured key vault-enc in transit/: deletion_allowed=False, auto_rotate_period=0" in text
+        # Values as the API gives them (true/false), not Python's.
+        assert "configured key vault-enc in transit/: deletion_allowed=false, auto_rotate_period=0" in text
         assert key_body(server, token, "vault-enc", lambda b: b["auto_rotate_period"] == 0)["auto_rotate_period"] == 0
 
         # Mistakes are one line each and change nothing.
@@ -107,14 +108,17 @@ def test_keys_rotate_and_config_reach_the_running_server(database_url, data_dir)
 def test_token_lookup_by_accessor(database_url, data_dir):
     env = cli_env(database_url, data_dir)
     run_cli(["migrate"], env)
+    run_cli(["keys", "create", "vault-enc"], env)  # a policy naming a key that does not exist is refused
     lines = run_cli(["token", "create", "--policy", "encrypt:vault-enc", "--ttl", "2h", "--display-name", "app"], env)
     token, accessor = lines.stdout.strip().splitlines()[-1], lines.stdout.split()[1]
     table = run_cli(["token", "lookup", accessor], env).stdout
     assert accessor in table and "encrypt:vault-enc" in table and "app" in table
     assert token not in table
     document = json.loads(run_cli(["token", "lookup", accessor, "--json"], env).stdout)
-    assert document["accessor"] == accessor and document["policies"] == "encrypt:vault-enc"
+    assert document["accessor"] == accessor and document["policies"] == ["encrypt:vault-enc"]
     assert document["display_name"] == "app" and document["expired"] is False and document["endpoint"] is None
+    # As Vault's lookup gives them: ttl the seconds left, creation_ttl the lifetime given.
+    assert 7000 < document["ttl"] <= 7200 and document["creation_ttl"] == 7200
     assert token not in json.dumps(document)
     one_line_error(run_cli(["token", "lookup", "0" * 24], env, check=False), 1, "no token with that accessor")
     one_line_error(run_cli(["token", "lookup", token], env, check=False), 2, "not a token accessor")
@@ -313,4 +317,11 @@ def test_shell_completion_script_and_answers():
         text=True,
         timeout=60,
     )
-    assert asked.returncode == 0 and set(asked.stdout.split()) == {"config", "list", "rotate", "show"}, asked
+    assert asked.returncode == 0 and set(asked.stdout.split()) == {
+        "config",
+        "create",
+        "delete",
+        "list",
+        "rotate",
+        "show",
+    }, asked

@@ -38,6 +38,20 @@ def unavailable_reason(exc: BaseException) -> str | None:
     return None
 
 
+def refusal_reason(exc: BaseException) -> str | None:
+    """One line for a PostgreSQL server that refused to open a session (no such database, role or password),
+    in this service's words; None for any other failure."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if not isinstance(exc, DBAPIError) or not isinstance(state, str):
+        return None
+    message = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else state
+    if state == "3D000":  # invalid_catalog_name
+        return f"PostgreSQL has no such database ({message}): create it, or check --database-url"
+    if state.startswith("28"):  # invalid authorization: an unknown role, a wrong password
+        return f"PostgreSQL refused the login ({message}): check --database-url's user and password"
+    return None
+
+
 # What a server that went away (stopped, restarting, unreachable) raises, as opposed to a failing statement.
 _SERVER_GONE = (
     OSError,  # refused, reset, unreachable, timed out
