@@ -18,7 +18,6 @@ import click
 from kms_service.cli_common import database_options, reading
 from kms_service.cli_output import Column, output_options, print_json, record, table
 from kms_service.mounts import DEFAULT_MOUNT
-from kms_service.tokens import ACCESSOR_RE
 
 Row = dict[str, Any]
 
@@ -212,6 +211,7 @@ def token_lookup(accessor: str, as_json: bool, wide: bool, database_url: str | N
     the token). ttl is the seconds left, as Vault's lookup gives it. Expired tokens not yet reaped are shown
     as expired."""
     from kms_service.storage import reports
+    from kms_service.tokens import ACCESSOR_RE
 
     if not ACCESSOR_RE.fullmatch(accessor):
         raise click.BadParameter(

@@ -16,7 +16,6 @@ import click
 from kms_service.cli_common import Progress, database_options, with_kms
 from kms_service.cli_inspect import keys
 from kms_service.cli_output import json_option, output_options, print_json, record, text
-from kms_service.durations import DurationError, parse_seconds
 from kms_service.mounts import DEFAULT_MOUNT
 
 if TYPE_CHECKING:
@@ -61,6 +60,8 @@ def _show(key: Key, as_json: bool, wide: bool, headline: str, warnings: list[str
 
 def _period(value: str) -> int:
     """A duration as Vault's config reads it (0 allowed: no auto-rotation)."""
+    from kms_service.durations import DurationError, parse_seconds
+
     try:
         return parse_seconds(value)
     except DurationError as exc:

@@ -107,7 +107,8 @@ def table(
     lines = lines if header else lines[1:]
     click.echo("\n".join(lines))
     if hidden:
-        click.echo(f"({', '.join(hidden)}: not shown at this width; --wide shows every column)", err=True)
+        shown_order = [column.header for column in columns if column.header in hidden]
+        click.echo(f"(--wide shows {len(hidden)} more column(s): {', '.join(shown_order)})", err=True)
 
 
 def record(fields: Iterable[tuple[str, Any]], *, wide: bool = False, title: str | None = None) -> None:

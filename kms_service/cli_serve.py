@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import ipaddress
-import json
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +109,9 @@ def relationships(
     data_dir: Path,
 ) -> None:
     """Print the app's PLATFORM_RELATIONSHIPS value (base64 JSON, one line)."""
+    import base64
+    import json
+
     from kms_service.config import load_relationships
 
     config = load_config(config_path)
@@ -181,6 +180,9 @@ def relationship_entry(
 
 
 def _ip_of(host: str) -> str:
+    import ipaddress
+    import socket
+
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

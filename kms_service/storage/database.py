@@ -118,12 +118,17 @@ def create_engine(url: str, create: bool = True) -> AsyncEngine:
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the SQLite file readable by its owner only (SQLite's -wal/-shm files copy its mode)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create the SQLite file readable by its owner only (SQLite's -wal/-shm files copy its mode). A path
+    that cannot be written is a ConfigError naming it (the operator's --data-dir or --database-url)."""
     try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
+    except FileExistsError as exc:
+        if exc.filename is not None and Path(exc.filename) != path:  # a file where a directory should be
+            raise ConfigError(f"cannot create the SQLite database {path}: {exc.filename} is not a directory") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename is not None and Path(exc.filename) != path else ""
+        raise ConfigError(f"cannot create the SQLite database {path}: {exc.strerror or exc}{where}") from None
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
