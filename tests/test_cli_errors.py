@@ -9,12 +9,14 @@ import base64
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from private_postgres import PrivatePostgres
 from processes import ServeProcess, cli_env, free_port, run_cli, serve_exit
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "data" / "services.yaml"
@@ -77,6 +79,33 @@ def test_unreachable_database_is_one_line(tmp_path):
     for args in (["token", "create", "--policy", "root"], ["token", "list"], ["migrate"]):
         line = _one_line_error(run_cli(args, env, check=False))
         assert line.startswith("Error: database unavailable: "), line
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_database_refusals_are_one_line_in_the_services_words(database_url, tmp_path):
+    """A PostgreSQL database that does not exist, a role it does not know, a SQLite path that cannot be made:
+    one line each that says what to check, never the driver's or SQLAlchemy's text."""
+    server = make_url(database_url)
+    missing_database = server.set(database=f"no_such_database_{uuid.uuid4().hex[:8]}")
+    unknown_role = server.set(username=f"no_such_role_{uuid.uuid4().hex[:8]}", password=None)
+    parent_is_a_file = tmp_path / "a-file"
+    parent_is_a_file.write_text("")
+    cases = [
+        (missing_database, "PostgreSQL has no such database"),
+        (unknown_role, "PostgreSQL refused the login"),
+    ]
+    for url, words in cases:
+        env = cli_env(url.render_as_string(hide_password=False), tmp_path)
+        for args in (["keys", "list"], ["token", "list"], ["token", "create", "--policy", "root"], ["migrate"]):
+            line = _one_line_error(run_cli(args, env, check=False))
+            assert words in line and "check --database-url" in line, line
+            assert not any(noise in line for noise in ("sqlalchemy", "asyncpg", "DBAPIError")), line
+    env = cli_env(f"sqlite:///{parent_is_a_file}/kms.db", tmp_path)
+    line = _one_line_error(run_cli(["migrate"], env, check=False))
+    assert (
+        line
+        == f"Error: cannot create the SQLite database {parent_is_a_file}/kms.db: {parent_is_a_file} is not a directory"
+    )
 
 
 def test_master_key_faults_are_one_line_and_a_lost_key_is_never_replaced(provisioned, data_dir):

@@ -325,3 +325,58 @@ def test_shell_completion_script_and_answers():
         "rotate",
         "show",
     }, asked
+
+
+def test_keys_create_and_delete_go_through_the_service(start_server, database_url, data_dir):
+    """keys create and delete do what the HTTP API does, and delete refuses in the service's own words."""
+    server = start_server()
+    token = server.root_token()
+    env = cli_env(database_url, data_dir)
+    created = run_cli(["keys", "create", "cli-made", "--type", "ed25519", "--exportable"], env)
+    assert created.stdout.startswith("created key cli-made in transit/ (ed25519)")
+    body = key_body(server, token, "cli-made")
+    assert (body["type"], body["exportable"], body["deletion_allowed"]) == ("ed25519", True, False)
+    again = json.loads(run_cli(["keys", "create", "cli-made", "--type", "aes256-gcm96", "--json"], env).stdout)
+    assert again["type"] == "ed25519"  # Vault's rule: an existing key is left as it is
+    one_line_error(run_cli(["keys", "create", "bad key"], env, check=False), 1, "invalid key name")
+    one_line_error(run_cli(["keys", "create", "k", "--type", "rot13"], env, check=False), 1, "unknown key type")
+
+    # custom_metadata (set over HTTP) is a JSON object in --json, as the API gives it; compact JSON in a table.
+    url = f"{server.url}/v1/transit/keys/cli-made"
+    configured = requests.post(
+        f"{url}/config", json={"custom_metadata": {"team": "payments"}}, headers={"X-Vault-Token": token}, timeout=30
+    )
+    assert configured.status_code in (200, 204), configured.text
+    listed = {k["name"]: k for k in json.loads(run_cli(["keys", "list", "--json"], env).stdout)}
+    assert listed["cli-made"]["custom_metadata"] == {"team": "payments"}
+    shown = json.loads(run_cli(["keys", "show", "cli-made", "--json"], env).stdout)["key"]
+    assert shown["custom_metadata"] == {"team": "payments"} and shown["exportable"] is True
+    assert 'custom_metadata\t{"team":"payments"}' in run_cli(["keys", "show", "cli-made"], env).stdout
+
+    # A token for a key that does not exist would grant nothing: refused, and no token is made.
+    before = run_cli(["token", "list", "--json"], env).stdout
+    one_line_error(
+        run_cli(["token", "create", "--policy", "encrypt:no-such-key"], env, check=False), 1, "no key no-such-key"
+    )
+    assert run_cli(["token", "list", "--json"], env).stdout == before
+
+    refused = requests.delete(url, headers={"X-Vault-Token": token}, timeout=30)
+    assert refused.status_code == 400
+    one_line_error(run_cli(["keys", "delete", "cli-made"], env, check=False), 1, refused.json()["errors"][0])
+    run_cli(["keys", "config", "cli-made", "--deletion-allowed", "true"], env)
+    assert run_cli(["keys", "delete", "cli-made"], env).stdout.strip() == "deleted key cli-made in transit/"
+    assert "cli-made" not in run_cli(["keys", "list"], env).stdout
+    deadline = time.monotonic() + 10  # the server hears of another process's change within its cache window
+    while requests.get(url, headers={"X-Vault-Token": token}, timeout=30).status_code != 404:
+        assert time.monotonic() < deadline, "the server still has the deleted key"
+        time.sleep(0.05)
+    one_line_error(run_cli(["keys", "delete", "cli-made"], env, check=False), 1, "no key named cli-made in transit/")
+
+
+def test_help_speaks_of_the_product_only():
+    """No source file names, reST markup or internal words in any --help."""
+    for path, command in [((), main), *_commands(main)]:
+        with click.Context(command, info_name=" ".join(("kms-service", *path)), max_content_width=200) as ctx:
+            shown = command.get_help(ctx)
+        for leak in (".py", "``", "cli_", "TODO"):
+            assert leak not in shown, (path, leak, shown)
