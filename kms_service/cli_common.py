@@ -30,16 +30,16 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 def run(coro: Awaitable[T]) -> T:
     """Run ``coro``; a failure the user can cause or fix (configuration, master key, the database or the
     disk) ends the command with one line on stderr, never a traceback."""
-    from kms_service.serving import run_loop
+    import asyncio
 
-    return checked(lambda: run_loop(coro))
+    return checked(lambda: asyncio.run(coro))
 
 
 def checked(action: Callable[[], T]) -> T:
     """``action()``, its failures as ``run``'s: one line on stderr."""
     from sqlalchemy.exc import DBAPIError
 
-    from kms_service.serving import describe_fault
+    from kms_service.storage.database import describe_fault
 
     try:
         return action()
@@ -104,13 +104,14 @@ def with_kms(database_url: str | None, data_dir: Path, action: Callable[[KMS], A
 
 
 def reading(database_url: str | None, data_dir: Path, action: Callable[[Any], Awaitable[T]]) -> T:
-    """For commands that only read: the database as it is (never created or migrated; no master key)."""
-    from kms_service.service import open_database
+    """For commands that only read: the database as it is (never created or migrated; no master key). The
+    service itself is not loaded: ``action`` reads through the storage layer."""
+    from kms_service.storage.revisions import open_existing
 
     url = checked_database_url(database_url, data_dir)
 
     async def opened() -> T:
-        db = await open_database(Settings(data_dir=data_dir, database_url=url))
+        db = await open_existing(url)
         try:
             return await action(db)
         finally:

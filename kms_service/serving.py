@@ -24,7 +24,7 @@ from kms_service import __version__, logs, workers
 from kms_service.errors import KMSError
 from kms_service.service import KMS
 from kms_service.settings import Settings
-from kms_service.storage.database import default_database_url, refusal_reason, unavailable_reason
+from kms_service.storage.database import default_database_url, describe_fault
 
 try:
     import uvloop
@@ -46,23 +46,6 @@ class ServingFailed(KMSError):
 def run_loop(coro: Awaitable[T]) -> T:
     # uvloop's event loop served ~15% more requests per core than asyncio's in bench/ here.
     return uvloop.run(coro) if uvloop else asyncio.run(coro)
-
-
-def describe_fault(exc: BaseException) -> str:
-    """One line for a database or operating-system failure (no SQL, no parameters, no traceback)."""
-    refused = refusal_reason(exc)
-    if refused is not None:
-        return refused
-    reason = unavailable_reason(exc)
-    if reason is not None:
-        return f"database unavailable: {reason}"
-    if isinstance(exc, DBAPIError):  # the driver's words, without SQLAlchemy's wrapping (or any SQL)
-        words = str(exc.orig).strip().splitlines()
-        return f"database error: {words[0] if words else type(exc.orig).__name__}"
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or exc}"
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def safe_url(url: str) -> str:

@@ -56,7 +56,7 @@ from kms_service.service.tokens import TokenService
 from kms_service.service.usage import UsageCounter
 from kms_service.service.wrapping import WrappingKeyService
 from kms_service.settings import Settings
-from kms_service.storage import migrate
+from kms_service.storage import migrate, revisions
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database, create_engine, normalize_database_url
 
@@ -355,14 +355,7 @@ def check_permissions(settings: Settings, strict: bool = False) -> list[Path]:
 
 async def open_database(settings: Settings) -> Database:
     """The database for a command that only reads: never created, never migrated, no master key needed."""
-    engine = create_engine(settings.url, create=False)
-    try:
-        if not await migrate.is_current(engine):
-            raise ConfigError("the database schema is not at this release's revision: run 'kms-service migrate' first")
-    except BaseException:
-        await engine.dispose()
-        raise
-    return Database(engine)
+    return await revisions.open_existing(settings.url)
 
 
 async def _unlock(db: Database, keyring: MasterKeyring) -> ServerSecrets:

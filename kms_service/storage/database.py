@@ -52,6 +52,23 @@ def refusal_reason(exc: BaseException) -> str | None:
     return None
 
 
+def describe_fault(exc: BaseException) -> str:
+    """One line for a database or operating-system failure (no SQL, no parameters, no traceback)."""
+    refused = refusal_reason(exc)
+    if refused is not None:
+        return refused
+    reason = unavailable_reason(exc)
+    if reason is not None:
+        return f"database unavailable: {reason}"
+    if isinstance(exc, DBAPIError):  # the driver's words, without SQLAlchemy's wrapping (or any SQL)
+        words = str(exc.orig).strip().splitlines()
+        return f"database error: {words[0] if words else type(exc.orig).__name__}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
 # What a server that went away (stopped, restarting, unreachable) raises, as opposed to a failing statement.
 _SERVER_GONE = (
     OSError,  # refused, reset, unreachable, timed out
