@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Boolean, Integer, String, TableClause, Text, column, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kms_service.storage.models import UTCDateTime
+from kms_service.storage.column_types import UTCDateTime
 
 KEYS = table(
     "kms_keys",
