@@ -60,7 +60,7 @@ KEY_COLUMNS = (
 VERSION_COLUMNS = (
     Column("version", "version", identifier=True),
     Column("created (UTC)", "created_at"),
-    Column("latest", lambda row: "yes" if row["is_latest"] else ""),
+    Column("latest", lambda row: "yes" if row["is_latest"] else "no", optional=True),
     Column("decrypts", lambda row: "yes" if row["decrypts"] else "no"),
     Column("encryptions", "encryptions"),
     Column("signatures", "signatures"),

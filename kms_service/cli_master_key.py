@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kms_service.cli_common import database_options, with_kms
+from kms_service.cli_output import json_option, print_json
 
 if TYPE_CHECKING:
     from kms_service.seal import MasterKey
@@ -156,14 +157,32 @@ def _finish(database_url: str | None, data_dir: Path, batch_size: int) -> None:
 
 
 @master_key.command("status")
+@json_option
 @database_options
-def status(database_url: str | None, data_dir: Path) -> None:
+def status(as_json: bool, database_url: str | None, data_dir: Path) -> None:
     """Which master keys open the database, and how far a rotation has come."""
 
     async def run(kms: KMS) -> Status:
         return await kms.master_keys.status()
 
     result = with_kms(database_url, data_dir, run)
+    if as_json:
+        rollover = result.rollover
+        print_json(
+            {
+                "accepted": result.accepted,
+                "rollover": None
+                if rollover is None
+                else {
+                    "old_key_id": rollover.old_key_id,
+                    "new_key_id": rollover.new_key_id,
+                    "started_at": rollover.started_at,
+                },
+                "remaining": result.remaining,
+                "rows": result.rows,
+            }
+        )
+        return
     click.echo(f"master keys accepted: {', '.join(result.accepted)}")
     if result.rollover is None:
         click.echo("rotation: none under way")

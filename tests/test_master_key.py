@@ -5,6 +5,7 @@ or ciphertext changes, a second node follows, a command killed mid-way finishes 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import signal
 import subprocess
@@ -234,6 +235,9 @@ def test_a_rotation_killed_after_its_first_batch_finishes_when_run_again(databas
     halfway = status(env)
     assert int(re.search(r"(\d+) row\(s\) left to re-seal", halfway).group(1)) > 0, halfway
     assert len(key_ids(halfway)) == 2, halfway  # part under the new key, part under the old: killed mid-way
+    document = json.loads(run_cli(["master-key", "status", "--json"], env).stdout)  # the same, for scripts
+    assert document["remaining"] == int(re.search(r"(\d+) row\(s\) left", halfway).group(1))
+    assert set(document["accepted"]) == key_ids(halfway) and document["rollover"]["new_key_id"] in key_ids(halfway)
 
     # The new key waits in a file (KMS_MASTER_KEY is the operator's); the old key resumes the rotation.
     new_files = list(data_dir.glob("master.key.*.new"))
