@@ -152,9 +152,10 @@ async function walkAsRoot(browser) {
     const seen = new Promise((resolve) => document.addEventListener("securitypolicyviolation", resolve, { once: true }));
     const script = document.createElement("script");
     script.textContent = "window.inlineScriptRan = true;";
-    document.body.append(script);
+    document.body.append(script); // an inline script allowed runs here, before append returns
+    if (window.inlineScriptRan === true) return true;
     await seen;
-    return window.inlineScriptRan === true;
+    return false;
   });
   report.integrity = await page.evaluate(() => [...document.querySelectorAll("script[src], link[rel=stylesheet], link[rel=modulepreload]")]
     .map((e) => e.integrity.startsWith("sha384-")));
@@ -183,7 +184,9 @@ async function walkAsLimited(browser) {
 
 let browser;
 try {
-  browser = await puppeteer.launch({ browser: "firefox", executablePath: given.firefox, headless: true, timeout: 60_000 });
+  browser = await puppeteer.launch({
+    browser: "firefox", executablePath: given.firefox, headless: true, timeout: 60_000, protocolTimeout: 60_000,
+  });
   report.browser = await browser.version();
   await walkAsRoot(browser);
   await walkAsLimited(browser);
