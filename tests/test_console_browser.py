@@ -251,6 +251,37 @@ def test_policy_edit_changes_what_a_limited_token_may_do(console_server, watched
     expect(operator.get_by_text("do not grant 'update' on transit/keys/console-limited/config.")).to_be_visible()
 
 
+@pytest.fixture(scope="module")
+def small_budget_server(tmp_path_factory, database_templates):
+    """A server whose nonce budget warns from 3 encryptions of a version (before ``browser``: its database
+    is made without the browser's event loop running)."""
+    directory = tmp_path_factory.mktemp("budget")
+    database_templates.sqlite(directory / "kms.db")
+    server = start_server(directory, f"sqlite:///{directory / 'kms.db'}", nonce_warning_at=3, nonce_rotation_at=10)
+    yield server
+    server.stop()
+
+
+def test_the_nonce_budget_warning_comes_from_the_service(small_budget_server, browser):
+    """The console warns from the threshold the key's read gives, the service's own setting."""
+    server = small_budget_server
+    root = server.root_token()
+    for _ in range(3):
+        api(server, root, "POST", "transit/encrypt/vault-enc", plaintext=b64("spend a nonce"))
+    context = browser.new_context(viewport=DESKTOP)
+    watched = Watched(server.url, context)
+    page = watched.page()
+    sign_in(page, server.url, root)
+    warning = "transit/vault-enc: version 1 is near its nonce budget (3 encryptions): rotate it"
+    expect(page.get_by_role("link", name=warning, exact=True)).to_be_visible()
+    expect(page.get_by_text("near its nonce budget")).to_have_count(1)  # not the signing key
+    open_page(page, server.url, "#/keys/transit/vault-enc", "transit/vault-enc")
+    budget = "warned from 3 encryptions of a version, rotated at 10"
+    expect(page.get_by_role("definition").filter(has_text=budget)).to_be_visible()
+    context.close()
+    watched.check()
+
+
 def test_endpoint_token_sees_only_its_grant(console_server, watched):
     token = console_server.endpoint_token("encrypter")
     page = watched.page()
