@@ -282,6 +282,52 @@ def test_the_nonce_budget_warning_comes_from_the_service(small_budget_server, br
     watched.check()
 
 
+TOKEN_AUDITOR_POLICY = """# Sees every token by accessor, may revoke none.
+path "auth/token/accessors" {
+  capabilities = ["list", "sudo"]
+}
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+"""
+
+
+def test_revoke_a_token_by_accessor_after_confirming(console_server, watched):
+    root = console_server.root_token()
+    api(console_server, root, "POST", "sys/policies/acl/console-token-auditor", policy=TOKEN_AUDITOR_POLICY)
+    victim = api(console_server, root, "POST", "auth/token/create", policies=["default"], display_name="victim")
+    accessor, victim_token = victim["auth"]["accessor"], victim["auth"]["client_token"]
+    auditor = api(console_server, root, "POST", "auth/token/create", policies=["console-token-auditor"])
+
+    page = watched.page()
+    sign_in(page, console_server.url, auditor["auth"]["client_token"])
+    open_page(page, console_server.url, "#/tokens", "Tokens")
+    expect(page.get_by_role("row").filter(has_text=accessor)).to_be_visible()
+    expect(page.get_by_text("do not grant 'update' on auth/token/revoke-accessor.")).to_be_visible()
+    expect(page.get_by_role("button", name="Revoke", exact=False)).to_have_count(0)
+
+    admin = watched.page()
+    sign_in(admin, console_server.url, root)
+    open_page(admin, console_server.url, "#/tokens", "Tokens")
+    admin.get_by_role("button", name=f"Revoke {accessor}", exact=True).click()
+    confirm = admin.get_by_role("group", name="Confirm revoking")
+    expect(confirm).to_contain_text(f"Revoke the token with accessor {accessor} (token-victim; default)?")
+    expect(confirm.get_by_role("button", name=f"Yes, revoke {accessor}", exact=True)).to_be_focused()
+    confirm.get_by_role("button", name="Cancel", exact=True).click()
+    expect(confirm).to_have_count(0)
+    assert api(console_server, victim_token, "GET", "auth/token/lookup-self")["data"]["accessor"] == accessor
+
+    admin.get_by_role("button", name=f"Revoke {accessor}", exact=True).click()
+    admin.evaluate("() => { delete document.getElementById('main').dataset.ready; }")
+    confirm.get_by_role("button", name=f"Yes, revoke {accessor}", exact=True).click()
+    wait_ready(admin)
+    expect(admin.get_by_role("row").filter(has_text=accessor)).to_have_count(0)
+    gone = requests.get(
+        f"{console_server.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": victim_token}, timeout=10
+    )
+    assert gone.status_code == 403
+
+
 def test_endpoint_token_sees_only_its_grant(console_server, watched):
     token = console_server.endpoint_token("encrypter")
     page = watched.page()
