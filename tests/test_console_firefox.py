@@ -1,8 +1,8 @@
 """The console in Firefox: Debian's firefox-esr, driven by puppeteer-core over WebDriver BiDi
 (tests/clients/console-firefox/walk.mjs; no driver binary and no browser download). Signing in as root and as a
-least-privilege token, every page, a key tool checked against the HTTP API, an inline script refused by the
-Content-Security-Policy, signing out with nothing left in the browser's storage; no request to another
-origin and no error in the browser's console."""
+least-privilege token, every page, a key tool checked against the HTTP API, a token revoked by accessor, an
+inline script refused by the Content-Security-Policy, signing out with nothing left in the browser's storage;
+no request to another origin and no error in the browser's console."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def walked(tmp_path, database_templates):
         api(server, root, "POST", "sys/policies/acl/console-operator", policy=OPERATOR_POLICY)
         api(server, root, "POST", "transit/keys/firefox-limited")
         limited = api(server, root, "POST", "auth/token/create", policies=["console-operator"])["auth"]["client_token"]
+        victim = api(server, root, "POST", "auth/token/create", policies=["default"])["auth"]
         given = {
             "url": server.url,
             "firefox": FIREFOX,
@@ -68,6 +69,8 @@ def walked(tmp_path, database_templates):
                 "rotatePath": "transit/keys/firefox-limited/rotate",
             },
             "plaintext": PLAINTEXT,
+            "revoke": victim["accessor"],
+            "victim": victim["client_token"],
         }
         # The tokens go on stdin: never in an argument or the environment another process may read.
         done = subprocess.run(
@@ -102,6 +105,14 @@ def test_firefox_walks_the_console_as_root_and_as_a_limited_token(walked):
     assert base64.b64decode(decrypted["data"]["plaintext"]).decode() == PLAINTEXT
     assert report["decrypted"] == PLAINTEXT
     assert report["plaintextBeforeShown"] is False
+
+    # Revoked from the Tokens page, after a confirmation naming the accessor: the token is refused.
+    assert f"Revoke the token with accessor {given['revoke']} " in report["confirmation"]
+    assert report["revokedRowsLeft"] == 0
+    gone = requests.get(
+        f"{server.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": given["victim"]}, timeout=10
+    )
+    assert gone.status_code == 403
 
     assert report["limitedRotateButtons"] == 0
     for who in ("root", "limited"):

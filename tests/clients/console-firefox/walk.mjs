@@ -147,6 +147,18 @@ async function walkAsRoot(browser) {
   await (await buttonIn(decrypt, "Show plaintext")).click();
   report.decrypted = await outputOf(page, decrypt, "plaintext");
 
+  await open(page, "#/tokens", "Tokens");
+  at("revoke a token by accessor");
+  const accessor = given.revoke;
+  await (await page.waitForSelector(`::-p-aria([name="Revoke ${accessor}"][role="button"])`)).click();
+  const confirm = await page.waitForSelector("::-p-aria([name=\"Confirm revoking\"][role=\"group\"])");
+  report.confirmation = await confirm.evaluate((e) => e.textContent);
+  await page.evaluate(() => { delete document.getElementById("main").dataset.ready; });
+  await (await buttonIn(confirm, `Yes, revoke ${accessor}`)).click();
+  await ready(page, "Tokens");
+  report.revokedRowsLeft = await page.evaluate((a) => [...document.querySelectorAll("tr")]
+    .filter((r) => r.textContent.includes(a)).length, accessor);
+
   at("an inline script is refused");
   report.inlineScriptRan = await page.evaluate(async () => {
     const seen = new Promise((resolve) => document.addEventListener("securitypolicyviolation", resolve, { once: true }));
