@@ -328,6 +328,24 @@ def test_revoke_a_token_by_accessor_after_confirming(console_server, watched):
     assert gone.status_code == 403
 
 
+def test_revoking_the_signed_in_token_signs_out(console_server, watched):
+    root = console_server.root_token()
+    policy = TOKEN_AUDITOR_POLICY + 'path "auth/token/revoke-accessor" {\n  capabilities = ["update"]\n}\n'
+    api(console_server, root, "POST", "sys/policies/acl/console-token-revoker", policy=policy)
+    me = api(console_server, root, "POST", "auth/token/create", policies=["console-token-revoker"])["auth"]
+    page = watched.page()
+    sign_in(page, console_server.url, me["client_token"])
+    open_page(page, console_server.url, "#/tokens", "Tokens")
+    page.get_by_role("button", name=f"Revoke {me['accessor']}", exact=True).click()
+    confirm = page.get_by_role("group", name="Confirm revoking")
+    expect(confirm).to_contain_text("This is the token you are signed in with: the console signs out.")
+    confirm.get_by_role("button", name=f"Yes, revoke {me['accessor']}", exact=True).click()
+    watched.expected.add((403, "/v1/auth/token/lookup-self"))  # the page asks, learns the token is gone
+    expect(page.get_by_role("alert")).to_have_text("The token is no longer valid: sign in again.")
+    expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
 def test_endpoint_token_sees_only_its_grant(console_server, watched):
     token = console_server.endpoint_token("encrypter")
     page = watched.page()
