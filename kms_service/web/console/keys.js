@@ -182,8 +182,8 @@ export async function renderKey(main, mount, name) {
     ["Plaintext backup allowed", String(key.allow_plaintext_backup)],
     ["Derived", String(key.derived)],
     key.retain_versions !== undefined && ["Retain versions", String(key.retain_versions)],
-    key.nonce_budget && ["Nonce budget", `warned from ${key.nonce_budget.warning_at} encryptions of a version, `
-      + `rotated at ${key.nonce_budget.rotation_at}`],
+    key.nonce_budget && ["Nonce budget", `warned from ${key.nonce_budget.warning_at.toLocaleString("en")} `
+      + `encryptions of a version, rotated at ${key.nonce_budget.rotation_at.toLocaleString("en")}`],
   ])), section("Metadata", Object.keys(key.custom_metadata || {}).length
     ? dl(Object.entries(key.custom_metadata)) : notice("info", "No labels.")));
 
