@@ -194,10 +194,35 @@ async function walkAsLimited(browser) {
   await context.close();
 }
 
+// Firefox's own services must not reach out. Remote settings (which it asks for at start) go to a loopback port
+// nothing listens on (the pref is honoured with MOZ_REMOTE_SETTINGS_DEVTOOLS set), and every other request not
+// to the loopback goes to a proxy there, never directly (the loopback itself is never proxied): the browser
+// resolves no name and connects nowhere but to the service under test.
+const DEAD_PROXY = { host: "127.0.0.1", port: 9 };
+const PREFS = {
+  "services.settings.server": `http://${DEAD_PROXY.host}:${DEAD_PROXY.port}/v1`,
+  "network.proxy.type": 1,
+  "network.proxy.http": DEAD_PROXY.host,
+  "network.proxy.http_port": DEAD_PROXY.port,
+  "network.proxy.ssl": DEAD_PROXY.host,
+  "network.proxy.ssl_port": DEAD_PROXY.port,
+  "network.proxy.share_proxy_settings": true,
+  "network.proxy.allow_hijacking_localhost": false,
+  "network.proxy.failover_direct": false,
+  "network.trr.mode": 5,
+  "network.dns.disablePrefetch": true,
+  "network.prefetch-next": false,
+  "network.captive-portal-service.enabled": false,
+  "network.connectivity-service.enabled": false,
+  "toolkit.telemetry.enabled": false,
+  "datareporting.policy.dataSubmissionEnabled": false,
+};
+
 let browser;
 try {
   browser = await puppeteer.launch({
     browser: "firefox", executablePath: given.firefox, headless: true, timeout: 60_000, protocolTimeout: 60_000,
+    extraPrefsFirefox: PREFS, env: { ...process.env, MOZ_REMOTE_SETTINGS_DEVTOOLS: "1" },
   });
   report.browser = await browser.version();
   await walkAsRoot(browser);
