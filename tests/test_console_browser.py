@@ -315,6 +315,7 @@ def test_revoke_a_token_by_accessor_after_confirming(console_server, watched):
     expect(confirm.get_by_role("button", name=f"Yes, revoke {accessor}", exact=True)).to_be_focused()
     confirm.get_by_role("button", name="Cancel", exact=True).click()
     expect(confirm).to_have_count(0)
+    expect(admin.get_by_role("button", name=f"Revoke {accessor}", exact=True)).to_be_focused()
     assert api(console_server, victim_token, "GET", "auth/token/lookup-self")["data"]["accessor"] == accessor
 
     admin.get_by_role("button", name=f"Revoke {accessor}", exact=True).click()

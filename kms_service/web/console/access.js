@@ -48,16 +48,16 @@ export async function renderTokens(main) {
       return t.expire_time && Date.parse(t.expire_time) / 1000 < soon ? h("strong", {}, `${text} (within 30 days)`) : text;
     } },
     { title: "Uses left", value: (t) => (t.num_uses ? String(t.num_uses) : "unlimited") },
-    mayRevoke && { title: "Revoke", value: (t) => button("Revoke", () => confirmRevoke(confirmation, t, me),
+    mayRevoke && { title: "Revoke", value: (t) => button("Revoke", (e) => confirmRevoke(confirmation, t, me, e.currentTarget),
       { class: "danger", "aria-label": `Revoke ${t.accessor}` }) },
   ].filter(Boolean), rows), confirmation);
 }
 
 // Revoking asks first, naming the token by its accessor; the tokens it made go with it (Vault's rule).
-function confirmRevoke(holder, token, me) {
+function confirmRevoke(holder, token, me, origin) {
   const self = token.accessor === me.accessor;
   const problem = h("p", { class: "notice error", role: "alert", hidden: true });
-  const cancel = button("Cancel", () => holder.replaceChildren());
+  const cancel = button("Cancel", () => { holder.replaceChildren(); origin.focus(); });
   const revoke = button(`Yes, revoke ${token.accessor}`, async () => {
     revoke.disabled = true;
     try {
