@@ -88,7 +88,7 @@ async function outputOf(page, form, label) {
   return (await control(form, label)).evaluate((e) => e.value);
 }
 
-async function document_(page) {
+async function wholePage(page) {
   return page.evaluateHandle(() => document);
 }
 
@@ -96,9 +96,9 @@ async function signIn(page, token) {
   at("sign in");
   await page.goto(`${given.url}/ui/`);
   await page.waitForFunction(() => [...document.querySelectorAll("h1")].some((e) => e.textContent === "Sign in"));
-  const input = await control(await document_(page), "Token");
+  const input = await control(await wholePage(page), "Token");
   await input.type(token);
-  await (await buttonIn(await document_(page), "Sign in")).click();
+  await (await buttonIn(await wholePage(page), "Sign in")).click();
   await ready(page, "Overview");
 }
 
