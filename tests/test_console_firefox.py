@@ -1,8 +1,8 @@
 """The console in Firefox: Debian's firefox-esr, driven by puppeteer-core over WebDriver BiDi
 (tests/clients/console-firefox/walk.mjs; no driver binary and no browser download). Signing in as root and as a
 least-privilege token, every page, a key tool checked against the HTTP API, a token revoked by accessor, an
-inline script refused by the Content-Security-Policy, signing out with nothing left in the browser's storage;
-no request to another origin and no error in the browser's console."""
+inline script refused by the Content-Security-Policy, every page at phone size, signing out with nothing left
+in the browser's storage; no request to another origin and no error in the browser's console."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from console_browser import OPERATOR_POLICY, PAGES, start_server
+from console_browser import OPERATOR_POLICY, PAGES, PHONE, start_server
 
 pytestmark = [pytest.mark.sqlite_only, pytest.mark.slow]
 
@@ -69,6 +69,7 @@ def walked(tmp_path, database_templates):
                 "rotatePath": "transit/keys/firefox-limited/rotate",
             },
             "plaintext": PLAINTEXT,
+            "phone": PHONE,
             "revoke": victim["accessor"],
             "victim": victim["client_token"],
         }
@@ -115,6 +116,8 @@ def test_firefox_walks_the_console_as_root_and_as_a_limited_token(walked):
     assert gone.status_code == 403
 
     assert report["limitedRotateButtons"] == 0
+    sideways = {route: width for route, width in report["phoneWidths"].items() if width > PHONE["width"]}
+    assert sideways == {}, "pages that scroll sideways at phone size"
     for who in ("root", "limited"):
         left = report[who]
         assert left["storage"] == [0, 0, ""] and left["cookies"] == 0, who

@@ -172,6 +172,14 @@ async function walkAsRoot(browser) {
   report.integrity = await page.evaluate(() => [...document.querySelectorAll("script[src], link[rel=stylesheet], link[rel=modulepreload]")]
     .map((e) => e.integrity.startsWith("sha384-")));
 
+  at("phone size");
+  await page.setViewport(given.phone);
+  report.phoneWidths = {};
+  for (const [route, heading] of given.pages) {
+    await open(page, route, heading);
+    report.phoneWidths[route] = await page.evaluate(() => document.documentElement.scrollWidth);
+  }
+
   report.root = await signOut(page, given.root);
   await context.close();
 }
