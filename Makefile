@@ -22,11 +22,13 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml tests/clients/node-vault/package-lock.json | $(BIN)/python
+$(TEST_STAMP): pyproject.toml tests/clients/node-vault/package-lock.json tests/clients/console-firefox/package-lock.json | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	@# node-vault, for tests/test_vault_clients.py (Node.js and npm: Debian's nodejs and npm packages).
-	@if command -v npm >/dev/null; then npm ci --prefix tests/clients/node-vault --silent --no-audit --no-fund; \
-	else echo "npm not found: install Node.js and npm for the node-vault tests"; fi
+	@# puppeteer-core, for tests/test_console_firefox.py: it drives Debian's firefox-esr and downloads no browser.
+	@if command -v npm >/dev/null; then npm ci --prefix tests/clients/node-vault --silent --no-audit --no-fund \
+	&& npm ci --prefix tests/clients/console-firefox --silent --no-audit --no-fund; \
+	else echo "npm not found: install Node.js and npm for the node-vault and Firefox console tests"; fi
 	touch $@ $(RUN_STAMP)
 
 # Serve the seed's example config on SQLite (./data) at 127.0.0.1:8200.

@@ -4,6 +4,7 @@ browser Playwright downloads), a server with a database audit sink, signing in, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from conftest import TEST_CONFIG, ServerThread
 from playwright.sync_api import Browser, Page, Playwright
@@ -49,10 +50,11 @@ def launch(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def start_server(directory: Path, database_url: str) -> ServerThread:
+def start_server(directory: Path, database_url: str, **settings: Any) -> ServerThread:
+    """``settings``: any other ``Settings`` field."""
     data_dir = directory / "data"
     data_dir.mkdir(exist_ok=True)
-    return ServerThread(database_url, data_dir, load_service_config(TEST_CONFIG), audit_db=True).start()
+    return ServerThread(database_url, data_dir, load_service_config(TEST_CONFIG), audit_db=True, **settings).start()
 
 
 def sign_in(page: Page, url: str, token: str) -> None:

@@ -386,6 +386,13 @@ class UsageCounter:
                 if stored is not None:
                     slot.stored = stored
 
+    def nonce_budget(self, key: Key) -> dict[str, int] | None:
+        """The encryptions of one version after which ``key`` is warned about, then rotated; None for a
+        type without a nonce budget. Shown in the key's read so a client warns where the service does."""
+        if not key.key_type.nonce_budget:
+            return None
+        return {"warning_at": self.nonce_warning_at, "rotation_at": self.nonce_rotation_at}
+
     async def of(self, key: Key) -> dict[str, dict[str, object]]:
         """The key's counts by version: stored, less this process's unused reservations (no write). Read
         while no reservation of the key's runs: one committing between the read and the subtraction would
