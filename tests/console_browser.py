@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import TEST_CONFIG, ServerThread
 from playwright.sync_api import Browser, Page, Playwright
+from tools import find_tool
 
 from kms_service.config import load_service_config
 
@@ -46,6 +47,7 @@ path "transit/keys/*" {
 
 
 def launch(playwright: Playwright) -> Browser:
+    find_tool("chromium", "chromium", CHROMIUM)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 

@@ -87,8 +87,11 @@ def make_run_command(port: int) -> list[str]:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
     recipe = makefile[makefile.index(next(line for line in makefile if line.startswith("run:"))) + 1]
     assert recipe.startswith("\t$(BIN)/kms-service serve "), recipe
-    assert "--port 8200" in recipe and "--data-dir ./data" in recipe, recipe
-    return shlex.split(recipe.strip().replace("$(BIN)", ".venv/bin").replace("--port 8200", f"--port {port}"))
+    assert "--host $(HOST) --port $(PORT)" in recipe and "--data-dir ./data" in recipe, recipe
+    # The defaults the README's 127.0.0.1:8200 stands for.
+    assert "HOST   ?= 127.0.0.1" in makefile and "PORT   ?= 8200" in makefile
+    expanded = recipe.strip().replace("$(BIN)", ".venv/bin").replace("$(HOST)", "127.0.0.1")
+    return shlex.split(expanded.replace("$(PORT)", str(port)))
 
 
 def test_readme_blocks_are_run_or_marked() -> None:
