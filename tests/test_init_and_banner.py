@@ -86,3 +86,32 @@ def test_the_banner_without_an_app_yaml_names_an_endpoint_inline(tmp_path):
     done = subprocess.run(["bash", "-c", relationships], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(base64.b64decode(done.stdout))["app"][0]["password"]
+
+
+def test_the_banner_never_prints_a_database_password(tmp_path, monkeypatch):
+    """A URL with a password is printed as the variable that holds it; the key's directory stays absolute."""
+    from kms_service import serving
+    from kms_service.config import load_service_config
+    from kms_service.settings import Settings
+
+    url = "postgresql://kms:s3cret-pw@db.internal/kms"
+    config = EXAMPLES / "services.yaml"
+    settings = Settings(
+        database_url=url, data_dir=Path("data"), config_path=config, service=load_service_config(config)
+    )
+    monkeypatch.chdir(tmp_path)
+    for environment in ({"KMS_DATABASE_URL": url}, {}):
+        monkeypatch.delenv("KMS_DATABASE_URL", raising=False)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        banner = serving._banner(settings, 8200, str(tmp_path / "data" / "master.key"))
+        assert "s3cret-pw" not in banner, banner
+        assert (
+            f'token create --policy root --ttl 1h --database-url "$KMS_DATABASE_URL" --data-dir {tmp_path}/data'
+            in banner
+        )
+        assert ("KMS_DATABASE_URL: the URL with its password" in banner) == (not environment), banner
+    # With the key in KMS_MASTER_KEY the other commands read it too: no --data-dir for the key.
+    banner = serving._banner(settings, 8200, "KMS_MASTER_KEY")
+    [token_line] = [line for line in banner.splitlines() if "an operator token:" in line]
+    assert token_line.endswith('--database-url "$KMS_DATABASE_URL"'), banner
