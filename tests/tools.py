@@ -1,6 +1,7 @@
 """Tools outside Python that some tests drive (nginx, wrk, valgrind, chromium, ...). On a developer's machine
 a test whose tool is missing is skipped, naming the tool and its Debian package; under CI (``CI`` set, as
-.ci/run's callers set it) the same test fails instead, so a run that skipped something never passes there."""
+.ci/run's callers set it) the same test fails instead, so a run that skipped something never passes there.
+Any other skip fails under CI too: conftest.py registers ``pytest_runtest_makereport`` below."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def find_tool(name: str, package: str | None = None, *also: str) -> str:
     if found is None:
         missing(f"{name} is not installed (Debian's package: {package or name}; .ci/run installs it)")
     return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Under CI a skipped test is reported failed, with the skip's reason (an expected failure stays one)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and under CI a skip is a failure: {reason.removeprefix('Skipped: ')}"
