@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_recipe(*assignments: str) -> str:
     """The serve line `make run` would run (make -n prints the recipe and runs nothing)."""
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed (Debian's package: make)")
+    find_tool("make")
     printed = subprocess.run(
         ["make", "--no-print-directory", "-n", "-C", str(ROOT), "run", *assignments],
         capture_output=True,
