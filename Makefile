@@ -3,9 +3,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Where `make run` listens: `make run PORT=8300` beside a Vault or OpenBao that holds 8200.
-HOST   ?= 127.0.0.1
-PORT   ?= 8200
+# Where `make run` listens: `make run PORT=8300` beside a Vault or OpenBao that holds 8200 (given on the
+# command line only: a PORT or HOST in the environment, which other tools set, is not taken).
+HOST   := 127.0.0.1
+PORT   := 8200
 # One stamp per install level. The test install is a superset of the serving one, so it marks both done:
 # `make run` after `make test` installs nothing; `make test` after `make run` adds only the test extras.
 RUN_STAMP  := $(VENV)/.installed-run

@@ -104,7 +104,7 @@ def make_run_command(port: int) -> list[str]:
     assert recipe.startswith("\t$(BIN)/kms-service serve "), recipe
     assert "--host $(HOST) --port $(PORT)" in recipe and "--data-dir ./data" in recipe, recipe
     # The defaults the README's 127.0.0.1:8200 stands for.
-    assert "HOST   ?= 127.0.0.1" in makefile and "PORT   ?= 8200" in makefile
+    assert "HOST   := 127.0.0.1" in makefile and "PORT   := 8200" in makefile
     expanded = recipe.strip().replace("$(BIN)", ".venv/bin").replace("$(HOST)", "127.0.0.1")
     return shlex.split(expanded.replace("$(PORT)", str(port)))
 
