@@ -3,6 +3,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Where `make run` listens: `make run PORT=8300` beside a Vault or OpenBao that holds 8200 (given on the
+# command line only: a PORT or HOST in the environment, which other tools set, is not taken).
+HOST   := 127.0.0.1
+PORT   := 8200
 # One stamp per install level. The test install is a superset of the serving one, so it marks both done:
 # `make run` after `make test` installs nothing; `make test` after `make run` adds only the test extras.
 RUN_STAMP  := $(VENV)/.installed-run
@@ -31,9 +35,9 @@ $(TEST_STAMP): pyproject.toml tests/clients/node-vault/package-lock.json tests/c
 	else echo "npm not found: install Node.js and npm for the node-vault and Firefox console tests"; fi
 	touch $@ $(RUN_STAMP)
 
-# Serve the seed's example config on SQLite (./data) at 127.0.0.1:8200.
+# Serve the example services YAML on SQLite (./data) at $(HOST):$(PORT).
 run: $(RUN_STAMP)
-	$(BIN)/kms-service serve --config deploy/services.example.yaml --data-dir ./data --host 127.0.0.1 --port 8200
+	$(BIN)/kms-service serve --config deploy/services.example.yaml --data-dir ./data --host $(HOST) --port $(PORT)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

@@ -36,7 +36,7 @@ from kms_service.storage.database import Database, create_engine
 
 @click.command()
 @setting_options(*SETTINGS)
-@logging_options
+@logging_options(level="info")
 @click.pass_context
 def serve(ctx: click.Context, **options: Any) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API.

@@ -8,6 +8,7 @@ from typing import Any
 
 from conftest import TEST_CONFIG, ServerThread
 from playwright.sync_api import Browser, Page, Playwright
+from tools import find_tool
 
 from kms_service.config import load_service_config
 
@@ -47,6 +48,7 @@ path "transit/keys/*" {
 
 
 def launch(playwright: Playwright) -> Browser:
+    find_tool("chromium", "chromium", CHROMIUM)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 

@@ -1,6 +1,6 @@
 """``kms-service keys rotate|config``, ``token lookup`` and the bulk ``rewrap``: the real command against a
 database a running ``serve`` uses, on SQLite and PostgreSQL; the running server sees each change. Also: every
-``KMS_*`` variable in ``--help``, and the shell completion the README documents."""
+``KMS_*`` variable in ``--help``, and the shell completion docs/configuration.md documents."""
 
 from __future__ import annotations
 
@@ -283,9 +283,9 @@ def test_help_shows_every_kms_variable():
     serve_help = run_cli(["serve", "--help"], dict(os.environ)).stdout
     assert "KMS_MASTER_KEY" in serve_help and "KMS_DATABASE_URL" in serve_help
     assert {"KMS_DATABASE_URL", "KMS_DATA_DIR", "KMS_LOG_LEVEL", "KMS_WORKERS"} <= variables
-    readme = (ROOT / "README.md").read_text()
-    assert all(f"`{variable}`" in readme for variable in variables), variables - {
-        v for v in variables if f"`{v}`" in readme
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    assert all(f"`{variable}`" in reference for variable in variables), variables - {
+        v for v in variables if f"`{v}`" in reference
     }
 
 

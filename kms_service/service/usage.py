@@ -1,4 +1,4 @@
-"""Usage counters: per key version, encryptions and signatures and the time of last use (Vault issue #13025).
+"""Usage counters: per key version, encryptions and signatures and the time of last use (hashicorp/vault#13025).
 
 No request writes to the database once warm: a process reserves counts in blocks (one UPDATE per ``BLOCK``
 uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
