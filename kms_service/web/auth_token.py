@@ -17,7 +17,7 @@ from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound, PermissionDenied
 from kms_service.service import utcnow
 from kms_service.service.tokens import TokenRequest
-from kms_service.tokens import ROLE_TOKEN_TYPES, TOKEN_TYPES, TokenInfo, TokenRole
+from kms_service.tokens import BATCH, ROLE_TOKEN_TYPES, TOKEN_TYPES, TokenInfo, TokenRole
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
 from kms_service.web.replies import Reply
@@ -134,6 +134,11 @@ def _token_type(value: Any) -> str | None:
 async def _create(call: Call, args: dict[str, Any], orphan: bool, role: TokenRole | None = None) -> Reply:
     principal = call.principal
     assert principal is not None
+    # Vault's order: these refusals come before any privilege check.
+    if principal.info.batch:
+        raise InvalidRequest("batch tokens cannot create more tokens")
+    if principal.info.num_uses > 0:
+        raise InvalidRequest("restricted use token cannot generate child tokens")
     sudo = principal.acl.allows(_token_path(call, "auth/token/create"), Capability.SUDO)
     if args["no_parent"] and not orphan:
         if not sudo:
@@ -300,7 +305,10 @@ async def write_role(call: Call, args: dict[str, Any]) -> None:
             shown = token_type if len(token_type) <= 32 and token_type.isprintable() else "..."
             raise InvalidRequest(f"invalid 'token_type' value \"{shown}\"")
         changes["token_type"] = token_type
-    await call.kms.tokens.write_role(call.namespace, name, replace(role, **changes))
+    role = replace(role, **changes)
+    if role.token_type == BATCH and role.renewable:
+        raise InvalidRequest("'token_type' cannot be 'batch' when role is set to generate renewable tokens")
+    await call.kms.tokens.write_role(call.namespace, name, role)
 
 
 async def delete_role(call: Call, args: dict[str, Any]) -> None:
