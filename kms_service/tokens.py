@@ -268,8 +268,6 @@ class TokenRole:
             chosen = self.token_type
         else:
             chosen = asked or self.token_type.removeprefix("default-")
-        if chosen == BATCH and self.renewable:
-            raise InvalidRequest("'token_type' cannot be 'batch' when role is set to generate renewable tokens")
         return chosen
 
     def policies_for(self, asked: tuple[str, ...], parent: tuple[str, ...], root: bool) -> tuple[str, ...]:

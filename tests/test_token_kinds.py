@@ -12,6 +12,7 @@ import hvac
 import hvac.exceptions
 import pytest
 import requests
+from baocli import bao
 from processes import cli_env, run_cli
 from test_openbao_parity import openbao  # noqa: F401 (a fixture)
 from test_tokens_http import APP_POLICY, CREATOR_POLICY, _alive, _token, bao_json
@@ -171,7 +172,7 @@ def test_display_names_are_cleaned_on_the_command_line(server, root):
     assert info.display_name == "ops--2J-fake--line"
 
 
-def test_token_roles(server, root):
+def test_token_roles(server, root, start_server):
     client = server.client(root)
     url = server.url
     curl = ["curl", "-sS", "-H", f"X-Vault-Token: {root}"]
@@ -217,6 +218,12 @@ def test_token_roles(server, root):
     assert answer.json()["errors"] == ["invalid 'token_type' value \"bogus\""]
     subprocess.run([*curl, "-X", "DELETE", f"{url}/v1/auth/token/roles/ci"], check=True)
     assert requests.get(f"{url}/v1/auth/token/roles/ci", headers={"X-Vault-Token": root}, timeout=10).status_code == 404
+    # What bao write sends (names separated by commas), read back by another node of the same database.
+    bao(server, root, "write", "auth/token/roles/from-cli", "allowed_policies=app, Other", "token_type=default-batch")
+    other = start_server()
+    shown = bao_json(other, root, "read", "auth/token/roles/from-cli")["data"]
+    assert shown["allowed_policies"] == ["app", "other"] and shown["token_type"] == "default-batch"
+    assert other.client(root).auth.token.create(policies=["app"], role_name="from-cli")["auth"]["token_type"] == "batch"
     # Writing a role needs its grant.
     assert _post(url, user, "auth/token/roles/mine", {"allowed_policies": ["root"]}).status_code == 403
 
@@ -241,6 +248,8 @@ def test_openbao_parity_of_token_kinds(server, root, openbao):  # noqa: F811
         _post(url, token, "sys/policy/creator", {"policy": 'path "auth/token/*" { capabilities = ["update"] }'})
         _post(url, token, "auth/token/roles/r1", {"allowed_policies": ["a", "b"], "period": "1h"})
         _post(url, token, "auth/token/roles/r2", {"token_type": "batch"})
+        _post(url, token, "auth/token/roles/r4", {"allowed_policies": "creator, X", "token_type": "default-batch"})
+        _post(url, token, "auth/token/roles/r5", {"allowed_policies": ["creator"]})
 
     def both(make_token, path, body):
         return [
@@ -274,20 +283,30 @@ def test_openbao_parity_of_token_kinds(server, root, openbao):  # noqa: F811
         (as_root, "auth/token/create/r2", {"policies": ["x"]}),
         (child(), "auth/token/create", {"policies": ["creator"], "period": "1h"}),
         (as_root, "auth/token/roles/r3", {"token_type": "bogus"}),
+        (child(), "auth/token/create/r5", {"period": "1h"}),
     ]
     for make_token, path, body in cases:
         ours, theirs = both(make_token, path, body)
         assert ours[:2] == theirs[:2], (path, body, ours, theirs)
     # What succeeds: the same fields and values where they do not depend on the server.
-    for body in (
-        {"policies": ["x"], "period": "1h", "ttl": "5m"},
-        {"policies": ["x"], "type": "batch"},
-        {"policies": ["x"]},
+    for make_token, path, body in (
+        (as_root, "auth/token/create", {"policies": ["x"], "period": "1h", "ttl": "5m"}),
+        (as_root, "auth/token/create", {"policies": ["x"], "type": "batch"}),
+        (as_root, "auth/token/create", {"policies": ["x"]}),
+        (as_root, "auth/token/create/r4", {"policies": ["creator"]}),
+        (child(), "auth/token/create/r5", {"no_parent": True}),
     ):
-        ours, theirs = both(as_root, "auth/token/create", body)
-        assert ours[0] == theirs[0] == 200
-        for field in ("lease_duration", "renewable", "token_type", "orphan"):
-            assert ours[2]["auth"][field] == theirs[2]["auth"][field], (body, field)
+        ours, theirs = both(make_token, path, body)
+        assert ours[0] == theirs[0] == 200, (path, body, ours, theirs)
+        for field in ("renewable", "token_type", "orphan"):
+            assert ours[2]["auth"][field] == theirs[2]["auth"][field], (path, body, field)
+        # Here a child never outlives its parent (whose 768h began a moment ago); OpenBao's may.
+        assert abs(ours[2]["auth"]["lease_duration"] - theirs[2]["auth"]["lease_duration"]) <= 5, (path, body)
+    roles = [
+        requests.get(f"{url}/v1/auth/token/roles/r4", headers={"X-Vault-Token": t}, timeout=10).json()["data"]
+        for url, t in ((ours_url, root), (theirs_url, "root"))
+    ]
+    assert roles[0] == roles[1]
     # Display names, renew warnings.
     raw = "Hi\x1b[31m Fake\nLine/\u00fc.x-"
     names = []

@@ -140,13 +140,14 @@ async def _create(call: Call, args: dict[str, Any], orphan: bool, role: TokenRol
     if principal.info.num_uses > 0:
         raise InvalidRequest("restricted use token cannot generate child tokens")
     sudo = principal.acl.allows(_token_path(call, "auth/token/create"), Capability.SUDO)
-    if args["no_parent"] and not orphan:
+    # Through a role, the role says whether the token is an orphan; no_parent is not read (as in Vault).
+    if args["no_parent"] and not orphan and role is None:
         if not sudo:
             raise InvalidRequest("root or sudo privileges required to create orphan token")
         orphan = True
     period = _seconds("period", args["period"]) or 0
-    # A role's period needs no privilege (its writer granted it); one asked for directly does, as in Vault.
-    if period and role is None and not sudo:
+    # A role's period needs no privilege (its writer granted it); one asked for otherwise does, as in Vault.
+    if period and not (role is not None and role.token_period) and not sudo:
         raise InvalidRequest("root or sudo privileges required to create periodic token")
     request = TokenRequest(
         policies=_policies(args["policies"]),
@@ -289,7 +290,8 @@ async def write_role(call: Call, args: dict[str, Any]) -> None:
     changes: dict[str, Any] = {}
     for field in ("allowed_policies", "disallowed_policies"):
         if args[field] is not None:
-            changes[field] = tuple(sorted(set(_policies(args[field]))))
+            # Vault lowercases a role's policy names.
+            changes[field] = tuple(sorted({name.lower() for name in args[field]}))
     for field in ("orphan", "renewable", "path_suffix"):
         if args[field] is not None:
             changes[field] = args[field]
@@ -349,8 +351,12 @@ _POST = "POST"
 ROLE_NAME = Field("role_name", T.STRING, "The role's name.", check=_role_name)
 ROLE_FIELDS = (
     ROLE_NAME,
-    Field("allowed_policies", T.LIST, "Policies its tokens may have (default: all of them); none: the caller's."),
-    Field("disallowed_policies", T.LIST, "Policies its tokens may never have."),
+    Field(
+        "allowed_policies",
+        T.COMMA_LIST,
+        "Policies its tokens may have (default: all); none: the caller's. A list, or names separated by commas.",
+    ),
+    Field("disallowed_policies", T.COMMA_LIST, "Policies its tokens may never have."),
     Field("orphan", T.BOOL, "Its tokens have no parent."),
     Field("renewable", T.BOOL, "Whether its tokens may be renewed (default true)."),
     Field("path_suffix", T.STRING, "A suffix for its tokens' path (kept, not used)."),
