@@ -323,3 +323,35 @@ def test_openbao_parity_of_token_kinds(server, root, openbao):  # noqa: F811
         warnings.append([w for w in made["warnings"] if "max_ttl" in w])
     our_max = '"8760h"'  # this server's --max-token-ttl (one year) against OpenBao's 768h mount maximum
     assert [[w.replace(our_max, '"768h"') for w in ws] for ws in warnings[:2]] == warnings[2:]
+
+
+def test_bad_input_is_a_clear_4xx_and_changes_nothing(server, root):
+    url = server.url
+    before = _stored_tokens(server)
+    cases = [
+        ("auth/token/roles/-bad", {}),
+        ("auth/token/roles/" + "r" * 129, {}),
+        ("auth/token/roles/ok", {"allowed_policies": 5}),
+        ("auth/token/roles/ok", {"allowed_policies": [1, 2]}),
+        ("auth/token/roles/ok", {"token_period": "soon"}),
+        ("auth/token/roles/ok", {"orphan": "maybe"}),
+        ("auth/token/roles/ok", {"token_type": "x" * 10_000}),
+        ("auth/token/create", {"period": "-1h"}),
+        ("auth/token/create", {"type": ["batch"]}),
+        ("auth/token/create", {"type": "batch", "meta": {f"k{i}": "v" * 200 for i in range(40)}}),
+        ("auth/token/create/-bad", {}),
+    ]
+    for path, body in cases:
+        answer = _post(url, root, path, body)
+        assert answer.status_code == 400, (path, answer.status_code, answer.text)
+        errors = answer.json()["errors"]
+        assert len(errors) == 1 and "\n" not in errors[0] and len(errors[0]) < 300, (path, errors)
+    assert requests.get(f"{url}/v1/auth/token/roles/ok", headers={"X-Vault-Token": root}, timeout=10).status_code == 404
+    assert _stored_tokens(server) == before
+    # A long display name is cut to what a lookup shows; made-up batch tokens are no tokens.
+    long_name = server.client(root).auth.token.create(policies=["app"], display_name="n" * 10_000)["auth"]
+    looked = server.client(root).auth.token.lookup_accessor(long_name["accessor"])["data"]
+    assert looked["display_name"] == ("token-" + "n" * 10_000)[:128]
+    for made_up in ("kmsb." + "A" * 60, "kmsb." + "A" * 5000, "kmsb.!!"):
+        answer = requests.get(f"{url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": made_up}, timeout=10)
+        assert answer.status_code == 403, (made_up[:20], answer.status_code)

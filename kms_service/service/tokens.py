@@ -306,7 +306,7 @@ class TokenService:
         # A periodic token's life is its period, renewed (a role or sudo granted it), not its parent's.
         if not root and not period and parent.info.expires_at is not None:
             remaining = int((parent.info.expires_at - now).total_seconds())
-            if request.ttl is None and not explicit_max_ttl:
+            if not request.ttl and not explicit_max_ttl:
                 life = min(life, remaining)
             elif life > remaining:
                 raise InvalidRequest(f"the TTL may not exceed the parent token's remaining TTL ({remaining}s)")
