@@ -307,6 +307,18 @@ def test_openbao_parity_of_token_kinds(server, root, openbao):  # noqa: F811
         for url, t in ((ours_url, root), (theirs_url, "root"))
     ]
     assert roles[0] == roles[1]
+    # Lookups of periodic and batch tokens: the same fields, of the same types, and the same values where
+    # they do not depend on the server.
+    for body in ({"policies": ["x"], "period": "1h"}, {"policies": ["x"], "type": "batch", "ttl": "1h"}):
+        looked = []
+        for url, token in ((ours_url, root), (theirs_url, "root")):
+            made = _post(url, token, "auth/token/create", body).json()["auth"]["client_token"]
+            looked.append(_post(url, token, "auth/token/lookup", {"token": made}).json()["data"])
+        ours_data, theirs_data = looked
+        assert set(ours_data) == set(theirs_data), (body, sorted(ours_data), sorted(theirs_data))
+        assert {k: type(v) for k, v in ours_data.items()} == {k: type(v) for k, v in theirs_data.items()}, body
+        for field in ("creation_ttl", "explicit_max_ttl", "num_uses", "orphan", "renewable", "type", "period"):
+            assert ours_data.get(field) == theirs_data.get(field), (body, field)
     # Display names, renew warnings.
     raw = "Hi\x1b[31m Fake\nLine/\u00fc.x-"
     names = []
