@@ -367,3 +367,23 @@ def test_bad_input_is_a_clear_4xx_and_changes_nothing(server, root):
     for made_up in ("kmsb." + "A" * 60, "kmsb." + "A" * 5000, "kmsb.!!"):
         answer = requests.get(f"{url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": made_up}, timeout=10)
         assert answer.status_code == 403, (made_up[:20], answer.status_code)
+
+
+def test_hvac_token_role_methods(server, root):
+    client = server.client(root)
+    client.auth.token.create_or_update_role(
+        "hv", allowed_policies=["app"], token_period="2h", token_explicit_max_ttl="8h", renewable=True
+    )
+    data = client.auth.token.read_role("hv")["data"]
+    assert data["allowed_policies"] == ["app"] and data["token_period"] == 7200
+    assert data["token_explicit_max_ttl"] == 8 * 3600 and data["orphan"] is False
+    assert client.auth.token.list_roles()["data"]["keys"] == ["hv"]
+    auth = client.auth.token.create(role_name="hv")["auth"]
+    assert auth["policies"] == ["app"] and 7100 < auth["lease_duration"] <= 7200
+    looked = client.auth.token.lookup(auth["client_token"])["data"]
+    assert looked["period"] == 7200 and looked["explicit_max_ttl"] == 8 * 3600
+    client.auth.token.delete_role("hv")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        client.auth.token.read_role("hv")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="unknown role hv"):
+        client.auth.token.create(role_name="hv")
