@@ -88,9 +88,11 @@ def batch_token_key(token_hmac_key: bytes) -> bytes:
 _BATCH_AAD = b"kms-service/batch-token/v1"
 
 
-def seal_batch_token(key: bytes, info: TokenInfo) -> str:
-    """A batch token: its values (policies, namespace, times, parent, display name, metadata) sealed."""
+def seal_batch_token(key: bytes, info: TokenInfo, namespace_id: str = "") -> str:
+    """A batch token: its values (policies, namespace and its id, times, parent, display name, metadata)
+    sealed."""
     body = {
+        "i": namespace_id,
         "p": list(info.policies),
         "n": info.namespace,
         "c": int(info.created_at.timestamp()),
@@ -105,8 +107,8 @@ def seal_batch_token(key: bytes, info: TokenInfo) -> str:
     return BATCH_TOKEN_PREFIX + base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")
 
 
-def open_batch_token(key: bytes, token: str) -> TokenInfo | None:
-    """The values a batch token carries, or None (not one of this cluster's, or altered)."""
+def open_batch_token(key: bytes, token: str) -> tuple[TokenInfo, str] | None:
+    """The values a batch token carries and its namespace's id, or None (not this cluster's, or altered)."""
     if not is_batch_token(token):
         return None
     raw = token[len(BATCH_TOKEN_PREFIX) :]
@@ -115,7 +117,7 @@ def open_batch_token(key: bytes, token: str) -> TokenInfo | None:
         body = json.loads(AESGCM(key).decrypt(blob[:12], blob[12:], _BATCH_AAD))
     except (ValueError, InvalidTag):
         return None
-    return TokenInfo(
+    info = TokenInfo(
         "",
         tuple(body["p"]),
         body["d"],
@@ -127,6 +129,7 @@ def open_batch_token(key: bytes, token: str) -> TokenInfo | None:
         namespace=body["n"],
         token_type=BATCH,
     )
+    return info, body["i"]
 
 
 def token_from_headers(headers: CIMultiDictProxy[str]) -> str | None:

@@ -387,3 +387,31 @@ def test_hvac_token_role_methods(server, root):
         client.auth.token.read_role("hv")
     with pytest.raises(hvac.exceptions.InvalidRequest, match="unknown role hv"):
         client.auth.token.create(role_name="hv")
+
+
+def test_a_namespace_takes_its_roles_and_batch_tokens_with_it(server, root):
+    url = server.url
+    in_ns = {"X-Vault-Token": root, "X-Vault-Namespace": "team"}
+    assert _post(url, root, "sys/namespaces/team").status_code in (200, 204)
+    written = requests.post(f"{url}/v1/auth/token/roles/r", headers=in_ns, json={"orphan": True}, timeout=10)
+    assert written.status_code == 204, written.text
+    made = requests.post(
+        f"{url}/v1/auth/token/create-orphan", headers=in_ns, json={"policies": ["p"], "type": "batch"}, timeout=10
+    )
+    batch = made.json()["auth"]["client_token"]
+
+    def alive() -> bool:
+        headers = {"X-Vault-Token": batch, "X-Vault-Namespace": "team"}
+        return requests.get(f"{url}/v1/auth/token/lookup-self", headers=headers, timeout=10).ok
+
+    assert alive()
+    # Roles are the namespace's: the root namespace has none.
+    assert requests.get(f"{url}/v1/auth/token/roles/r", headers={"X-Vault-Token": root}, timeout=10).status_code == 404
+    deleted = requests.delete(f"{url}/v1/sys/namespaces/team", headers={"X-Vault-Token": root}, timeout=10)
+    assert deleted.status_code in (200, 204), deleted.text
+    assert _post(url, root, "sys/namespaces/team").status_code in (200, 204)  # the same name again
+    deadline = time.monotonic() + 30  # the token cache forgets within --cache-ttl
+    while alive():
+        assert time.monotonic() < deadline, "a batch token outlived its namespace"
+        time.sleep(0.05)
+    assert requests.get(f"{url}/v1/auth/token/roles/r", headers=in_ns, timeout=10).status_code == 404

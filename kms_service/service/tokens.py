@@ -201,13 +201,22 @@ class TokenService:
     async def _open_batch(self, token: str) -> TokenInfo | None:
         """A batch token's values, if it is this cluster's and its parent (if any) still lives: a batch token
         goes with its parent, as in Vault."""
-        info = open_batch_token(self._batch_key, token)
-        if info is None or info.parent_accessor is None:
+        opened = open_batch_token(self._batch_key, token)
+        if opened is None:
+            return None
+        info, namespace_id = opened
+        if info.parent_accessor is None and not info.namespace:
             return info
         async with self._db.reading() as session:
-            parent = await repo.find_token_by_accessor(session, info.parent_accessor)
-        if parent is None or (parent.expires_at is not None and parent.expires_at <= utcnow()):
-            return None
+            if info.namespace:
+                # Its namespace must be the one it was made in, not one deleted and made again since.
+                namespace = await repo.get_namespace(session, info.namespace)
+                if namespace is None or namespace.uuid != namespace_id:
+                    return None
+            if info.parent_accessor is not None:
+                parent = await repo.find_token_by_accessor(session, info.parent_accessor)
+                if parent is None or (parent.expires_at is not None and parent.expires_at <= utcnow()):
+                    return None
         return info
 
     async def create(
@@ -331,7 +340,12 @@ class TokenService:
             token_type=token_type,
         )
         if token_type == BATCH:
-            token = seal_batch_token(self._batch_key, info)
+            namespace_id = ""
+            if namespace:
+                async with self._db.reading() as session:
+                    row = await repo.get_namespace(session, namespace)
+                namespace_id = row.uuid if row is not None else ""
+            token = seal_batch_token(self._batch_key, info, namespace_id)
             if len(token) > MAX_BATCH_TOKEN:
                 raise InvalidRequest("too many policies or too much metadata for a batch token")
             return token, info, warnings
