@@ -139,7 +139,7 @@ def test_tokens_with_limited_uses_make_no_tokens(server, root):
     assert answer.json()["errors"] == ["restricted use token cannot generate child tokens"]
 
 
-def test_renewals_stop_at_creation_plus_the_maximum_ttl(server, root):
+def test_renewals_end_at_creation_plus_the_maximum_ttl(server, root):
     client = server.client(root)
     auth = client.auth.token.create(policies=["app"], ttl="1h", explicit_max_ttl="2h")["auth"]
     renewed = client.auth.token.renew(auth["client_token"], increment="10h")
@@ -151,7 +151,7 @@ def test_renewals_stop_at_creation_plus_the_maximum_ttl(server, root):
     assert warning.endswith("; TTL value is capped accordingly")
 
 
-def test_renewals_stop_at_the_servers_maximum_ttl(start_server):
+def test_renewals_end_at_the_servers_maximum_ttl(start_server):
     server = start_server(max_token_ttl=3600)
     client = server.client(server.root_token())
     token = client.auth.token.create(policies=["encrypt:vault-enc"], ttl="30m")["auth"]["client_token"]
