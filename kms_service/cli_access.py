@@ -9,11 +9,17 @@ from typing import Any
 
 import click
 
-from kms_service.cli_common import database_options, duration_text, max_token_ttl_option, reading, with_kms
+from kms_service.cli_common import (
+    database_options,
+    default_token_ttl_option,
+    max_token_ttl_option,
+    reading,
+    with_kms,
+)
 from kms_service.config import parse_duration
 from kms_service.errors import ConfigError
 from kms_service.service import Invalidator, PolicyService, list_tokens
-from kms_service.settings import SETTING_BY_NAME
+from kms_service.tokens import clean_cli_display_name
 
 
 @click.group()
@@ -35,9 +41,8 @@ def token() -> None:
     "--ttl",
     envvar="KMS_TTL",
     show_envvar=True,
-    default=duration_text(SETTING_BY_NAME["max_token_ttl"].default),  # as long as a token may live
-    show_default=True,
-    help="Lifetime, e.g. 2s, 1h, 8760h.",
+    default=None,
+    help="Lifetime, e.g. 2s, 1h, 8760h (default: --default-token-ttl).",
 )
 @click.option(
     "--display-name",
@@ -48,18 +53,20 @@ def token() -> None:
     help="A name for the token, shown by token list and lookup.",
 )
 @max_token_ttl_option
+@default_token_ttl_option
 @database_options
 def token_create(
     policies: tuple[str, ...],
-    ttl: str,
+    ttl: str | None,
     display_name: str,
     max_token_ttl: int,
+    default_token_ttl: int,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
     """Create a token; the token itself is printed on the last line, and shown only this once."""
     try:
-        seconds = parse_duration(ttl)
+        seconds = parse_duration(ttl) if ttl is not None else min(default_token_ttl, max_token_ttl)
     except ConfigError as exc:
         raise click.BadParameter(exc.message, param_hint="--ttl") from None
     if seconds > max_token_ttl:
@@ -70,7 +77,7 @@ def token_create(
     secret, info = with_kms(
         database_url,
         data_dir,
-        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name),
+        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), clean_cli_display_name(display_name)),
     )
     click.echo(f"accessor: {info.accessor}")
     click.echo(f"policies: {', '.join(info.policies)}")

@@ -211,6 +211,7 @@ def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 max_token_ttl_option = setting_options(SETTING_BY_NAME["max_token_ttl"])
+default_token_ttl_option = setting_options(SETTING_BY_NAME["default_token_ttl"])
 
 
 class Progress:

@@ -181,7 +181,9 @@ def test_token_ttls_over_http_are_capped(start_server):
         reply = client.auth.token.create(policies=["encrypt:vault-enc"], ttl=asked)
         assert reply["auth"]["lease_duration"] == 3600, reply
         if asked:
-            assert reply["warnings"] == ["TTL of 7200s exceeds the maximum of 3600s; capped"]
+            assert reply["warnings"] == [
+                'TTL of "2h" exceeded the effective max_ttl of "1h"; TTL value is capped accordingly'
+            ]
     reply = client.auth.token.create(policies=["encrypt:vault-enc"], ttl="10m", explicit_max_ttl="3h")
     assert reply["auth"]["lease_duration"] == 600
     assert reply["warnings"] == ["explicit_max_ttl of 10800s exceeds the maximum of 3600s; capped"]

@@ -127,6 +127,7 @@ class KMS:
             self.invalidator,
             settings.max_token_ttl,
             watch=self.watch,
+            default_ttl=settings.default_token_ttl,
         )
         self.wrapping = WrappingKeyService(self.db, master_key)
         # Vault's response wrapping (X-Vault-Wrap-TTL, sys/wrapping/*), not to be confused with the key above.
