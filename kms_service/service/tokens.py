@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.errors import ConfigError, InvalidRequest
+from kms_service.policy_documents import token_policy_names
 from kms_service.seal import ServerSecrets
 from kms_service.service.caching import CacheStats, OnRace, RefreshingCache
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
-from kms_service.service.policies import PolicyService
+from kms_service.service.policies import PolicyService, canonical_name
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database
 from kms_service.tokens import (
@@ -65,12 +66,15 @@ class TokenRequest:
     renewable: bool = True
     meta: Mapping[str, str] | None = None
     orphan: bool = False
+    no_default_policy: bool = False
 
 
 def token_info(record: repo.TokenRecord) -> TokenInfo:
+    # An endpoint's tokens carry the default policy too (Vault gives it to every token but root).
+    policies = record.policies if record.endpoint is None else token_policy_names(record.policies)
     return TokenInfo(
         record.accessor,
-        record.policies,
+        policies,
         record.display_name,
         record.created_at,
         record.expires_at,
@@ -167,13 +171,15 @@ class TokenService:
             record = await repo.find_token(session, digest)
         if record is None:
             return None
-        return Principal(token, token_info(record), await self._policies.acl(record.policies, record.namespace))
+        info = token_info(record)
+        return Principal(token, info, await self._policies.acl(info.policies, record.namespace))
 
     async def create(
-        self, policies: list[str], ttl: timedelta | None, display_name: str = "token"
+        self, policies: list[str], ttl: timedelta | None, display_name: str = "token", no_default_policy: bool = False
     ) -> tuple[str, TokenInfo]:
         if not policies:
             raise InvalidRequest("at least one policy is required")
+        policies = [canonical_name(name) for name in policies]
         for name in policies:
             # A typo must not make a token that silently grants nothing: the policy must exist.
             if not await self._policies.exists(name):
@@ -182,7 +188,8 @@ class TokenService:
                     f"{', '.join(POLICY_TEMPLATES)}, or the name of a policy written with sys/policies/acl"
                 )
         token, accessor, now = new_token(), new_accessor(), utcnow()
-        info = TokenInfo(accessor, tuple(sorted(set(policies))), display_name, now, now + ttl if ttl else None)
+        names = token_policy_names(policies, no_default_policy=no_default_policy)
+        info = TokenInfo(accessor, names, display_name, now, now + ttl if ttl else None)
         await self._insert(token, info)
         return token, info
 
@@ -204,6 +211,11 @@ class TokenService:
             policies = tuple(sorted(set(request.policies or parent.info.policies)))
             if not root and not set(policies) <= set(parent.info.policies):
                 raise InvalidRequest("child policies must be subset of parent")
+        policies = token_policy_names(
+            policies,
+            no_default_policy=request.no_default_policy,
+            parent=None if root or namespace != parent.info.namespace else parent.info.policies,
+        )
         for name in policies:
             if not await self._policies.exists(name, namespace):
                 warnings.append(f'policy "{name}" does not exist')

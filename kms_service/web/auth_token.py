@@ -1,7 +1,7 @@
 """/v1/auth/token/*: Vault's token store over HTTP (create, create-orphan, lookup, renew, revoke, accessors).
 
-``bao token create|lookup|renew|revoke`` and hvac's ``client.auth.token.*`` land here. The *-self paths take
-any valid token (``check_acl=False``); the others are checked against the token's policies like any path.
+``bao token create|lookup|renew|revoke`` and hvac's ``client.auth.token.*`` land here. Every path is checked
+against the token's policies; the default policy grants the *-self paths.
 Tokens of the services YAML's endpoints stay managed by ``relationships``: they cannot be renewed here.
 """
 
@@ -15,6 +15,7 @@ from kms_service.acl import Capability
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, PermissionDenied
 from kms_service.service import utcnow
+from kms_service.service.policies import canonical_name
 from kms_service.service.tokens import TokenRequest
 from kms_service.tokens import TokenInfo
 from kms_service.web.framework import Call, Field, Operation, Path
@@ -115,7 +116,7 @@ def _policies(value: Any) -> tuple[str, ...]:
         return ()
     if not all(isinstance(p, str) for p in value):
         raise InvalidRequest("policies must be strings")
-    names = [p.strip() for item in value for p in item.split(",") if p.strip()]
+    names = [canonical_name(p.strip()) for item in value for p in item.split(",") if p.strip()]
     return tuple(names)
 
 
@@ -135,6 +136,7 @@ async def _create(call: Call, args: dict[str, Any], orphan: bool) -> Reply:
         renewable=True if args["renewable"] is None else args["renewable"],
         meta=_meta(args["meta"]),
         orphan=orphan,
+        no_default_policy=bool(args["no_default_policy"]),
     )
     token, info, warnings = await call.kms.tokens.create_child(principal, request, call.namespace)
     return Reply(auth=auth_block(info, token), warnings=warnings)
@@ -242,7 +244,7 @@ CREATE_FIELDS = (
     Field("period", T.DURATION, "Not supported (periodic tokens).", ignored=True),
     Field("type", T.STRING, "Only service tokens.", ignored=True),
     Field("entity_alias", T.STRING, "Not supported (identity).", ignored=True),
-    Field("no_default_policy", T.BOOL, "There is no default policy here.", ignored=True),
+    Field("no_default_policy", T.BOOL, "Leave out the default policy (otherwise every token but root has it)."),
 )
 _POST = "POST"
 
@@ -270,7 +272,6 @@ PATHS = (
         "The calling token: policies, accessor, ttl and expiry.",
         fields=(),
         operations={"GET": Operation(lookup_self, body=False), _POST: Operation(lookup_self, body=False)},
-        check_acl=False,
     ),
     Path(
         "auth/token/lookup-accessor",
@@ -289,7 +290,6 @@ PATHS = (
         "Renew the calling token.",
         fields=(INCREMENT,),
         operations={_POST: Operation(renew_self)},
-        check_acl=False,
     ),
     Path(
         "auth/token/revoke",
@@ -302,7 +302,6 @@ PATHS = (
         "Revoke the calling token and the tokens it made.",
         fields=(),
         operations={_POST: Operation(revoke_self, body=False)},
-        check_acl=False,
     ),
     Path(
         "auth/token/revoke-accessor",

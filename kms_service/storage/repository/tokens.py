@@ -197,3 +197,17 @@ async def delete_expired_tokens(session: AsyncSession, now: datetime) -> list[st
 
 async def count_tokens(session: AsyncSession) -> int:
     return (await session.execute(select(func.count()).select_from(m.Token))).scalar_one()
+
+
+async def give_tokens_policy(session: AsyncSession, policy: str) -> list[str]:
+    """Add ``policy`` to every operator token that lacks it, root tokens excepted; their accessors."""
+    has_it = select(m.TokenPolicy.token_id).where(m.TokenPolicy.policy.in_((policy, "root")))
+    tokens = (
+        await session.execute(
+            select(m.Token.id, m.Token.accessor).where(m.Token.endpoint_id.is_(None), m.Token.id.not_in(has_it))
+        )
+    ).all()
+    for token_id, _accessor in tokens:
+        session.add(m.TokenPolicy(token_id=token_id, policy=policy))
+    await session.flush()
+    return [accessor for _token_id, accessor in tokens]
