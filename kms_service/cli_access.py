@@ -47,12 +47,20 @@ def token() -> None:
     show_default=True,
     help="A name for the token, shown by token list and lookup.",
 )
+@click.option(
+    "--no-default-policy",
+    envvar="KMS_NO_DEFAULT_POLICY",
+    show_envvar=True,
+    is_flag=True,
+    help="Leave out the default policy (every token but root has it otherwise; see docs/policies.md).",
+)
 @max_token_ttl_option
 @database_options
 def token_create(
     policies: tuple[str, ...],
     ttl: str,
     display_name: str,
+    no_default_policy: bool,
     max_token_ttl: int,
     database_url: str | None,
     data_dir: Path,
@@ -70,7 +78,9 @@ def token_create(
     secret, info = with_kms(
         database_url,
         data_dir,
-        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name),
+        lambda kms: kms.tokens.create(
+            list(policies), timedelta(seconds=seconds), display_name, no_default_policy=no_default_policy
+        ),
     )
     click.echo(f"accessor: {info.accessor}")
     click.echo(f"policies: {', '.join(info.policies)}")

@@ -12,6 +12,8 @@ import hvac.exceptions
 import pytest
 import requests
 from baocli import bao
+from openbao import dev_server
+from processes import cli_env, run_cli
 from sqlalchemy import delete
 
 from kms_service.policy_documents import DEFAULT_POLICY
@@ -190,3 +192,177 @@ def test_capabilities_keep_a_trailing_slash(server, root):
     assert bao(server, root, "token", "capabilities", token, "transit/keys/").stdout.strip() == "list"
     one = server.client(root).sys.get_capabilities(["transit/keys/"], token=token)
     assert one["capabilities"] == one["transit/keys/"] == ["list"]
+
+
+def test_cli_token_create_no_default_policy(database_url, data_dir):
+    env = cli_env(database_url, data_dir)
+    run_cli(["migrate"], env)
+    made = run_cli(["token", "create", "--policy", "encrypt:vault-enc", "--ttl", "1h"], env).stdout
+    assert "policies: default, encrypt:vault-enc" in made
+    bare = run_cli(["token", "create", "--policy", "encrypt:vault-enc", "--no-default-policy", "--ttl", "1h"], env)
+    assert "policies: encrypt:vault-enc\n" in bare.stdout
+    assert "policies: root\n" in run_cli(["token", "create", "--policy", "root", "--ttl", "1h"], env).stdout
+
+
+# -- the same requests to OpenBao ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openbao():
+    with dev_server() as url:
+        yield url
+
+
+class Side:
+    """One server and its root token, asked the same things as the other."""
+
+    def __init__(self, url: str, root: str) -> None:
+        self.url, self.root = url, root
+
+    def send(self, method, path, body=None, token=None, headers=None):
+        sent = {"X-Vault-Token": self.root if token is None else token, **(headers or {})}
+        return requests.request(method, f"{self.url}/v1/{path}", headers=sent, json=body, timeout=30)
+
+    def token(self, **body) -> str:
+        made = self.send("POST", "auth/token/create", {"ttl": "1h", **body})
+        assert made.status_code == 200, made.text
+        return made.json()["auth"]["client_token"]
+
+    def wrapped(self, secret: str) -> str:
+        reply = self.send("POST", "sys/wrapping/wrap", {"secret": secret}, headers={"X-Vault-Wrap-TTL": "300"})
+        return reply.json()["wrap_info"]["token"]
+
+
+@pytest.fixture
+def sides(openbao, server, root):
+    return Side(server.url, root), Side(openbao, "root")
+
+
+def _errors(response) -> tuple[int, list[str]]:
+    """Status and errors, OpenBao's multierror wrapping taken off."""
+    body = response.json() if response.content else {}
+    errors = [e.removeprefix("1 error occurred:\n\t* ").strip() for e in body.get("errors", [])]
+    return response.status_code, errors
+
+
+PARITY_DOCUMENTS = {
+    "dup-json": '{"path": {"transit/keys/a": {"capabilities": ["read"]}, '
+    '"transit/keys/a": {"capabilities": ["deny"]}}}',
+    "dup-hcl": 'path "transit/keys/b" { capabilities = ["read"] }\npath "transit/keys/b" { capabilities = ["list"] }\n'
+    'path "transit/keys/c" {\n  capabilities = ["deny"]\n  capabilities = ["read"]\n}\n'
+    'path "transit/keys/d/" { capabilities = ["list"] }\npath "transit/keys/e" { capabilities = ["list"] }',
+}
+PARITY_PATHS = ["transit/keys/a", "transit/keys/b", "transit/keys/c", "transit/keys/d/", "transit/keys/d"]
+PARITY_PATHS += ["transit/keys/e/", "/transit/keys/e/"]
+
+
+@pytest.mark.sqlite_only
+def test_documents_names_and_capabilities_answer_as_openbaos(sides):
+    answers = []
+    for side in sides:
+        for name, document in PARITY_DOCUMENTS.items():
+            assert side.send("PUT", f"sys/policies/acl/{name}", {"policy": document}).status_code == 204
+        token = side.token(policies=list(PARITY_DOCUMENTS))
+        one = side.send("POST", "sys/capabilities-self", {"paths": ["transit/keys/d/"]}, token=token).json()
+        many = side.send("POST", "sys/capabilities-self", {"paths": PARITY_PATHS}, token=token).json()
+        written = side.send("PUT", "sys/policies/acl/Parity-Upper", {"policy": 'path "x" { capabilities = ["read"] }'})
+        answers.append(
+            {
+                "one": {k: one[k] for k in ("capabilities", "transit/keys/d/")},
+                "many": {path: sorted(many[path]) for path in PARITY_PATHS} | {"merged": "capabilities" in many},
+                "plus-star": _errors(
+                    side.send("PUT", "sys/policies/acl/ps", {"policy": 'path "/t/+*" { capabilities = ["read"] }'})
+                ),
+                "bad-capability": _errors(
+                    side.send("PUT", "sys/policies/acl/bc", {"policy": 'path "t" { capabilities = ["reed"] }'})
+                ),
+                "upper-written": written.status_code,
+                "upper-read": side.send("GET", "sys/policies/acl/PARITY-UPPER").json()["data"]["name"],
+                "upper-listed": "parity-upper" in side.send("LIST", "sys/policies/acl").json()["data"]["keys"],
+                "upper-deleted": side.send("DELETE", "sys/policies/acl/parity-UPPER").status_code,
+                "upper-gone": side.send("GET", "sys/policies/acl/parity-upper").status_code,
+            }
+        )
+    ours, theirs = answers
+    assert ours == theirs
+
+
+@pytest.mark.sqlite_only
+def test_the_default_policy_answers_as_openbaos(sides):
+    answers = []
+    for side in sides:
+        read = side.send("GET", "sys/policies/acl/default").json()["data"]
+        made = side.send("POST", "auth/token/create", {"policies": ["foo"]}).json()["auth"]
+        bare = side.send("POST", "auth/token/create", {"policies": ["foo"], "no_default_policy": True}).json()["auth"]
+        asked = {
+            "root-and-more": side.send("POST", "auth/token/create", {"policies": ["root", "foo"]}).json()["auth"],
+            "default-declined": side.send(
+                "POST", "auth/token/create", {"policies": ["default"], "no_default_policy": True}
+            ).json()["auth"],
+        }
+        wrapping = side.wrapped("s")
+        denied = {
+            "lookup-self": side.send("GET", "auth/token/lookup-self", token=bare["client_token"]),
+            "lookup-self-post": side.send("POST", "auth/token/lookup-self", token=made["client_token"]),
+            "capabilities-self": side.send(
+                "POST", "sys/capabilities-self", {"paths": ["a"]}, token=bare["client_token"]
+            ),
+            "renew-self": side.send("POST", "auth/token/renew-self", token=bare["client_token"]),
+            "wrap": side.send(
+                "POST", "sys/wrapping/wrap", {"a": 1}, token=bare["client_token"], headers={"X-Vault-Wrap-TTL": "60"}
+            ),
+            "unwrap-body": side.send("POST", "sys/wrapping/unwrap", {"token": wrapping}, token=bare["client_token"]),
+            "delete-default": side.send("DELETE", "sys/policies/acl/default"),
+        }
+        answers.append(
+            {
+                "read": (read["name"], 'path "auth/token/lookup-self"' in read["policy"]),
+                "listed": "default" in side.send("LIST", "sys/policies/acl").json()["data"]["keys"],
+                "made": (made["policies"], made["token_policies"]),
+                "bare": bare["policies"],
+                "asked": {k: v["policies"] for k, v in asked.items()},
+                "denied": {k: _errors(v) for k, v in denied.items()},
+                "lookup-without-default": side.send(
+                    "POST", "sys/wrapping/lookup", {"token": wrapping}, token=bare["client_token"]
+                ).status_code,
+                "capabilities": side.send(
+                    "POST", "sys/capabilities-self", {"paths": ["sys/wrapping/unwrap"]}, token=made["client_token"]
+                ).json()["capabilities"],
+            }
+        )
+    ours, theirs = answers
+    assert ours == theirs
+
+
+@pytest.mark.sqlite_only
+def test_unwrap_with_a_wrapping_token_as_the_requests_token_and_another_in_the_body(sides):
+    """OpenBao answers the body's response and spends both: the request's wrapping token is used up by the
+    request itself."""
+    answers = []
+    for side in sides:
+        first, second = side.wrapped("first"), side.wrapped("second")
+        answer = side.send("POST", "sys/wrapping/unwrap", {"token": second}, token=first)
+        again = [_errors(side.send("POST", "sys/wrapping/unwrap", token=spent)) for spent in (first, second)]
+        bad_body = side.send("POST", "sys/wrapping/unwrap", {"token": "nonsense"}, token=side.wrapped("third"))
+        answers.append((answer.status_code, answer.json()["data"], again, _errors(bad_body)))
+    ours, theirs = answers
+    assert ours == theirs
+    assert ours[1] == {"secret": "second"}
+
+
+@pytest.mark.sqlite_only
+def test_unwrap_with_the_same_wrapping_token_both_ways(sides):
+    """An intended difference: OpenBao fails (500) and the token is spent, its response lost; here the response
+    is answered once, as if the token had been given one way."""
+    ours, theirs = sides
+    token = theirs.wrapped("same")
+    failed = theirs.send("POST", "sys/wrapping/unwrap", {"token": token}, token=token)
+    assert failed.status_code == 500
+    assert _errors(theirs.send("POST", "sys/wrapping/unwrap", token=token))[0] in (400, 403)
+    token = ours.wrapped("same")
+    answered = ours.send("POST", "sys/wrapping/unwrap", {"token": token}, token=token)
+    assert answered.status_code == 200 and answered.json()["data"] == {"secret": "same"}
+    assert _errors(ours.send("POST", "sys/wrapping/unwrap", {"token": token}, token=token)) == (
+        400,
+        ["wrapping token is not valid or does not exist"],
+    )
