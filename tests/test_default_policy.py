@@ -366,3 +366,35 @@ def test_unwrap_with_the_same_wrapping_token_both_ways(sides):
         400,
         ["wrapping token is not valid or does not exist"],
     )
+
+
+@pytest.mark.sqlite_only
+def test_capabilities_accessor_answers_as_openbaos(sides, server):
+    answers = []
+    for side in sides:
+        made = side.send("POST", "auth/token/create", {"policies": ["foo"], "ttl": "1h"}).json()["auth"]
+        accessor = made["accessor"]
+        paths = ["sys/wrapping/unwrap", "auth/token/lookup-self/", "/transit/keys/"]
+        asked = {
+            "many": {"accessor": accessor, "paths": paths},
+            "one": {"accessor": accessor, "paths": ["auth/token/lookup-self"]},
+            "unknown": {"accessor": "0" * 24, "paths": ["a"]},
+            "no-accessor": {"paths": ["a"]},
+            "no-paths": {"accessor": accessor},
+            "empty-path": {"accessor": accessor, "paths": [""]},
+        }
+        answer = {}
+        for case, body in asked.items():
+            response = side.send("POST", "sys/capabilities-accessor", body)
+            answer[case] = response.json()["data"] if response.status_code == 200 else _errors(response)
+        answer["without-grant"] = _errors(
+            side.send("POST", "sys/capabilities-accessor", asked["one"], token=made["client_token"])
+        )
+        answers.append(answer)
+    ours, theirs = answers
+    assert ours == theirs
+    assert ours["one"] == {"auth/token/lookup-self": ["read"], "capabilities": ["read"]}
+    # hvac's get_capabilities(accessor=...) lands here.
+    accessor = server.client(server.root_token()).auth.token.create(policies=["app"], ttl="1h")["auth"]["accessor"]
+    answer = server.client(server.root_token()).sys.get_capabilities(["transit/keys/"], accessor=accessor)
+    assert answer["capabilities"] == ["list"]

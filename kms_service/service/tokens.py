@@ -296,6 +296,13 @@ class TokenService:
         info = token_info(record)
         return None if info.expired(utcnow()) else info
 
+    async def principal_by_accessor(self, accessor: str) -> Principal | None:
+        """What a live token may do, found by its accessor (the principal holds no token); None: unknown."""
+        info = await self.find(accessor=accessor)
+        if info is None:
+            return None
+        return Principal("", info, await self._policies.acl(info.policies, info.namespace))
+
     async def renew(self, accessor: str, increment: int | None) -> TokenInfo:
         """Extend a renewable token to now + increment (or its creation TTL), capped by its explicit max TTL."""
         async with self._db.writing() as session:

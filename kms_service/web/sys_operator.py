@@ -86,8 +86,10 @@ def _paths(args: dict[str, Any]) -> list[str]:
     paths = list(args["paths"] or [])
     if args["path"]:
         paths.append(args["path"])
-    if not paths or not all(isinstance(p, str) and p for p in paths):
-        raise InvalidRequest("missing paths")
+    if not paths:
+        raise InvalidRequest("paths must be supplied")  # Vault's words
+    if not all(isinstance(p, str) and p for p in paths):
+        raise InvalidRequest("missing path")
     return paths
 
 
@@ -116,6 +118,17 @@ async def capabilities(call: Call, args: dict[str, Any]) -> Reply:
     if principal is None or not call.namespace.startswith(principal.info.namespace):
         raise InvalidRequest("invalid token")
     return _capabilities(principal, _paths(args), call.namespace)
+
+
+async def capabilities_accessor(call: Call, args: dict[str, Any]) -> Reply:
+    accessor = args["accessor"] or ""
+    if not accessor:
+        raise InvalidRequest("missing accessor")
+    paths = _paths(args)
+    principal = await call.kms.tokens.principal_by_accessor(accessor)
+    if principal is None or not call.namespace.startswith(principal.info.namespace):
+        raise InvalidRequest("invalid accessor")
+    return _capabilities(principal, paths, call.namespace)
 
 
 NAME = Field("name", T.STRING, "The policy's name.")
@@ -185,6 +198,12 @@ PATHS = (
         "The calling token's capabilities on paths.",
         fields=PATHS_FIELDS,
         operations={"POST": Operation(capabilities_self)},
+    ),
+    Path(
+        "sys/capabilities-accessor",
+        "The capabilities on paths of the token with this accessor.",
+        fields=(Field("accessor", T.STRING, "The accessor of the token to report on."), *PATHS_FIELDS),
+        operations={"POST": Operation(capabilities_accessor)},
     ),
     Path(
         "sys/capabilities",
