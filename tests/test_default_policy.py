@@ -5,6 +5,7 @@ deleted, tokens made before it existed keep its paths; names are lowercased; cap
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import hvac
@@ -398,3 +399,32 @@ def test_capabilities_accessor_answers_as_openbaos(sides, server):
     accessor = server.client(server.root_token()).auth.token.create(policies=["app"], ttl="1h")["auth"]["accessor"]
     answer = server.client(server.root_token()).sys.get_capabilities(["transit/keys/"], accessor=accessor)
     assert answer["capabilities"] == ["list"]
+
+
+@pytest.mark.sqlite_only
+def test_a_tokens_self_paths_below_its_namespace_answer_as_openbaos(sides):
+    """The token store's *-self paths are the token's own, from any namespace below its own (its default policy
+    grants them there); the other paths of the default policy are the request's namespace's."""
+    answers = []
+    namespace = f"selfns{os.urandom(2).hex()}"
+    for side in sides:
+        assert side.send("POST", f"sys/namespaces/{namespace}").status_code == 200
+        made = side.token(policies=["foo"])
+        bare = side.token(policies=["foo"], no_default_policy=True)
+        header = {"X-Vault-Namespace": namespace}
+        answer = {}
+        for name, token in (("made", made), ("bare", bare)):
+            answer[name] = [
+                side.send("GET", f"{namespace}/auth/token/lookup-self", token=token).status_code,
+                side.send("GET", "auth/token/lookup-self", token=token, headers=header).status_code,
+                side.send("POST", f"{namespace}/sys/capabilities-self", {"paths": ["a"]}, token=token).status_code,
+                side.send(
+                    "POST", f"{namespace}/sys/wrapping/wrap", {"a": 1}, token=token, headers={"X-Vault-Wrap-TTL": "60"}
+                ).status_code,
+                side.send("POST", f"{namespace}/auth/token/revoke-self", token=token).status_code,
+                side.send("GET", "auth/token/lookup-self", token=token).status_code,
+            ]
+        answers.append(answer)
+    ours, theirs = answers
+    assert ours == theirs
+    assert ours["made"] == [200, 200, 403, 403, 204, 403]

@@ -272,6 +272,7 @@ PATHS = (
         "The calling token: policies, accessor, ttl and expiry.",
         fields=(),
         operations={"GET": Operation(lookup_self, body=False), _POST: Operation(lookup_self, body=False)},
+        acl_in_token_namespace=True,
     ),
     Path(
         "auth/token/lookup-accessor",
@@ -290,6 +291,7 @@ PATHS = (
         "Renew the calling token.",
         fields=(INCREMENT,),
         operations={_POST: Operation(renew_self)},
+        acl_in_token_namespace=True,
     ),
     Path(
         "auth/token/revoke",
@@ -302,6 +304,7 @@ PATHS = (
         "Revoke the calling token and the tokens it made.",
         fields=(),
         operations={_POST: Operation(revoke_self, body=False)},
+        acl_in_token_namespace=True,
     ),
     Path(
         "auth/token/revoke-accessor",
