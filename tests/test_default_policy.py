@@ -428,3 +428,30 @@ def test_a_tokens_self_paths_below_its_namespace_answer_as_openbaos(sides):
     ours, theirs = answers
     assert ours == theirs
     assert ours["made"] == [200, 200, 403, 403, 204, 403]
+
+
+@pytest.mark.sqlite_only
+def test_rewriting_the_default_policy_answers_as_openbaos(sides):
+    narrower = 'path "auth/token/lookup-self" { capabilities = ["read"] }'
+    answers = []
+    for side in sides:
+        shipped = side.send("GET", "sys/policies/acl/default").json()["data"]["policy"]
+        token = side.token(policies=["foo"])
+        try:
+            written = side.send("PUT", "sys/policies/acl/default", {"policy": narrower}).status_code
+            answers.append(
+                {
+                    "written": written,
+                    "read": side.send("GET", "sys/policies/acl/default").json()["data"]["policy"] == narrower,
+                    "lookup-self": side.send("GET", "auth/token/lookup-self", token=token).status_code,
+                    "capabilities-self": _errors(
+                        side.send("POST", "sys/capabilities-self", {"paths": ["a"]}, token=token)
+                    ),
+                    "written-upper": side.send("PUT", "sys/policies/acl/DEFAULT", {"policy": narrower}).status_code,
+                }
+            )
+        finally:
+            side.send("PUT", "sys/policies/acl/default", {"policy": shipped})
+    ours, theirs = answers
+    assert ours == theirs
+    assert ours["capabilities-self"] == (403, ["permission denied"])
