@@ -52,6 +52,13 @@ def token() -> None:
     show_default=True,
     help="A name for the token, shown by token list and lookup.",
 )
+@click.option(
+    "--no-default-policy",
+    envvar="KMS_NO_DEFAULT_POLICY",
+    show_envvar=True,
+    is_flag=True,
+    help="Leave out the default policy (every token but root has it otherwise; see docs/policies.md).",
+)
 @max_token_ttl_option
 @default_token_ttl_option
 @database_options
@@ -59,6 +66,7 @@ def token_create(
     policies: tuple[str, ...],
     ttl: str | None,
     display_name: str,
+    no_default_policy: bool,
     max_token_ttl: int,
     default_token_ttl: int,
     database_url: str | None,
@@ -77,7 +85,12 @@ def token_create(
     secret, info = with_kms(
         database_url,
         data_dir,
-        lambda kms: kms.tokens.create(list(policies), timedelta(seconds=seconds), clean_cli_display_name(display_name)),
+        lambda kms: kms.tokens.create(
+            list(policies),
+            timedelta(seconds=seconds),
+            clean_cli_display_name(display_name),
+            no_default_policy=no_default_policy,
+        ),
     )
     click.echo(f"accessor: {info.accessor}")
     click.echo(f"policies: {', '.join(info.policies)}")

@@ -113,7 +113,7 @@ def test_token_lookup_by_accessor(database_url, data_dir):
     assert accessor in table and "encrypt:vault-enc" in table and "app" in table
     assert token not in table
     document = json.loads(run_cli(["token", "lookup", accessor, "--json"], env).stdout)
-    assert document["accessor"] == accessor and document["policies"] == "encrypt:vault-enc"
+    assert document["accessor"] == accessor and document["policies"] == "default, encrypt:vault-enc"
     assert document["display_name"] == "app" and document["expired"] is False and document["endpoint"] is None
     assert token not in json.dumps(document)
     one_line_error(run_cli(["token", "lookup", "0" * 24], env, check=False), 1, "no token with that accessor")

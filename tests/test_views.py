@@ -132,7 +132,7 @@ def test_token_policies_and_endpoint_grants_in_the_views(server):
     server.call(server.kms.tokens.create(["verify:vault-sign", "encrypt:vault-enc"], None, "ops"))
     tokens = server.call(_rows(server.kms.engine, "SELECT * FROM kms_tokens ORDER BY display_name"))
     by_name = {r["display_name"]: r for r in tokens}
-    assert by_name["ops"]["policies"] == "encrypt:vault-enc, verify:vault-sign"
+    assert by_name["ops"]["policies"] == "default, encrypt:vault-enc, verify:vault-sign"
     assert by_name["ops"]["expires_at"] is None and by_name["ops"]["expires_in_days"] is None
     endpoint = by_name["endpoint-manage_keys"]
     assert endpoint["endpoint"] == "manage_keys"

@@ -187,6 +187,7 @@ class KMS:
                 kms.service = settings.service
             else:
                 await kms.keys.upgrade_legacy_material()
+                await kms.policies.ensure_default()
                 if settings.service is not None:
                     await kms.provision(settings.service, prune=settings.prune)
         except BaseException:

@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from kms_service.acl import ACL, POLICY_TEMPLATES
 from kms_service.durations import human_seconds
 from kms_service.errors import ConfigError, InvalidRequest
+from kms_service.policy_documents import token_policy_names
 from kms_service.seal import ServerSecrets
 from kms_service.service.caching import CacheStats, OnRace, RefreshingCache
 from kms_service.service.database_watch import DatabaseWatch
 from kms_service.service.invalidation import Change, Invalidator, Kind
-from kms_service.service.policies import PolicyService
+from kms_service.service.policies import PolicyService, canonical_name
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database
 from kms_service.tokens import (
@@ -79,12 +80,15 @@ class TokenRequest:
     orphan: bool = False
     period: int = 0
     token_type: str | None = None  # None: not asked (a service token, or the role's default)
+    no_default_policy: bool = False
 
 
 def token_info(record: repo.TokenRecord) -> TokenInfo:
+    # An endpoint's tokens carry the default policy too (Vault gives it to every token but root).
+    policies = record.policies if record.endpoint is None else token_policy_names(record.policies)
     return TokenInfo(
         record.accessor,
-        record.policies,
+        policies,
         record.display_name,
         record.created_at,
         record.expires_at,
@@ -196,7 +200,8 @@ class TokenService:
             record = await repo.find_token(session, digest)
         if record is None:
             return None
-        return Principal(token, token_info(record), await self._policies.acl(record.policies, record.namespace))
+        info = token_info(record)
+        return Principal(token, info, await self._policies.acl(info.policies, record.namespace))
 
     async def _open_batch(self, token: str) -> TokenInfo | None:
         """A batch token's values, if it is this cluster's and its parent (if any) still lives: a batch token
@@ -220,10 +225,11 @@ class TokenService:
         return info
 
     async def create(
-        self, policies: list[str], ttl: timedelta | None, display_name: str = "token"
+        self, policies: list[str], ttl: timedelta | None, display_name: str = "token", no_default_policy: bool = False
     ) -> tuple[str, TokenInfo]:
         if not policies:
             raise InvalidRequest("at least one policy is required")
+        policies = [canonical_name(name) for name in policies]
         for name in policies:
             # A typo must not make a token that silently grants nothing: the policy must exist.
             if not await self._policies.exists(name):
@@ -232,7 +238,8 @@ class TokenService:
                     f"{', '.join(POLICY_TEMPLATES)}, or the name of a policy written with sys/policies/acl"
                 )
         token, accessor, now = new_token(), new_accessor(), utcnow()
-        info = TokenInfo(accessor, tuple(sorted(set(policies))), display_name, now, now + ttl if ttl else None)
+        names = token_policy_names(policies, no_default_policy=no_default_policy)
+        info = TokenInfo(accessor, names, display_name, now, now + ttl if ttl else None)
         await self._insert(token, info)
         return token, info
 
@@ -271,6 +278,11 @@ class TokenService:
                 raise InvalidRequest("child policies must be subset of parent")
         if "root" in policies and not root:
             raise InvalidRequest("root tokens may not be created without parent token being root")
+        policies = token_policy_names(
+            policies,
+            no_default_policy=request.no_default_policy,
+            parent=None if root or namespace != parent.info.namespace else parent.info.policies,
+        )
         for name in policies:
             if not await self._policies.exists(name, namespace):
                 warnings.append(f'policy "{name}" does not exist')
@@ -390,6 +402,13 @@ class TokenService:
             return None
         info = token_info(record)
         return None if info.expired(utcnow()) else info
+
+    async def principal_by_accessor(self, accessor: str) -> Principal | None:
+        """What a live token may do, found by its accessor (the principal holds no token); None: unknown."""
+        info = await self.find(accessor=accessor)
+        if info is None:
+            return None
+        return Principal("", info, await self._policies.acl(info.policies, info.namespace))
 
     async def renew(self, accessor: str, increment: int | None) -> tuple[TokenInfo, list[str]]:
         """Vault's renewal: a periodic token gets its period again; another now + increment (or its creation

@@ -1,7 +1,7 @@
 """/v1/auth/token/*: Vault's token store over HTTP (create, create-orphan, lookup, renew, revoke, accessors).
 
-``bao token create|lookup|renew|revoke`` and hvac's ``client.auth.token.*`` land here. The *-self paths take
-any valid token (``check_acl=False``); the others are checked against the token's policies like any path.
+``bao token create|lookup|renew|revoke`` and hvac's ``client.auth.token.*`` land here. Every path is checked
+against the token's policies; the default policy grants the *-self paths.
 Tokens of the services YAML's endpoints stay managed by ``relationships``: they cannot be renewed here.
 """
 
@@ -16,6 +16,7 @@ from kms_service.acl import Capability
 from kms_service.durations import DurationError, parse_seconds
 from kms_service.errors import InvalidRequest, NotFound, PermissionDenied
 from kms_service.service import utcnow
+from kms_service.service.policies import canonical_name
 from kms_service.service.tokens import TokenRequest
 from kms_service.tokens import BATCH, ROLE_TOKEN_TYPES, TOKEN_TYPES, TokenInfo, TokenRole
 from kms_service.web.framework import Call, Field, Operation, Path
@@ -119,7 +120,7 @@ def _policies(value: Any) -> tuple[str, ...]:
         return ()
     if not all(isinstance(p, str) for p in value):
         raise InvalidRequest("policies must be strings")
-    names = [p.strip() for item in value for p in item.split(",") if p.strip()]
+    names = [canonical_name(p.strip()) for item in value for p in item.split(",") if p.strip()]
     return tuple(names)
 
 
@@ -160,6 +161,7 @@ async def _create(call: Call, args: dict[str, Any], orphan: bool, role: TokenRol
         orphan=orphan,
         period=period,
         token_type=_token_type(args["type"]),
+        no_default_policy=bool(args["no_default_policy"]),
     )
     token, info, warnings = await call.kms.tokens.create_child(principal, request, call.namespace, role)
     return Reply(auth=auth_block(info, token), warnings=warnings)
@@ -345,7 +347,7 @@ CREATE_FIELDS = (
     ),
     Field("type", T.STRING, "service (default) or batch: sealed in the token, stored nowhere, not renewable."),
     Field("entity_alias", T.STRING, "Not supported (identity).", ignored=True),
-    Field("no_default_policy", T.BOOL, "There is no default policy here.", ignored=True),
+    Field("no_default_policy", T.BOOL, "Leave out the default policy (otherwise every token but root has it)."),
 )
 _POST = "POST"
 ROLE_NAME = Field("role_name", T.STRING, "The role's name.", check=_role_name)
@@ -418,7 +420,7 @@ PATHS = (
         "The calling token: policies, accessor, ttl and expiry.",
         fields=(),
         operations={"GET": Operation(lookup_self, body=False), _POST: Operation(lookup_self, body=False)},
-        check_acl=False,
+        acl_in_token_namespace=True,
     ),
     Path(
         "auth/token/lookup-accessor",
@@ -437,7 +439,7 @@ PATHS = (
         "Renew the calling token.",
         fields=(INCREMENT,),
         operations={_POST: Operation(renew_self)},
-        check_acl=False,
+        acl_in_token_namespace=True,
     ),
     Path(
         "auth/token/revoke",
@@ -450,7 +452,7 @@ PATHS = (
         "Revoke the calling token and the tokens it made.",
         fields=(),
         operations={_POST: Operation(revoke_self, body=False)},
-        check_acl=False,
+        acl_in_token_namespace=True,
     ),
     Path(
         "auth/token/revoke-accessor",

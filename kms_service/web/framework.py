@@ -207,8 +207,11 @@ class Path:
     operations: Mapping[str, Operation]
     description: str = ""
     authenticated: bool = True
-    # False: any valid token may call it (auth/token/lookup-self).
+    # False: any valid token may call it.
     check_acl: bool = True
+    # True: the token's policies are asked about the path in the token's own namespace, whatever namespace the
+    # request names (Vault's auth/token/*-self: a token looks itself up from any namespace below its own).
+    acl_in_token_namespace: bool = False
     # Recorded in the audit log although not authenticated by the router (sys/wrapping/unwrap checks its
     # tokens itself).
     audited: bool = False

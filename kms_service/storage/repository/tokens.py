@@ -228,3 +228,17 @@ async def delete_token_role(session: AsyncSession, namespace: str, name: str) ->
 async def token_role_names(session: AsyncSession, namespace: str) -> list[str]:
     query = select(m.TokenRole.name).where(m.TokenRole.namespace == namespace).order_by(m.TokenRole.name)
     return list((await session.execute(query)).scalars())
+
+
+async def give_tokens_policy(session: AsyncSession, policy: str) -> list[str]:
+    """Add ``policy`` to every operator token that lacks it, root tokens excepted; their accessors."""
+    has_it = select(m.TokenPolicy.token_id).where(m.TokenPolicy.policy.in_((policy, "root")))
+    tokens = (
+        await session.execute(
+            select(m.Token.id, m.Token.accessor).where(m.Token.endpoint_id.is_(None), m.Token.id.not_in(has_it))
+        )
+    ).all()
+    for token_id, _accessor in tokens:
+        session.add(m.TokenPolicy(token_id=token_id, policy=policy))
+    await session.flush()
+    return [accessor for _token_id, accessor in tokens]
