@@ -3,6 +3,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Where `make run` listens: `make run PORT=8300` beside a Vault or OpenBao that holds 8200 (given on the
+# command line only: a PORT or HOST in the environment, which other tools set, is not taken).
+HOST   := 127.0.0.1
+PORT   := 8200
 # One stamp per install level. The test install is a superset of the serving one, so it marks both done:
 # `make run` after `make test` installs nothing; `make test` after `make run` adds only the test extras.
 RUN_STAMP  := $(VENV)/.installed-run
@@ -22,16 +26,18 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml tests/clients/node-vault/package-lock.json | $(BIN)/python
+$(TEST_STAMP): pyproject.toml tests/clients/node-vault/package-lock.json tests/clients/console-firefox/package-lock.json | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	@# node-vault, for tests/test_vault_clients.py (Node.js and npm: Debian's nodejs and npm packages).
-	@if command -v npm >/dev/null; then npm ci --prefix tests/clients/node-vault --silent --no-audit --no-fund; \
-	else echo "npm not found: install Node.js and npm for the node-vault tests"; fi
+	@# puppeteer-core, for tests/test_console_firefox.py: it drives Debian's firefox-esr and downloads no browser.
+	@if command -v npm >/dev/null; then npm ci --prefix tests/clients/node-vault --silent --no-audit --no-fund \
+	&& npm ci --prefix tests/clients/console-firefox --silent --no-audit --no-fund; \
+	else echo "npm not found: install Node.js and npm for the node-vault and Firefox console tests"; fi
 	touch $@ $(RUN_STAMP)
 
-# Serve the seed's example config on SQLite (./data) at 127.0.0.1:8200.
+# Serve the example services YAML on SQLite (./data) at $(HOST):$(PORT).
 run: $(RUN_STAMP)
-	$(BIN)/kms-service serve --config deploy/services.example.yaml --data-dir ./data --host 127.0.0.1 --port 8200
+	$(BIN)/kms-service serve --config deploy/services.example.yaml --data-dir ./data --host $(HOST) --port $(PORT)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

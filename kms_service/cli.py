@@ -1,4 +1,5 @@
-"""The ``kms-service`` command: the group, assembled from the command modules: ``cli_serve.py`` serve,
+"""The ``kms-service`` command: the group, assembled from the command modules: ``cli_init.py`` init (the
+example YAML files); ``cli_serve.py`` serve,
 relationships, config check; ``cli_access.py`` token create/revoke/list, policy; ``cli_audit.py`` audit
 hash/verify; ``cli_migrate.py`` migrate, migrate-from/-to; ``cli_inspect.py`` keys list/show, endpoints list,
 token lookup, inspect (read-only); ``cli_keys.py`` keys rotate/config and rewrap (writes through the
@@ -20,6 +21,7 @@ from kms_service import __version__, logs
 from kms_service.cli_access import policy, token
 from kms_service.cli_audit import audit
 from kms_service.cli_common import Group
+from kms_service.cli_init import init
 from kms_service.cli_inspect import endpoints, inspect, keys, token_lookup
 from kms_service.cli_keys import rewrap
 from kms_service.cli_master_key import master_key
@@ -36,6 +38,7 @@ def main() -> None:
 
 # In this order in the command reference (docs/cli_reference.py); --help lists them by name.
 for command in (
+    init,
     serve,
     relationships,
     config_group,

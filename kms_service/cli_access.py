@@ -9,11 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kms_service.cli_common import database_options, duration_text, max_token_ttl_option, reading, with_kms
+from kms_service.cli_common import (
+    database_options,
+    default_token_ttl_option,
+    max_token_ttl_option,
+    reading,
+    with_kms,
+)
 from kms_service.cli_inspect import TOKEN_COLUMNS, token_rows
 from kms_service.cli_output import json_option, output_options, print_json, table
 from kms_service.mounts import DEFAULT_MOUNT
-from kms_service.settings import SETTING_BY_NAME
 
 if TYPE_CHECKING:
     from kms_service.service import KMS, PolicyService
@@ -39,9 +44,8 @@ def token() -> None:
     "--ttl",
     envvar="KMS_TTL",
     show_envvar=True,
-    default=duration_text(SETTING_BY_NAME["max_token_ttl"].default),  # as long as a token may live
-    show_default=True,
-    help="Lifetime, e.g. 2s, 1h, 8760h.",
+    default=None,
+    help="Lifetime, e.g. 2s, 1h, 8760h (default: --default-token-ttl).",
 )
 @click.option(
     "--display-name",
@@ -51,13 +55,23 @@ def token() -> None:
     show_default=True,
     help="A name for the token, shown by token list and lookup.",
 )
+@click.option(
+    "--no-default-policy",
+    envvar="KMS_NO_DEFAULT_POLICY",
+    show_envvar=True,
+    is_flag=True,
+    help="Leave out the default policy (every token but root has it otherwise; see docs/policies.md).",
+)
 @max_token_ttl_option
+@default_token_ttl_option
 @database_options
 def token_create(
     policies: tuple[str, ...],
-    ttl: str,
+    ttl: str | None,
     display_name: str,
+    no_default_policy: bool,
     max_token_ttl: int,
+    default_token_ttl: int,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
@@ -67,7 +81,7 @@ def token_create(
     from kms_service.errors import ConfigError
 
     try:
-        seconds = parse_duration(ttl)
+        seconds = parse_duration(ttl) if ttl is not None else min(default_token_ttl, max_token_ttl)
     except ConfigError as exc:
         raise click.BadParameter(exc.message, param_hint="--ttl") from None
     if seconds > max_token_ttl:
@@ -76,8 +90,15 @@ def token_create(
         )
 
     async def create(kms: KMS) -> tuple[str, TokenInfo]:
+        from kms_service.tokens import clean_cli_display_name
+
         await _refuse_missing_keys(kms, policies)
-        return await kms.tokens.create(list(policies), timedelta(seconds=seconds), display_name)
+        return await kms.tokens.create(
+            list(policies),
+            timedelta(seconds=seconds),
+            clean_cli_display_name(display_name),
+            no_default_policy=no_default_policy,
+        )
 
     secret, info = with_kms(database_url, data_dir, create)
     click.echo(f"accessor: {info.accessor}")

@@ -140,14 +140,17 @@ def log_options(ctx: click.Context) -> tuple[str, str]:
     return ctx.meta.get("kms_log_format", "text"), ctx.meta.get("kms_log_level", "info")
 
 
-def logging_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--log-format and --log-level, on every command (logging is set up before the command runs)."""
+def logging_options(func: Callable[..., Any] | None = None, *, level: str = "warning") -> Any:
+    """--log-format and --log-level, on every command (logging is set up before the command runs). A command
+    logs warnings only unless asked (its result is its output); serve passes ``level="info"``."""
+    if func is None:
+        return lambda decorated: logging_options(decorated, level=level)
     func = click.option(
         "--log-level",
         envvar="KMS_LOG_LEVEL",
         show_envvar=True,
         type=click.Choice(logs.LEVELS),
-        default="info",
+        default=level,
         show_default=True,
         expose_value=False,
         is_eager=True,
@@ -227,6 +230,7 @@ def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 max_token_ttl_option = setting_options(SETTING_BY_NAME["max_token_ttl"])
+default_token_ttl_option = setting_options(SETTING_BY_NAME["default_token_ttl"])
 
 
 class Progress:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @setting_options(*SETTINGS)
-@logging_options
+@logging_options(level="info")
 @click.pass_context
 def serve(ctx: click.Context, **options: Any) -> None:
     """Apply migrations, provision the services YAML, and serve the transit API.

@@ -41,3 +41,18 @@ def parse_seconds(value: object) -> int:
     if seconds < 0 or seconds > MAX_SECONDS:
         raise DurationError(f"duration out of range (0 to {MAX_SECONDS} seconds)")
     return int(seconds)
+
+
+def human_seconds(seconds: int) -> str:
+    """Seconds as Vault words them in warnings: Go's duration text without trailing zero units ("2h30m",
+    "768h", "1h59m58s", "45s")."""
+    hours, rest = divmod(max(0, int(seconds)), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        text = f"{hours}h{minutes}m{secs}s"
+    elif minutes:
+        text = f"{minutes}m{secs}s"
+    else:
+        return f"{secs}s"
+    text = text.removesuffix("0s") if text.endswith("m0s") else text
+    return text.removesuffix("0m") if text.endswith("h0m") else text

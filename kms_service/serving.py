@@ -8,6 +8,7 @@ import asyncio
 import gc
 import logging
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
@@ -81,10 +83,13 @@ def serve(settings: Settings, tls: ssl.SSLContext | None, log_options: tuple[str
 
 
 def _banner(settings: Settings, bound: int, origin: str, workers: str = "", scheme: str = "http") -> str:
-    config, url, data_dir, host = settings.service, settings.url, settings.data_dir, settings.host
+    config, url, host = settings.service, settings.url, settings.host
     assert config is not None
-    prog = sys.argv[0] if sys.argv[0].endswith("kms-service") else "kms-service"
-    same_db = f" --data-dir {data_dir}" if url == default_database_url(data_dir) else " --database-url URL"
+    same, note = _same_service_options(settings, origin)
+    config_path = shlex.quote(str(Path(settings.config_path or "").absolute()))
+    prog = runnable_program()
+    app, app_note = _app_yaml(settings, config)
+    tls = f" --tls-cert {shlex.quote(str(Path(settings.tls_cert).absolute()))}" if settings.tls_cert else ""
     return (
         f"kms-service {__version__}: serving {config.type} service '{config.name}' on {scheme}://{host}:{bound}\n"
         + (f"  workers: {workers}\n" if workers else "")
@@ -92,9 +97,50 @@ def _banner(settings: Settings, bound: int, origin: str, workers: str = "", sche
         f"  master key: {origin}\n"
         f"  endpoints: {', '.join(config.endpoints)}\n"
         "  an app's PLATFORM_RELATIONSHIPS (its token is .<relationship>[0].password):\n"
-        f"    {prog} relationships --config {settings.config_path} --app APP.yaml --port {bound}{same_db}\n"
-        "    (deploy/app.example.yaml is an app YAML for the example config)\n"
-        f"  an operator token: {prog} token create --policy root --ttl 1h{same_db}"
+        f"    {prog} relationships --config {config_path} --app {app} --port {bound}{tls}{same}\n"
+        f"    ({app_note})\n"
+        f"  an operator token: {prog} token create --policy root --ttl 1h{same}"
+        + (f"\n{note.rstrip()}" if note else "")
+    )
+
+
+def runnable_program() -> str:
+    """The command as the operator can run it again from any directory."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("kms-service") and os.sep in argv0:
+        return shlex.quote(str(Path(argv0).absolute()))
+    if shutil.which("kms-service") is not None:
+        return "kms-service"
+    return f"{shlex.quote(sys.executable)} -m kms_service"
+
+
+def _same_service_options(settings: Settings, origin: str) -> tuple[str, str]:
+    """The options that make another command open this database with this master key, from any directory
+    (absolute paths), and a note when the operator must supply something: a URL's password is never printed,
+    the variable that holds it is."""
+    data_dir = f" --data-dir {shlex.quote(str(Path(settings.data_dir).absolute()))}"
+    url = settings.url
+    if url == default_database_url(settings.data_dir):
+        return data_dir, ""
+    key_dir = "" if origin == "KMS_MASTER_KEY" else data_dir  # else the commands read the same variable
+    if make_url(url).password is None:
+        return f" --database-url {shlex.quote(url)}{key_dir}", ""
+    note = "" if os.environ.get("KMS_DATABASE_URL") == url else "  (KMS_DATABASE_URL: the URL with its password)\n"
+    return f' --database-url "$KMS_DATABASE_URL"{key_dir}', note
+
+
+def _app_yaml(settings: Settings, config: Any) -> tuple[str, str]:
+    """An app YAML for the banner's relationships command: one beside the services YAML (as ``kms-service
+    init`` writes them), else one given inline naming the first endpoint."""
+    folder = Path(settings.config_path or "").absolute().parent
+    for name in ("app.yaml", "app.example.yaml"):
+        if (folder / name).is_file():
+            return shlex.quote(str(folder / name)), f"{folder / name} names the app's relationships"
+    endpoint = next(iter(config.endpoints))
+    inline = f'relationships: {{app: "{config.name}:{endpoint}"}}'
+    return (
+        f"<(echo {shlex.quote(inline)})",
+        "bash; an app YAML names its relationships: kms-service init DIR writes an example",
     )
 
 

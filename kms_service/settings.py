@@ -199,6 +199,14 @@ class Settings:
         "The longest life a token may get (token create --ttl; auth/token/create caps to it).",
         duration=True,
     )
+    # The life of a token asked for without a TTL (CLI and auth/token/create), in seconds: Vault's 768h. The
+    # services YAML's endpoint tokens keep their one year.
+    default_token_ttl: int = setting(
+        "--default-token-ttl",
+        768 * 3600,
+        "The life of a token created without a TTL (token create; auth/token/create), at most --max-token-ttl.",
+        duration=True,
+    )
     tls_cert: Path | None = setting(
         "--tls-cert",
         None,

@@ -4,9 +4,11 @@ browser Playwright downloads), a server with a database audit sink, signing in, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from conftest import TEST_CONFIG, ServerThread
 from playwright.sync_api import Browser, Page, Playwright
+from tools import find_tool
 
 from kms_service.config import load_service_config
 
@@ -46,13 +48,15 @@ path "transit/keys/*" {
 
 
 def launch(playwright: Playwright) -> Browser:
+    find_tool("chromium", "chromium", CHROMIUM)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def start_server(directory: Path, database_url: str) -> ServerThread:
+def start_server(directory: Path, database_url: str, **settings: Any) -> ServerThread:
+    """``settings``: any other ``Settings`` field."""
     data_dir = directory / "data"
     data_dir.mkdir(exist_ok=True)
-    return ServerThread(database_url, data_dir, load_service_config(TEST_CONFIG), audit_db=True).start()
+    return ServerThread(database_url, data_dir, load_service_config(TEST_CONFIG), audit_db=True, **settings).start()
 
 
 def sign_in(page: Page, url: str, token: str) -> None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tools import find_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import scale_bench  # noqa: E402
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.slow
     ],
 )
 def test_the_harness_drives_its_servers_and_writes_its_report(tmp_path, load, targets, ops):
+    if load == "wrk":
+        find_tool("wrk")
     args = ["--quick", "--load", load, "--targets", targets, "--ops", ops]
     report = transit_bench.main([*args, "--out", str(tmp_path)])
     text = report.read_text()
@@ -102,6 +105,8 @@ def test_the_callgrind_harness_counts_instructions_per_request(tmp_path):
     per request for each and the ratio (no figure asserted: valgrind is on every machine here, CI installs it
     where missing)."""
     import callgrind_bench
+
+    find_tool("valgrind")
 
     report = callgrind_bench.main(["--quick", "--out", str(tmp_path)])
     text = report.read_text()

@@ -340,12 +340,12 @@ def test_token_cli_create_list_revoke(env):
         url = f"{server.url}/v1/transit/keys/vault-sign"
         assert requests.get(url, headers={"X-Vault-Token": token}, timeout=10).status_code == 200
         me = requests.get(f"{server.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": token}, timeout=10)
-        assert me.json()["data"]["policies"] == ["admin:vault-sign", "sign:vault-sign"]
+        assert me.json()["data"]["policies"] == ["admin:vault-sign", "default", "sign:vault-sign"]
         assert 3500 < me.json()["data"]["ttl"] <= 3600
 
         listing = run_cli(["token", "list"], env).stdout
         assert accessor in listing and token not in listing
-        assert "admin:vault-sign, sign:vault-sign" in listing
+        assert "admin:vault-sign, default, sign:vault-sign" in listing
 
         assert run_cli(["token", "revoke", accessor], env).stdout.strip() == "revoked"
         deadline = time.monotonic() + 10  # the server's token cache lives at most --cache-ttl (5 s)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from private_postgres import PrivatePostgres
-from processes import ServeProcess, cli_env, free_port, run_cli, serve_exit
+from processes import COMMAND, ServeProcess, cli_env, free_port, run_cli, serve_exit
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,10 +115,14 @@ def test_master_key_faults_are_one_line_and_a_lost_key_is_never_replaced(provisi
 
     key_file.unlink()
     line = _one_line_error(run_cli(create, provisioned, check=False))
-    assert "restore that master.key from your backup" in line and "is sealed with master key id" in line
+    # A lost key and a wrong --data-dir read alike here: the line names the directory and says both.
+    where = f"no master.key in {data_dir.absolute()} (KMS_MASTER_KEY is unset)"
+    assert line.startswith(f"Error: {where}") and "is sealed with master key id" in line, line
+    assert f"if the database is {data_dir.absolute()}'s, restore its master.key from your backup" in line
+    assert "if you meant another --data-dir, pass it" in line
     assert not key_file.exists()  # no new key
     line = _one_line_error(serve_exit(CONFIG, provisioned))
-    assert "restore that master.key" in line and not key_file.exists()
+    assert where in line and "if you meant another --data-dir" in line and not key_file.exists()
 
     key_file.write_bytes(os.urandom(44))
     key_file.chmod(0o600)
@@ -129,6 +133,22 @@ def test_master_key_faults_are_one_line_and_a_lost_key_is_never_replaced(provisi
 
     key_file.write_bytes(original)
     assert run_cli(create, provisioned).stdout.strip()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite's file moves with the directory
+def test_a_relative_data_dir_from_another_directory_is_told_apart_from_a_lost_key(provisioned, data_dir, tmp_path):
+    """The database is found (PostgreSQL's URL), its key is not: the relative ``data`` was taken from the
+    directory the command ran in. The line names that directory and says to pass another --data-dir."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in provisioned.items() if k != "KMS_DATA_DIR"}
+    args = ["token", "create", "--policy", "root", "--data-dir", "data"]
+    line = _one_line_error(run_cli(args, env, check=False, command=COMMAND, cwd=elsewhere))
+    assert f"no master.key in {elsewhere / 'data'} " in line and "if you meant another --data-dir, pass it" in line
+    assert not (elsewhere / "data" / "master.key").exists() and (data_dir / "master.key").exists()
+    # The same command with the directory that holds the key works from anywhere.
+    assert run_cli([*args[:-1], str(data_dir)], env, command=COMMAND, cwd=elsewhere).stdout.strip()
 
 
 @pytest.mark.parametrize(
@@ -190,7 +210,9 @@ def test_token_ttls_over_http_are_capped(start_server):
         reply = client.auth.token.create(policies=["encrypt:vault-enc"], ttl=asked)
         assert reply["auth"]["lease_duration"] == 3600, reply
         if asked:
-            assert reply["warnings"] == ["TTL of 7200s exceeds the maximum of 3600s; capped"]
+            assert reply["warnings"] == [
+                'TTL of "2h" exceeded the effective max_ttl of "1h"; TTL value is capped accordingly'
+            ]
     reply = client.auth.token.create(policies=["encrypt:vault-enc"], ttl="10m", explicit_max_ttl="3h")
     assert reply["auth"]["lease_duration"] == 600
     assert reply["warnings"] == ["explicit_max_ttl of 10800s exceeds the maximum of 3600s; capped"]

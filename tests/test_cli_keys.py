@@ -1,6 +1,6 @@
 """``kms-service keys rotate|config``, ``token lookup`` and the bulk ``rewrap``: the real command against a
 database a running ``serve`` uses, on SQLite and PostgreSQL; the running server sees each change. Also: every
-``KMS_*`` variable in ``--help``, and the shell completion the README documents."""
+``KMS_*`` variable in ``--help``, and the shell completion docs/configuration.md documents."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_token_lookup_by_accessor(database_url, data_dir):
     assert accessor in table and "encrypt:vault-enc" in table and "app" in table
     assert token not in table
     document = json.loads(run_cli(["token", "lookup", accessor, "--json"], env).stdout)
-    assert document["accessor"] == accessor and document["policies"] == ["encrypt:vault-enc"]
+    assert document["accessor"] == accessor and document["policies"] == ["default", "encrypt:vault-enc"]
     assert document["display_name"] == "app" and document["expired"] is False and document["endpoint"] is None
     # As Vault's lookup gives them: ttl the seconds left, creation_ttl the lifetime given.
     assert 7000 < document["ttl"] <= 7200 and document["creation_ttl"] == 7200
@@ -287,9 +287,9 @@ def test_help_shows_every_kms_variable():
     serve_help = run_cli(["serve", "--help"], dict(os.environ)).stdout
     assert "KMS_MASTER_KEY" in serve_help and "KMS_DATABASE_URL" in serve_help
     assert {"KMS_DATABASE_URL", "KMS_DATA_DIR", "KMS_LOG_LEVEL", "KMS_WORKERS"} <= variables
-    readme = (ROOT / "README.md").read_text()
-    assert all(f"`{variable}`" in readme for variable in variables), variables - {
-        v for v in variables if f"`{v}`" in readme
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    assert all(f"`{variable}`" in reference for variable in variables), variables - {
+        v for v in variables if f"`{v}`" in reference
     }
 
 

@@ -251,6 +251,102 @@ def test_policy_edit_changes_what_a_limited_token_may_do(console_server, watched
     expect(operator.get_by_text("do not grant 'update' on transit/keys/console-limited/config.")).to_be_visible()
 
 
+@pytest.fixture(scope="module")
+def small_budget_server(tmp_path_factory, database_templates):
+    """A server whose nonce budget warns from 3 encryptions of a version (before ``browser``: its database
+    is made without the browser's event loop running)."""
+    directory = tmp_path_factory.mktemp("budget")
+    database_templates.sqlite(directory / "kms.db")
+    server = start_server(directory, f"sqlite:///{directory / 'kms.db'}", nonce_warning_at=3, nonce_rotation_at=10)
+    yield server
+    server.stop()
+
+
+def test_the_nonce_budget_warning_comes_from_the_service(small_budget_server, browser):
+    """The console warns from the threshold the key's read gives, the service's own setting."""
+    server = small_budget_server
+    root = server.root_token()
+    for _ in range(3):
+        api(server, root, "POST", "transit/encrypt/vault-enc", plaintext=b64("spend a nonce"))
+    context = browser.new_context(viewport=DESKTOP)
+    watched = Watched(server.url, context)
+    page = watched.page()
+    sign_in(page, server.url, root)
+    warning = "transit/vault-enc: version 1 is near its nonce budget (3 encryptions): rotate it"
+    expect(page.get_by_role("link", name=warning, exact=True)).to_be_visible()
+    expect(page.get_by_text("near its nonce budget")).to_have_count(1)  # not the signing key
+    open_page(page, server.url, "#/keys/transit/vault-enc", "transit/vault-enc")
+    budget = "warned from 3 encryptions of a version, rotated at 10"
+    expect(page.get_by_role("definition").filter(has_text=budget)).to_be_visible()
+    context.close()
+    watched.check()
+
+
+TOKEN_AUDITOR_POLICY = """# Sees every token by accessor, may revoke none.
+path "auth/token/accessors" {
+  capabilities = ["list", "sudo"]
+}
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+"""
+
+
+def test_revoke_a_token_by_accessor_after_confirming(console_server, watched):
+    root = console_server.root_token()
+    api(console_server, root, "POST", "sys/policies/acl/console-token-auditor", policy=TOKEN_AUDITOR_POLICY)
+    victim = api(console_server, root, "POST", "auth/token/create", policies=["default"], display_name="victim")
+    accessor, victim_token = victim["auth"]["accessor"], victim["auth"]["client_token"]
+    auditor = api(console_server, root, "POST", "auth/token/create", policies=["console-token-auditor"])
+
+    page = watched.page()
+    sign_in(page, console_server.url, auditor["auth"]["client_token"])
+    open_page(page, console_server.url, "#/tokens", "Tokens")
+    expect(page.get_by_role("row").filter(has_text=accessor)).to_be_visible()
+    expect(page.get_by_text("do not grant 'update' on auth/token/revoke-accessor.")).to_be_visible()
+    expect(page.get_by_role("button", name="Revoke", exact=False)).to_have_count(0)
+
+    admin = watched.page()
+    sign_in(admin, console_server.url, root)
+    open_page(admin, console_server.url, "#/tokens", "Tokens")
+    admin.get_by_role("button", name=f"Revoke {accessor}", exact=True).click()
+    confirm = admin.get_by_role("group", name="Confirm revoking")
+    expect(confirm).to_contain_text(f"Revoke the token with accessor {accessor} (token-victim; default)?")
+    expect(confirm.get_by_role("button", name=f"Yes, revoke {accessor}", exact=True)).to_be_focused()
+    confirm.get_by_role("button", name="Cancel", exact=True).click()
+    expect(confirm).to_have_count(0)
+    expect(admin.get_by_role("button", name=f"Revoke {accessor}", exact=True)).to_be_focused()
+    assert api(console_server, victim_token, "GET", "auth/token/lookup-self")["data"]["accessor"] == accessor
+
+    admin.get_by_role("button", name=f"Revoke {accessor}", exact=True).click()
+    admin.evaluate("() => { delete document.getElementById('main').dataset.ready; }")
+    confirm.get_by_role("button", name=f"Yes, revoke {accessor}", exact=True).click()
+    wait_ready(admin)
+    expect(admin.get_by_role("row").filter(has_text=accessor)).to_have_count(0)
+    gone = requests.get(
+        f"{console_server.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": victim_token}, timeout=10
+    )
+    assert gone.status_code == 403
+
+
+def test_revoking_the_signed_in_token_signs_out(console_server, watched):
+    root = console_server.root_token()
+    policy = TOKEN_AUDITOR_POLICY + 'path "auth/token/revoke-accessor" {\n  capabilities = ["update"]\n}\n'
+    api(console_server, root, "POST", "sys/policies/acl/console-token-revoker", policy=policy)
+    me = api(console_server, root, "POST", "auth/token/create", policies=["console-token-revoker"])["auth"]
+    page = watched.page()
+    sign_in(page, console_server.url, me["client_token"])
+    open_page(page, console_server.url, "#/tokens", "Tokens")
+    page.get_by_role("button", name=f"Revoke {me['accessor']}", exact=True).click()
+    confirm = page.get_by_role("group", name="Confirm revoking")
+    expect(confirm).to_contain_text("This is the token you are signed in with: the console signs out.")
+    confirm.get_by_role("button", name=f"Yes, revoke {me['accessor']}", exact=True).click()
+    watched.expected.add((403, "/v1/auth/token/lookup-self"))  # the page asks, learns the token is gone
+    expect(page.get_by_role("alert")).to_have_text("The token is no longer valid: sign in again.")
+    expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
 def test_endpoint_token_sees_only_its_grant(console_server, watched):
     token = console_server.endpoint_token("encrypter")
     page = watched.page()

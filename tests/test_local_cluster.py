@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 import requests
 from conftest import POSTGRES_URL
 from processes import free_port, run_cli
+from tools import find_tool
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.slow]
 
@@ -28,8 +28,8 @@ SCRIPT = ROOT / "deploy" / "local-cluster"
 SECRET = base64.b64encode(b"through nginx").decode()
 
 
-def nginx_installed() -> bool:
-    return shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+def require_nginx() -> None:
+    find_tool("nginx", "nginx", "/usr/sbin/nginx")  # /usr/sbin is not always on PATH
 
 
 def database_exists(name: str) -> bool:
@@ -52,7 +52,7 @@ def alive(pid: int) -> bool:
 
 
 def test_local_cluster_up_used_through_nginx_with_hvac_then_down(tmp_path: Path, record_property):
-    assert nginx_installed(), "nginx is required (apt-get install nginx; .ci/run installs it)"
+    require_nginx()
     name = f"kms_lc_{uuid.uuid4().hex[:12]}"
     base, _, _ = POSTGRES_URL.rpartition("/")
     ports = [free_port() for _ in range(3)]
@@ -132,7 +132,7 @@ def test_local_cluster_up_used_through_nginx_with_hvac_then_down(tmp_path: Path,
 
 
 def test_an_up_that_fails_stops_what_it_started(tmp_path: Path):
-    assert nginx_installed()
+    require_nginx()
     name = f"kms_lc_{uuid.uuid4().hex[:12]}"
     base, _, _ = POSTGRES_URL.rpartition("/")
     ports = [free_port() for _ in range(3)]

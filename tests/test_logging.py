@@ -227,3 +227,18 @@ def test_formatters_carry_fields_and_tracebacks():
             lines = output.splitlines()
             assert lines[0].endswith('kms_service.test_formatters: hello there request_id=r-1 route="a b" accessor=-')
             assert "failed request_id=r-2" in lines[1] and "ValueError: boom" in output
+
+
+def test_commands_other_than_serve_log_warnings_only_unless_asked(database_url, data_dir):
+    """relationships and keys rotate print their result on stdout; stderr stays quiet at the default level,
+    and --log-level info (or KMS_LOG_LEVEL) brings their INFO lines back."""
+    env = cli_env(database_url, data_dir)
+    ServeProcess(ROOT / "deploy" / "services.example.yaml", env).stop()
+    relationships = ["relationships", "--config", str(ROOT / "deploy" / "services.example.yaml")]
+    relationships += ["--app", str(ROOT / "deploy" / "app.example.yaml")]
+    for args in (relationships, ["keys", "rotate", "vault-sign"]):  # relationships' first run issues a token
+        quiet = run_cli(args, env)
+        assert quiet.stdout.strip() and quiet.stderr == "", (args, quiet.stderr)
+    rotate = ["keys", "rotate", "vault-sign"]
+    assert " INFO " in run_cli([*rotate, "--log-level", "info"], env).stderr
+    assert " INFO " in run_cli(rotate, {**env, "KMS_LOG_LEVEL": "info"}).stderr

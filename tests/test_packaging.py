@@ -151,6 +151,9 @@ def test_wheel_holds_the_package_its_migrations_and_nothing_else(wheel: Path) ->
     assert {"index.html", "main.js", "console.css"} <= console
     assert {f"kms_service/web/console/{name}" for name in console} <= names
 
+    # The example YAML files `kms-service init` writes (package data).
+    assert {"kms_service/examples/services.yaml", "kms_service/examples/app.yaml"} <= names
+
     # The license travels with the wheel, and so do the type hints (PEP 561).
     assert "kms_service/py.typed" in names and f"{dist_info}/licenses/LICENSE" in names
     with zipfile.ZipFile(wheel) as archive:
@@ -194,6 +197,14 @@ def test_developer_alembic_ini_and_the_packaged_config_see_the_same_revisions() 
     listed = re.findall(r"-> (\w+)", history.stdout)
     assert listed == revisions
     assert f"-> {packaged.get_current_head()} (head)" in history.stdout
+
+
+def test_installed_init_writes_the_packaged_examples(installed: Installed, tmp_path: Path) -> None:
+    target = tmp_path / "start"
+    result = run_cli(["init", str(target)], _clean_env(), command=installed.command, cwd=installed.outside)
+    for name in ("services.yaml", "app.yaml"):
+        assert (target / name).read_text() == (PACKAGE / "examples" / name).read_text(), name
+    assert f"serve --config {target / 'services.yaml'} --data-dir {target / 'data'}" in result.stdout
 
 
 def test_installed_command_migrates_issues_a_token_and_serves(

@@ -148,7 +148,7 @@ def test_root_token_can_do_everything_including_listing_keys(server, fixtures):
 
 def test_operator_token_with_named_policies(server, fixtures):
     token, info = server.call(server.kms.tokens.create(["encrypt:vault-enc", "decrypt:vault-enc"], timedelta(hours=1)))
-    assert info.policies == ("decrypt:vault-enc", "encrypt:vault-enc")
+    assert info.policies == ("decrypt:vault-enc", "default", "encrypt:vault-enc")
     assert call(server, token, "encrypt", "vault-enc", fixtures).status_code == 200
     assert call(server, token, "decrypt", "vault-enc", fixtures).status_code == 200
     assert call(server, token, "rewrap", "vault-enc", fixtures).status_code == 403

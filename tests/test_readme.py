@@ -2,6 +2,8 @@
 
 Every fenced block tagged ``sh``, ``bash``, ``shell`` or ``python`` runs, unless the line right before it is
 ``<!-- not run: REASON -->`` (visible in the README's source; the list is kept short and checked below).
+Then the blocks of docs/ that the line ``<!-- run: ... -->`` stands before (the examples that moved out of the
+README), as installed: ``kms-service`` on PATH.
 Blocks tagged ``text``, ``yaml``, ``json``, ``sql`` or nothing are shown, not run (``sql``: tests/test_views.py
 runs those queries); any other tag fails the test, so a new example cannot slip past it.
 
@@ -37,14 +39,17 @@ README = ROOT / "README.md"
 RUN = {"sh", "bash", "shell", "python"}
 SHOWN = {"", "text", "yaml", "json", "sql"}
 NOT_RUN = re.compile(r"^<!-- not run: (?P<reason>\S.*\S) -->$")
+RUN_IN_DOCS = re.compile(r"^<!-- run: tests/test_readme\.py runs this block after the README's -->$")
 MAX_NOT_RUN = 3
 
 # What a block's output must show, beyond exiting 0 (keyed by a line the block contains).
 EXPECTED = {
+    "transit/decrypt/orders": "my secret",
+    "decrypt_data(": "hello from hvac",
     "transit/sign/vault-sign/sha2-512": '"signature":"vault-kms:v1:',
-    "sign_data(": "vault-kms:v1:",
     ".venv/bin/kms-service token revoke": "revoked",
     ".venv/bin/kms-service keys rotate vault-sign": "rotated key vault-sign in transit/ to version 2",
+    "kms-service token revoke": "revoked",
     "sys/metrics?format=prometheus": "kms_http_requests_total{",
 }
 
@@ -62,11 +67,16 @@ class Block:
     lang: str
     text: str
     not_run: str | None
+    page: str = "README.md"
 
 
-def readme_blocks() -> list[Block]:
+def docs_blocks() -> list[Block]:
+    return [block for page in sorted((ROOT / "docs").glob("*.md")) for block in readme_blocks(page)]
+
+
+def readme_blocks(page: Path = README) -> list[Block]:
     blocks: list[Block] = []
-    lines = README.read_text(encoding="utf-8").splitlines()
+    lines = page.read_text(encoding="utf-8").splitlines()
     index = 0
     while index < len(lines):
         fence = re.match(r"^```(\S*)\s*$", lines[index])
@@ -77,6 +87,11 @@ def readme_blocks() -> list[Block]:
         end = lines.index("```", start + 1)
         marker = NOT_RUN.match(lines[start - 1]) if start > 0 else None
         text = "\n".join(lines[start + 1 : end]) + "\n"
+        if page != README:  # docs/: only the blocks marked to run; the line names the page
+            if start > 0 and RUN_IN_DOCS.match(lines[start - 1]):
+                blocks.append(Block(start + 1, fence.group(1), text, None, page.relative_to(ROOT).as_posix()))
+            index = end + 1
+            continue
         blocks.append(Block(start + 1, fence.group(1), text, marker.group("reason") if marker else None))
         index = end + 1
     return blocks
@@ -87,8 +102,11 @@ def make_run_command(port: int) -> list[str]:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
     recipe = makefile[makefile.index(next(line for line in makefile if line.startswith("run:"))) + 1]
     assert recipe.startswith("\t$(BIN)/kms-service serve "), recipe
-    assert "--port 8200" in recipe and "--data-dir ./data" in recipe, recipe
-    return shlex.split(recipe.strip().replace("$(BIN)", ".venv/bin").replace("--port 8200", f"--port {port}"))
+    assert "--host $(HOST) --port $(PORT)" in recipe and "--data-dir ./data" in recipe, recipe
+    # The defaults the README's 127.0.0.1:8200 stands for.
+    assert "HOST   := 127.0.0.1" in makefile and "PORT   := 8200" in makefile
+    expanded = recipe.strip().replace("$(BIN)", ".venv/bin").replace("$(HOST)", "127.0.0.1")
+    return shlex.split(expanded.replace("$(PORT)", str(port)))
 
 
 def test_readme_blocks_are_run_or_marked() -> None:
@@ -100,8 +118,11 @@ def test_readme_blocks_are_run_or_marked() -> None:
     assert sum(b.lang == "python" for b in blocks if b.not_run is None) >= 1
     # The README starts with the two commands.
     assert "make run" in blocks[0].text and "make test" in blocks[0].text
+    # docs/ blocks marked to run are runnable ones.
+    in_docs = docs_blocks()
+    assert len(in_docs) >= 3 and all(b.lang in RUN for b in in_docs), [(b.page, b.line, b.lang) for b in in_docs]
     # Every expectation above still finds its block.
-    runnable = [b.text for b in blocks if b.lang in RUN and b.not_run is None]
+    runnable = [b.text for b in blocks + in_docs if b.lang in RUN and b.not_run is None]
     assert all(any(marker in text for text in runnable) for marker in EXPECTED)
 
 
@@ -138,7 +159,7 @@ def test_readme_followed_literally(database_url: str, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     server = _start(make_run_command(port), work, env, port, log)
     try:
-        for block in readme_blocks():
+        for block in readme_blocks() + docs_blocks():
             if block.lang not in RUN or block.not_run is not None:
                 continue
             text = block.text.replace("127.0.0.1:8200", f"127.0.0.1:{port}")
@@ -146,6 +167,8 @@ def test_readme_followed_literally(database_url: str, tmp_path: Path) -> None:
                 program = tmp_path / f"readme_{block.line}.py"
                 program.write_text(text)
                 text = f".venv/bin/python {shlex.quote(str(program))}\n"
+            if block.page != "README.md":  # written as installed: the checkout's kms-service on PATH
+                text = 'export PATH="$PWD/.venv/bin:$PATH"\n' + text
             result = subprocess.run(
                 ["bash", "-c", PREAMBLE + text + TRAILER],
                 cwd=work,
@@ -154,7 +177,7 @@ def test_readme_followed_literally(database_url: str, tmp_path: Path) -> None:
                 text=True,
                 timeout=60,
             )
-            where = f"README.md line {block.line} ({block.lang})"
+            where = f"{block.page} line {block.line} ({block.lang})"
             assert result.returncode == 0, f"{where} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             for marker, expected in EXPECTED.items():
                 if marker in block.text:

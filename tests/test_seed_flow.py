@@ -126,7 +126,7 @@ def test_lookup_self_and_health(seed_server):
     token = seed_server.endpoint_token("manage_keys")
     vault = seed_server.client(token)
     me = vault.auth.token.lookup_self()["data"]
-    assert me["policies"] == ["admin:vault-sign", "sign:vault-sign", "verify:vault-sign"]
+    assert me["policies"] == ["admin:vault-sign", "default", "sign:vault-sign", "verify:vault-sign"]
     assert me["id"] == token
     assert 364 * 86400 < me["ttl"] <= 365 * 86400
     assert me["expire_time"].endswith("Z")

@@ -26,6 +26,7 @@ TABLES = {
     "tokens",
     "namespaces",
     "token_policies",
+    "token_roles",
     "seal_check",
     "master_key_rollover",
     "server_secrets",

@@ -53,11 +53,12 @@ def test_bao_token_commands(server, root):
     assert reply["warnings"] is None, reply["warnings"]  # every field bao sends is known
     created = reply["auth"]
     token, accessor = created["client_token"], created["accessor"]
-    assert created["policies"] == ["app"] and created["token_policies"] == ["app"]
+    # Every token but root carries the default policy (docs/policies.md).
+    assert created["policies"] == ["app", "default"] and created["token_policies"] == ["app", "default"]
     assert 30 * 86400 - 60 < created["lease_duration"] <= 30 * 86400
     assert created["renewable"] is True and created["orphan"] is False
     looked = bao_json(server, root, "token", "lookup", "-accessor", accessor)["data"]
-    assert looked["accessor"] == accessor and looked["id"] == "" and looked["policies"] == ["app"]
+    assert looked["accessor"] == accessor and looked["id"] == "" and looked["policies"] == ["app", "default"]
     assert looked["creation_ttl"] == 30 * 86400 and looked["orphan"] is False
     assert bao_json(server, root, "token", "lookup", token)["data"]["id"] == token
     caps = bao(server, root, "token", "capabilities", token, "transit/encrypt/vault-enc").stdout
@@ -110,7 +111,7 @@ def test_create_respects_explicit_max_ttl_and_renewable(server, root):
 
 def test_unknown_policy_is_a_warning_over_http(server, root):
     reply = server.client(root).auth.token.create(policies=["no-such-policy"], ttl="1h")
-    assert reply["auth"]["policies"] == ["no-such-policy"]
+    assert reply["auth"]["policies"] == ["default", "no-such-policy"]
     assert any("no-such-policy" in warning for warning in reply["warnings"])
 
 
@@ -128,16 +129,16 @@ def test_privilege_escalation_is_refused(server, root):
         creator.auth.token.create_orphan(policies=["app"])
     # What it may do: a subset of its policies, for at most its own remaining life.
     child = creator.auth.token.create(policies=["app"], ttl="30m")["auth"]
-    assert child["policies"] == ["app"] and child["orphan"] is False
+    assert child["policies"] == ["app", "default"] and child["orphan"] is False
     inherited = creator.auth.token.create()["auth"]
-    assert inherited["policies"] == ["app", "creator"] and inherited["lease_duration"] <= 3600
+    assert inherited["policies"] == ["app", "creator", "default"] and inherited["lease_duration"] <= 3600
     # ACL: the non-self paths need a grant.
     app = server.client(_token(server, ["app"]))
     with pytest.raises(hvac.exceptions.Forbidden):
         app.auth.token.create(policies=["app"])
     with pytest.raises(hvac.exceptions.Forbidden):
         app.auth.token.lookup_accessor(child["accessor"])
-    assert app.auth.token.lookup_self()["data"]["policies"] == ["app"]
+    assert app.auth.token.lookup_self()["data"]["policies"] == ["app", "default"]
 
 
 def test_revoking_a_token_revokes_its_children_not_orphans(server, root):

@@ -95,6 +95,9 @@ def test_a_sigkill_can_only_overcount(database_url, data_dir):
 def test_the_nonce_budget_warns_then_rotates(start_server):
     server = start_server(nonce_warning_at=5, nonce_rotation_at=8)
     client = server.client(server.root_token())
+    # The key's read gives the budget the service applies (the console warns from it).
+    assert client.read("transit/keys/vault-enc")["data"]["nonce_budget"] == {"warning_at": 5, "rotation_at": 8}
+    assert "nonce_budget" not in client.read("transit/keys/vault-sign")["data"]
     warnings = []
     for _ in range(7):
         answer = client.write_data("transit/encrypt/vault-enc", data={"plaintext": B64})

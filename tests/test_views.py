@@ -1,5 +1,5 @@
 """The operators' views (kms_keys, kms_key_versions, kms_tokens, kms_endpoints): made and dropped by their
-migration, free of secrets, and the README's five questions, run verbatim, answer right on SQLite and
+migration, free of secrets, and docs/operations.md's five questions, run verbatim, answer right on SQLite and
 PostgreSQL."""
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ SECRET_COLUMNS = {"sealed_material", "sealed_value", "token_hmac"}
 
 
 def readme_questions() -> list[tuple[int, str, str]]:
-    """The README's numbered questions and the SQL under each."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## A readable database", 1)[1].split("\n## ", 1)[0]
+    """docs/operations.md's numbered questions and the SQL under each."""
+    page = (ROOT / "docs" / "operations.md").read_text()
+    section = page.split("## A readable database", 1)[1].split("\n## ", 1)[0]
     found = re.findall(r"\*\*(\d)\. (.+?)\*\*\n\n```sql\n(.+?)\n```", section, re.DOTALL)
     return [(int(number), question, sql) for number, question, sql in found]
 
@@ -132,7 +132,7 @@ def test_token_policies_and_endpoint_grants_in_the_views(server):
     server.call(server.kms.tokens.create(["verify:vault-sign", "encrypt:vault-enc"], None, "ops"))
     tokens = server.call(_rows(server.kms.engine, "SELECT * FROM kms_tokens ORDER BY display_name"))
     by_name = {r["display_name"]: r for r in tokens}
-    assert by_name["ops"]["policies"] == "encrypt:vault-enc, verify:vault-sign"
+    assert by_name["ops"]["policies"] == "default, encrypt:vault-enc, verify:vault-sign"
     assert by_name["ops"]["expires_at"] is None and by_name["ops"]["expires_in_days"] is None
     endpoint = by_name["endpoint-manage_keys"]
     assert endpoint["endpoint"] == "manage_keys"
@@ -164,8 +164,7 @@ def test_a_postgresql_role_granted_the_views_reads_them_and_nothing_else(server,
     role = f"kms_reader_{uuid.uuid4().hex[:8]}"
     url = normalize_database_url(database_url).replace("postgresql+asyncpg", "postgresql")
     grant = "GRANT SELECT ON kms_keys, kms_key_versions, kms_tokens, kms_endpoints, alembic_version TO {role}"
-    readme = (ROOT / "README.md").read_text()
-    assert grant.format(role="kms_reader") in readme
+    assert grant.format(role="kms_reader") in (ROOT / "docs" / "operations.md").read_text()
 
     async def check() -> None:
         admin = await asyncpg.connect(url)

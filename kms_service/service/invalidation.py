@@ -1,8 +1,8 @@
 """The invalidation seam: every committed change says what it changed, and every cache hears it.
 
 Writers record changes on their transaction (``Database.writing`` collects them); once it commits, the
-``Invalidator`` delivers them to the caches of this process. A transport (the scale-out issue's PostgreSQL
-LISTEN/NOTIFY, or a change counter between workers) plugs in here: it is told about each change inside the
+``Invalidator`` delivers them to the caches of this process. A transport (PostgreSQL's
+LISTEN/NOTIFY between nodes, or a change counter between workers) plugs in here: it is told about each change inside the
 transaction, so a notification can go out atomically with it, and it delivers remote changes through
 ``publish``. No cache is dropped anywhere else.
 """

@@ -127,6 +127,7 @@ class KMS:
             self.invalidator,
             settings.max_token_ttl,
             watch=self.watch,
+            default_ttl=settings.default_token_ttl,
         )
         self.wrapping = WrappingKeyService(self.db, master_key)
         # Vault's response wrapping (X-Vault-Wrap-TTL, sys/wrapping/*), not to be confused with the key above.
@@ -186,6 +187,7 @@ class KMS:
                 kms.service = settings.service
             else:
                 await kms.keys.upgrade_legacy_material()
+                await kms.policies.ensure_default()
                 if settings.service is not None:
                     await kms.provision(settings.service, prune=settings.prune)
         except BaseException:
@@ -316,11 +318,14 @@ def _load_master_key(settings: Settings, sealed_with: list[str]) -> MasterKey:
     except SealError as exc:
         if not sealed_with or not exc.message.startswith("no master key"):
             raise
+        # A missing file is as often a wrong --data-dir (a relative one, from another directory; PostgreSQL's
+        # database is found whatever the directory) as a lost key: say both, with the directory looked in.
+        data_dir = Path(settings.data_dir).absolute()
         raise SealError(
-            f"no master key ({MASTER_KEY_ENV} is unset and {Path(settings.data_dir) / MASTER_KEY_FILE} does not "
-            f"exist), but the database at {safe_url(settings.url)} is sealed with master key id "
-            f"{', '.join(sealed_with)}: restore that master.key from your backup (or set {MASTER_KEY_ENV}); "
-            "a new key cannot open it"
+            f"no master.key in {data_dir} ({MASTER_KEY_ENV} is unset), but the database at "
+            f"{safe_url(settings.url)} is sealed with master key id {', '.join(sealed_with)}: if the database is "
+            f"{data_dir}'s, restore its master.key from your backup (or set {MASTER_KEY_ENV}); if you "
+            "meant another --data-dir, pass it. A new key cannot open the database"
         ) from None
 
 

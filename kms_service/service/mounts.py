@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kms_service.errors import InvalidRequest, UnknownNamespace
-from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, Mount, conflict, key_ref, normalized_path
-from kms_service.namespaces import Namespace, header_segments, joined
+from kms_service.mounts import DEFAULT_MOUNT, MOUNT_TYPES, RESERVED, Mount, conflict, key_ref, normalized_path
+from kms_service.namespaces import ROOT, Namespace, header_segments, joined
 from kms_service.namespaces import segments as namespace_segments
 from kms_service.seal import Sealer
 from kms_service.service.caching import CacheStats, OnRace, RefreshingCache
@@ -191,9 +191,13 @@ class MountService:
         as many leading path segments as name namespaces below it, as Vault joins them. A header naming no
         namespace is a 404."""
         named = header_segments(header)
-        table = await self._table.get(TABLE, None)
         if named is None:
             raise UnknownNamespace()
+        if not named and (not segments or segments[0].lower() in RESERVED):
+            # The root namespace's own paths (sys/health above all): no namespace is named so, so the
+            # table is not asked, and they answer while the database is away.
+            return ROOT, list(segments)
+        table = await self._table.get(TABLE, None)
         base = joined("", *named)
         if base and base not in table.namespaces:
             table = await self._probe(table)

@@ -1,4 +1,4 @@
-"""Usage counters: per key version, encryptions and signatures and the time of last use (Vault issue #13025).
+"""Usage counters: per key version, encryptions and signatures and the time of last use (hashicorp/vault#13025).
 
 No request writes to the database once warm: a process reserves counts in blocks (one UPDATE per ``BLOCK``
 uses of a version, one transaction for every version a request needs), spends them in memory, and gives back
@@ -385,6 +385,13 @@ class UsageCounter:
                 slot.reserved += debt
                 if stored is not None:
                     slot.stored = stored
+
+    def nonce_budget(self, key: Key) -> dict[str, int] | None:
+        """The encryptions of one version after which ``key`` is warned about, then rotated; None for a
+        type without a nonce budget. Shown in the key's read so a client warns where the service does."""
+        if not key.key_type.nonce_budget:
+            return None
+        return {"warning_at": self.nonce_warning_at, "rotation_at": self.nonce_rotation_at}
 
     async def of(self, key: Key) -> dict[str, dict[str, object]]:
         """The key's counts by version: stored, less this process's unused reservations (no write). Read

@@ -301,6 +301,27 @@ class Token(Base):
         index=True,
         comment="The namespace it was made in (ns1/; '' the root): its policies are that namespace's",
     )
+    period: Mapped[int] = mapped_column(
+        Integer,
+        server_default="0",
+        comment="Vault's period in seconds: each renewal sets the TTL to it; 0: not periodic",
+    )
+
+
+class TokenRole(Base):
+    __tablename__ = "token_roles"
+    __table_args__ = (
+        UniqueConstraint("namespace", "name", name="uq_token_roles_namespace"),
+        {"comment": "Vault's token roles: what auth/token/create/<role> may grant, per namespace"},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(300), server_default=text("''"))
+    name: Mapped[str] = mapped_column(String(128))
+    settings: Mapped[str] = mapped_column(
+        Text,
+        comment="The role's fields as Vault names them, a JSON object (policies, period, token_type, ...)",
+    )
 
 
 class TokenPolicy(Base):

@@ -271,6 +271,15 @@ def parse_list(name: str, value: Any) -> list[Any]:
     return value
 
 
+def parse_comma_list(name: str, value: Any) -> list[str]:
+    """Vault's comma-string slice: ["a", "b"], or "a,b" (each item split at commas too, trimmed, empty ones
+    dropped)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise FieldTypeError(f"field '{name}' must be a list of strings", "must be a list of strings")
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
 def parse_map(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FieldTypeError(f"field '{name}' must be an object", "must be an object")

@@ -33,6 +33,7 @@ from kms_service.web.body import HeavyLane
 from kms_service.web.fields import (
     parse_base64,
     parse_boolean,
+    parse_comma_list,
     parse_integer,
     parse_list,
     parse_map,
@@ -71,6 +72,7 @@ class FieldType(enum.StrEnum):
     INT = "int"  # a JSON integer or a string of ASCII digits
     BOOL = "bool"  # true/false (or Vault's "true", "1", "f", ...)
     LIST = "list"
+    COMMA_LIST = "comma_list"  # Vault's comma-string slice: a list of strings, or one string "a,b"
     MAP = "map"
     DURATION = "duration"  # seconds or a duration string ("1h"); passed to the handler as given
     VERSION = "version"  # a key version: a JSON integer, or a string (an integer, "v<integer>", "latest")
@@ -82,6 +84,7 @@ PARSERS: dict[FieldType, Callable[[str, Any], Any]] = {
     FieldType.INT: parse_integer,
     FieldType.BOOL: parse_boolean,
     FieldType.LIST: parse_list,
+    FieldType.COMMA_LIST: parse_comma_list,
     FieldType.MAP: parse_map,
     FieldType.DURATION: lambda _name, value: value,
     FieldType.VERSION: lambda name, value: value if type(value) is int else parse_string(name, value),
@@ -204,8 +207,11 @@ class Path:
     operations: Mapping[str, Operation]
     description: str = ""
     authenticated: bool = True
-    # False: any valid token may call it (auth/token/lookup-self).
+    # False: any valid token may call it.
     check_acl: bool = True
+    # True: the token's policies are asked about the path in the token's own namespace, whatever namespace the
+    # request names (Vault's auth/token/*-self: a token looks itself up from any namespace below its own).
+    acl_in_token_namespace: bool = False
     # Recorded in the audit log although not authenticated by the router (sys/wrapping/unwrap checks its
     # tokens itself).
     audited: bool = False

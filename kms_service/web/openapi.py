@@ -21,6 +21,7 @@ _TYPE_SCHEMAS: dict[FieldType, dict[str, Any]] = {
     FieldType.INT: {"type": "integer"},
     FieldType.BOOL: {"type": "boolean"},
     FieldType.LIST: {"type": "array", "items": {}},
+    FieldType.COMMA_LIST: {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
     FieldType.MAP: {"type": "object"},
     FieldType.DURATION: {"oneOf": [{"type": "integer"}, {"type": "string"}]},
     FieldType.VERSION: {"oneOf": [{"type": "integer"}, {"type": "string"}]},

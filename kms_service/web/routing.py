@@ -178,6 +178,8 @@ class Router:
                 raise PermissionDenied()
             if namespace or call.principal.info.namespace:
                 acl_path = _acl_path(call.principal.info.namespace, namespace, segments, listing)
+                if path is not None and path.acl_in_token_namespace:
+                    acl_path = "/".join(segments)
         checks_acl = call.principal is not None and (path is None or path.check_acl)
         params_checked = False
         if path is not None and operation is not None and operation.existence is not None:

@@ -11,7 +11,6 @@ from typing import Any
 
 from kms_service import VAULT_API_VERSION
 from kms_service.errors import InvalidRequest, PermissionDenied
-from kms_service.mounts import DEFAULT_LEASE_TTL
 from kms_service.tokens import token_from_headers
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
@@ -70,11 +69,12 @@ def _auth_path(call: Call) -> None:
 
 async def read_auth_tune(call: Call, args: dict[str, Any]) -> Reply:
     _auth_path(call)
+    # The server's settings (--default-token-ttl, --max-token-ttl): what auth/token/create applies.
     tune = {
-        "default_lease_ttl": DEFAULT_LEASE_TTL,
+        "default_lease_ttl": call.kms.tokens.default_ttl,
         "description": "token based credentials",
         "force_no_cache": False,
-        "max_lease_ttl": DEFAULT_LEASE_TTL,
+        "max_lease_ttl": call.kms.tokens.max_ttl,
         "token_type": TOKEN_AUTH_TYPE,
     }
     return Reply(tune, top_level=True)

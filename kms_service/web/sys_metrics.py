@@ -15,7 +15,7 @@ counts each worker's requests on its own (label ``worker``). The expiring-tokens
 the scraping worker counts it with one query, at most every ``TOKEN_GAUGE_MAX_AGE`` seconds; no transit
 request ever queries for it.
 
-Metric names (the README lists them too):
+Metric names (docs/operations.md lists them too):
 
 - ``kms_http_requests_total{route, method, status}``
 - ``kms_http_request_duration_seconds{route, method}`` (histogram)

@@ -11,6 +11,7 @@ from kms_service import VAULT_API_VERSION, __version__
 from kms_service.errors import InvalidRequest, NotFound
 from kms_service.policy_documents import capability_names
 from kms_service.service import Principal
+from kms_service.service.policies import canonical_name
 from kms_service.tokens import looks_like_token
 from kms_service.web.framework import Call, Field, Operation, Path
 from kms_service.web.framework import FieldType as T
@@ -51,7 +52,7 @@ async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     document = await call.kms.policies.read(call.params["name"], call.namespace)
     if document is None:
         raise NotFound()
-    return {"name": call.params["name"], "policy": document}
+    return {"name": canonical_name(call.params["name"]), "policy": document}
 
 
 async def write_policy(call: Call, args: dict[str, Any]) -> None:
@@ -85,21 +86,24 @@ def _paths(args: dict[str, Any]) -> list[str]:
     paths = list(args["paths"] or [])
     if args["path"]:
         paths.append(args["path"])
-    if not paths or not all(isinstance(p, str) and p for p in paths):
-        raise InvalidRequest("missing paths")
-    return [p.strip("/") for p in paths]
+    if not paths:
+        raise InvalidRequest("paths must be supplied")  # Vault's words
+    if not all(isinstance(p, str) and p for p in paths):
+        raise InvalidRequest("missing path")
+    return paths
 
 
 def _capabilities(principal: Principal, paths: list[str], namespace: str = "") -> Reply:
     """The token's capabilities on ``paths`` of the request's namespace (its policies name them relative to
-    the token's own namespace)."""
+    the token's own namespace). Each path is answered under the name it was asked by; it is read without a
+    leading '/', and a trailing '/' is kept (``transit/keys/`` is where keys are listed), as in Vault."""
     acl = principal.acl
     prefix = namespace.removeprefix(principal.info.namespace)
-    result: dict[str, Any] = {path: capability_names(acl.capabilities(prefix + path), acl.root) for path in paths}
-    merged = sorted({name for names in result.values() for name in names})
-    if len(merged) > 1 and "deny" in merged:
-        merged.remove("deny")
-    result["capabilities"] = merged
+    result: dict[str, Any] = {
+        path: capability_names(acl.capabilities(prefix + path.lstrip("/")), acl.root) for path in paths
+    }
+    if len(result) == 1:  # Vault's older field, for one path only
+        result["capabilities"] = next(iter(result.values()))
     return Reply(result, top_level=True)
 
 
@@ -114,6 +118,17 @@ async def capabilities(call: Call, args: dict[str, Any]) -> Reply:
     if principal is None or not call.namespace.startswith(principal.info.namespace):
         raise InvalidRequest("invalid token")
     return _capabilities(principal, _paths(args), call.namespace)
+
+
+async def capabilities_accessor(call: Call, args: dict[str, Any]) -> Reply:
+    accessor = args["accessor"] or ""
+    if not accessor:
+        raise InvalidRequest("missing accessor")
+    paths = _paths(args)
+    principal = await call.kms.tokens.principal_by_accessor(accessor)
+    if principal is None or not call.namespace.startswith(principal.info.namespace):
+        raise InvalidRequest("invalid accessor")
+    return _capabilities(principal, paths, call.namespace)
 
 
 NAME = Field("name", T.STRING, "The policy's name.")
@@ -183,7 +198,12 @@ PATHS = (
         "The calling token's capabilities on paths.",
         fields=PATHS_FIELDS,
         operations={"POST": Operation(capabilities_self)},
-        check_acl=False,
+    ),
+    Path(
+        "sys/capabilities-accessor",
+        "The capabilities on paths of the token with this accessor.",
+        fields=(Field("accessor", T.STRING, "The accessor of the token to report on."), *PATHS_FIELDS),
+        operations={"POST": Operation(capabilities_accessor)},
     ),
     Path(
         "sys/capabilities",

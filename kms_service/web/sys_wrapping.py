@@ -5,15 +5,17 @@ these paths read, renew and make wrapping tokens (``service/response_wrapping.py
 
 Who may call them: a wrapping token authenticates nothing (it is not a token of ``tokens``), so it opens only
 what these handlers look up with it. Unwrap takes the wrapping token as the caller's token, or in the body
-(``token``) from any valid token; lookup needs no token but the one it looks up; wrap is open to every valid
-token. These are the grants of Vault's default policy, kept here so no policy has to grant them. Rewrap is
-checked against the caller's policies (Vault's default policy does not grant it either).
+(``token``) from a token whose policies grant ``sys/wrapping/unwrap`` (the default policy does) or from another
+wrapping token (spent by it, as in OpenBao); lookup needs no token but the one it looks up (Vault's
+unauthenticated path). Wrap and rewrap are checked against the caller's policies like any path (the default
+policy grants wrap, not rewrap).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kms_service.acl import Capability
 from kms_service.errors import InvalidRequest, PermissionDenied
 from kms_service.service.response_wrapping import rfc3339
 from kms_service.tokens import presented_token, token_from_headers
@@ -25,6 +27,7 @@ from kms_service.web.replies import Reply
 INVALID_WRAPPING_TOKEN = "wrapping token is not valid or does not exist"  # noqa: S105 (a message)
 EMPTY_WRAPPING_TOKEN = "error validating wrapping token: token is empty"  # noqa: S105 (a message)
 WRAPPING_REQUIRED = "endpoint requires response wrapping to be used"
+UNWRAP_PATH = "sys/wrapping/unwrap"
 
 
 def _wrapping_token(call: Call, args: dict[str, Any]) -> str:
@@ -36,14 +39,24 @@ def _wrapping_token(call: Call, args: dict[str, Any]) -> str:
 
 
 async def unwrap(call: Call, args: dict[str, Any]) -> Reply:
-    if args["token"]:
-        # Someone else's wrapping token, in the body: the caller must hold a valid token of its own.
+    body_token, presented = args["token"], presented_token(call.request.headers)
+    if body_token and body_token != presented:
+        # Someone else's wrapping token, in the body: the request's token must be a token whose policies grant
+        # this path (the default policy does), or a wrapping token, which this request spends as OpenBao does.
         principal = await call.kms.tokens.authenticate(token_from_headers(call.request.headers))
         if principal is None:
-            raise PermissionDenied()
-        call.principal = principal
-        if not await call.kms.tokens.use(principal):
-            raise PermissionDenied()
+            if not presented or await call.kms.wrapped_responses.unwrap(presented) is None:
+                raise PermissionDenied()
+        else:
+            call.principal = principal
+            path = call.namespace.removeprefix(principal.info.namespace) + UNWRAP_PATH
+            if not call.namespace.startswith(principal.info.namespace) or not principal.acl.allows(
+                path, Capability.UPDATE
+            ):
+                raise PermissionDenied()
+            if not await call.kms.tokens.use(principal):
+                raise PermissionDenied()
+    # The same wrapping token in the body and as the request's token is unwrapped once (OpenBao fails).
     response = await call.kms.wrapped_responses.unwrap(_wrapping_token(call, args))
     if response is None:
         raise InvalidRequest(INVALID_WRAPPING_TOKEN)
@@ -118,6 +131,5 @@ PATHS = (
         "Wrap the request's body (any JSON object) in a wrapping token; needs X-Vault-Wrap-TTL.",
         fields=(),
         operations={"POST": Operation(wrap, returns=_WRAP_INFO)},
-        check_acl=False,
     ),
 )

@@ -30,6 +30,9 @@ async def read_key(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     # Beyond Vault: per version, encryptions, signatures and last use, once the key has been used.
     if usage := await call.kms.usage.of(key):
         body["usage"] = usage
+    # Beyond Vault: the nonce budget of a 96-bit random-nonce AEAD type, in encryptions of one version.
+    if budget := call.kms.usage.nonce_budget(key):
+        body["nonce_budget"] = budget
     return body
 
 

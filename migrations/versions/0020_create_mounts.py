@@ -1,4 +1,4 @@
-"""Create mounts: transit engines by path, with the seed's ``transit/`` as mount 1.
+"""Create mounts: transit engines by path, with the original ``transit/`` as mount 1.
 
 Revision ID: 0020
 Revises: 0019

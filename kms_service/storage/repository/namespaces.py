@@ -23,10 +23,11 @@ async def add_namespace(session: AsyncSession, row: m.Namespace) -> m.Namespace:
 
 
 async def delete_namespace(session: AsyncSession, row: m.Namespace) -> list[str]:
-    """The namespace, its policy documents (named ``<path><name>``) and its tokens; returns the tokens'
-    accessors. Its mounts and child namespaces must be gone first (the caller checks)."""
+    """The namespace, its policy documents (named ``<path><name>``), token roles and tokens; returns the
+    tokens' accessors. Its mounts and child namespaces must be gone first (the caller checks)."""
     prefix = row.path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     await session.execute(delete(m.Policy).where(m.Policy.name.like(f"{prefix}%", escape="\\")))
+    await session.execute(delete(m.TokenRole).where(m.TokenRole.namespace == row.path))
     accessors = await session.execute(delete(m.Token).where(m.Token.namespace == row.path).returning(m.Token.accessor))
     revoked = list(accessors.scalars())
     await session.delete(row)

@@ -29,6 +29,7 @@ class TokenRecord:
     explicit_max_ttl: int = 0
     meta: str = "{}"
     namespace: str = ""
+    period: int = 0
 
 
 async def _policies(session: AsyncSession, token: m.Token) -> tuple[str, ...]:
@@ -63,6 +64,7 @@ async def _record(session: AsyncSession, token: m.Token) -> TokenRecord:
         token.explicit_max_ttl,
         token.meta,
         token.namespace,
+        token.period,
     )
 
 
@@ -141,6 +143,7 @@ async def add_token(
     explicit_max_ttl: int = 0,
     meta: str = "{}",
     namespace: str = "",
+    period: int = 0,
 ) -> None:
     token = m.Token(
         accessor=accessor,
@@ -156,6 +159,7 @@ async def add_token(
         explicit_max_ttl=explicit_max_ttl,
         meta=meta,
         namespace=namespace,
+        period=period,
     )
     session.add(token)
     await session.flush()
@@ -197,3 +201,44 @@ async def delete_expired_tokens(session: AsyncSession, now: datetime) -> list[st
 
 async def count_tokens(session: AsyncSession) -> int:
     return (await session.execute(select(func.count()).select_from(m.Token))).scalar_one()
+
+
+# -- token roles (auth/token/roles/<name>) ---------------------------------------------------------------
+
+
+async def get_token_role(session: AsyncSession, namespace: str, name: str) -> str | None:
+    """A role's settings (JSON), or None."""
+    query = select(m.TokenRole.settings).where(m.TokenRole.namespace == namespace, m.TokenRole.name == name)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def put_token_role(session: AsyncSession, namespace: str, name: str, settings: str) -> None:
+    query = update(m.TokenRole).where(m.TokenRole.namespace == namespace, m.TokenRole.name == name)
+    if (await session.execute(query.values(settings=settings).returning(m.TokenRole.id))).scalar_one_or_none():
+        return
+    session.add(m.TokenRole(namespace=namespace, name=name, settings=settings))
+    await session.flush()
+
+
+async def delete_token_role(session: AsyncSession, namespace: str, name: str) -> bool:
+    query = delete(m.TokenRole).where(m.TokenRole.namespace == namespace, m.TokenRole.name == name)
+    return (await session.execute(query.returning(m.TokenRole.id))).scalar_one_or_none() is not None
+
+
+async def token_role_names(session: AsyncSession, namespace: str) -> list[str]:
+    query = select(m.TokenRole.name).where(m.TokenRole.namespace == namespace).order_by(m.TokenRole.name)
+    return list((await session.execute(query)).scalars())
+
+
+async def give_tokens_policy(session: AsyncSession, policy: str) -> list[str]:
+    """Add ``policy`` to every operator token that lacks it, root tokens excepted; their accessors."""
+    has_it = select(m.TokenPolicy.token_id).where(m.TokenPolicy.policy.in_((policy, "root")))
+    tokens = (
+        await session.execute(
+            select(m.Token.id, m.Token.accessor).where(m.Token.endpoint_id.is_(None), m.Token.id.not_in(has_it))
+        )
+    ).all()
+    for token_id, _accessor in tokens:
+        session.add(m.TokenPolicy(token_id=token_id, policy=policy))
+    await session.flush()
+    return [accessor for _token_id, accessor in tokens]

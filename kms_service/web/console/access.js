@@ -1,6 +1,6 @@
 // Tokens (by accessor: a token itself is never shown), policies (read and edit), the services' endpoints.
 import { allows, capabilities, get, listKeys, post } from "./api.js";
-import { announce, dl, errorText, field, h, hiddenBecause, notice, section, table, when } from "./ui.js";
+import { announce, button, dl, errorText, field, h, hiddenBecause, notice, section, table, when } from "./ui.js";
 
 const MAX_TOKENS = 500;
 
@@ -11,7 +11,8 @@ export async function renderTokens(main) {
     ["Accessor", me.accessor], ["Display name", me.display_name], ["Policies", (me.policies || []).join(", ")],
     ["Expires", when(me.expire_time)], ["Uses left", me.num_uses ? String(me.num_uses) : "unlimited"],
   ])));
-  const caps = await capabilities(["auth/token/accessors", "auth/token/lookup-accessor", "auth/token/roles"]);
+  const caps = await capabilities(["auth/token/accessors", "auth/token/lookup-accessor", "auth/token/roles",
+    "auth/token/revoke-accessor"]);
   const roles = section("Token roles");
   main.append(roles);
   if (allows(caps["auth/token/roles"], "list")) {
@@ -34,6 +35,9 @@ export async function renderTokens(main) {
     } catch { /* revoked meanwhile */ }
   }
   const soon = Date.now() / 1000 + 30 * 86400;
+  const mayRevoke = allows(caps["auth/token/revoke-accessor"], "update");
+  const confirmation = h("div", { "aria-live": "polite" });
+  if (!mayRevoke) all.append(hiddenBecause("auth/token/revoke-accessor", "update"));
   all.append(table(`Tokens (${rows.length})`, [
     { title: "Accessor", value: (t) => t.accessor },
     { title: "Name", value: (t) => t.display_name },
@@ -44,7 +48,36 @@ export async function renderTokens(main) {
       return t.expire_time && Date.parse(t.expire_time) / 1000 < soon ? h("strong", {}, `${text} (within 30 days)`) : text;
     } },
     { title: "Uses left", value: (t) => (t.num_uses ? String(t.num_uses) : "unlimited") },
-  ], rows));
+    mayRevoke && { title: "Revoke", value: (t) => button("Revoke", (e) => confirmRevoke(confirmation, t, me, e.currentTarget),
+      { class: "danger", "aria-label": `Revoke ${t.accessor}` }) },
+  ].filter(Boolean), rows), confirmation);
+}
+
+// Revoking asks first, naming the token by its accessor; the tokens it made go with it (Vault's rule).
+function confirmRevoke(holder, token, me, origin) {
+  const self = token.accessor === me.accessor;
+  const problem = h("p", { class: "notice error", role: "alert", hidden: true });
+  const cancel = button("Cancel", () => { holder.replaceChildren(); origin.focus(); });
+  const revoke = button(`Yes, revoke ${token.accessor}`, async () => {
+    revoke.disabled = true;
+    try {
+      await post("auth/token/revoke-accessor", { accessor: token.accessor });
+    } catch (e) {
+      problem.hidden = false;
+      problem.textContent = `Revoke: ${errorText(e)}`;
+      revoke.disabled = false;
+      return;
+    }
+    announce(`Revoked the token with accessor ${token.accessor}`);
+    window.dispatchEvent(new HashChangeEvent("hashchange")); // the page again, without it (or signed out)
+  }, { class: "danger" });
+  holder.replaceChildren(h("div", { class: "card confirm", role: "group", "aria-label": "Confirm revoking" },
+    h("p", {}, `Revoke the token with accessor ${token.accessor}`
+      + ` (${token.display_name || "token"}; ${(token.policies || []).join(", ")})?`
+      + " The tokens it made are revoked with it; a client using it is refused from its next request."),
+    self ? notice("warn", "This is the token you are signed in with: the console signs out.") : null,
+    problem, h("div", { class: "inline-form" }, revoke, cancel)));
+  revoke.focus();
 }
 
 export async function renderPolicies(main) {

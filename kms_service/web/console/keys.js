@@ -3,9 +3,6 @@ import { allows, capabilities, del, get, listKeys, post } from "./api.js";
 import { announce, button, dl, errorText, field, h, hiddenBecause, notice, section, table, when } from "./ui.js";
 import { renderTools } from "./key_tools.js";
 
-// The service's nonce-budget warning for 96-bit random-nonce AEAD keys (serve warns from here too).
-const NONCE_WARNING_AT = 2 ** 30;
-const NONCE_BUDGET_TYPES = new Set(["aes128-gcm96", "aes256-gcm96", "chacha20-poly1305"]);
 const MAX_KEY_READS = 200;
 
 export async function transitMounts() {
@@ -58,7 +55,8 @@ export async function keyWarnings(mount, names) {
     if (key.hidden) continue;
     const href = keyHref(mount, key.name);
     const latest = key.usage && key.usage[String(key.latest_version)];
-    if (NONCE_BUDGET_TYPES.has(key.type) && latest && latest.encryptions >= NONCE_WARNING_AT) {
+    // The key's read gives its nonce budget (only types that have one): the service's own threshold.
+    if (key.nonce_budget && latest && latest.encryptions >= key.nonce_budget.warning_at) {
       warnings.push({ text: `${mount}/${key.name}: version ${key.latest_version} is near its nonce budget (${latest.encryptions} encryptions): rotate it`, href });
     }
     const created = versionCreated(key.keys && key.keys[String(key.latest_version)]);
@@ -184,6 +182,8 @@ export async function renderKey(main, mount, name) {
     ["Plaintext backup allowed", String(key.allow_plaintext_backup)],
     ["Derived", String(key.derived)],
     key.retain_versions !== undefined && ["Retain versions", String(key.retain_versions)],
+    key.nonce_budget && ["Nonce budget", `warned from ${key.nonce_budget.warning_at.toLocaleString("en")} `
+      + `encryptions of a version, rotated at ${key.nonce_budget.rotation_at.toLocaleString("en")}`],
   ])), section("Metadata", Object.keys(key.custom_metadata || {}).length
     ? dl(Object.entries(key.custom_metadata)) : notice("info", "No labels.")));
 
