@@ -22,8 +22,10 @@ import pytest
 import requests
 from conftest import TEST_CONFIG, ServerThread
 from private_postgres import PrivatePostgres
+from sqlalchemy import text
 
 from kms_service.config import load_service_config
+from kms_service.storage.database import create_engine
 
 LOCK_TIMEOUT = 1.0
 SECRET = base64.b64encode(b"waiting").decode()
@@ -100,6 +102,21 @@ def test_a_write_waiting_for_a_lock_gets_a_503_after_the_timeout_while_reads_go_
     # The lock released, the same write goes through; the refused one changed nothing.
     assert send("POST", "transit/keys/vault-enc/rotate").status_code == 200
     assert send("GET", "transit/keys/vault-enc").json()["data"]["latest_version"] == 2
+
+
+@pytest.mark.parametrize("where", ["file", ":memory:"])
+def test_sqlite_waits_for_its_lock_as_long_as_the_setting_says(tmp_path: Path, where: str):
+    url = f"sqlite:///{tmp_path / 'kms.db'}" if where == "file" else "sqlite:///:memory:"
+
+    async def busy_timeout() -> int:
+        engine = create_engine(url, lock_timeout=2.5)
+        try:
+            async with engine.connect() as connection:
+                return (await connection.execute(text("PRAGMA busy_timeout"))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(busy_timeout()) == 2500
 
 
 # -- PostgreSQL up, but refusing new sessions -----------------------------------------------------------------

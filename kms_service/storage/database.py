@@ -142,7 +142,7 @@ def normalize_database_url(url: str) -> str:
 def create_engine(url: str, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> AsyncEngine:
     """An engine for ``url``. ``create=False`` refuses a SQLite file that does not exist yet (commands
     that only read must not leave an empty database behind a mistyped path). ``lock_timeout``: seconds a
-    statement waits for a lock, and a session for a pooled connection (then ``database_busy``)."""
+    statement waits for a lock, and a session for a pooled connection (then ``busy_reason``)."""
     url = normalize_database_url(url)
     lock_timeout_ms = max(1, round(lock_timeout * 1000))
     if url.startswith("sqlite"):
@@ -154,9 +154,9 @@ def create_engine(url: str, create: bool = True, lock_timeout: float = DEFAULT_L
                 raise ConfigError(f"no database at {path}: check --data-dir / --database-url")
         # hide_parameters: a failed statement's error (and so a log line) never shows its values, which may
         # be sealed key material or token HMACs.
-        engine = create_async_engine(
-            url, connect_args={"timeout": lock_timeout}, pool_timeout=lock_timeout, hide_parameters=True
-        )
+        # An in-memory database has one connection (SQLAlchemy's StaticPool), never waited for.
+        pooled = {"pool_timeout": lock_timeout} if path and path != ":memory:" else {}
+        engine = create_async_engine(url, connect_args={"timeout": lock_timeout}, hide_parameters=True, **pooled)
         _configure_sqlite(engine, lock_timeout_ms)
     else:
         engine = create_async_engine(
