@@ -25,7 +25,7 @@ from private_postgres import PrivatePostgres
 from sqlalchemy import text
 
 from kms_service.config import load_service_config
-from kms_service.storage.database import create_engine
+from kms_service.storage.database import busy_reason, create_engine
 
 LOCK_TIMEOUT = 1.0
 SECRET = base64.b64encode(b"waiting").decode()
@@ -90,6 +90,7 @@ def test_a_write_waiting_for_a_lock_gets_a_503_after_the_timeout_while_reads_go_
         started = time.monotonic()
         rotated = send("POST", "transit/keys/vault-enc/rotate")
         waited = time.monotonic() - started
+        print(f"\na write held up by a lock: 503 after {waited:.2f} s (--database-lock-timeout {LOCK_TIMEOUT:g})")
         assert rotated.status_code == 503, rotated.text
         (message,) = rotated.json()["errors"]
         assert message.startswith("database busy: ") and "--database-lock-timeout" in message, message
@@ -117,6 +118,31 @@ def test_sqlite_waits_for_its_lock_as_long_as_the_setting_says(tmp_path: Path, w
             await engine.dispose()
 
     assert asyncio.run(busy_timeout()) == 2500
+
+
+def test_a_session_waiting_for_a_pooled_connection_gives_up_after_the_timeout(database_url):
+    """Every connection the pool may open is checked out: the next session waits the lock timeout, then is
+    busy (503 "database busy: no pooled connection came free in time"), not left waiting."""
+
+    async def exhaust() -> tuple[Exception, float]:
+        engine = create_engine(database_url, lock_timeout=LOCK_TIMEOUT)
+        held = []
+        try:
+            for _ in range(50):
+                started = time.monotonic()
+                try:
+                    held.append(await engine.connect())
+                except Exception as exc:  # noqa: BLE001 - the failure is what is checked
+                    return exc, time.monotonic() - started
+            raise AssertionError("the pool never ran out")
+        finally:
+            for connection in held:
+                await connection.close()
+            await engine.dispose()
+
+    refused, waited = asyncio.run(exhaust())
+    assert busy_reason(refused) == "no pooled connection came free in time", refused
+    assert LOCK_TIMEOUT <= waited < LOCK_TIMEOUT + 10, waited
 
 
 # -- PostgreSQL up, but refusing new sessions -----------------------------------------------------------------
