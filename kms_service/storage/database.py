@@ -165,10 +165,9 @@ def create_engine(url: str, create: bool = True, lock_timeout: float = DEFAULT_L
             max_overflow=10,
             pool_pre_ping=True,
             pool_timeout=lock_timeout,
-            # A lock wait (a row another node's transaction holds) ends with LockNotAvailable, never hangs.
-            connect_args={"server_settings": {"lock_timeout": str(lock_timeout_ms)}},
             hide_parameters=True,
         )
+        _configure_postgresql(engine, lock_timeout_ms)
     return engine
 
 
@@ -179,6 +178,14 @@ def _create_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         pass
+
+
+def _configure_postgresql(engine: AsyncEngine, lock_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # A lock wait (a row another node's transaction holds) ends with LockNotAvailable, never hangs. Set
+        # with SET, not as a startup parameter: poolers such as PgBouncer refuse unknown startup parameters.
+        dbapi_connection.run_async(lambda connection: connection.execute(f"SET lock_timeout = {lock_timeout_ms}"))
 
 
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
