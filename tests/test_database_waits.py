@@ -1,9 +1,9 @@
-"""Bounded waits on the database (--database-lock-timeout), and a PostgreSQL that refuses new sessions.
+"""Bounded waits on the database (--database-lock-timeout), and a PostgreSQL that refuses new connections.
 
 A write that cannot get its lock (SQLite's write lock held by another process, a PostgreSQL row lock held by
 another connection) is answered 503 "database busy: ..." once the timeout has passed, never left hanging;
 reads go on meanwhile, and the write succeeds once the lock is free. A PostgreSQL that is up but refuses
-new sessions (max_connections reached, shutting down) is the service's 503 "database unavailable", not a 500.
+new connections (max_connections reached, shutting down) is the service's 503 "database unavailable", not a 500.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ def test_sqlite_waits_for_its_lock_as_long_as_the_setting_says(tmp_path: Path, w
     assert asyncio.run(busy_timeout()) == 2500
 
 
-def test_a_session_waiting_for_a_pooled_connection_gives_up_after_the_timeout(database_url):
-    """Every connection the pool may open is checked out: the next session waits the lock timeout, then is
+def test_a_request_waiting_for_a_pooled_connection_gives_up_after_the_timeout(database_url):
+    """Every connection the pool may open is checked out: the next one waits the lock timeout, then is
     busy (503 "database busy: no pooled connection came free in time"), not left waiting."""
 
     async def exhaust() -> tuple[Exception, float]:
@@ -145,7 +145,7 @@ def test_a_session_waiting_for_a_pooled_connection_gives_up_after_the_timeout(da
     assert LOCK_TIMEOUT <= waited < LOCK_TIMEOUT + 10, waited
 
 
-# -- PostgreSQL up, but refusing new sessions -----------------------------------------------------------------
+# -- PostgreSQL up, but refusing new connections --------------------------------------------------------------
 
 MAX_CONNECTIONS = 20
 
@@ -174,7 +174,7 @@ async def _take_every_slot(url: str) -> list[asyncpg.Connection]:
 
 
 @pytest.mark.postgresql
-def test_postgresql_refusing_new_sessions_is_a_503_database_unavailable(crowded_postgres, tmp_path: Path):
+def test_postgresql_refusing_new_connections_is_a_503_database_unavailable(crowded_postgres, tmp_path: Path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     server = ServerThread(crowded_postgres.url, data_dir, load_service_config(TEST_CONFIG), cache_ttl=0).start()
@@ -187,12 +187,12 @@ def test_postgresql_refusing_new_sessions_is_a_503_database_unavailable(crowded_
             return requests.get(f"{server.url}/v1/transit/keys/vault-enc", headers=headers, timeout=60)
 
         assert read_key().status_code == 200
-        # The server's pool keeps no idle session; every slot the server does not hold is taken.
+        # The server's pool keeps no idle connection; every slot the server does not hold is taken.
         server.call(server.kms.engine.dispose())
         fillers = loop.run_until_complete(_take_every_slot(crowded_postgres.url))
         refused = read_key()
         assert (refused.status_code, refused.json()) == (503, UNAVAILABLE), refused.text
-        # Shutting down: sessions already open go on, new ones are refused ("the database system is shutting
+        # Shutting down: connections already open go on, new ones are refused ("the database system is shutting
         # down"), until the last one ends.
         for filler in fillers[1:]:
             loop.run_until_complete(filler.close())

@@ -85,7 +85,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return links
 
 
-# PostgreSQL refusing a new session although it runs: too many connections or another resource exhausted (53),
+# PostgreSQL refusing a new connection although it runs: too many connections or another resource exhausted (53),
 # starting up or shutting down (57P03, 57P01, 57P02), the connection failing (08).
 _REFUSED_STATES = ("53", "57P01", "57P02", "57P03", "08")
 
@@ -106,7 +106,7 @@ _PG_LOCK_NOT_AVAILABLE = "55P03"
 
 def busy_reason(exc: BaseException) -> str | None:
     """What ``exc`` gave up waiting for, if it says a statement waited its --database-lock-timeout for a lock
-    another transaction holds, or a session for a free pooled connection: the database is up, and busy."""
+    another transaction holds, or for a free pooled connection: the database is up, and busy."""
     for link in _chain(exc):
         if isinstance(link, PoolTimeout):
             return "no pooled connection came free in time"
@@ -142,7 +142,7 @@ def normalize_database_url(url: str) -> str:
 def create_engine(url: str, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> AsyncEngine:
     """An engine for ``url``. ``create=False`` refuses a SQLite file that does not exist yet (commands
     that only read must not leave an empty database behind a mistyped path). ``lock_timeout``: seconds a
-    statement waits for a lock, and a session for a pooled connection (then ``busy_reason``)."""
+    statement waits for a lock, and a request for a pooled connection (then ``busy_reason``)."""
     url = normalize_database_url(url)
     lock_timeout_ms = max(1, round(lock_timeout * 1000))
     if url.startswith("sqlite"):
