@@ -414,3 +414,33 @@ async def test_finish_refuses_when_the_new_key_alone_does_not_open_a_row(databas
         assert (await new_holder.master_keys.status()).rollover is not None
     async with KMS.session(settings, create=False) as old_holder:  # the old key still opens it
         assert old_holder.master_key.key_ids == sorted([rollover.old_key_id, rollover.new_key_id])
+
+
+def test_finish_refuses_the_old_key_put_back_in_master_key(database_url, data_dir):
+    """With master.key (no KMS_MASTER_KEY): the rotation writes the new key there; an operator who puts the
+    old one back (from a backup) before --finish is refused, and 'master-key rotate' writes the new one again."""
+    env = cli_env(database_url, data_dir)
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        token = root_token(env)
+        before = make_versions(hvac.Client(url=server.url, token=token), 2)
+    finally:
+        server.stop()
+    old_key = (data_dir / "master.key").read_text()
+    run_cli(["master-key", "rotate"], env)
+    new_key = (data_dir / "master.key").read_text()
+    (data_dir / "master.key").write_text(old_key)
+    before_status = status(env)
+    refused = one_line_error(run_cli(["master-key", "rotate", "--finish"], env, check=False))
+    new_id = MasterKey.from_text(new_key, "new").key_id
+    assert f"the one --finish retires; give it the new master key {new_id}" in refused
+    assert f"({data_dir.absolute() / 'master.key'})" in refused  # where the command read the key it was given
+    assert status(env) == before_status
+    rewritten = run_cli(["master-key", "rotate"], env)
+    assert "resumed" in rewritten.stdout and (data_dir / "master.key").read_text() == new_key
+    assert "is retired" in run_cli(["master-key", "rotate", "--finish"], env).stdout
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        assert decrypts(hvac.Client(url=server.url, token=token), before)
+    finally:
+        server.stop()
