@@ -311,11 +311,12 @@ def verify(
             continue
         head = heads.get(chain_id)
         if chain_id not in known_heads and anchor.starts_in(since) and report.first_seq != 1:
-            report.problem = (
+            erased = (
                 f"the database anchored the chain from seq 1 but the first record in the files given is seq "
                 f"{report.first_seq}: records seq 1..{report.first_seq - 1} are missing (name the earlier files, or "
                 "--since)"
             )
+            report.problem = erased if report.ok else f"{erased}; then {report.problem}"
             report.verified_seq = report.verified_line = 0
         elif report.ok and head is not None and head[0] < anchor.seq:
             report.problem = (

@@ -576,3 +576,13 @@ def test_verify_of_the_table_detects_rows_erased_from_the_start(closed_log, data
     execute(database_url, "DELETE FROM audit_records")
     code, out = verify(env, "--db")
     assert code == 1 and "no records of chain" in out and "in the table" in out, out
+
+
+def test_records_erased_from_the_start_and_a_record_removed_later_are_both_named(closed_log, env):
+    rewrite(closed_log, lambda lines: lines[2:6] + lines[7:])
+    code, out = verify(env, str(closed_log))
+    assert code == 1, out
+    assert (
+        "the first record in the files given is seq 3: records seq 1..2 are missing (name the earlier files, or "
+        "--since); then line 5: seq 8 follows seq 6: record(s) missing (seq 7..7)"
+    ) in out, out
