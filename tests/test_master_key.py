@@ -444,3 +444,34 @@ def test_finish_refuses_the_old_key_put_back_in_master_key(database_url, data_di
         assert decrypts(hvac.Client(url=server.url, token=token), before)
     finally:
         server.stop()
+
+
+async def test_a_node_still_given_the_retired_key_says_so_while_it_serves(database_url, data_dir, tmp_path, caplog):
+    """--finish cannot see another node's key source: a node started with the old key serves on (it adopted
+    the new one) and logs, once, that it would not start again until given the new key; a node whose
+    master.key now holds the new key says nothing."""
+    updated_dir, copied_dir = tmp_path / "updated", tmp_path / "copied"
+    async with KMS.session(Settings(data_dir=data_dir, database_url=database_url)) as not_updated:
+        copied_dir.mkdir()
+        MasterKey.from_text((data_dir / "master.key").read_text(), "old").write_file(copied_dir / "master.key")
+        async with KMS.session(Settings(data_dir=copied_dir, database_url=database_url), create=False) as copied:
+            rollover = await not_updated.master_keys.start()
+            await copied.master_keys.refresh()  # what its every-second check does while it serves
+            new_key = not_updated.master_key.get(rollover.new_key_id)
+            updated_dir.mkdir()
+            for directory in (updated_dir, copied_dir):  # the new key copied into that node's data directory
+                new_key.write_file(directory / "master.key")
+            async with KMS.session(Settings(data_dir=updated_dir, database_url=database_url), create=False) as updated:
+                await updated.master_keys.finish()
+            caplog.clear()
+            for node in (not_updated, copied, not_updated):
+                await node.master_keys.refresh()
+            warnings = [r.getMessage() for r in caplog.records if "before it restarts" in r.getMessage()]
+            assert warnings == [
+                f"this process was started with master key {rollover.old_key_id} "
+                f"({data_dir.absolute() / 'master.key'}), which the database no longer accepts: give it the "
+                f"current master key {rollover.new_key_id} before it restarts, or it will not start"
+            ]
+            for node in (not_updated, copied):  # both serve on, under the new key
+                assert node.master_key.key_ids == [rollover.new_key_id]
+                assert await node.wrapping.public_key_pem()

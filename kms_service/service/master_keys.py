@@ -23,10 +23,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kms_service.errors import ConfigError, SealError
 from kms_service.mounts import key_ref
 from kms_service.seal import (
+    MASTER_KEY_ENV,
     SEAL_CHECK_AAD,
     SEAL_CHECK_PLAINTEXT,
     MasterKey,
@@ -93,6 +95,7 @@ class MasterKeys:
         self.keyring = keyring
         keyring.follow_database = self.refresh
         self._warned_retired = False
+        self._warned_loaded = False
 
     async def refresh(self) -> None:
         """Adopt a rollover's new key, accept its old one; drop keys a finished rollover retired."""
@@ -127,6 +130,19 @@ class MasterKeys:
             log.error(
                 "this process seals under master key %s, which the database no longer accepts: restart it with "
                 "the current master key",
+                keyring.key_id,
+            )
+        elif keyring.loaded.key_id not in accepted and not self._warned_loaded and keyring.key_id in accepted:
+            # It serves on (it adopted the new key), but it was given the retired one: unless its key file now
+            # holds the current key, it would not start again.
+            self._warned_loaded = True
+            if _file_holds(keyring.loaded.origin, accepted):
+                return
+            log.error(
+                "this process was started with master key %s (%s), which the database no longer accepts: give it "
+                "the current master key %s before it restarts, or it will not start",
+                keyring.loaded.key_id,
+                keyring.loaded.origin,
                 keyring.key_id,
             )
 
@@ -313,6 +329,16 @@ class MasterKeys:
             if len(wrapped) < batch_size:
                 break
             after_id = wrapped[-1][0]
+
+
+def _file_holds(origin: str, accepted: set[str]) -> bool:
+    """Whether ``origin`` is a master key file that now holds one of the ``accepted`` keys."""
+    if origin == MASTER_KEY_ENV:
+        return False
+    try:
+        return MasterKey.from_text(Path(origin).read_text(encoding="ascii"), origin).key_id in accepted
+    except (OSError, UnicodeDecodeError, SealError):
+        return False
 
 
 def _rollover(row: m.MasterKeyRollover | None, resumed: bool = False) -> Rollover | None:
