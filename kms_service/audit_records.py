@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -175,11 +176,22 @@ _LINE = re.compile(rb'(?P<body>\{.*),"hash":"(?P<hash>[0-9a-f]{64})"\}\r?\n?', r
 
 @dataclass(frozen=True)
 class Anchor:
-    """A chain's head as the database last recorded it."""
+    """A chain's head as the database last recorded it. Every chain starts at seq 1; ``started_at`` and
+    ``updated_at``: when it was first and last anchored (None: not known)."""
 
     seq: int
     hash: str
     closed: bool = False
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def expected(self, since: datetime | None) -> bool:
+        """Whether the records given (those written from ``since`` on, else all) hold this chain's records."""
+        return since is None or self.updated_at is None or self.updated_at >= since
+
+    def starts_in(self, since: datetime | None) -> bool:
+        """Whether the records given hold this chain's first record (seq 1)."""
+        return since is None or self.started_at is None or self.started_at >= since
 
 
 @dataclass
@@ -212,11 +224,14 @@ class Verification:
     unreadable: list[int] = field(default_factory=list)  # line numbers that are no record
     # The last line, when it is part of a record: a write cut short by a crash (not counted as a fault).
     torn_end: int | None = None
-    absent: list[str] = field(default_factory=list)  # chains anchored in the database, not in these lines
+    # Chains anchored in the database with no record in these lines (though they should have some).
+    absent: list[str] = field(default_factory=list)
+    # Chains anchored in the database whose records all precede ``since``: not looked for.
+    before_since: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unreadable and all(c.ok for c in self.chains.values())
+        return not self.unreadable and not self.absent and all(c.ok for c in self.chains.values())
 
 
 def verify(
@@ -224,11 +239,14 @@ def verify(
     chain_key: bytes,
     anchors: Mapping[str, Anchor] | None = None,
     known_heads: Mapping[str, tuple[int, str]] | None = None,
+    since: datetime | None = None,
 ) -> Verification:
     """Check the records of ``lines`` (one or more files of one log, in order) chain by chain. ``anchors``:
-    the database's head of each chain. ``known_heads``: where a chain stood before these lines (the end of
-    an earlier file), if known; otherwise a chain may start at any seq (its first record's ``prev`` is taken
-    on trust: the earlier file is not here)."""
+    the database's head of each chain; each anchored chain must be in ``lines`` from its first record
+    (seq 1), so records erased from the start show. ``known_heads``: where a chain stood before these lines
+    (the end of an earlier file), if known. ``since``: ``lines`` are the records written from then on (the
+    earlier ones are not here): a chain anchored last before it is not looked for, and one first anchored
+    before it may start at any seq (its first record's ``prev`` is taken on trust)."""
     anchors = anchors or {}
     known_heads = known_heads or {}
     result = Verification()
@@ -292,7 +310,15 @@ def verify(
             report.tail = "no anchor in the database for this chain"
             continue
         head = heads.get(chain_id)
-        if report.ok and head is not None and head[0] < anchor.seq:
+        if chain_id not in known_heads and anchor.starts_in(since) and report.first_seq != 1:
+            erased = (
+                f"the database anchored the chain from seq 1 but the first record in the files given is seq "
+                f"{report.first_seq}: records seq 1..{report.first_seq - 1} are missing (name the earlier files, or "
+                "--since)"
+            )
+            report.problem = erased if report.ok else f"{erased}; then {report.problem}"
+            report.verified_seq = report.verified_line = 0
+        elif report.ok and head is not None and head[0] < anchor.seq:
             report.problem = (
                 f"records seq {head[0] + 1}..{anchor.seq} are missing from the end (the database anchored seq "
                 f"{anchor.seq}): cut off, or in a later file not given"
@@ -309,4 +335,7 @@ def verify(
                     f"{report.verified_seq - anchor.seq} record(s) after the last anchor (seq {anchor.seq}): "
                     "intact, but whether more followed is not known (the writer did not close the chain)"
                 )
+    for chain_id, anchor in sorted(anchors.items()):
+        if chain_id not in result.chains and chain_id not in known_heads:
+            (result.absent if anchor.expected(since) else result.before_since).append(chain_id)
     return result

@@ -66,7 +66,8 @@ def _progress_line(progress: Progress) -> None:
 @click.option(
     "--finish",
     is_flag=True,
-    help="End the rotation under way: re-seal what is left, then retire the old key (it opens the database no more).",
+    help="End the rotation under way: re-seal what is left, then retire the old key (it opens the database no "
+    "more). Only with the new key: refused, changing nothing, when given the old one.",
 )
 @click.option(
     "--batch-size",
@@ -131,29 +132,26 @@ def rotate(finish: bool, batch_size: int, database_url: str | None, data_dir: Pa
             "content there). Running nodes already use it; they need it at their next start."
         )
     click.echo(
-        "  3. Then run 'kms-service master-key rotate --finish': until then the old key still opens the database."
+        "  3. Then run 'kms-service master-key rotate --finish' with the new key (it refuses the old one): until "
+        "then the old key still opens the database."
     )
 
 
 def _finish(database_url: str | None, data_dir: Path, batch_size: int) -> None:
     from kms_service.service.master_keys import ADOPTION_BOUND
 
-    async def run(kms: KMS) -> tuple[str, str, MasterKey]:
-        click.echo(f"finishing: no sooner than {ADOPTION_BOUND:g} s after the start (every node has the new key)")
-        old_key_id = await kms.master_keys.finish(batch_size, _progress_line)
-        return old_key_id, kms.master_key.key_id, kms.master_key.loaded
+    def waiting(seconds: float) -> None:
+        click.echo(f"finishing in {seconds:.0f} s: {ADOPTION_BOUND:g} s after the start, every node has the new key")
 
-    old_key_id, new_key_id, loaded = with_kms(database_url, data_dir, run)
+    async def run(kms: KMS) -> tuple[str, str]:
+        old_key_id = await kms.master_keys.finish(batch_size, _progress_line, waiting)
+        return old_key_id, kms.master_key.key_id
+
+    old_key_id, new_key_id = with_kms(database_url, data_dir, run)
     click.echo(
         f"master-key rotation finished: master key {old_key_id} is retired; the database opens only with "
-        f"master key {new_key_id}"
+        f"master key {new_key_id} (the key this command was given)"
     )
-    if loaded.key_id == old_key_id:
-        click.echo(
-            f"warning: this command was given the retired key ({loaded.origin}): replace it with the new key, or "
-            "nothing here starts",
-            err=True,
-        )
 
 
 @master_key.command("status")

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
 
+from kms_service.storage import DEFAULT_LOCK_TIMEOUT
+
 if TYPE_CHECKING:  # the commands read this table at start-up: it imports no database, YAML or crypto library
     from kms_service.config import ServiceConfig
     from kms_service.seal import MasterKey
@@ -272,6 +274,16 @@ class Settings:
         "--database-url", None, "sqlite:///path or postgresql://user@host/db (default: SQLite under --data-dir)."
     )
     data_dir: Path = setting("--data-dir", Path("data"), "Holds the SQLite database and master.key.", path_kind="dir")
+    # Bounded waits: a write blocked by another transaction's lock, or by a pool with no free connection,
+    # is answered 503 "database busy" instead of hanging; reads go on meanwhile.
+    database_lock_timeout: float = setting(
+        "--database-lock-timeout",
+        DEFAULT_LOCK_TIMEOUT,
+        "Seconds a request waits for a database lock another transaction holds (SQLite's write lock, a "
+        'PostgreSQL row or table lock) or for a free pooled connection; then it gets a 503 "database busy".',
+        minimum=0.1,
+        maximum=600,
+    )
 
     # Not options: what serve makes of them, and what its workers are told.
     # The services YAML (``config_path``) to provision at start (None: serve what the database holds).

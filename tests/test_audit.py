@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -33,22 +34,27 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def table_lines(database_url: str) -> list[str]:
-    """The audit_records table, read as an operator would (sqlite3 / psql), not through the service."""
+def first_column(database_url: str, query: str) -> list:
+    """The first column of a query's rows, read as an operator would (sqlite3 / psql), not through the service."""
     if database_url.startswith("sqlite"):
         import sqlite3
 
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-            return [row[0] for row in conn.execute("SELECT line FROM audit_records ORDER BY id")]
+            return [row[0] for row in conn.execute(query)]
 
-    async def fetch() -> list[str]:
+    async def fetch() -> list:
         conn = await asyncpg.connect(database_url)
         try:
-            return [row["line"] for row in await conn.fetch("SELECT line FROM audit_records ORDER BY id")]
+            return [row[0] for row in await conn.fetch(query)]
         finally:
             await conn.close()
 
     return asyncio.run(fetch())
+
+
+def table_lines(database_url: str) -> list[str]:
+    """The audit_records table."""
+    return first_column(database_url, "SELECT line FROM audit_records ORDER BY id")
 
 
 def forms(secret: str | bytes) -> list[bytes]:
@@ -321,6 +327,11 @@ def test_sighup_rotation_keeps_every_workers_chain_verifiable(env, tmp_path):
         for _ in range(10):  # a new connection each: the kernel spreads them over the workers
             assert requests.post(encrypt, json={"plaintext": PLAINTEXT}, headers=headers, timeout=10).ok
         rotated = tmp_path / "audit.log.1"
+        deadline = time.monotonic() + 20
+        while len(first_column(env["KMS_DATABASE_URL"], "SELECT chain_id FROM audit_anchors WHERE sink = 'file'")) < 2:
+            assert time.monotonic() < deadline, "the workers' chains were not anchored"
+            time.sleep(0.05)
+        rotated_at = datetime.now(UTC)  # both chains began before it
         log.rename(rotated)
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
@@ -335,8 +346,10 @@ def test_sighup_rotation_keeps_every_workers_chain_verifiable(env, tmp_path):
     code, out = verify(env, str(rotated), str(log))
     assert code == 0, out
     assert out.count("tail: complete (the chain was closed)") == 2, out  # one chain per worker
-    # The new file alone: each chain's first record names its predecessor in the old file.
+    # The new file alone: its chains do not start at seq 1, unless --since says the records given begin later.
     code, out = verify(env, str(log))
+    assert code == 1 and out.count("the database anchored the chain from seq 1") == 2, out
+    code, out = verify(env, str(log), "--since", rotated_at.isoformat())
     assert code == 0, out
 
 
@@ -487,23 +500,89 @@ def test_with_only_the_table_requests_are_refused_once_its_queue_is_full_and_ser
     assert "tail: complete (the chain was closed)" in out, out
 
 
-def test_verify_of_the_table_detects_a_deleted_row(closed_log, database_url, env):
-    delete = "DELETE FROM audit_records WHERE seq = 5"
+def execute(database_url: str, statement: str) -> None:
+    """One statement on the database, as someone holding the database file or its password runs it."""
     if database_url.startswith("sqlite"):
         import sqlite3
 
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-            conn.execute(delete)
-    else:
+            conn.execute(statement)
+        return
 
-        async def run() -> None:
-            conn = await asyncpg.connect(database_url)
-            try:
-                await conn.execute(delete)
-            finally:
-                await conn.close()
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
 
-        asyncio.run(run())
+    asyncio.run(run())
+
+
+def test_verify_of_the_table_detects_a_deleted_row(closed_log, database_url, env):
+    execute(database_url, "DELETE FROM audit_records WHERE seq = 5")
     code, out = verify(env, "--db")
     assert code == 1, out
     assert "seq 6 follows seq 4: record(s) missing (seq 5..5); intact up to seq 4" in out, out
+
+
+def test_verify_detects_an_emptied_log_and_records_erased_from_the_start(closed_log, env):
+    chain_id = records(closed_log)[0]["chain"]["id"]
+    lines = closed_log.read_bytes().splitlines(keepends=True)
+    rewrite(closed_log, lambda lines: lines[5:])
+    code, out = verify(env, str(closed_log))
+    assert code == 1, out
+    assert (
+        f"chain {chain_id}: BROKEN: the database anchored the chain from seq 1 but the first record in the files "
+        "given is seq 6: records seq 1..5 are missing (name the earlier files, or --since)"
+    ) in out, out
+    closed_log.write_bytes(b"")
+    code, out = verify(env, str(closed_log))
+    assert code == 1, out
+    assert f"chain {chain_id}: BROKEN: no records of chain {chain_id} in the files given" in out, out
+    # The earlier records, named as a file of their own before the rest: intact.
+    earlier = closed_log.with_name("audit.log.1")
+    earlier.write_bytes(b"".join(lines[:5]))
+    closed_log.write_bytes(b"".join(lines[5:]))
+    code, out = verify(env, str(earlier), str(closed_log))
+    assert code == 0 and "intact, 13 record(s), seq 1..13" in out, out
+
+
+def test_since_says_where_the_records_given_begin(closed_log, env):
+    chain_id = records(closed_log)[0]["chain"]["id"]
+    first_time = records(closed_log)[0]["time"]
+    after_the_chain = datetime.now(UTC).isoformat()  # the server stopped: its chain was anchored last before
+    rewrite(closed_log, lambda lines: lines[5:])
+    # From before the chain began, it must start at seq 1.
+    code, out = verify(env, str(closed_log), "--since", "2000-01-01T00:00:00")
+    assert code == 1 and "the first record in the files given is seq 6" in out, out
+    # The chain began before TIME: it may start at any seq in the records given.
+    code, out = verify(env, str(closed_log), "--since", after_the_chain)
+    assert code == 0 and f"chain {chain_id}: intact, 8 record(s), seq 6..13" in out, out
+    closed_log.write_bytes(b"")
+    code, out = verify(env, str(closed_log), "--since", after_the_chain)
+    assert code == 0 and "1 chain(s) anchored last before --since: not looked for" in out, out
+    code, out = verify(env, str(closed_log), "--since", first_time)
+    assert code == 1 and f"no records of chain {chain_id}" in out, out
+    code, out = verify(env, str(closed_log), "--since", "yesterday")
+    assert code == 2 and "'yesterday' is not an ISO 8601 time" in out, out
+
+
+def test_verify_of_the_table_detects_rows_erased_from_the_start(closed_log, database_url, env):
+    execute(database_url, "DELETE FROM audit_records WHERE seq <= 3")
+    code, out = verify(env, "--db")
+    assert code == 1, out
+    assert "the database anchored the chain from seq 1 but the first record in the files given is seq 4" in out, out
+    execute(database_url, "DELETE FROM audit_records")
+    code, out = verify(env, "--db")
+    assert code == 1 and "no records of chain" in out and "in the table" in out, out
+
+
+def test_records_erased_from_the_start_and_a_record_removed_later_are_both_named(closed_log, env):
+    rewrite(closed_log, lambda lines: lines[2:6] + lines[7:])
+    code, out = verify(env, str(closed_log))
+    assert code == 1, out
+    assert (
+        "the first record in the files given is seq 3: records seq 1..2 are missing (name the earlier files, or "
+        "--since); then line 5: seq 8 follows seq 6: record(s) missing (seq 7..7)"
+    ) in out, out

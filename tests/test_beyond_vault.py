@@ -322,6 +322,29 @@ def test_hybrid_signatures_verify_only_if_both_parts_do(vault, key_type):
     assert verify(packed[: 4 + size]) is False  # the ML-DSA part alone is not enough
 
 
+def test_hybrid_ecdsa_parts_are_low_s_and_their_high_s_twin_does_not_verify(vault):
+    """ECDSA's (r, n - s) verifies whenever (r, s) does; this format makes and takes only the low one, so a
+    signature of it has no second valid encoding."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256's n
+    vault.write_data("transit/keys/twin", data={"type": "hybrid-ml-dsa-65-ecdsa-p256"})
+
+    def verify(signature_body: bytes) -> bool:
+        value = "vault:v1:" + base64.b64encode(signature_body).decode()
+        return vault.write_data("transit/verify/twin", data={"input": B64, "signature": value})["data"]["valid"]
+
+    # ECDSA's s is high half the time: enough signatures that one in a million runs would see none.
+    for _ in range(20):
+        packed = _body(vault.write_data("transit/sign/twin", data={"input": B64})["data"]["signature"])
+        size = int.from_bytes(packed[:4], "big")
+        pq_part, classical = packed[: 4 + size], packed[4 + size :]
+        r, s = decode_dss_signature(classical)
+        assert s <= order // 2
+        assert verify(packed) is True
+        assert verify(pq_part + encode_dss_signature(r, order - s)) is False
+
+
 def test_review_fixes_cmac_full_tag_and_url_length(vault):
     """A CMAC is checked at its full 16 bytes unless mac_length asks for less; a bad URL length is a 400."""
     vault.write_data("transit/keys/tagger", data={"type": "aes256-cmac"})

@@ -455,3 +455,40 @@ def test_rewriting_the_default_policy_answers_as_openbaos(sides):
     ours, theirs = answers
     assert ours == theirs
     assert ours["capabilities-self"] == (403, ["permission denied"])
+
+
+def test_root_named_in_capitals_is_root_and_stays_out_of_reach(server, root):
+    """Names are lowercased before any rule sees them: 'ROOT' is root for a root parent, and refused to a
+    parent that may not give root (the mistake behind CVE-2025-5999 was lowercasing in one place only)."""
+    server.call(server.kms.policies.write("creator", 'path "auth/token/create" { capabilities = ["update"] }'))
+    client = server.client(root)
+    assert client.auth.token.create(policies=["ROOT"], ttl="1h")["auth"]["policies"] == ["root"]
+    creator = server.client(client.auth.token.create(policies=["creator", "app"], ttl="1h")["auth"]["client_token"])
+    for asked in (["ROOT"], ["Root", "app"], ["app", "rOOt"]):
+        with pytest.raises(hvac.exceptions.InvalidRequest, match="subset"):
+            creator.auth.token.create(policies=asked)
+    refused = requests.put(
+        f"{server.url}/v1/sys/policies/acl/ROOT",
+        headers={"X-Vault-Token": root},
+        json={"policy": 'path "*" { capabilities = ["sudo"] }'},
+        timeout=10,
+    )
+    assert refused.status_code == 400, refused.text
+
+
+@pytest.mark.sqlite_only
+def test_root_in_capitals_is_refused_as_openbao_refuses_it(sides):
+    answers = []
+    for side in sides:
+        document = {"policy": 'path "*" { capabilities = ["sudo"] }'}
+        answers.append(
+            [
+                _errors(side.send("PUT", "sys/policies/acl/ROOT", document)),
+                _errors(side.send("PUT", "sys/policy/Root", document)),
+                _errors(side.send("DELETE", "sys/policies/acl/rOOt")),
+                _errors(side.send("POST", "auth/token/create", {"policies": ["ROOT"]}))[0],
+            ]
+        )
+    ours, theirs = answers
+    assert ours == theirs
+    assert ours[0] == (400, ['cannot update "root" policy'])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import select
-import signal
 import socket
 import statistics
 import subprocess
@@ -422,7 +422,7 @@ def test_a_client_gone_mid_body_logs_one_line_and_no_traceback(server, caplog):
 # padded to --max-batch-request-size with strings of the longest allowed length.
 ATTACKER = textwrap.dedent(
     """
-    import http.client, sys
+    import http.client, os, sys, threading
     host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     tokens, entries, depth, max_string, max_body = 200_000, 10_000, 32, 1024 * 1024, 32 * 1024 * 1024
     def bound(text):  # the server's count: kms_service.web.fields.token_bound
@@ -443,35 +443,94 @@ ATTACKER = textwrap.dedent(
     body = ('{"batch_input": [' + deep + "," + ",".join(rows) + '], "pad": [' + ",".join(strings) + "]}").encode()
     assert len(body) <= max_body and bound(body.decode()) <= tokens, (len(body), bound(body.decode()))
     conn = http.client.HTTPConnection(host, port, timeout=60)
-    while True:  # until killed; one line per answer
+    # Commands on stdin: "run" sends bodies back to back, "pause" stops after the answer in flight; each
+    # pause is reported ("paused"), so the test knows no body of ours is being read, parsed or paused for.
+    running = threading.Event()
+
+    def commands():
+        for line in sys.stdin:
+            (running.set if line.strip() == "run" else running.clear)()
+        os._exit(0)  # stdin closed: the test is done
+
+    threading.Thread(target=commands, daemon=True).start()
+    while True:  # one line per answer
+        if not running.is_set():
+            print("paused", flush=True)
+            running.wait()
         conn.request("POST", "/v1/transit/encrypt/vault-enc", body, {"X-Vault-Token": token})
         response = conn.getresponse()
         text = response.read()
-        # One write per answer: a kill between the pieces of a print left a line cut short ("400").
         sys.stdout.write(f"{response.status} {text[:200].decode().strip()}\\n")
         sys.stdout.flush()
     """
 )
 
 
-def _latencies(session: requests.Session, url: str, token: str, seconds: float) -> tuple[list[float], list[float]]:
-    """sys/health and encrypt round trips, one after the other, for ``seconds``."""
-    health, encrypt = [], []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        start = time.perf_counter()
-        assert session.get(f"{url}/v1/sys/health", timeout=30).status_code == 200
-        health.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        response = session.post(
-            f"{url}/v1/transit/encrypt/vault-enc", json={"plaintext": PLAINTEXT}, headers={"X-Vault-Token": token}
+def _round_trip(session: requests.Session, url: str, token: str) -> tuple[float, float]:
+    """One sys/health and one encrypt round trip, in seconds."""
+    start = time.perf_counter()
+    assert session.get(f"{url}/v1/sys/health", timeout=30).status_code == 200
+    health = time.perf_counter() - start
+    start = time.perf_counter()
+    response = session.post(
+        f"{url}/v1/transit/encrypt/vault-enc", json={"plaintext": PLAINTEXT}, headers={"X-Vault-Token": token}
+    )
+    assert response.status_code == 200
+    return health, time.perf_counter() - start
+
+
+class Attacker:
+    """The ATTACKER process, run and paused on command; its answers as they come."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ATTACKER, "127.0.0.1", str(port), token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        assert response.status_code == 200
-        encrypt.append(time.perf_counter() - start)
-    return health, encrypt
+        assert self.process.stdout is not None
+        self._fd = self.process.stdout.fileno()
+        self._pending = b""
+        self.answers: list[str] = []
+        self.wait_paused(deadline=time.monotonic() + 120)  # built its body, sent nothing yet
+
+    def command(self, what: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(what + "\n")
+        self.process.stdin.flush()
+
+    def heard(self, timeout: float) -> str | None:
+        """Its next line, if one comes within ``timeout`` seconds (read unbuffered: a line already read from
+        the pipe is never left in a buffer ``select`` does not see)."""
+        while b"\n" not in self._pending:
+            if not select.select([self._fd], [], [], max(timeout, 0))[0]:
+                return None
+            chunk = os.read(self._fd, 65536)
+            assert chunk, "the attacker died"
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode().strip()
+
+    def wait_paused(self, deadline: float) -> None:
+        while (line := self.heard(deadline - time.monotonic())) != "paused":
+            assert time.monotonic() < deadline, "the attacker did not pause in time"
+            if line is not None:
+                self.answers.append(line)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
 
 
 def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_url, data_dir):
+    """A client sends health and encrypt requests one after the other while the attacker, on command, sends
+    the worst body the limits allow back to back, then pauses. Windows under attack (from "run" until the
+    attacker reports it paused after at least one answer: every byte of its bodies read, parsed and paused
+    for in them) alternate with as many requests without it, so load from elsewhere on a shared machine
+    weighs on both alike; in the typical pair of windows, latencies under attack are at most twice those
+    without."""
     env = cli_env(database_url, data_dir)
     server = ServeProcess(TEST_CONFIG, env)
     attacker = None
@@ -483,52 +542,45 @@ def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_u
             .splitlines()[-1]
         )
         session = requests.Session()
-        _latencies(session, server.url, token, 0.3)  # warm
-        attacker = subprocess.Popen(
-            [sys.executable, "-c", ATTACKER, "127.0.0.1", str(server.port), attacker_token],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        first = attacker.stdout.readline()  # the first worst body went through
-        # Idle and attacked windows alternate (the attacker stopped and continued), so load from elsewhere
-        # on a shared machine weighs on both alike.
-        idle: tuple[list[float], list[float]] = ([], [])
-        loaded: tuple[list[float], list[float]] = ([], [])
-        for _ in range(4):
-            attacker.send_signal(signal.SIGSTOP)
-            time.sleep(0.3)  # a parse under way ends, and its pause
-            for mine, more in zip(idle, _latencies(session, server.url, token, 0.5), strict=True):
-                mine.extend(more)
-            attacker.send_signal(signal.SIGCONT)
-            for mine, more in zip(loaded, _latencies(session, server.url, token, 1.0), strict=True):
-                mine.extend(more)
-        # At least four of its bodies answered, however slow the machine (the windows above are timed, this
-        # is not): each is read and parsed in full, then paused for five times its parse.
-        answers = [first]
-        deadline = time.monotonic() + 120
-        while len(answers) < 4 and time.monotonic() < deadline:
-            if select.select([attacker.stdout], [], [], deadline - time.monotonic())[0]:
-                answers.append(attacker.stdout.readline())
-        attacker.kill()
-        # Only whole lines: the kill may still cut the last one short.
-        answers += attacker.communicate(timeout=30)[0].split("\n")[:-1]
-        idle_medians = [statistics.median(samples) for samples in idle]
-        loaded_medians = [statistics.median(samples) for samples in loaded]
+        for _ in range(20):  # warm
+            _round_trip(session, server.url, token)
+        attacker = Attacker(server.port, attacker_token)
+        ratios: list[tuple[float, float]] = []  # per pair of windows: (health, encrypt) loaded / idle medians
+        for _ in range(6):
+            loaded: list[tuple[float, float]] = []
+            answered = len(attacker.answers)
+            attacker.command("run")
+            deadline = time.monotonic() + 120
+            while True:
+                loaded.append(_round_trip(session, server.url, token))
+                line = attacker.heard(0)
+                if line == "paused":
+                    break
+                if line is not None:
+                    attacker.answers.append(line)
+                    attacker.command("pause")  # the answer in flight, if any, still counts as loaded
+                assert time.monotonic() < deadline, "no answer from the attacker in time"
+            assert len(attacker.answers) > answered
+            idle = [_round_trip(session, server.url, token) for _ in loaded]
+            health, encrypt = (
+                statistics.median(s[i] for s in loaded) / statistics.median(s[i] for s in idle) for i in (0, 1)
+            )
+            ratios.append((health, encrypt))
+        attacker.command("pause")
+        typical = [statistics.median(r[i] for r in ratios) for i in (0, 1)]
         print(
-            f"\nidle medians: health {idle_medians[0] * 1000:.2f} ms, encrypt {idle_medians[1] * 1000:.2f} ms; "
-            f"under the worst body: health {loaded_medians[0] * 1000:.2f} ms, encrypt "
-            f"{loaded_medians[1] * 1000:.2f} ms; the attacker's answers: {len(answers)}, first: {first.strip()}"
+            f"\nlatency under the worst body / without it, per pair of windows: "
+            f"health {', '.join(f'{r[0]:.2f}' for r in ratios)}; encrypt {', '.join(f'{r[1]:.2f}' for r in ratios)}; "
+            f"the attacker's answers: {len(attacker.answers)}, first: {attacker.answers[0]}"
         )
         # The attacker's bodies were read and parsed in full (refused for their items, not their size).
-        answers = [a for a in answers if a.strip()]  # an attacker that died early answers nothing: a failure
-        assert len(answers) >= 4, answers
-        assert all(a.startswith("400 ") and "failed to parse batch input" in a for a in answers if a), answers
-        assert loaded_medians[0] <= 2 * idle_medians[0], (idle_medians, loaded_medians)
-        assert loaded_medians[1] <= 2 * idle_medians[1], (idle_medians, loaded_medians)
+        assert all(a.startswith("400 ") and "failed to parse batch input" in a for a in attacker.answers), (
+            attacker.answers
+        )
+        assert typical[0] <= 2 and typical[1] <= 2, ratios
     finally:
-        if attacker is not None and attacker.poll() is None:
-            attacker.kill()
-            attacker.wait()
+        if attacker is not None:
+            attacker.stop()
         server.stop()
 
 

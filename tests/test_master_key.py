@@ -5,6 +5,7 @@ or ciphertext changes, a second node follows, a command killed mid-way finishes 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import signal
@@ -17,6 +18,7 @@ import hvac
 import pytest
 from conftest import TEST_CONFIG
 from processes import COMMAND, ServeProcess, cli_env, run_cli, serve_exit
+from sqlalchemy import text
 
 from kms_service.errors import SealError
 from kms_service.keyring import KeySettings
@@ -247,12 +249,13 @@ def test_a_rotation_killed_after_its_first_batch_finishes_when_run_again(databas
     resumed = run_cli(["master-key", "rotate", "--batch-size", "7"], env)
     assert "resumed" in resumed.stdout and "KMS_MASTER_KEY" in resumed.stdout
     assert "0 row(s) left" in status(env)
+    # KMS_MASTER_KEY still holds the old key: --finish refuses it, and the old key still opens the database.
+    refused = one_line_error(run_cli(["master-key", "rotate", "--finish"], env, check=False))
+    assert "refused, nothing changed: this command was given master key" in refused
+    assert "rotation:" in status(env) and "0 row(s) left" in status(env)
+    env = {**env, "KMS_MASTER_KEY": new_key}
     finished = run_cli(["master-key", "rotate", "--finish"], env)
     assert "retired" in finished.stdout
-    assert "was given the retired key" in finished.stderr  # KMS_MASTER_KEY still holds the old one
-
-    assert "does not open this database" in one_line_error(run_cli(["master-key", "status"], env, check=False))
-    env = {**env, "KMS_MASTER_KEY": new_key}
     server = ServeProcess(TEST_CONFIG, env)
     try:
         assert decrypts(hvac.Client(url=server.url, token=token), before)
@@ -314,3 +317,165 @@ def test_every_worker_of_a_serve_seals_under_the_new_key(database_url, data_dir)
         assert decrypts(hvac.Client(url=server.url, token=token), before)
     finally:
         server.stop()
+
+
+def walk_the_next_steps(database_url: str, data_dir: Path, order: tuple[str, ...]) -> list[str]:
+    """From a rotation started with the key in KMS_MASTER_KEY, the printed next steps in ``order`` (and then
+    what is left of them, in the printed order): after each step a server started as the operator now starts
+    one opens the database and decrypts a ciphertext made before the rotation. What each step printed."""
+    old_key = MasterKey.generate().export()
+    env = cli_env(database_url, data_dir, KMS_MASTER_KEY=old_key)
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        token = root_token(env)
+        before = make_versions(hvac.Client(url=server.url, token=token), 2)
+    finally:
+        server.stop()
+
+    def still_opens(after: str) -> None:
+        node = ServeProcess(TEST_CONFIG, env)  # raises when it does not start
+        try:
+            assert decrypts(hvac.Client(url=node.url, token=token), before), after
+        finally:
+            node.stop()
+
+    started = run_cli(["master-key", "rotate"], env)
+    assert "KMS_MASTER_KEY" in started.stdout
+    still_opens("start")
+    new_file = next(data_dir.glob("master.key.*.new"))
+    said = [started.stdout]
+    finished = False
+    for step in (*order, *(s for s in ("switch", "delete", "finish") if s not in order)):
+        if step == "switch":  # KMS_MASTER_KEY set to the new key, every node restarted
+            if not new_file.exists():  # deleted too soon: writing it out again is what the refusal says
+                said.append(run_cli(["master-key", "rotate"], env).stdout)
+            env = {**env, "KMS_MASTER_KEY": new_file.read_text().strip()}
+        elif step == "delete":
+            new_file.unlink(missing_ok=True)
+        elif step == "finish":
+            before_status = status(env)
+            result = run_cli(["master-key", "rotate", "--finish"], env, check=False)
+            still_opens(step)  # first: with the old key retired, no node of the operator's would start
+            if env["KMS_MASTER_KEY"] == old_key:
+                said.append(one_line_error(result))
+                assert status(env) == before_status  # nothing changed
+            else:
+                assert result.returncode == 0, result.stderr
+                said.append(result.stdout)
+                finished = True
+            continue
+        still_opens(step)
+    if not finished:  # the refused --finish, run again now that the operator holds the new key
+        said.append(run_cli(["master-key", "rotate", "--finish"], env).stdout)
+        still_opens("finish again")
+    after = status(env)
+    assert "rotation: none under way" in after and key_ids(after) == {
+        MasterKey.from_text(env["KMS_MASTER_KEY"], "new").key_id
+    }
+    return said
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", list(itertools.permutations(("switch", "delete", "finish"))), ids="-".join)
+def test_every_order_of_the_next_steps_leaves_a_database_that_opens(database_url, data_dir, order):
+    said = walk_the_next_steps(database_url, data_dir, order)
+    refusals = [line for line in said if line.startswith("Error:")]
+    if order.index("finish") < order.index("switch"):  # --finish run with the old key: refused, then run again
+        assert len(refusals) == 1, said
+        assert "refused, nothing changed: this command was given master key" in refusals[0]
+        assert "the one --finish retires; give it the new master key" in refusals[0]
+    else:
+        assert refusals == [], said
+    assert "is retired" in said[-1]
+
+
+async def test_finish_refuses_when_the_new_key_alone_does_not_open_a_row(database_url, data_dir, tmp_path):
+    """A key version marked as sealed under the new key that the new key does not open (a damaged row):
+    --finish stops before the old key goes, names the row, and the old key still opens the database."""
+    settings = Settings(data_dir=data_dir, database_url=database_url)
+    async with KMS.session(settings) as old_holder:
+        await old_holder.keys.upsert("damaged", "chacha20-poly1305", KeySettings())
+        rollover = await old_holder.master_keys.start()
+        await old_holder.master_keys.reseal()
+        new_key = old_holder.master_key.get(rollover.new_key_id)
+        async with old_holder.db.writing() as session:
+            # One byte of the sealed material flipped; the row still says the new key sealed it.
+            await session.execute(
+                text(
+                    "UPDATE key_versions SET sealed_material = :damaged WHERE key_id = "
+                    "(SELECT id FROM keys WHERE name = 'damaged')"
+                ),
+                {"damaged": b"\x00" * 40 + new_key.seal(b"not this row's material", b"elsewhere")[40:]},
+            )
+    new_key.write_file(tmp_path / "master.key")
+    async with KMS.session(Settings(data_dir=tmp_path, database_url=database_url), create=False) as new_holder:
+        with pytest.raises(SealError) as refused:
+            await new_holder.master_keys.finish()
+        assert str(refused.value) == (
+            f"refused, nothing changed: master key {rollover.new_key_id} does not open key damaged version 1, "
+            "so it cannot be the only key of this database"
+        )
+        assert (await new_holder.master_keys.status()).rollover is not None
+    async with KMS.session(settings, create=False) as old_holder:  # the old key still opens it
+        assert old_holder.master_key.key_ids == sorted([rollover.old_key_id, rollover.new_key_id])
+
+
+def test_finish_refuses_the_old_key_put_back_in_master_key(database_url, data_dir):
+    """With master.key (no KMS_MASTER_KEY): the rotation writes the new key there; an operator who puts the
+    old one back (from a backup) before --finish is refused, and 'master-key rotate' writes the new one again."""
+    env = cli_env(database_url, data_dir)
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        token = root_token(env)
+        before = make_versions(hvac.Client(url=server.url, token=token), 2)
+    finally:
+        server.stop()
+    old_key = (data_dir / "master.key").read_text()
+    run_cli(["master-key", "rotate"], env)
+    new_key = (data_dir / "master.key").read_text()
+    (data_dir / "master.key").write_text(old_key)
+    before_status = status(env)
+    refused = one_line_error(run_cli(["master-key", "rotate", "--finish"], env, check=False))
+    new_id = MasterKey.from_text(new_key, "new").key_id
+    assert f"the one --finish retires; give it the new master key {new_id}" in refused
+    assert f"({data_dir.absolute() / 'master.key'})" in refused  # where the command read the key it was given
+    assert status(env) == before_status
+    rewritten = run_cli(["master-key", "rotate"], env)
+    assert "resumed" in rewritten.stdout and (data_dir / "master.key").read_text() == new_key
+    assert "is retired" in run_cli(["master-key", "rotate", "--finish"], env).stdout
+    server = ServeProcess(TEST_CONFIG, env)
+    try:
+        assert decrypts(hvac.Client(url=server.url, token=token), before)
+    finally:
+        server.stop()
+
+
+async def test_a_node_still_given_the_retired_key_says_so_while_it_serves(database_url, data_dir, tmp_path, caplog):
+    """--finish cannot see another node's key source: a node started with the old key serves on (it adopted
+    the new one) and logs, once, that it would not start again until given the new key; a node whose
+    master.key now holds the new key says nothing."""
+    updated_dir, copied_dir = tmp_path / "updated", tmp_path / "copied"
+    async with KMS.session(Settings(data_dir=data_dir, database_url=database_url)) as not_updated:
+        copied_dir.mkdir()
+        MasterKey.from_text((data_dir / "master.key").read_text(), "old").write_file(copied_dir / "master.key")
+        async with KMS.session(Settings(data_dir=copied_dir, database_url=database_url), create=False) as copied:
+            rollover = await not_updated.master_keys.start()
+            await copied.master_keys.refresh()  # what its every-second check does while it serves
+            new_key = not_updated.master_key.get(rollover.new_key_id)
+            updated_dir.mkdir()
+            for directory in (updated_dir, copied_dir):  # the new key copied into that node's data directory
+                new_key.write_file(directory / "master.key")
+            async with KMS.session(Settings(data_dir=updated_dir, database_url=database_url), create=False) as updated:
+                await updated.master_keys.finish()
+            caplog.clear()
+            for node in (not_updated, copied, not_updated):
+                await node.master_keys.refresh()
+            warnings = [r.getMessage() for r in caplog.records if "before it restarts" in r.getMessage()]
+            assert warnings == [
+                f"this process was started with master key {rollover.old_key_id} "
+                f"({data_dir.absolute() / 'master.key'}), which the database no longer accepts: give it the "
+                f"current master key {rollover.new_key_id} before it restarts, or it will not start"
+            ]
+            for node in (not_updated, copied):  # both serve on, under the new key
+                assert node.master_key.key_ids == [rollover.new_key_id]
+                assert await node.wrapping.public_key_pem()

@@ -9,6 +9,7 @@ reported and not moved; --dry-run changes nothing; errors are one line and a non
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from pathlib import Path
 
@@ -440,3 +441,36 @@ def test_restore_under_a_new_name_keeps_min_versions(server):
     assert (copy["latest_version"], copy["min_decryption_version"], copy["min_encryption_version"]) == (4, 3, 4)
     assert copy["min_available_version"] == 2
     assert base64.b64decode(transit.decrypt_data("r-copy", ct)["data"]["plaintext"]) == PLAIN
+
+
+def test_migrate_from_refuses_a_weak_key_the_source_took(bao, env):
+    """OpenBao imports an all-zero AES key; moving it here is refused as an import would be, and nothing of
+    it is written."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+    mount, name = f"weak-{uuid.uuid4().hex[:6]}", "zeros"
+    bao.call("POST", f"sys/mounts/{mount}", {"type": "transit"})
+    pem = bao.data("GET", f"{mount}/wrapping_key")["public_key"]
+    ephemeral = os.urandom(32)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    wrapped = serialization.load_pem_public_key(pem.encode()).encrypt(ephemeral, oaep)
+    blob = b64(wrapped + aes_key_wrap_with_padding(ephemeral, b"\0" * 32))
+    bao.call(
+        "POST",
+        f"{mount}/keys/{name}/import",
+        {"ciphertext": blob, "type": "aes256-gcm96", "exportable": True, "allow_plaintext_backup": True},
+    )
+    result = migrate_mount(env, bao, mount)
+    assert "weak key material" in report_of(result, name), result.stdout + result.stderr
+    listed = run_cli(["keys", "list"], env, check=False)
+    assert name not in listed.stdout.split()
+
+
+def migrate_mount(env, bao, mount):
+    return run_cli(["migrate-from", "--addr", bao.url, "--token", ROOT_TOKEN, "--mount", mount], env, check=False)
+
+
+def report_of(result, name: str) -> str:
+    return next((line for line in result.stdout.splitlines() if line.startswith(f"{name}: ")), "")

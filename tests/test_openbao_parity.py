@@ -896,6 +896,38 @@ def _same_listing_entry(targets, mount: str) -> None:
     assert listed[0][f"{mount}/"] == mine  # also at the top level, as Vault
 
 
+def test_weak_imports_and_destructive_restores_are_refused_where_openbao_takes_them(targets):
+    """Intended differences (docs/security-model.md): an all-zero imported key, and a forced restore that
+    drops versions of a key without deletion_allowed, are a 400 here and succeed on OpenBao."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+    suffix = os.urandom(4).hex()
+    imports = []
+    for target in targets:
+        pem = target.send("GET", "transit/wrapping_key").json()["data"]["public_key"]
+        ephemeral = os.urandom(32)
+        oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+        wrapped = serialization.load_pem_public_key(pem.encode()).encrypt(ephemeral, oaep)
+        blob = base64.b64encode(wrapped + aes_key_wrap_with_padding(ephemeral, b"\0" * 32)).decode()
+        imports.append(target.send("POST", f"transit/keys/zero-{suffix}/import", {"ciphertext": blob}))
+    assert [i.status_code for i in imports] == [400, 204], [i.text for i in imports]
+    assert imports[0].json()["errors"] == ["refusing weak key material: its key is one byte repeated"]
+
+    restores = []
+    for target in targets:
+        name = f"kept-{suffix}"
+        target.send("POST", f"transit/keys/{name}", {"exportable": True, "allow_plaintext_backup": True})
+        backup = target.send("GET", f"transit/backup/{name}").json()["data"]["backup"]
+        target.send("POST", f"transit/keys/{name}/rotate")
+        restores.append(target.send("POST", f"transit/restore/{name}", {"backup": backup, "force": True}))
+        latest = target.send("GET", f"transit/keys/{name}").json()["data"]["latest_version"]
+        restores.append(latest)
+    assert [restores[0].status_code, restores[1], restores[2].status_code, restores[3]] == [400, 2, 204, 1]
+    assert "does not allow deletion" in restores[0].json()["errors"][0]
+
+
 # Beyond Vault (issue 12): what this server has that OpenBao answers otherwise, each with its reason.
 BEYOND_VAULT = {
     "type ml-dsa-44/65/87": "FIPS 204's names; OpenBao 2.7 spells them mldsa-NN (accepted here at creation too)",

@@ -247,9 +247,37 @@ def test_backup_and_restore_keep_every_version(vault):
         transit.restore_key(backup)
     # force replaces the key in place: rotations after the backup are gone, the old versions work.
     transit.rotate_key("kept")
+    transit.update_key_configuration("kept", deletion_allowed=True)
     assert transit.restore_key(backup, force=True).status_code == 204
     assert transit.read_key("kept")["data"]["latest_version"] == 2
     assert transit.decrypt_data("kept", ciphertext=old)["data"]["plaintext"] == SECRET
+
+
+def test_a_forced_restore_destroys_no_version_of_a_key_that_does_not_allow_deletion(server, vault):
+    """Replacing a version (or dropping it) destroys it, as a delete would: a forced restore over a key
+    without deletion_allowed may only keep every version it holds and add to them."""
+    transit = vault.secrets.transit
+    transit.create_key("guarded", key_type=TYPE, exportable=True, allow_plaintext_backup=True)
+    backup = transit.backup_key("guarded")["data"]["backup"]
+    transit.rotate_key("guarded")
+    newest = transit.encrypt_data("guarded", plaintext=SECRET)["data"]["ciphertext"]
+    transit.create_key("other", key_type=TYPE, exportable=True, allow_plaintext_backup=True)
+    foreign = transit.backup_key("other")["data"]["backup"]
+    headers = {"X-Vault-Token": vault.token}
+    for replacement in (backup, foreign):  # version 2 dropped; version 1 replaced by another key's
+        response = requests.post(
+            f"{server.url}/v1/transit/restore/guarded", json={"backup": replacement, "force": True}, headers=headers
+        )
+        assert response.status_code == 400, response.text
+        assert "does not allow deletion" in response.json()["errors"][0]
+        assert transit.read_key("guarded")["data"]["latest_version"] == 2
+        assert transit.decrypt_data("guarded", ciphertext=newest)["data"]["plaintext"] == SECRET
+    # Keeping every version and adding none is no destruction.
+    whole = transit.backup_key("guarded")["data"]["backup"]
+    assert transit.restore_key(whole, name="guarded", force=True).status_code == 204
+    transit.update_key_configuration("guarded", deletion_allowed=True)
+    assert transit.restore_key(backup, name="guarded", force=True).status_code == 204
+    assert transit.read_key("guarded")["data"]["latest_version"] == 1
 
 
 @pytest.mark.parametrize(

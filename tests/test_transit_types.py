@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac as stdlib_hmac
+import json
 import os
 
 import hvac.exceptions
@@ -189,6 +190,78 @@ def test_bring_your_own_key(server, vault):
     assert made.startswith("vault-kms:v2:")
     body = _body(made)
     assert AESGCM(second_key).decrypt(body[:12], body[12:], None) == DATA
+
+
+def _rsa_der(exponent: int) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=exponent, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+WEAK_IMPORTS = {
+    "aes256 all zero": ("aes256-gcm96", b"\0" * 32, "its key is one byte repeated"),
+    "chacha one byte repeated": ("chacha20-poly1305", b"\x41" * 32, "its key is one byte repeated"),
+    "hmac all zero": ("hmac", b"\0" * 64, "its key is one byte repeated"),
+    "rsa e=3": ("rsa-2048", "e=3", "its RSA public exponent is 3, below 65537"),
+}
+
+
+@pytest.mark.parametrize(("key_type", "raw", "reason"), WEAK_IMPORTS.values(), ids=WEAK_IMPORTS)
+def test_weak_key_material_is_refused_on_every_import_path(server, vault, key_type, raw, reason):
+    """All-zero or one-byte-repeated symmetric keys and RSA with a small exponent protect nothing: import,
+    import_version and restore refuse them with a 400 and change nothing (Vault takes them)."""
+    headers = {"X-Vault-Token": vault.token}
+    wrapping = vault.read("transit/wrapping_key")["data"]["public_key"]
+    weak = _rsa_der(3) if raw == "e=3" else raw
+    name = f"weak-{key_type}-{os.urandom(3).hex()}"
+    imported = requests.post(
+        f"{server.url}/v1/transit/keys/{name}/import",
+        json={"ciphertext": _wrap_locally(wrapping, weak), "type": key_type},
+        headers=headers,
+    )
+    assert imported.status_code == 400, imported.text
+    assert imported.json()["errors"] == [f"refusing weak key material: {reason}"]
+    assert vault.read(f"transit/keys/{name}") is None
+    # A strong key imported, then a weak version for it.
+    strong = _rsa_der(65537) if raw == "e=3" else os.urandom(len(raw))
+    made = requests.post(
+        f"{server.url}/v1/transit/keys/{name}/import",
+        json={"ciphertext": _wrap_locally(wrapping, strong), "type": key_type, "exportable": True},
+        headers=headers,
+    )
+    assert made.status_code == 204, made.text
+    added = requests.post(
+        f"{server.url}/v1/transit/keys/{name}/import_version",
+        json={"ciphertext": _wrap_locally(wrapping, weak)},
+        headers=headers,
+    )
+    assert added.status_code == 400 and added.json()["errors"] == [f"refusing weak key material: {reason}"]
+    assert vault.secrets.transit.read_key(name)["data"]["latest_version"] == 1
+    if raw == "e=3":  # a public key alone, too
+        public = serialization.load_der_private_key(weak, None).public_key()
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        alone = requests.post(
+            f"{server.url}/v1/transit/keys/{name}-public/import",
+            json={"public_key": pem.decode(), "type": key_type},
+            headers=headers,
+        )
+        assert alone.status_code == 400 and reason in alone.json()["errors"][0]
+        return
+    # A backup edited to carry the weak key restores nothing.
+    vault.secrets.transit.update_key_configuration(name, allow_plaintext_backup=True)
+    document = json.loads(base64.b64decode(vault.secrets.transit.backup_key(name)["data"]["backup"]))
+    version = document["versions"]["1"]
+    envelope = json.loads(base64.b64decode(version["material"]))
+    envelope["key"] = base64.b64encode(weak).decode()
+    version["material"] = base64.b64encode(json.dumps(envelope).encode()).decode()
+    edited = base64.b64encode(json.dumps(document).encode()).decode()
+    restored = requests.post(f"{server.url}/v1/transit/restore/{name}-copy", json={"backup": edited}, headers=headers)
+    assert restored.status_code == 400, restored.text
+    assert restored.json()["errors"] == [f"invalid backup: version 1 is weak key material ({reason})"]
+    assert vault.read(f"transit/keys/{name}-copy") is None
 
 
 def test_byok_export_to_another_wrapping_key(vault):

@@ -5,12 +5,14 @@ PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import hvac
 import pytest
 from sqlalchemy import inspect, select, text, update
 from test_storage import TABLES, _secrets
@@ -20,7 +22,19 @@ from kms_service.storage import models as m
 from kms_service.storage.database import create_engine, normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[1]
-VIEWS = {"kms_keys", "kms_key_versions", "kms_tokens", "kms_endpoints"}
+VIEWS = {
+    "kms_keys",
+    "kms_key_versions",
+    "kms_tokens",
+    "kms_endpoints",
+    "kms_namespaces",
+    "kms_token_roles",
+    "kms_wrapped_responses",
+}
+GRANTED = (
+    "kms_keys, kms_key_versions, kms_tokens, kms_endpoints, kms_namespaces, kms_token_roles,\n"
+    "    kms_wrapped_responses, alembic_version"
+)
 SECRET_COLUMNS = {"sealed_material", "sealed_value", "token_hmac"}
 
 
@@ -143,6 +157,29 @@ def test_token_policies_and_endpoint_grants_in_the_views(server):
     assert {r["token_accessor"] for r in grants} == {endpoint["accessor"]} and {r["token_count"] for r in grants} == {1}
 
 
+def test_namespaces_roles_periods_and_wrapped_responses_in_the_views(server):
+    root = server.root_token()
+    client = server.client(root)
+    client.sys.create_namespace("team-a")
+    in_team = hvac.Client(url=client.url, token=root, namespace="team-a")
+    periodic = in_team.auth.token.create(policies=["default"], period="2h", display_name="batchjob")["auth"]
+    client.auth.token.create_or_update_role("ops", allowed_policies=["default"])
+    wrapped = client.auth.token.create(policies=["default"], wrap_ttl="90s")["wrap_info"]
+
+    tokens = server.call(_rows(server.kms.engine, "SELECT * FROM kms_tokens WHERE display_name = 'token-batchjob'"))
+    assert [(r["accessor"], r["namespace"], r["period"]) for r in tokens] == [(periodic["accessor"], "team-a/", 7200)]
+    namespaces = server.call(_rows(server.kms.engine, "SELECT * FROM kms_namespaces"))
+    assert [(r["path"], r["token_count"]) for r in namespaces] == [("team-a/", 1)]
+    roles = server.call(_rows(server.kms.engine, "SELECT * FROM kms_token_roles"))
+    assert [(r["namespace"], r["name"]) for r in roles] == [("", "ops")]
+    assert json.loads(roles[0]["settings"])["allowed_policies"] == ["default"]
+    waiting = server.call(_rows(server.kms.engine, "SELECT * FROM kms_wrapped_responses"))
+    assert [(r["accessor"], r["creation_path"], r["ttl"]) for r in waiting] == [
+        (wrapped["accessor"], "auth/token/create", 90)
+    ]
+    assert waiting[0]["wrapped_accessor"] == wrapped["wrapped_accessor"]
+
+
 def test_the_views_hold_no_secret(server, database_url):
     tokens = [server.endpoint_token(e) for e in ("manage_keys", "crypto", "signer")]
     tokens.append(server.root_token())
@@ -163,7 +200,7 @@ def test_the_views_hold_no_secret(server, database_url):
 def test_a_postgresql_role_granted_the_views_reads_them_and_nothing_else(server, database_url):
     role = f"kms_reader_{uuid.uuid4().hex[:8]}"
     url = normalize_database_url(database_url).replace("postgresql+asyncpg", "postgresql")
-    grant = "GRANT SELECT ON kms_keys, kms_key_versions, kms_tokens, kms_endpoints, alembic_version TO {role}"
+    grant = f"GRANT SELECT ON {GRANTED} TO {{role}}"
     assert grant.format(role="kms_reader") in (ROOT / "docs" / "operations.md").read_text()
 
     async def check() -> None:
@@ -183,9 +220,7 @@ def test_a_postgresql_role_granted_the_views_reads_them_and_nothing_else(server,
             finally:
                 await reader.close()
         finally:
-            await admin.execute(
-                f"REVOKE ALL ON kms_keys, kms_key_versions, kms_tokens, kms_endpoints, alembic_version FROM {role}"
-            )
+            await admin.execute(f"REVOKE ALL ON {GRANTED} FROM {role}")
             await admin.execute(f"DROP ROLE {role}")
             await admin.close()
 

@@ -271,6 +271,15 @@ class KeyType:
         """A public-key-only version (rsa, ecdsa, ed25519): it can verify and encrypt, not sign or decrypt."""
         raise RefusedAsServerError("provided type does not support public_key import")
 
+    def weakness(self, material: KeyMaterial) -> str | None:
+        """Why material from outside (an import, a backup) is too weak to take, if it is: a key (or HMAC key)
+        of one byte repeated, all zeros included, protects nothing. Vault takes such keys; this service does
+        not. Never names a secret byte."""
+        for what, data in (("key", material.key), ("HMAC key", material.hmac_key)):
+            if len(data) > 1 and data.count(data[:1]) == len(data):
+                return f"its {what} is one byte repeated"
+        return None
+
     def public_key(self, key: bytes) -> bytes | None:
         """DER SubjectPublicKeyInfo for a stored primary key (asymmetric types), else None."""
         return None

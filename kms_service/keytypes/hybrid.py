@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
 from kms_service.errors import InvalidRequest, RefusedAsServerError
 from kms_service.keytypes.asymmetric import AsymmetricHandle, AsymmetricKeyType, public_key_pem
 from kms_service.keytypes.base import EXPORT_PUBLIC_KEY, EXPORT_SIGNING_KEY, KeyType, SignOptions
@@ -12,6 +14,9 @@ from kms_service.keytypes.ecdsa import EcdsaP256
 from kms_service.keytypes.eddsa import Ed25519
 from kms_service.keytypes.ml_dsa import MlDsa65
 from kms_service.material import KeyMaterial, Origin
+
+# The order n of NIST P-256's base point (FIPS 186-5, SP 800-186).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,9 @@ class _HybridSigning(KeyType):
     slow_operations = frozenset({"sign", "verify"})  # ML-DSA-65's and the classical one's
     PQ: ClassVar[AsymmetricKeyType] = MlDsa65()
     CLASSICAL: ClassVar[AsymmetricKeyType]
+    # The classical part's group order when it is ECDSA: its signatures are made and taken with low S only
+    # (s <= n/2), so (r, n - s), which verifies as well, is not a second valid signature of this format.
+    CLASSICAL_ORDER: ClassVar[int | None] = None
 
     def generate(self, key_size: int | None = None) -> KeyMaterial:
         self._no_key_size(key_size)
@@ -77,9 +85,12 @@ class _HybridSigning(KeyType):
 
     def sign(self, handle: HybridHandle, data: bytes, options: SignOptions) -> bytes:
         classical_options = replace(options, marshaling="asn1")  # the packed signature is binary anyway
-        return _pack(
-            self.PQ.sign(handle.pq, data, options), self.CLASSICAL.sign(handle.classical, data, classical_options)
-        )
+        classical = self.CLASSICAL.sign(handle.classical, data, classical_options)
+        if self.CLASSICAL_ORDER is not None:
+            r, s = decode_dss_signature(classical)
+            if s > self.CLASSICAL_ORDER // 2:
+                classical = encode_dss_signature(r, self.CLASSICAL_ORDER - s)
+        return _pack(self.PQ.sign(handle.pq, data, options), classical)
 
     def verify(self, handle: HybridHandle, data: bytes, signature: bytes, options: SignOptions) -> bool:
         try:
@@ -87,6 +98,13 @@ class _HybridSigning(KeyType):
         except ValueError:
             return False
         classical_options = replace(options, marshaling="asn1")
+        if self.CLASSICAL_ORDER is not None:
+            try:
+                _, s = decode_dss_signature(classical)
+            except ValueError:
+                return False
+            if s > self.CLASSICAL_ORDER // 2:
+                return False
         try:
             classical_ok = self.CLASSICAL.verify(handle.classical, data, classical, classical_options)
         except InvalidRequest:
@@ -125,6 +143,7 @@ class _HybridSigning(KeyType):
 class HybridMlDsa65EcdsaP256(_HybridSigning):
     name = "hybrid-ml-dsa-65-ecdsa-p256"
     CLASSICAL = EcdsaP256()
+    CLASSICAL_ORDER = P256_ORDER
 
 
 class HybridMlDsa65Ed25519(_HybridSigning):

@@ -26,6 +26,10 @@ from kms_service.keytypes.base import (
 )
 from kms_service.material import KeyMaterial
 
+# The least an imported RSA key may have (NIST SP 800-56B and SP 800-131A); generated keys have exactly these.
+MIN_PUBLIC_EXPONENT = 65537
+MIN_RSA_BITS = 2048
+
 
 class _Rsa(AsymmetricKeyType):
     """RSA: encryption RSAES-OAEP (SHA-256, MGF1-SHA-256, empty label) or RSAES-PKCS1-v1_5; signatures
@@ -47,6 +51,18 @@ class _Rsa(AsymmetricKeyType):
         size = (key.key_size + 7) // 8
         if size != self.BITS // 8:
             raise RefusedAsServerError(f"invalid key size: expected {self.BITS // 8} bytes, got {size} bytes")
+
+    def weakness(self, material: KeyMaterial) -> str | None:
+        # A small public exponent (e = 3) opens the door to low-exponent and Bleichenbacher-style forgeries.
+        public = serialization.load_der_public_key(material.public_key or b"")
+        if not isinstance(public, rsa.RSAPublicKey):
+            return "it is not an RSA key"
+        exponent = public.public_numbers().e
+        if exponent < MIN_PUBLIC_EXPONENT:
+            return f"its RSA public exponent is {exponent}, below {MIN_PUBLIC_EXPONENT}"
+        if public.key_size < MIN_RSA_BITS:
+            return f"its RSA modulus has {public.key_size} bits, below {MIN_RSA_BITS}"
+        return super().weakness(material)
 
     @staticmethod
     def _encryption_padding(options: EncryptOptions) -> padding.AsymmetricPadding:

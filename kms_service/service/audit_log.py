@@ -28,6 +28,7 @@ from pathlib import Path
 
 from kms_service import audit_records as audit_rules
 from kms_service.audit_records import CHAIN_END, AuditKeys, Chain, serialize
+from kms_service.storage import models as m
 from kms_service.storage import repository as repo
 from kms_service.storage.database import Database
 
@@ -250,19 +251,22 @@ async def anchors(db: Database) -> list[dict[str, object]]:
     ]
 
 
-async def verify_database(db: Database, keys: AuditKeys) -> audit_rules.Verification:
+def anchors_of(rows: list[m.AuditAnchor], sink: str) -> dict[str, audit_rules.Anchor]:
+    """The anchors of one sink's chains, by chain id."""
+    return {
+        row.chain_id: audit_rules.Anchor(row.seq, row.hash, row.closed, row.started_at, row.updated_at)
+        for row in rows
+        if row.sink == sink
+    }
+
+
+async def verify_database(db: Database, keys: AuditKeys, since: datetime | None = None) -> audit_rules.Verification:
     """The database sink's records (``audit_records``) checked chain by chain against the anchors."""
     async with db.reading() as session:
-        anchored = {
-            row.chain_id: audit_rules.Anchor(row.seq, row.hash, row.closed)
-            for row in await repo.audit_anchors(session)
-            if row.sink == "db"
-        }
+        anchored = anchors_of(await repo.audit_anchors(session), "db")
         lines: list[bytes] = []
         after = 0
         while page := await repo.audit_record_lines(session, after, 10_000):
             lines.extend(line.encode() + b"\n" for _, line in page)
             after = page[-1][0]
-    result = audit_rules.verify(lines, keys.chain_key, anchored)
-    result.absent = sorted(set(anchored) - set(result.chains))
-    return result
+    return audit_rules.verify(lines, keys.chain_key, anchored, since=since)

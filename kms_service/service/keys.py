@@ -247,6 +247,7 @@ class KeyService(KeyReads):
 
     async def import_key(self, name: str, key_type: str, material: KeyMaterial, settings: KeySettings) -> None:
         """A new key whose first version is imported material (Vault's keys/:name/import)."""
+        _refuse_weak(self._key_type(key_type, name), material)
         try:
             async with self._db.writing() as session:
                 if await repo.get_key(session, self.mount.id, name, for_update=True) is not None:
@@ -271,6 +272,7 @@ class KeyService(KeyReads):
         if not current.imported:
             raise RefusedAsServerError("the import_version endpoint can only be used with an imported key")
         material = make(current.key_type)
+        _refuse_weak(current.key_type, material)
         async with self._db.writing() as session:
             row = await repo.get_key(session, self.mount.id, name, for_update=True)
             if row is None:
@@ -319,6 +321,8 @@ class KeyService(KeyReads):
                 raise InvalidRequest(
                     f"key {name} is a {row.type} key; a key's type never changes, restore it under a new name"
                 )
+            if row is not None and not repo.key_settings(row).deletion_allowed:
+                await self._refuse_destructive_restore(session, name, backup)
             sealed = [self._seal(name, v.version, v.material, v.created_at) for v in backup.versions]
             first, rest = sealed[0], sealed[1:]
             if row is None:
@@ -344,6 +348,25 @@ class KeyService(KeyReads):
             await repo.bump(session, row, now, type=key_type.name, latest_version=backup.latest_version, **changes)
             self._db.changed(session, self._changed(name))
         log.info("restored key %s (%d versions)", self._ref(name), len(backup.versions))
+
+    async def _refuse_destructive_restore(self, session: AsyncSession, name: str, backup: backup_format.Backup) -> None:
+        """A forced restore replaces every version: over a key without ``deletion_allowed`` it may only keep
+        what the key holds (each version in the backup, unchanged) and add to it; dropping or replacing a
+        version would destroy it, as a delete would, so it needs the same permission."""
+        stored = await repo.load_key(session, self.mount.id, name)
+        assert stored is not None
+        restored = {v.version: v.material for v in backup.versions}
+        lost = []
+        for sv in stored.versions:
+            held = self._unseal(self._ref(name), sv)
+            kept = restored.get(sv.version)
+            if kept is None or (kept.key, kept.hmac_key, kept.public_key) != (held.key, held.hmac_key, held.public_key):
+                lost.append(sv.version)
+        if lost:
+            raise InvalidRequest(
+                f"key {name} does not allow deletion: this restore would replace or drop version(s) "
+                f"{', '.join(map(str, lost))}; set deletion_allowed on the key first"
+            )
 
     async def configure(self, name: str, change: KeyConfigChange) -> tuple[Key, list[str]]:
         async with self._db.writing() as session:
@@ -420,3 +443,12 @@ def _check_backup_material(key_type: KeyType, backup: backup_format.Backup) -> N
                 raise ValueError("public key")
         except Exception:  # noqa: BLE001 - untrusted bytes into the crypto libraries: any failure is the input's
             raise InvalidRequest("invalid backup: its key material does not fit its key type") from None
+        weakness = key_type.weakness(material)
+        if weakness is not None:
+            raise InvalidRequest(f"invalid backup: version {version.version} is weak key material ({weakness})")
+
+
+def _refuse_weak(key_type: KeyType, material: KeyMaterial) -> None:
+    weakness = key_type.weakness(material)
+    if weakness is not None:
+        raise InvalidRequest(f"refusing weak key material: {weakness}")

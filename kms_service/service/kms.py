@@ -152,7 +152,7 @@ class KMS:
 
         ``create=False`` (commands other than serve and migrate): a database that does not exist is refused,
         never made. Either way, a database already sealed under a master key never gets a new one."""
-        engine = create_engine(settings.url, create=create)
+        engine = create_engine(settings.url, create=create, lock_timeout=settings.database_lock_timeout)
         try:
             before = await migrate.current_revision(engine)
             if not create and before is None:

@@ -8,9 +8,10 @@
    transaction, each row replaced only if it is still what was read. A crash loses at most the batch under
    way; running it again picks up what is left. Rows a lagging node writes under the old key meanwhile are
    found by the next pass (the query is "not under the new key", not a position).
-3. ``finish``: no earlier than ``ADOPTION_BOUND`` after the start (every node seals under the new key by
-   then), a last pass, then the old key's check row and the rollover go in one transaction: the old key
-   opens the database no more, and every node drops it from memory.
+3. ``finish``: only when given the new key (the key that remains is one the operator holds), no earlier
+   than ``ADOPTION_BOUND`` after the start (every node seals under the new key by then), a last pass, a
+   proof that the given key alone opens every sealed row, then the old key's check row and the rollover go
+   in one transaction: the old key opens the database no more, and every node drops it from memory.
 
 Nothing is derived from the master key, so no token, key or ciphertext changes.
 """
@@ -22,10 +23,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kms_service.errors import ConfigError, SealError
 from kms_service.mounts import key_ref
 from kms_service.seal import (
+    MASTER_KEY_ENV,
     SEAL_CHECK_AAD,
     SEAL_CHECK_PLAINTEXT,
     MasterKey,
@@ -92,6 +95,7 @@ class MasterKeys:
         self.keyring = keyring
         keyring.follow_database = self.refresh
         self._warned_retired = False
+        self._warned_loaded = False
 
     async def refresh(self) -> None:
         """Adopt a rollover's new key, accept its old one; drop keys a finished rollover retired."""
@@ -126,6 +130,19 @@ class MasterKeys:
             log.error(
                 "this process seals under master key %s, which the database no longer accepts: restart it with "
                 "the current master key",
+                keyring.key_id,
+            )
+        elif keyring.loaded.key_id not in accepted and not self._warned_loaded and keyring.key_id in accepted:
+            # It serves on (it adopted the new key), but it was given the retired one: unless its key file now
+            # holds the current key, it would not start again.
+            self._warned_loaded = True
+            if _file_holds(keyring.loaded.origin, accepted):
+                return
+            log.error(
+                "this process was started with master key %s (%s), which the database no longer accepts: give it "
+                "the current master key %s before it restarts, or it will not start",
+                keyring.loaded.key_id,
+                keyring.loaded.origin,
                 keyring.key_id,
             )
 
@@ -225,19 +242,37 @@ class MasterKeys:
         return progress
 
     async def finish(
-        self, batch_size: int = DEFAULT_BATCH_SIZE, on_batch: Callable[[Progress], None] | None = None
+        self,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        on_batch: Callable[[Progress], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ) -> str:
-        """End the rotation under way: a last re-seal, then retire the old key. Returns the retired key's id."""
+        """End the rotation under way: a last re-seal, then retire the old key. Returns the retired key's id.
+
+        Refused, before anything changes, unless this process was given the new key: the key that remains
+        must be one the operator holds. Before the old key goes, the given key alone must open every sealed
+        row (``prove_opens``)."""
         status = await self.status()
         rollover = status.rollover
         if rollover is None:
             raise ConfigError("no master-key rotation is under way ('kms-service master-key rotate' starts one)")
+        given = self.keyring.loaded
+        if given.key_id != rollover.new_key_id:
+            raise SealError(
+                f"refused, nothing changed: this command was given master key {given.key_id} ({given.origin}), the "
+                f"one --finish retires; give it the new master key {rollover.new_key_id} ('kms-service master-key "
+                "rotate' writes it to a file again and says where) and run --finish again"
+            )
         # Every serving node checks every CHECK_INTERVAL: past this bound, none still seals under the old key.
         wait = (rollover.started_at.timestamp() + ADOPTION_BOUND) - datetime.now(UTC).timestamp()
         if wait > 0:
+            if on_wait is not None:
+                on_wait(wait)
             await asyncio.sleep(wait)
         for _ in range(FINISH_ATTEMPTS):
             await self.reseal(batch_size, on_batch)
+            # Rows sealed after this proof are sealed under the same key: a key id names one key.
+            await self.prove_opens(given, batch_size)
             async with self._db.writing() as session:
                 await repo.serialize_writers(session)
                 await repo.hold_sealed_rows(session)
@@ -252,6 +287,58 @@ class MasterKeys:
             )
         await self.refresh()
         return rollover.old_key_id
+
+    async def prove_opens(self, key: MasterKey, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        """``key`` alone opens the database: its check row, every key version, server secret and wrapped
+        response. SealError naming the first that does not (nothing is changed)."""
+
+        def opens(sealed: bytes, aad: bytes, what: str) -> None:
+            try:
+                key.unseal(sealed, aad)
+            except SealError:
+                raise SealError(
+                    f"refused, nothing changed: master key {key.key_id} does not open {what}, so it cannot be the "
+                    "only key of this database"
+                ) from None
+
+        async with self._db.reading() as session:
+            check = await repo.get_seal_check(session, key.key_id)
+            secrets = await repo.server_secrets(session)
+        if check is None:
+            raise SealError(f"refused, nothing changed: master key {key.key_id} is not one this database accepts")
+        opens(check.sealed_value, SEAL_CHECK_AAD, "the database's check row")
+        for secret in secrets:
+            opens(secret.sealed_value, server_secret_aad(secret.name), f"server secret '{secret.name}'")
+        after: tuple[int, int] = (0, 0)
+        while True:
+            async with self._db.reading() as session:
+                versions = await repo.versions_after(session, after, batch_size)
+            for item in versions:
+                ref = key_ref(item.mount_path, item.key_name)
+                aad = key_material_aad(ref, item.version, item.material_format)
+                opens(item.sealed_material, aad, f"key {ref} version {item.version}")
+            if len(versions) < batch_size:
+                break
+            after = (versions[-1].key_id, versions[-1].version)
+        after_id = 0
+        while True:
+            async with self._db.reading() as session:
+                wrapped = await repo.wrapped_responses_after(session, after_id, batch_size)
+            for _row_id, accessor, sealed in wrapped:
+                opens(sealed, wrapped_response_aad(accessor), f"the wrapped response of accessor {accessor}")
+            if len(wrapped) < batch_size:
+                break
+            after_id = wrapped[-1][0]
+
+
+def _file_holds(origin: str, accepted: set[str]) -> bool:
+    """Whether ``origin`` is a master key file that now holds one of the ``accepted`` keys."""
+    if origin == MASTER_KEY_ENV:
+        return False
+    try:
+        return MasterKey.from_text(Path(origin).read_text(encoding="ascii"), origin).key_id in accepted
+    except (OSError, UnicodeDecodeError, SealError):
+        return False
 
 
 def _rollover(row: m.MasterKeyRollover | None, resumed: bool = False) -> Rollover | None:

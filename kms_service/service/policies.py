@@ -158,7 +158,7 @@ class PolicyService:
 
     @staticmethod
     def _check_writable(name: str, verb: str = "update") -> None:
-        if name == "root":
+        if canonical_name(name) == "root":
             raise InvalidRequest(f'cannot {verb} "root" policy')
         if ":" in name:
             raise InvalidRequest(f"cannot {verb} a built-in policy ('<template>:<key>' names are reserved)")

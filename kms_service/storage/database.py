@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +17,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from kms_service.errors import ConfigError
+from kms_service.storage import DEFAULT_LOCK_TIMEOUT
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Migrations wait for another process's migration to finish, however long it takes on PostgreSQL, and for as
+# long as before on SQLite.
+SQLITE_MIGRATION_BUSY_TIMEOUT_MS = 30_000
 # Execution option marking write transactions (SQLite then takes its write lock at BEGIN).
 WRITE_OPTION = "kms_write_transaction"
 
@@ -25,6 +29,8 @@ WRITE_OPTION = "kms_write_transaction"
 def unavailable_reason(exc: BaseException) -> str | None:
     """One line saying why the database could not be used, if ``exc`` says it could not (down, unreachable,
     locked, out of disk, the pool exhausted); None for any other failure. Never the SQL or its parameters."""
+    if (busy := busy_reason(exc)) is not None:
+        return f"database busy: {busy}"
     if isinstance(exc, (OperationalError, InterfaceError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
@@ -33,6 +39,8 @@ def unavailable_reason(exc: BaseException) -> str | None:
         return f"{type(orig).__name__}: {text[0]}" if text else type(orig).__name__
     if isinstance(exc, PoolTimeout):
         return "no database connection free (pool timeout)"
+    if (refused := _refused_reason(exc)) is not None:
+        return refused
     if isinstance(exc, (ConnectionError, TimeoutError)) or (isinstance(exc, OSError) and exc.filename is None):
         return f"{type(exc).__name__}: {exc.strerror or exc}"
     return None
@@ -94,6 +102,52 @@ def connection_lost(exc: BaseException) -> bool:
     return False
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, and what it wraps: SQLAlchemy's wrapper, its adapter of the driver's error, the driver's error."""
+    links = [exc]
+    for _ in range(8):
+        following = exc.orig if isinstance(exc, DBAPIError) else exc.__cause__
+        if following is None or following in links:
+            break
+        links.append(following)
+        exc = following
+    return links
+
+
+# PostgreSQL refusing a new connection although it runs: too many connections or another resource exhausted (53),
+# starting up or shutting down (57P03, 57P01, 57P02), the connection failing (08).
+_REFUSED_STATES = ("53", "57P01", "57P02", "57P03", "08")
+
+
+def _refused_reason(exc: BaseException) -> str | None:
+    for link in _chain(exc):
+        state = getattr(link, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_REFUSED_STATES):
+            text = str(link).strip().splitlines()
+            return f"PostgreSQL refused: {text[0]}" if text else f"PostgreSQL refused ({state})"
+    return None
+
+
+# SQLite's "database is locked" and "database table is locked" (primary result codes, extended ones below).
+_SQLITE_BUSY_CODES = (5, 6)
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def busy_reason(exc: BaseException) -> str | None:
+    """What ``exc`` gave up waiting for, if it says a statement waited its --database-lock-timeout for a lock
+    another transaction holds, or for a free pooled connection: the database is up, and busy."""
+    for link in _chain(exc):
+        if isinstance(link, PoolTimeout):
+            return "no pooled connection came free in time"
+        if isinstance(link, sqlite3.OperationalError) and (getattr(link, "sqlite_errorcode", 0) & 0xFF) in (
+            _SQLITE_BUSY_CODES
+        ):
+            return "another process holds SQLite's write lock"
+        if getattr(link, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
+            return "another transaction holds a lock this request needs"
+    return None
+
+
 def default_database_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(Path(data_dir) / 'kms.db').resolve()}"
 
@@ -114,10 +168,12 @@ def normalize_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, create: bool = True) -> AsyncEngine:
+def create_engine(url: str, create: bool = True, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> AsyncEngine:
     """An engine for ``url``. ``create=False`` refuses a SQLite file that does not exist yet (commands
-    that only read must not leave an empty database behind a mistyped path)."""
+    that only read must not leave an empty database behind a mistyped path). ``lock_timeout``: seconds a
+    statement waits for a lock, and a request for a pooled connection (then ``busy_reason``)."""
     url = normalize_database_url(url)
+    lock_timeout_ms = max(1, round(lock_timeout * 1000))
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
@@ -127,10 +183,20 @@ def create_engine(url: str, create: bool = True) -> AsyncEngine:
                 raise ConfigError(f"no database at {path}: check --data-dir / --database-url")
         # hide_parameters: a failed statement's error (and so a log line) never shows its values, which may
         # be sealed key material or token HMACs.
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True)
-        _configure_sqlite(engine)
+        # An in-memory database has one connection (SQLAlchemy's StaticPool), never waited for.
+        pooled = {"pool_timeout": lock_timeout} if path and path != ":memory:" else {}
+        engine = create_async_engine(url, connect_args={"timeout": lock_timeout}, hide_parameters=True, **pooled)
+        _configure_sqlite(engine, lock_timeout_ms)
     else:
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+        engine = create_async_engine(
+            url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            pool_timeout=lock_timeout,
+            hide_parameters=True,
+        )
+        _configure_postgresql(engine, lock_timeout_ms)
     return engine
 
 
@@ -148,7 +214,15 @@ def _create_private_file(path: Path) -> None:
         raise ConfigError(f"cannot create the SQLite database {path}: {exc.strerror or exc}{where}") from None
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_postgresql(engine: AsyncEngine, lock_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # A lock wait (a row another node's transaction holds) ends with LockNotAvailable, never hangs. Set
+        # with SET, not as a startup parameter: poolers such as PgBouncer refuse unknown startup parameters.
+        dbapi_connection.run_async(lambda connection: connection.execute(f"SET lock_timeout = {lock_timeout_ms}"))
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
@@ -157,7 +231,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

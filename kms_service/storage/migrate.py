@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kms_service import migrations
-from kms_service.storage.database import WRITE_OPTION
+from kms_service.storage.database import SQLITE_MIGRATION_BUSY_TIMEOUT_MS, WRITE_OPTION
 
 # migrations/ at the top of the tree, installed as the package kms_service.migrations (pyproject.toml's
 # package-dir), so a wheel migrates as a checkout does.
@@ -41,11 +41,28 @@ async def _run(engine: AsyncEngine, action, *args) -> None:
 
     # A write transaction: on SQLite it holds the database lock, so processes migrate one at a time.
     async with engine.execution_options(**{WRITE_OPTION: True}).connect() as connection:
-        async with foreign_keys_off(connection):
+        async with foreign_keys_off(connection), waiting_for_other_migrations(connection):
             async with connection.begin():
                 if connection.dialect.name == "postgresql":
+                    # Another node's migration holds the lock for as long as it runs: wait it out.
+                    await connection.execute(text("SET LOCAL lock_timeout = 0"))
                     await connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
                 await connection.run_sync(run)
+
+
+@asynccontextmanager
+async def waiting_for_other_migrations(connection: AsyncConnection) -> AsyncIterator[None]:
+    """SQLite only: the migration's write lock waits longer than a request's (--database-lock-timeout), as
+    another process may be migrating; the connection's own wait is put back after."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = await connection.run_sync(lambda sync: _pragma_value(sync, "PRAGMA busy_timeout"))
+    await connection.run_sync(lambda sync: _pragma(sync, f"PRAGMA busy_timeout={SQLITE_MIGRATION_BUSY_TIMEOUT_MS}"))
+    try:
+        yield
+    finally:
+        await connection.run_sync(lambda sync: _pragma(sync, f"PRAGMA busy_timeout={int(before)}"))
 
 
 @asynccontextmanager
@@ -61,6 +78,15 @@ async def foreign_keys_off(connection: AsyncConnection) -> AsyncIterator[None]:
         yield
     finally:
         await connection.run_sync(lambda sync: _pragma(sync, "PRAGMA foreign_keys=ON"))
+
+
+def _pragma_value(sync_connection, statement: str) -> object:
+    cursor = sync_connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(statement)
+        return cursor.fetchone()[0]
+    finally:
+        cursor.close()
 
 
 def _pragma(sync_connection, statement: str) -> None:

@@ -42,7 +42,7 @@ from kms_service.service.keys import SOURCE_API, SOURCE_CONFIG
 from kms_service.service.master_keys import CHECK_INTERVAL as MASTER_KEY_CHECK_INTERVAL
 from kms_service.service.usage import FLUSH_INTERVAL as USAGE_FLUSH_INTERVAL
 from kms_service.settings import Settings
-from kms_service.storage.database import unavailable_reason
+from kms_service.storage.database import busy_reason, unavailable_reason
 from kms_service.web import replies
 from kms_service.web.body import RequestLimits
 from kms_service.web.console import Console
@@ -186,6 +186,12 @@ async def _answer(request: IncomingRequest, request_id: str) -> tuple[Answer, Re
             log.error("%s %s failed: %s", request.method, request.path, exc.message, extra={"request_id": request_id})
         return error_response(exc), None, exc.message or ""
     except Exception as exc:
+        busy = busy_reason(exc)
+        if busy is not None:
+            # A lock held elsewhere, for longer than --database-lock-timeout: the client may retry.
+            message = f"database busy: {busy} (waited --database-lock-timeout); retry later"
+            request.app[FAULTS_KEY].log(logging.WARNING, "database-busy", "%s", message)
+            return replies.error(503, [message]), None, message
         reason = unavailable_reason(exc)
         if reason is not None:
             # Every request meets it at once: one line, rate-limited, and Vault's 503.

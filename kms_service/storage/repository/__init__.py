@@ -86,7 +86,9 @@ from kms_service.storage.repository.sealing import (
     seal_check_ids,
     secrets_not_sealed_with,
     server_secrets,
+    versions_after,
     versions_not_sealed_with,
+    wrapped_responses_after,
     wrapped_responses_not_sealed_with,
 )
 from kms_service.storage.repository.tokens import (
@@ -200,6 +202,7 @@ __all__ = [
     "reserve_usage",
     "rows_by_master_key",
     "reseal_wrapped_response_if_unchanged",
+    "wrapped_responses_after",
     "wrapped_responses_not_sealed_with",
     "save_settings",
     "seal_check_ids",
@@ -213,6 +216,7 @@ __all__ = [
     "token_descendants",
     "usage_of",
     "use_token",
+    "versions_after",
     "versions_not_sealed_with",
     "WrappedRecord",
     "add_wrapped_response",

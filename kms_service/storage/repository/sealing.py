@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kms_service.storage import models as m
@@ -96,6 +96,26 @@ async def versions_not_sealed_with(session: AsyncSession, master_key_id: str, li
     return [SealedVersion(*row) for row in rows]
 
 
+async def versions_after(session: AsyncSession, after: tuple[int, int], limit: int) -> list[SealedVersion]:
+    """Every key version, ``limit`` at a time: those after (key id, version) ``after``, in that order."""
+    rows = await session.execute(
+        select(
+            m.KeyVersion.key_id,
+            m.Mount.path,
+            m.Key.name,
+            m.KeyVersion.version,
+            m.KeyVersion.material_format,
+            m.KeyVersion.sealed_material,
+        )
+        .join(m.Key, m.Key.id == m.KeyVersion.key_id)
+        .join(m.Mount, m.Mount.id == m.Key.mount_id)
+        .where(tuple_(m.KeyVersion.key_id, m.KeyVersion.version) > tuple_(*after))
+        .order_by(m.KeyVersion.key_id, m.KeyVersion.version)
+        .limit(limit)
+    )
+    return [SealedVersion(*row) for row in rows]
+
+
 async def reseal_versions_if_unchanged(
     session: AsyncSession, resealed: Sequence[tuple[SealedVersion, bytes]], master_key_id: str
 ) -> int:
@@ -149,6 +169,17 @@ async def wrapped_responses_not_sealed_with(
         .limit(limit)
     )
     return [(accessor, sealed) for accessor, sealed in await session.execute(query)]
+
+
+async def wrapped_responses_after(session: AsyncSession, after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
+    """(row id, accessor, sealed response) of every wrapped response, ``limit`` at a time, after ``after_id``."""
+    query = (
+        select(m.WrappedResponse.id, m.WrappedResponse.accessor, m.WrappedResponse.sealed_response)
+        .where(m.WrappedResponse.id > after_id)
+        .order_by(m.WrappedResponse.id)
+        .limit(limit)
+    )
+    return [(row_id, accessor, sealed) for row_id, accessor, sealed in await session.execute(query)]
 
 
 async def reseal_wrapped_response_if_unchanged(
