@@ -522,6 +522,9 @@ class Attacker:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(30)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_the_worst_body_the_limits_allow_does_not_stall_other_clients(database_url, data_dir):
