@@ -101,6 +101,15 @@ def _paths(text: str) -> list[tuple[str, Attributes]]:
         attributes: Attributes = {}
         for attribute in block.attributes():
             attributes.setdefault(attribute.name, []).append(attribute.value)
+        for nested in block.blocks():
+            # ``allowed_parameters { ... }`` is the block form of a constraint: refused as its attribute
+            # form is, never dropped; a path rule has no other block.
+            if nested.block_type not in _REFUSED:
+                raise InvalidRequest(
+                    f"failed to parse policy: path {json.dumps(block.name_labels[0])}: "
+                    f"{json.dumps(nested.block_type)} blocks are not supported"
+                )
+            attributes.setdefault(nested.block_type, []).append({})
         result.append((block.name_labels[0], attributes))
     return result
 

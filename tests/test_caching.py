@@ -416,3 +416,20 @@ def test_a_change_published_during_a_load_never_leaves_its_value_trusted(on_race
         return answers
 
     assert asyncio.run(scenario()) == ["old", "new"]
+
+
+def test_revoking_a_parent_drops_it_and_every_batch_token_it_made_from_the_cache(start_server):
+    """A token and the batch tokens it made share its accessor as their cache alias: revoking it drops them
+    all at once, whichever was used last."""
+    server = start_server(cache_ttl=300)
+    parent, info = server.call(server.kms.tokens.create(["root"], timedelta(hours=1)))
+    children = [
+        server.client(parent).auth.token.create(policies=["encrypt:vault-enc"], type="batch")["auth"]["client_token"]
+        for _ in range(2)
+    ]
+    for token in (parent, *children):  # the children used after their parent
+        server.client(token).secrets.transit.encrypt_data("vault-enc", plaintext=SECRET)
+    assert server.call(server.kms.tokens.revoke(info.accessor)) is True
+    for token in (parent, *children):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            server.client(token).secrets.transit.encrypt_data("vault-enc", plaintext=SECRET)

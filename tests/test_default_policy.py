@@ -198,6 +198,7 @@ def test_capabilities_keep_a_trailing_slash(server, root):
 def test_cli_token_create_no_default_policy(database_url, data_dir):
     env = cli_env(database_url, data_dir)
     run_cli(["migrate"], env)
+    run_cli(["keys", "create", "vault-enc", "--type", "chacha20-poly1305"], env)  # a grant must name a key
     made = run_cli(["token", "create", "--policy", "encrypt:vault-enc", "--ttl", "1h"], env).stdout
     assert "policies: default, encrypt:vault-enc" in made
     bare = run_cli(["token", "create", "--policy", "encrypt:vault-enc", "--no-default-policy", "--ttl", "1h"], env)

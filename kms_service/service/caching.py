@@ -169,7 +169,8 @@ class RefreshingCache(Generic[K, V, R]):
         self._stale_answers = stale_answers
         self._on_race = on_race
         self._alias = alias
-        self._aliases: dict[Hashable, K] = {}
+        # Several entries may share an alias (a token and the batch tokens it made, by its accessor).
+        self._aliases: dict[Hashable, set[K]] = {}
         self._max_entries = max_entries
         self.stats = stats
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
@@ -249,7 +250,7 @@ class RefreshingCache(Generic[K, V, R]):
         entries[key] = _Entry(value, float("-inf") if raced else time.monotonic())
         entries.move_to_end(key)
         if self._alias is not None and (name := self._alias(value)) is not None:
-            self._aliases[name] = key
+            self._aliases.setdefault(name, set()).add(key)
         while self._max_entries and len(entries) > self._max_entries:
             evicted_key, evicted = entries.popitem(last=False)
             self._unalias(evicted.value, evicted_key)
@@ -266,8 +267,7 @@ class RefreshingCache(Generic[K, V, R]):
             self._unalias(entry.value, key)
 
     def drop_alias(self, name: Hashable) -> None:
-        key = self._aliases.pop(name, None)
-        if key is not None:
+        for key in self._aliases.pop(name, ()):
             self._entries.pop(key, None)
 
     def expire(self, key: K) -> None:
@@ -281,8 +281,13 @@ class RefreshingCache(Generic[K, V, R]):
         self._aliases.clear()
 
     def _unalias(self, value: V, key: K) -> None:
-        if self._alias is not None and (name := self._alias(value)) is not None and self._aliases.get(name) == key:
-            del self._aliases[name]
+        if self._alias is None or (name := self._alias(value)) is None:
+            return
+        keys = self._aliases.get(name)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._aliases[name]
 
     async def stop_refreshing(self) -> None:
         """Cancel the background reads under way and wait for them (before the engine is disposed)."""

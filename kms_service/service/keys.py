@@ -321,7 +321,8 @@ class KeyService(KeyReads):
                 raise InvalidRequest(
                     f"key {name} is a {row.type} key; a key's type never changes, restore it under a new name"
                 )
-            if row is not None and not repo.key_settings(row).deletion_allowed:
+            guarded = row is not None and not repo.key_settings(row).deletion_allowed
+            if guarded:
                 await self._refuse_destructive_restore(session, name, backup)
             sealed = [self._seal(name, v.version, v.material, v.created_at) for v in backup.versions]
             first, rest = sealed[0], sealed[1:]
@@ -345,6 +346,9 @@ class KeyService(KeyReads):
             for stored, version in zip(rest, backup.versions[1:], strict=True):
                 await repo.add_version(session, row, stored, _public_pem(version.material))
             changes = {n: getattr(backup.settings, n) for n in KeySettings.names()}
+            if guarded:
+                # A backup is unauthenticated input: restoring one must not be a way to allow deletion.
+                changes["deletion_allowed"] = False
             await repo.bump(session, row, now, type=key_type.name, latest_version=backup.latest_version, **changes)
             self._db.changed(session, self._changed(name))
         log.info("restored key %s (%d versions)", self._ref(name), len(backup.versions))

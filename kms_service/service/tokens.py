@@ -267,7 +267,10 @@ class TokenService:
         if token_type not in TOKEN_TYPES:
             raise InvalidRequest("invalid 'token_type' value")
         if namespace != parent.info.namespace:
-            policies = tuple(sorted(set(request.policies)))
+            # A parent namespace's token names the child namespace's policies freely, but a role still
+            # bounds them: its allowed and disallowed lists hold wherever the token is made.
+            asked = tuple(sorted(set(request.policies)))
+            policies = asked if role is None else role.policies_for(asked, (), True)
             if "root" in policies:
                 raise InvalidRequest("root tokens may not be created from a parent namespace")
         elif role is not None:

@@ -293,7 +293,7 @@ async def write_role(call: Call, args: dict[str, Any]) -> None:
     for field in ("allowed_policies", "disallowed_policies"):
         if args[field] is not None:
             # Vault lowercases a role's policy names.
-            changes[field] = tuple(sorted({policy.lower() for policy in args[field]}))
+            changes[field] = tuple(sorted({canonical_name(policy) for policy in args[field]}))
     for field in ("orphan", "renewable", "path_suffix"):
         if args[field] is not None:
             changes[field] = args[field]

@@ -357,6 +357,8 @@ class Call:
     # The path as the ACL sees it (``<path>/`` for a list), and the response-wrapping TTL asked for
     # (X-Vault-Wrap-TTL; None: not wrapped).
     acl_path: str = ""
+    # The path the token's policies were asked about: acl_path as the token's namespace sees it.
+    policy_path: str = ""
     wrap_ttl: int | None = None
     _warnings: list[str] = field(default_factory=list, repr=False)
     _keys: KeyService | None = field(default=None, repr=False)

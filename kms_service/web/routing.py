@@ -190,6 +190,7 @@ class Router:
             if checks_acl and not any(call.principal.acl.allows(acl_path, c) for c in EXISTENCE_CAPABILITIES):
                 raise PermissionDenied()
             call.existed = await operation.existence(call)
+        call.policy_path = acl_path
         if checks_acl:
             capability = _capability(method, operation, call.existed)
             if capability is None or not call.principal.acl.allows(acl_path, capability):

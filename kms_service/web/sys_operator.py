@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from kms_service import VAULT_API_VERSION, __version__
-from kms_service.errors import InvalidRequest, NotFound
+from kms_service.acl import Capability
+from kms_service.errors import InvalidRequest, NotFound, PermissionDenied
 from kms_service.policy_documents import capability_names
 from kms_service.service import Principal
 from kms_service.service.policies import canonical_name
@@ -55,13 +56,33 @@ async def read_policy(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     return {"name": canonical_name(call.params["name"]), "policy": document}
 
 
+async def _allowed_as_stored(call: Call, capability: Capability | None = None) -> None:
+    """A policy named with capitals is stored lowercased: the token must also be allowed at the name that
+    changes, or a rule denying ``.../default`` would be passed by writing ``.../DEFAULT``."""
+    name = call.params["name"]
+    stored = canonical_name(name)
+    if stored == name or call.principal is None or call.principal.acl.root:
+        return
+    path = call.policy_path
+    if not path.endswith(name):
+        raise PermissionDenied()
+    path = path[: len(path) - len(name)] + stored
+    if capability is None:  # a write: Vault's create or update, by whether the stored name exists
+        exists = await call.kms.policies.read(stored, call.namespace) is not None
+        capability = Capability.UPDATE if exists else Capability.CREATE
+    if not call.principal.acl.allows(path, capability):
+        raise PermissionDenied()
+
+
 async def write_policy(call: Call, args: dict[str, Any]) -> None:
     if not args["policy"]:
         raise InvalidRequest("'policy' parameter not supplied or empty")
+    await _allowed_as_stored(call)
     await call.kms.policies.write(call.params["name"], args["policy"], call.namespace)
 
 
 async def delete_policy(call: Call, args: dict[str, Any]) -> None:
+    await _allowed_as_stored(call, Capability.DELETE)
     await call.kms.policies.delete(call.params["name"], call.namespace)
 
 
@@ -126,7 +147,8 @@ async def capabilities_accessor(call: Call, args: dict[str, Any]) -> Reply:
         raise InvalidRequest("missing accessor")
     paths = _paths(args)
     principal = await call.kms.tokens.principal_by_accessor(accessor)
-    if principal is None or not call.namespace.startswith(principal.info.namespace):
+    # Only the request namespace's own tokens: a child namespace's admin learns nothing of a parent's.
+    if principal is None or principal.info.namespace != call.namespace:
         raise InvalidRequest("invalid accessor")
     return _capabilities(principal, paths, call.namespace)
 
