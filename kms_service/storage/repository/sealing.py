@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kms_service.storage import models as m
@@ -77,7 +77,8 @@ class SealedVersion:
     sealed_material: bytes
 
 
-async def versions_not_sealed_with(session: AsyncSession, master_key_id: str, limit: int) -> list[SealedVersion]:
+async def _sealed_versions(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[SealedVersion]:
+    """The key versions ``where`` selects, ``limit`` at a time, in (key id, version) order."""
     rows = await session.execute(
         select(
             m.KeyVersion.key_id,
@@ -89,31 +90,21 @@ async def versions_not_sealed_with(session: AsyncSession, master_key_id: str, li
         )
         .join(m.Key, m.Key.id == m.KeyVersion.key_id)
         .join(m.Mount, m.Mount.id == m.Key.mount_id)
-        .where(m.KeyVersion.master_key_id != master_key_id)
+        .where(where)
         .order_by(m.KeyVersion.key_id, m.KeyVersion.version)
         .limit(limit)
     )
     return [SealedVersion(*row) for row in rows]
+
+
+async def versions_not_sealed_with(session: AsyncSession, master_key_id: str, limit: int) -> list[SealedVersion]:
+    return await _sealed_versions(session, m.KeyVersion.master_key_id != master_key_id, limit)
 
 
 async def versions_after(session: AsyncSession, after: tuple[int, int], limit: int) -> list[SealedVersion]:
     """Every key version, ``limit`` at a time: those after (key id, version) ``after``, in that order."""
-    rows = await session.execute(
-        select(
-            m.KeyVersion.key_id,
-            m.Mount.path,
-            m.Key.name,
-            m.KeyVersion.version,
-            m.KeyVersion.material_format,
-            m.KeyVersion.sealed_material,
-        )
-        .join(m.Key, m.Key.id == m.KeyVersion.key_id)
-        .join(m.Mount, m.Mount.id == m.Key.mount_id)
-        .where(tuple_(m.KeyVersion.key_id, m.KeyVersion.version) > tuple_(*after))
-        .order_by(m.KeyVersion.key_id, m.KeyVersion.version)
-        .limit(limit)
-    )
-    return [SealedVersion(*row) for row in rows]
+    where = tuple_(m.KeyVersion.key_id, m.KeyVersion.version) > tuple_(*after)
+    return await _sealed_versions(session, where, limit)
 
 
 async def reseal_versions_if_unchanged(
